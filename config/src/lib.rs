@@ -1,0 +1,288 @@
+//! Berth's typed configuration.
+//!
+//! Sources, lowest precedence first: built-in defaults, a TOML file, `BERTH_*`
+//! environment variables, command-line flags. Each source is a [`Layer`] of
+//! optional values; [`Config::resolve`] folds them in that order.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
+pub const DEFAULT_DATA_DIR: &str = "./berth-data";
+/// The spec leaves the limit to registries; 4 MiB is what Docker Hub and Distribution use.
+pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The resolved configuration every other crate reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Database URL; `None` means SQLite inside `data_dir`.
+    pub database_url: Option<String>,
+    pub storage: StorageConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageConfig {
+    /// Blobs under `<data_dir>/blobs` (or the given root).
+    Filesystem { root: Option<PathBuf> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_manifest_bytes: u64,
+}
+
+/// One source of settings; every field is optional so sources can be stacked.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub database: DatabaseLayer,
+    #[serde(default)]
+    pub storage: StorageLayer,
+    #[serde(default)]
+    pub limits: LimitsLayer,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseLayer {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageLayer {
+    pub backend: Option<String>,
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsLayer {
+    pub max_manifest_bytes: Option<u64>,
+}
+
+impl Layer {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Layer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads `BERTH_*` variables through `get` (the process environment in production).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
+        let max_manifest_bytes = match get("BERTH_LIMITS_MAX_MANIFEST_BYTES") {
+            Some(v) => Some(parse_u64("BERTH_LIMITS_MAX_MANIFEST_BYTES", &v)?),
+            None => None,
+        };
+        Ok(Layer {
+            listen: get("BERTH_LISTEN"),
+            data_dir: get("BERTH_DATA_DIR").map(PathBuf::from),
+            database: DatabaseLayer {
+                url: get("BERTH_DATABASE_URL"),
+            },
+            storage: StorageLayer {
+                backend: get("BERTH_STORAGE_BACKEND"),
+                root: get("BERTH_STORAGE_ROOT").map(PathBuf::from),
+            },
+            limits: LimitsLayer { max_manifest_bytes },
+        })
+    }
+
+    /// `self` with every value that `over` sets replaced by it.
+    pub fn overlay(self, over: Layer) -> Layer {
+        Layer {
+            listen: over.listen.or(self.listen),
+            data_dir: over.data_dir.or(self.data_dir),
+            database: DatabaseLayer {
+                url: over.database.url.or(self.database.url),
+            },
+            storage: StorageLayer {
+                backend: over.storage.backend.or(self.storage.backend),
+                root: over.storage.root.or(self.storage.root),
+            },
+            limits: LimitsLayer {
+                max_manifest_bytes: over
+                    .limits
+                    .max_manifest_bytes
+                    .or(self.limits.max_manifest_bytes),
+            },
+        }
+    }
+}
+
+fn parse_u64(key: &'static str, value: &str) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+            key,
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+impl Config {
+    /// Folds the sources (file < env < flags) over the defaults.
+    pub fn resolve(file: Layer, env: Layer, flags: Layer) -> Result<Config, ConfigError> {
+        let merged = file.overlay(env).overlay(flags);
+        let listen_text = merged.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen =
+            listen_text
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                    key: "listen",
+                    value: listen_text.clone(),
+                    reason: format!("{e} (expected ADDR:PORT, e.g. 0.0.0.0:5000)"),
+                })?;
+        let storage = match merged.storage.backend.as_deref() {
+            None | Some("filesystem") => StorageConfig::Filesystem {
+                root: merged.storage.root,
+            },
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "storage.backend",
+                    value: other.to_owned(),
+                    reason: "supported backends: filesystem".into(),
+                })
+            }
+        };
+        let max_manifest_bytes = merged
+            .limits
+            .max_manifest_bytes
+            .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES);
+        if max_manifest_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_manifest_bytes",
+                value: "0".into(),
+                reason: "must be positive".into(),
+            });
+        }
+        Ok(Config {
+            listen,
+            data_dir: merged
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            database_url: merged.database.url,
+            storage,
+            limits: Limits { max_manifest_bytes },
+        })
+    }
+
+    /// The database URL in force: the configured one, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("berth.db").display()
+            ),
+        }
+    }
+
+    /// Where the filesystem backend keeps blobs.
+    pub fn blob_root(&self) -> PathBuf {
+        match &self.storage {
+            StorageConfig::Filesystem { root } => {
+                root.clone().unwrap_or_else(|| self.data_dir.join("blobs"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Layer {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Layer::from_env(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).unwrap()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = Config::resolve(Layer::default(), Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./berth-data"));
+        assert_eq!(c.limits.max_manifest_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.database_url(), "sqlite://./berth-data/berth.db?mode=rwc");
+        assert_eq!(c.blob_root(), PathBuf::from("./berth-data/blobs"));
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file: Layer = toml::from_str(
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"/file\"\n[limits]\nmax_manifest_bytes = 10\n",
+        )
+        .unwrap();
+        let env = env(&[("BERTH_LISTEN", "127.0.0.1:2"), ("BERTH_DATA_DIR", "/env")]);
+        let flags = Layer {
+            listen: Some("127.0.0.1:3".into()),
+            ..Layer::default()
+        };
+        let c = Config::resolve(file.clone(), env.clone(), flags).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.data_dir, PathBuf::from("/env"));
+        assert_eq!(c.limits.max_manifest_bytes, 10);
+        let c = Config::resolve(file.clone(), env, Layer::default()).unwrap();
+        assert_eq!(c.listen.port(), 2);
+        let c = Config::resolve(file, Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.data_dir, PathBuf::from("/file"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let flags = Layer {
+            listen: Some("nowhere".into()),
+            ..Layer::default()
+        };
+        let err = Config::resolve(Layer::default(), Layer::default(), flags).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        let unknown = toml::from_str::<Layer>("lisen = \"x\"").unwrap_err();
+        assert!(unknown.to_string().contains("lisen"), "{unknown}");
+        let env_err = Layer::from_env(|k| {
+            (k == "BERTH_LIMITS_MAX_MANIFEST_BYTES").then(|| "lots".to_string())
+        })
+        .unwrap_err();
+        assert!(env_err
+            .to_string()
+            .contains("BERTH_LIMITS_MAX_MANIFEST_BYTES"));
+    }
+}

@@ -1,0 +1,130 @@
+//! Blobs as a repository sees them: only those linked to it by an upload or a mount.
+
+use std::ops::Range;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
+};
+
+use crate::digest::Digest;
+use crate::entity::{blob, now_millis, repository_blob};
+use crate::error::{Result, StorageError};
+use crate::objects::{ByteStream, Segment};
+use crate::repos::{ensure_repository, find_repository};
+use crate::Storage;
+
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+    segments: Vec<Segment>,
+}
+
+/// Filters `blobs` rows to those linked to the repository named by the bound value.
+const LINKED_TO_REPOSITORY: &str =
+    "EXISTS (SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+     WHERE rb.digest = blobs.digest AND r.name = $1)";
+
+impl Storage {
+    /// The blob if `repo` may see it, else `BlobUnknown`.
+    pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<BlobInfo> {
+        let row = blob::Entity::find_by_id(digest.as_str())
+            .filter(Expr::cust_with_values(LINKED_TO_REPOSITORY, [repo]))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
+        blob_info(row)
+    }
+
+    /// Streams `range` of the blob (already resolved with [`Storage::blob`]).
+    pub fn read_blob(&self, blob: &BlobInfo, range: Range<u64>) -> ByteStream {
+        self.objects.read(&blob.segments, range)
+    }
+
+    /// Unlinks the blob from `repo`; the data stays while other repositories link it
+    /// (garbage collection removes data nothing links).
+    pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
+        let unknown = || StorageError::BlobUnknown(digest.clone());
+        let repo_id = find_repository(&self.db, repo).await?.ok_or_else(unknown)?;
+        let deleted = repository_blob::Entity::delete_many()
+            .filter(repository_blob::Column::RepositoryId.eq(repo_id))
+            .filter(repository_blob::Column::Digest.eq(digest.as_str()))
+            .exec(&self.db)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(unknown());
+        }
+        Ok(())
+    }
+
+    /// Links a blob that `from` can see into `repo`. False when `from` cannot see it
+    /// (then the client uploads instead): a blob is never found through a repository
+    /// that does not have it.
+    pub async fn mount_blob(&self, repo: &str, from: &str, digest: &Digest) -> Result<bool> {
+        match self.blob(from, digest).await {
+            Ok(_) => {}
+            Err(StorageError::BlobUnknown(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let txn = self.db.begin().await?;
+        let repo_id = ensure_repository(&txn, repo).await?;
+        link_blob(&txn, repo_id, digest).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a verified, durable blob and links it into `repo`. Returns false when the
+    /// registry already had it: the caller's copy is then redundant and is deleted.
+    pub(crate) async fn store_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        segments: &[Segment],
+    ) -> Result<()> {
+        let size: u64 = segments.iter().map(|s| s.size).sum();
+        let txn = self.db.begin().await?;
+        let repo_id = ensure_repository(&txn, repo).await?;
+        let inserted = blob::Entity::insert(blob::ActiveModel {
+            digest: Set(digest.to_string()),
+            size: Set(size as i64),
+            segments: Set(serde_json::to_string(segments).expect("segments serialize")),
+            created_at: Set(now_millis()),
+        })
+        .on_conflict_do_nothing()
+        .exec(&txn)
+        .await?;
+        link_blob(&txn, repo_id, digest).await?;
+        txn.commit().await?;
+        if matches!(inserted, sea_orm::TryInsertResult::Conflicted) {
+            // Someone stored these bytes first; one copy is enough.
+            self.objects.delete_all(segments).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn link_blob(db: &impl ConnectionTrait, repo_id: i64, digest: &Digest) -> Result<()> {
+    repository_blob::Entity::insert(repository_blob::ActiveModel {
+        repository_id: Set(repo_id),
+        digest: Set(digest.to_string()),
+        created_at: Set(now_millis()),
+    })
+    .on_conflict_do_nothing()
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+fn blob_info(row: blob::Model) -> Result<BlobInfo> {
+    Ok(BlobInfo {
+        digest: row.digest.parse()?,
+        size: row.size as u64,
+        segments: serde_json::from_str(&row.segments).map_err(|e| {
+            StorageError::Io(std::io::Error::other(format!(
+                "corrupt segments of {}: {e}",
+                row.digest
+            )))
+        })?,
+    })
+}

@@ -1,0 +1,15 @@
+//! Database tables, one module each. Timestamps are Unix milliseconds (portable across
+//! SQLite and PostgreSQL); JSON columns hold small lists as text.
+
+pub mod blob;
+pub mod manifest;
+pub mod manifest_blob;
+pub mod manifest_child;
+pub mod repository;
+pub mod repository_blob;
+pub mod tag;
+pub mod upload;
+
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,54 @@
+//! Berth's storage: blobs kept once in an object store, registry metadata in SQL.
+//!
+//! [`Storage`] is the one entry point the server uses; its operations are split by
+//! resource: [`repos`], [`blobs`], [`uploads`], [`manifests`].
+
+pub mod blobs;
+pub mod db;
+pub mod digest;
+pub mod entity;
+pub mod error;
+pub mod manifests;
+pub mod migration;
+pub mod names;
+pub mod objects;
+pub mod repos;
+pub mod uploads;
+
+use berth_config::Config;
+use sea_orm::DatabaseConnection;
+
+pub use digest::{Algorithm, Digest};
+pub use error::{Result, StorageError};
+pub use objects::{ByteStream, Objects};
+
+/// Registry storage: metadata database plus blob objects.
+#[derive(Clone)]
+pub struct Storage {
+    db: DatabaseConnection,
+    objects: Objects,
+    max_manifest_bytes: u64,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database and blob store the config names, and
+    /// brings the schema up to date.
+    pub async fn open(config: &Config) -> Result<Storage> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = db::connect(&config.database_url()).await?;
+        let objects = Objects::local(&config.blob_root())?;
+        Ok(Storage {
+            db,
+            objects,
+            max_manifest_bytes: config.limits.max_manifest_bytes,
+        })
+    }
+
+    pub fn max_manifest_bytes(&self) -> u64 {
+        self.max_manifest_bytes
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}

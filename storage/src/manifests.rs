@@ -1,0 +1,543 @@
+//! Manifests, tags and referrers.
+
+use std::collections::{BTreeSet, HashMap};
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use serde::Serialize;
+
+use crate::db::byte_order;
+use crate::digest::{Algorithm, Digest};
+use crate::entity::{manifest, manifest_blob, manifest_child, now_millis, repository_blob, tag};
+use crate::error::{Result, StorageError};
+use crate::names::validate_tag;
+use crate::repos::{ensure_repository, page, Page};
+use crate::Storage;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const DOCKER_SCHEMA1: [&str; 2] = [
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
+
+/// A manifest reference in a URL: a tag or a digest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reference {
+    Tag(String),
+    Digest(Digest),
+}
+
+impl Reference {
+    pub fn parse(s: &str) -> Result<Reference> {
+        if s.contains(':') {
+            Ok(Reference::Digest(s.parse()?))
+        } else {
+            validate_tag(s)?;
+            Ok(Reference::Tag(s.to_owned()))
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    pub tags: Vec<String>,
+}
+
+/// A descriptor in a referrers response.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrer {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<HashMap<String, String>>,
+}
+
+/// What a manifest says about itself and what it references.
+struct Parsed {
+    media_type: String,
+    artifact_type: Option<String>,
+    subject: Option<Digest>,
+    annotations: Option<HashMap<String, String>>,
+    blobs: Vec<Digest>,
+    children: Vec<Digest>,
+}
+
+impl Storage {
+    /// Stores a manifest after checking it parses and that everything it references is
+    /// in the repository, then points `reference` (if a tag) and `extra_tags` at it.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: &[u8],
+        extra_tags: &[String],
+    ) -> Result<PutManifest> {
+        if body.len() as u64 > self.max_manifest_bytes {
+            return Err(StorageError::ManifestTooLarge {
+                size: body.len() as u64,
+                limit: self.max_manifest_bytes,
+            });
+        }
+        let mut tags: Vec<String> = Vec::new();
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), body);
+                if &actual != expected {
+                    return Err(StorageError::DigestInvalid(format!(
+                        "manifest has digest {actual}, not {expected}"
+                    )));
+                }
+                actual
+            }
+            Reference::Tag(t) => {
+                tags.push(t.clone());
+                Digest::of(Algorithm::Sha256, body)
+            }
+        };
+        for t in extra_tags {
+            validate_tag(t)?;
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        let parsed = parse_manifest(content_type, body)?;
+        let txn = self.db.begin().await?;
+        let repo_id = ensure_repository(&txn, repo).await?;
+        check_references(&txn, repo_id, &parsed).await?;
+        let manifest_id = insert_manifest(&txn, repo_id, &digest, &parsed, body).await?;
+        let now = now_millis();
+        for t in &tags {
+            tag::Entity::insert(tag::ActiveModel {
+                repository_id: Set(repo_id),
+                name: Set(t.clone()),
+                manifest_id: Set(manifest_id),
+                updated_at: Set(now),
+            })
+            .on_conflict(
+                OnConflict::columns([tag::Column::RepositoryId, tag::Column::Name])
+                    .update_columns([tag::Column::ManifestId, tag::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(PutManifest {
+            digest,
+            subject: parsed.subject,
+            tags,
+        })
+    }
+
+    pub async fn manifest(&self, repo: &str, reference: &Reference) -> Result<StoredManifest> {
+        let repo_id = self.repository_id(repo).await?;
+        let unknown = || StorageError::ManifestUnknown(reference_text(reference));
+        let row = find_manifest(&self.db, repo_id, reference)
+            .await?
+            .ok_or_else(unknown)?;
+        Ok(StoredManifest {
+            digest: row.digest.parse()?,
+            media_type: row.media_type,
+            content: row.content,
+        })
+    }
+
+    /// By digest: removes the manifest and every tag on it. By tag: removes the tag only.
+    pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
+        let repo_id = self.repository_id(repo).await?;
+        let deleted = match reference {
+            Reference::Tag(t) => {
+                tag::Entity::delete_many()
+                    .filter(tag::Column::RepositoryId.eq(repo_id))
+                    .filter(tag::Column::Name.eq(t.as_str()))
+                    .exec(&self.db)
+                    .await?
+            }
+            Reference::Digest(d) => {
+                manifest::Entity::delete_many()
+                    .filter(manifest::Column::RepositoryId.eq(repo_id))
+                    .filter(manifest::Column::Digest.eq(d.as_str()))
+                    .exec(&self.db)
+                    .await?
+            }
+        };
+        if deleted.rows_affected == 0 {
+            return Err(StorageError::ManifestUnknown(reference_text(reference)));
+        }
+        Ok(())
+    }
+
+    pub async fn tags(&self, repo: &str, n: u64, last: Option<&str>) -> Result<Page> {
+        let repo_id = self.repository_id(repo).await?;
+        let mut q = tag::Entity::find()
+            .select_only()
+            .column(tag::Column::Name)
+            .filter(tag::Column::RepositoryId.eq(repo_id));
+        if let Some(last) = last {
+            q = q.filter(Expr::cust_with_values(
+                format!("{} > $1", byte_order(&self.db, "name")),
+                [last],
+            ));
+        }
+        let mut items: Vec<String> = q
+            .order_by_asc(Expr::cust(byte_order(&self.db, "name")))
+            .limit(n + 1)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(page(&mut items, n))
+    }
+
+    /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let Some(repo_id) = crate::repos::find_repository(&self.db, repo).await? else {
+            return Ok(Vec::new());
+        };
+        let mut q = manifest::Entity::find()
+            .select_only()
+            .columns([
+                manifest::Column::MediaType,
+                manifest::Column::Digest,
+                manifest::Column::Size,
+                manifest::Column::ArtifactType,
+                manifest::Column::Annotations,
+            ])
+            .filter(manifest::Column::RepositoryId.eq(repo_id))
+            .filter(manifest::Column::Subject.eq(digest.as_str()));
+        if let Some(t) = artifact_type {
+            q = q.filter(manifest::Column::ArtifactType.eq(t));
+        }
+        let rows: Vec<(String, String, i64, Option<String>, Option<String>)> = q
+            .order_by_asc(manifest::Column::Id)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(media_type, digest, size, artifact_type, annotations)| Referrer {
+                    media_type,
+                    digest,
+                    size: size as u64,
+                    artifact_type,
+                    annotations: annotations.and_then(|a| serde_json::from_str(&a).ok()),
+                },
+            )
+            .collect())
+    }
+}
+
+fn reference_text(reference: &Reference) -> String {
+    match reference {
+        Reference::Tag(t) => t.clone(),
+        Reference::Digest(d) => d.to_string(),
+    }
+}
+
+async fn find_manifest(
+    db: &impl ConnectionTrait,
+    repo_id: i64,
+    reference: &Reference,
+) -> Result<Option<manifest::Model>> {
+    let q = manifest::Entity::find().filter(manifest::Column::RepositoryId.eq(repo_id));
+    let q = match reference {
+        Reference::Digest(d) => q.filter(manifest::Column::Digest.eq(d.as_str())),
+        Reference::Tag(t) => q.filter(Expr::cust_with_values(
+            "id = (SELECT manifest_id FROM tags WHERE tags.repository_id = manifests.repository_id AND tags.name = $1)",
+            [t.as_str()],
+        )),
+    };
+    Ok(q.one(db).await?)
+}
+
+async fn insert_manifest(
+    db: &impl ConnectionTrait,
+    repo_id: i64,
+    digest: &Digest,
+    parsed: &Parsed,
+    body: &[u8],
+) -> Result<i64> {
+    manifest::Entity::insert(manifest::ActiveModel {
+        repository_id: Set(repo_id),
+        digest: Set(digest.to_string()),
+        media_type: Set(parsed.media_type.clone()),
+        artifact_type: Set(parsed.artifact_type.clone()),
+        subject: Set(parsed.subject.as_ref().map(Digest::to_string)),
+        annotations: Set(parsed
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::to_string(a).expect("annotations serialize"))),
+        content: Set(body.to_vec()),
+        size: Set(body.len() as i64),
+        created_at: Set(now_millis()),
+        ..Default::default()
+    })
+    .on_conflict_do_nothing_on([manifest::Column::RepositoryId, manifest::Column::Digest])
+    .exec(db)
+    .await?;
+    let id: i64 = manifest::Entity::find()
+        .select_only()
+        .column(manifest::Column::Id)
+        .filter(manifest::Column::RepositoryId.eq(repo_id))
+        .filter(manifest::Column::Digest.eq(digest.as_str()))
+        .into_tuple()
+        .one(db)
+        .await?
+        .ok_or_else(|| StorageError::ManifestUnknown(digest.to_string()))?;
+    if !parsed.blobs.is_empty() {
+        manifest_blob::Entity::insert_many(parsed.blobs.iter().map(|d| {
+            manifest_blob::ActiveModel {
+                manifest_id: Set(id),
+                digest: Set(d.to_string()),
+            }
+        }))
+        .on_conflict_do_nothing()
+        .exec(db)
+        .await?;
+    }
+    if !parsed.children.is_empty() {
+        manifest_child::Entity::insert_many(parsed.children.iter().map(|d| {
+            manifest_child::ActiveModel {
+                manifest_id: Set(id),
+                child_digest: Set(d.to_string()),
+            }
+        }))
+        .on_conflict_do_nothing()
+        .exec(db)
+        .await?;
+    }
+    Ok(id)
+}
+
+/// Every blob must be linked to the repository and every child manifest stored in it.
+async fn check_references(db: &impl ConnectionTrait, repo_id: i64, parsed: &Parsed) -> Result<()> {
+    let wanted = |ds: &[Digest]| ds.iter().map(|d| d.to_string()).collect::<BTreeSet<_>>();
+    let blobs = wanted(&parsed.blobs);
+    if !blobs.is_empty() {
+        let have: BTreeSet<String> = repository_blob::Entity::find()
+            .select_only()
+            .column(repository_blob::Column::Digest)
+            .filter(repository_blob::Column::RepositoryId.eq(repo_id))
+            .filter(repository_blob::Column::Digest.is_in(blobs.iter().cloned()))
+            .into_tuple::<String>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+        if let Some(missing) = blobs.difference(&have).next() {
+            return Err(StorageError::ManifestBlobUnknown {
+                kind: "blob",
+                digest: missing.parse()?,
+            });
+        }
+    }
+    let children = wanted(&parsed.children);
+    if !children.is_empty() {
+        let have: BTreeSet<String> = manifest::Entity::find()
+            .select_only()
+            .column(manifest::Column::Digest)
+            .filter(manifest::Column::RepositoryId.eq(repo_id))
+            .filter(manifest::Column::Digest.is_in(children.iter().cloned()))
+            .into_tuple::<String>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+        if let Some(missing) = children.difference(&have).next() {
+            return Err(StorageError::ManifestBlobUnknown {
+                kind: "manifest",
+                digest: missing.parse()?,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn invalid(msg: impl Into<String>) -> StorageError {
+    StorageError::ManifestInvalid(msg.into())
+}
+
+/// Media type parameters (`; charset=…`) are ignored, as the spec says.
+fn essence(media_type: &str) -> &str {
+    media_type.split(';').next().unwrap_or("").trim()
+}
+
+fn is_known(media_type: &str) -> bool {
+    [
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+    ]
+    .contains(&media_type)
+}
+
+fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| invalid("a manifest must be a JSON object"))?;
+    if object.get("schemaVersion").and_then(|v| v.as_u64()) != Some(2) {
+        return Err(invalid(
+            "schemaVersion must be 2 (Docker schema 1 manifests are not supported)",
+        ));
+    }
+    let declared = match object.get("mediaType") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .ok_or_else(|| invalid("mediaType must be a string"))?,
+        ),
+    };
+    let header = content_type
+        .map(essence)
+        .filter(|c| is_known(c) || DOCKER_SCHEMA1.contains(c));
+    if let (Some(d), Some(h)) = (declared, header) {
+        if d != h {
+            return Err(invalid(format!(
+                "Content-Type {h} does not match the manifest's mediaType {d}"
+            )));
+        }
+    }
+    let shape = if object.contains_key("manifests") {
+        OCI_INDEX
+    } else {
+        OCI_MANIFEST
+    };
+    let media_type = declared.or(header).unwrap_or(shape).to_owned();
+    if DOCKER_SCHEMA1.contains(&media_type.as_str()) {
+        return Err(invalid("Docker schema 1 manifests are not supported"));
+    }
+    match media_type.as_str() {
+        OCI_MANIFEST | DOCKER_MANIFEST => {
+            let m: ImageManifest = serde_json::from_slice(body).map_err(|e| invalid(format!("invalid image manifest: {e}")))?;
+            let artifact_type = m
+                .artifact_type()
+                .as_ref()
+                .map(|t| t.to_string())
+                .or_else(|| Some(m.config().media_type().to_string()));
+            let mut blobs = vec![descriptor_digest(m.config())?];
+            for layer in m.layers() {
+                // Foreign/non-distributable layers live elsewhere (their `urls`).
+                if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) {
+                    continue;
+                }
+                blobs.push(descriptor_digest(layer)?);
+            }
+            Ok(Parsed {
+                media_type,
+                artifact_type,
+                subject: m.subject().as_ref().map(descriptor_digest).transpose()?,
+                annotations: m.annotations().clone(),
+                blobs,
+                children: Vec::new(),
+            })
+        }
+        OCI_INDEX | DOCKER_MANIFEST_LIST => {
+            let i: ImageIndex = serde_json::from_slice(body).map_err(|e| invalid(format!("invalid image index: {e}")))?;
+            Ok(Parsed {
+                media_type,
+                artifact_type: i.artifact_type().as_ref().map(|t| t.to_string()),
+                subject: i.subject().as_ref().map(descriptor_digest).transpose()?,
+                annotations: i.annotations().clone(),
+                blobs: Vec::new(),
+                children: i.manifests().iter().map(descriptor_digest).collect::<Result<_>>()?,
+            })
+        }
+        other => Err(invalid(format!(
+            "unsupported manifest media type {other:?}; expected one of {OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_MANIFEST_LIST}"
+        ))),
+    }
+}
+
+fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
+    d.digest()
+        .to_string()
+        .parse()
+        .map_err(|e: StorageError| invalid(format!("descriptor digest: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_tags_or_digests() {
+        assert_eq!(
+            Reference::parse("latest").unwrap(),
+            Reference::Tag("latest".into())
+        );
+        assert!(matches!(
+            Reference::parse(Digest::of(Algorithm::Sha256, b"").as_str()).unwrap(),
+            Reference::Digest(_)
+        ));
+        assert!(matches!(
+            Reference::parse("bad/tag"),
+            Err(StorageError::TagInvalid(_))
+        ));
+        assert!(matches!(
+            Reference::parse("sha256:zz"),
+            Err(StorageError::DigestInvalid(_))
+        ));
+    }
+
+    #[test]
+    fn manifest_parsing_checks_types_and_shape() {
+        let cfg = Digest::of(Algorithm::Sha256, b"{}");
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[]}}"#
+        );
+        let p = parse_manifest(Some(OCI_MANIFEST), body.as_bytes()).unwrap();
+        assert_eq!(p.blobs, vec![cfg.clone()]);
+        assert_eq!(
+            p.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+        assert!(matches!(
+            parse_manifest(Some(OCI_INDEX), body.as_bytes()),
+            Err(StorageError::ManifestInvalid(_))
+        ));
+        assert!(matches!(
+            parse_manifest(None, b"not json"),
+            Err(StorageError::ManifestInvalid(_))
+        ));
+        assert!(matches!(
+            parse_manifest(None, br#"{"schemaVersion":1}"#),
+            Err(StorageError::ManifestInvalid(_))
+        ));
+        let no_layers = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x/y","digest":"{cfg}","size":2}}}}"#
+        );
+        assert!(matches!(
+            parse_manifest(None, no_layers.as_bytes()),
+            Err(StorageError::ManifestInvalid(_))
+        ));
+    }
+}
