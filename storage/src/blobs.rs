@@ -2,13 +2,13 @@
 
 use std::ops::Range;
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 
 use crate::digest::Digest;
-use crate::entity::{blob, now_millis, repository_blob};
+use crate::entity::{blob, now_millis, repository, repository_blob};
 use crate::error::{Result, StorageError};
 use crate::objects::{ByteStream, Segment};
 use crate::repos::{ensure_repository, find_repository};
@@ -21,16 +21,31 @@ pub struct BlobInfo {
     segments: Vec<Segment>,
 }
 
-/// Filters `blobs` rows to those linked to the repository named by the bound value.
-const LINKED_TO_REPOSITORY: &str =
-    "EXISTS (SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
-     WHERE rb.digest = blobs.digest AND r.name = $1)";
+/// Filters `blobs` rows to those linked to repository `repo`.
+fn linked_to(repo: &str) -> Expr {
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(repository_blob::Entity)
+            .inner_join(
+                repository::Entity,
+                Expr::col((repository::Entity, repository::Column::Id))
+                    .equals((repository_blob::Entity, repository_blob::Column::RepositoryId)),
+            )
+            .and_where(
+                Expr::col((repository_blob::Entity, repository_blob::Column::Digest))
+                    .equals((blob::Entity, blob::Column::Digest)),
+            )
+            .and_where(Expr::col((repository::Entity, repository::Column::Name)).eq(repo))
+            .to_owned(),
+    )
+}
 
 impl Storage {
     /// The blob if `repo` may see it, else `BlobUnknown`.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<BlobInfo> {
         let row = blob::Entity::find_by_id(digest.as_str())
-            .filter(Expr::cust_with_values(LINKED_TO_REPOSITORY, [repo]))
+            .filter(linked_to(repo))
             .one(&self.db)
             .await?
             .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;

@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait,
@@ -195,10 +195,7 @@ impl Storage {
             .column(tag::Column::Name)
             .filter(tag::Column::RepositoryId.eq(repo_id));
         if let Some(last) = last {
-            q = q.filter(Expr::cust_with_values(
-                format!("{} > $1", byte_order(&self.db, "name")),
-                [last],
-            ));
+            q = q.filter(Expr::cust(byte_order(&self.db, "name")).gt(last));
         }
         let mut items: Vec<String> = q
             .order_by_asc(Expr::cust(byte_order(&self.db, "name")))
@@ -268,10 +265,16 @@ async fn find_manifest(
     let q = manifest::Entity::find().filter(manifest::Column::RepositoryId.eq(repo_id));
     let q = match reference {
         Reference::Digest(d) => q.filter(manifest::Column::Digest.eq(d.as_str())),
-        Reference::Tag(t) => q.filter(Expr::cust_with_values(
-            "id = (SELECT manifest_id FROM tags WHERE tags.repository_id = manifests.repository_id AND tags.name = $1)",
-            [t.as_str()],
-        )),
+        Reference::Tag(t) => q.filter(
+            manifest::Column::Id.in_subquery(
+                Query::select()
+                    .column(tag::Column::ManifestId)
+                    .from(tag::Entity)
+                    .and_where(tag::Column::RepositoryId.eq(repo_id))
+                    .and_where(tag::Column::Name.eq(t.as_str()))
+                    .to_owned(),
+            ),
+        ),
     };
     Ok(q.one(db).await?)
 }

@@ -1,6 +1,6 @@
 //! Repositories and the catalog.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -33,10 +33,7 @@ impl Storage {
             .select_only()
             .column(repository::Column::Name);
         if let Some(last) = last {
-            q = q.filter(Expr::cust_with_values(
-                format!("{} > $1", byte_order(&self.db, "name")),
-                [last],
-            ));
+            q = q.filter(Expr::cust(byte_order(&self.db, "name")).gt(last));
         }
         let mut items: Vec<String> = q
             .order_by_asc(Expr::cust(byte_order(&self.db, "name")))

@@ -1,0 +1,97 @@
+//! The HTTP edge's error: every failure becomes the spec's JSON error body here, once.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use berth_storage::StorageError;
+use serde_json::json;
+
+/// A spec error: status, code from the spec's table, message, and optional headers.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        for (name, value) in &self.headers {
+            res.insert_header((*name, value.as_str()));
+        }
+        res.json(json!({ "errors": [{ "code": self.code, "message": self.message, "detail": null }] }))
+    }
+}
+
+/// `Range` header value for an upload holding `size` bytes (Distribution's convention:
+/// `0-0` for an empty upload).
+pub fn upload_range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        use StorageError as S;
+        let message = e.to_string();
+        let (status, code) = match &e {
+            S::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            S::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            S::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            S::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            S::DigestUnsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            S::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            S::UploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            S::RangeInvalid { size } => {
+                return ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", message)
+                    .with_header("Range", upload_range(*size))
+            }
+            S::UploadInvalid(_) | S::BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            S::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            S::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            S::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
+            S::ManifestBlobUnknown { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            S::Object(_) | S::Io(_) | S::Database(_) => {
+                tracing::error!(error = %e, "storage failure");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    "internal storage error; see the server log",
+                );
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

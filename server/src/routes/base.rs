@@ -1,0 +1,7 @@
+//! `GET /v2/`: the API version check (end-1).
+
+use actix_web::HttpResponse;
+
+pub async fn check() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body("{}")
+}

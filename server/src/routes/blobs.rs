@@ -1,0 +1,57 @@
+//! Blobs: `GET`/`HEAD` (end-2, with `Range`), `DELETE` (end-10).
+
+use actix_web::body::SizedStream;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use berth_storage::Digest;
+use futures::stream;
+
+use crate::error::ApiResult;
+use crate::http::{byte_range, header, RepoName};
+use crate::AppState;
+
+fn digest_of(path: &web::Path<(String, String)>) -> ApiResult<Digest> {
+    Ok(path.1.parse()?)
+}
+
+fn blob_headers(res: &mut actix_web::HttpResponseBuilder, digest: &Digest) {
+    res.content_type("application/octet-stream")
+        .insert_header(("Docker-Content-Digest", digest.as_str()))
+        .insert_header(("ETag", format!("\"{digest}\"")))
+        .insert_header(("Accept-Ranges", "bytes"))
+        .insert_header(("Cache-Control", "max-age=31536000"));
+}
+
+pub async fn head(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let blob = state.storage.blob(&name, &digest_of(&path)?).await?;
+    let mut res = HttpResponse::Ok();
+    blob_headers(&mut res, &blob.digest);
+    // A sized empty stream: the length is announced, no body is read or sent.
+    Ok(res.body(SizedStream::new(blob.size, stream::empty::<Result<bytes::Bytes, std::io::Error>>())))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let blob = state.storage.blob(&name, &digest_of(&path)?).await?;
+    let range = byte_range(header(&req, "Range"), blob.size)?;
+    let mut res = HttpResponse::build(if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK });
+    blob_headers(&mut res, &blob.digest);
+    let range = match range {
+        Some(r) => {
+            res.insert_header(("Content-Range", format!("bytes {}-{}/{}", r.start, r.end - 1, blob.size)));
+            r
+        }
+        None => 0..blob.size,
+    };
+    let body = state.storage.read_blob(&blob, range.clone());
+    Ok(res.body(SizedStream::new(range.end - range.start, body)))
+}
+
+pub async fn delete(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    state.storage.delete_blob(&name, &digest_of(&path)?).await?;
+    Ok(HttpResponse::Accepted().finish())
+}

@@ -1,0 +1,82 @@
+//! Manifests: `GET`/`HEAD` (end-3), `PUT` (end-7, with `?tag=`), `DELETE` (end-9 by
+//! digest, end-18 by tag).
+
+use actix_web::body::SizedStream;
+use actix_web::{web, HttpRequest, HttpResponse};
+use berth_storage::manifests::{Reference, StoredManifest};
+use berth_storage::StorageError;
+use futures::{stream, StreamExt};
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::{header, query_all, RepoName};
+use crate::AppState;
+
+fn reference_of(path: &web::Path<(String, String)>) -> ApiResult<Reference> {
+    Ok(Reference::parse(&path.1)?)
+}
+
+fn manifest_headers(res: &mut actix_web::HttpResponseBuilder, m: &StoredManifest) {
+    res.content_type(m.media_type.as_str())
+        .insert_header(("Docker-Content-Digest", m.digest.as_str()))
+        .insert_header(("ETag", format!("\"{}\"", m.digest)));
+}
+
+pub async fn get(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let m = state.storage.manifest(&name, &reference_of(&path)?).await?;
+    let mut res = HttpResponse::Ok();
+    manifest_headers(&mut res, &m);
+    Ok(res.body(m.content))
+}
+
+pub async fn head(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let m = state.storage.manifest(&name, &reference_of(&path)?).await?;
+    let mut res = HttpResponse::Ok();
+    manifest_headers(&mut res, &m);
+    Ok(res.body(SizedStream::new(m.content.len() as u64, stream::empty::<Result<bytes::Bytes, std::io::Error>>())))
+}
+
+pub async fn put(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    mut body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let reference = reference_of(&path)?;
+    let limit = state.storage.max_manifest_bytes();
+    let too_large = |size| ApiError::from(StorageError::ManifestTooLarge { size, limit });
+    if let Some(len) = header(&req, "Content-Length").and_then(|l| l.parse::<u64>().ok()) {
+        if len > limit {
+            return Err(too_large(len));
+        }
+    }
+    // Read at most `limit` bytes: a manifest is small, but the body is the client's to size.
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("MANIFEST_INVALID", format!("reading the manifest: {e}")))?;
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 > limit {
+            return Err(too_large(bytes.len() as u64));
+        }
+    }
+    let extra_tags = query_all(&req, "tag");
+    let put = state
+        .storage
+        .put_manifest(&name, &reference, header(&req, "Content-Type"), &bytes, &extra_tags)
+        .await?;
+    let mut res = HttpResponse::Created();
+    res.insert_header(("Location", format!("/v2/{name}/manifests/{}", put.digest)))
+        .insert_header(("Docker-Content-Digest", put.digest.as_str()));
+    if let Some(subject) = &put.subject {
+        res.insert_header(("OCI-Subject", subject.as_str()));
+    }
+    for tag in put.tags.iter().filter(|t| extra_tags.contains(t)) {
+        res.append_header(("OCI-Tag", tag.as_str()));
+    }
+    Ok(res.finish())
+}
+
+pub async fn delete(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    state.storage.delete_manifest(&name, &reference_of(&path)?).await?;
+    Ok(HttpResponse::Accepted().finish())
+}

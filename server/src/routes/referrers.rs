@@ -1,0 +1,27 @@
+//! `GET /v2/<name>/referrers/<digest>` (end-12a/12b): manifests whose subject is `<digest>`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use berth_storage::manifests::OCI_INDEX;
+use berth_storage::Digest;
+use serde_json::json;
+
+use crate::error::ApiResult;
+use crate::http::{query_one, RepoName};
+use crate::AppState;
+
+pub async fn list(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let digest: Digest = path.1.parse()?;
+    let artifact_type = query_one(&req, "artifactType").filter(|t| !t.is_empty());
+    let referrers = state.storage.referrers(&name, &digest, artifact_type.as_deref()).await?;
+    let mut res = HttpResponse::Ok();
+    res.content_type(OCI_INDEX);
+    if artifact_type.is_some() {
+        res.insert_header(("OCI-Filters-Applied", "artifactType"));
+    }
+    Ok(res.json(json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": referrers })))
+}
