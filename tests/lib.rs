@@ -1,1 +1,373 @@
+//! Test helpers: start a real `berthd` process on an ephemeral port with a fresh data
+//! directory (and, for PostgreSQL, a fresh database), and a small registry client.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// The metadata database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A path to a built binary of this workspace (`cargo build --bins` runs first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// True when running in CI, where a missing service is a failure rather than a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The PostgreSQL server URL for tests (`BERTH_TEST_POSTGRES_URL`), if configured.
+/// In CI it must be configured.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("BERTH_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if in_ci() => panic!(
+            "BERTH_TEST_POSTGRES_URL is not set: PostgreSQL tests cannot run in CI without it"
+        ),
+        _ => None,
+    }
+}
+
+/// Is `tool` on PATH? In CI every tool the tests use must be.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(!in_ci(), "{tool} is not installed; CI must install it");
+        eprintln!(
+            "SKIPPED: {tool} is not installed (install it, or run the README's test command)"
+        );
+    }
+    found
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}_{}", std::process::id(), nanos)
+}
+
+/// Creates an empty PostgreSQL database and returns its URL.
+pub async fn fresh_postgres_database(admin_url: &str) -> String {
+    let name = format!("berth_test_{}", unique_suffix());
+    let status = Command::new("psql")
+        .arg(admin_url)
+        .arg("-qc")
+        .arg(format!("CREATE DATABASE {name}"))
+        .status()
+        .expect("run psql");
+    assert!(status.success(), "CREATE DATABASE {name} failed");
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// A running `berthd serve`.
+pub struct Berthd {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    log: Arc<Mutex<String>>,
+    _tmp: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Berthd {
+    /// A server with a fresh data dir on `db`, or `None` when that database is not
+    /// available outside CI.
+    pub async fn start(db: Db) -> Option<Berthd> {
+        let database_url = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(fresh_postgres_database(&postgres_admin_url()?).await),
+        };
+        let tmp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Some(Berthd::spawn(
+            tmp.path().join("data"),
+            database_url,
+            Some(tmp),
+            &[],
+        ))
+    }
+
+    /// Starts `berthd serve` on `data_dir` with extra environment variables.
+    pub fn spawn(
+        data_dir: PathBuf,
+        database_url: Option<String>,
+        tmp: Option<Arc<tempfile::TempDir>>,
+        env: &[(&str, &str)],
+    ) -> Berthd {
+        let mut cmd = Command::new(workspace_bin("berthd"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env_remove("BERTH_LISTEN")
+            .env_remove("BERTH_DATA_DIR")
+            .env_remove("BERTH_DATABASE_URL")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(url) = &database_url {
+            cmd.env("BERTH_DATABASE_URL", url);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start berthd");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.split("listening on http://").nth(1) {
+                        let addr = addr
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = tx.send(addr);
+                    }
+                    log.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("berthd did not start; log:\n{}", log.lock().unwrap()));
+        Berthd {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            addr,
+            data_dir,
+            database_url,
+            log,
+            _tmp: tmp,
+        }
+    }
+
+    /// Everything the server printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(&child, "TERM");
+        wait_timeout(&mut child, Duration::from_secs(30)).expect("berthd did not stop on SIGTERM")
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "KILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a new server process on the same data (and database).
+    pub fn restart(&mut self) -> Berthd {
+        if self.child.is_some() {
+            self.stop();
+        }
+        Berthd::spawn(
+            self.data_dir.clone(),
+            self.database_url.clone(),
+            self._tmp.clone(),
+            &[],
+        )
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- berthd log ({}) ---\n{}", self.url, self.log());
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A thin registry client over reqwest for the spec's calls.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            self.url(path),
+        )
+    }
+
+    /// Starts an upload; returns its Location path.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let r = self
+            .request("POST", &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "start upload: {}", r.text().await.unwrap());
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// Uploads a blob with POST + PUT and returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let location = self.start_upload(repo).await;
+        let r = self
+            .request("PUT", &format!("{location}?digest={digest}"))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap());
+        digest
+    }
+
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> reqwest::Response {
+        self.request("PUT", &format!("/v2/{repo}/manifests/{reference}"))
+            .header("Content-Type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes a config and one layer, then an image manifest under `tag`.
+    /// Returns (manifest bytes, manifest digest).
+    pub async fn push_image(&self, repo: &str, tag: &str, layer: &[u8]) -> (Vec<u8>, String) {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config_digest = self.push_blob(repo, config).await;
+        let layer_digest = self.push_blob(repo, layer).await;
+        let manifest = image_manifest(
+            &config_digest,
+            config.len(),
+            &[(&layer_digest, layer.len())],
+            None,
+        );
+        let r = self.push_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(
+            r.status(),
+            201,
+            "push manifest: {}",
+            r.text().await.unwrap()
+        );
+        let digest = sha256(&manifest);
+        (manifest, digest)
+    }
+}
+
+/// An OCI image manifest JSON, optionally with a subject and artifactType.
+pub fn image_manifest(
+    config: &str,
+    config_size: usize,
+    layers: &[(&str, usize)],
+    subject: Option<(&str, usize, &str)>,
+) -> Vec<u8> {
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config, "size": config_size},
+        "layers": layers.iter().map(|(d, s)| serde_json::json!({"mediaType": OCI_LAYER, "digest": d, "size": s})).collect::<Vec<_>>(),
+    });
+    if let Some((digest, size, artifact_type)) = subject {
+        m["subject"] =
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size});
+        m["artifactType"] = serde_json::json!(artifact_type);
+        m["annotations"] = serde_json::json!({"org.example.kind": artifact_type});
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+/// The spec error code of a JSON error response.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let body: serde_json::Value = r.json().await.expect("JSON error body");
+    body["errors"][0]["code"]
+        .as_str()
+        .expect("errors[0].code")
+        .to_owned()
+}

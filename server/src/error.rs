@@ -36,7 +36,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -50,7 +56,9 @@ impl ResponseError for ApiError {
         for (name, value) in &self.headers {
             res.insert_header((*name, value.as_str()));
         }
-        res.json(json!({ "errors": [{ "code": self.code, "message": self.message, "detail": null }] }))
+        res.json(
+            json!({ "errors": [{ "code": self.code, "message": self.message, "detail": null }] }),
+        )
     }
 }
 
@@ -73,10 +81,16 @@ impl From<StorageError> for ApiError {
             S::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
             S::UploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
             S::RangeInvalid { size } => {
-                return ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", message)
-                    .with_header("Range", upload_range(*size))
+                return ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "BLOB_UPLOAD_INVALID",
+                    message,
+                )
+                .with_header("Range", upload_range(*size))
             }
-            S::UploadInvalid(_) | S::BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            S::UploadInvalid(_) | S::BodyIncomplete(_) => {
+                (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID")
+            }
             S::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             S::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             S::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),

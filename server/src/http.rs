@@ -19,7 +19,11 @@ impl FromRequest for RepoName {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let name = req.match_info().get("name").unwrap_or_default().to_owned();
-        ready(validate_name(&name).map(|()| RepoName(name)).map_err(ApiError::from))
+        ready(
+            validate_name(&name)
+                .map(|()| RepoName(name))
+                .map_err(ApiError::from),
+        )
     }
 }
 
@@ -51,7 +55,10 @@ impl Pagination {
         let n = match query_one(req, "n") {
             None => None,
             Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                ApiError::bad_request("UNSUPPORTED", format!("n must be a non-negative integer, got {v:?}"))
+                ApiError::bad_request(
+                    "UNSUPPORTED",
+                    format!("n must be a non-negative integer, got {v:?}"),
+                )
             })?),
         };
         Ok(Pagination {
@@ -60,16 +67,19 @@ impl Pagination {
         })
     }
 
-    /// The page size to ask storage for; `n` is capped so `n + 1` cannot overflow.
+    /// The page size to ask storage for; "everything" is capped far above any real
+    /// listing so the database's `LIMIT n + 1` stays in range.
     pub fn limit(&self) -> u64 {
-        self.n.unwrap_or(u64::MAX >> 1).min(u64::MAX >> 1)
+        self.n
+            .unwrap_or(u64::from(u32::MAX))
+            .min(u64::from(u32::MAX))
     }
 
     /// A 200 response with `body`, and a `Link` to the next page when there is one.
     pub fn respond(&self, path: &str, page: &Page, body: serde_json::Value) -> HttpResponse {
         let mut res = HttpResponse::Ok();
         if let (true, Some(n), Some(last)) = (page.more, self.n, page.items.last()) {
-            let last: String = url::form_urlencoded::byte_serialize(last.as_bytes()).collect();
+            // Names and tags are URL-safe by their grammar: no escaping needed.
             res.insert_header(("Link", format!("<{path}?n={n}&last={last}>; rel=\"next\"")));
         }
         res.json(body)
@@ -121,7 +131,10 @@ pub fn chunk_start(req: &HttpRequest) -> ApiResult<Option<u64>> {
         )
     };
     let spec = value.trim();
-    let spec = spec.strip_prefix("bytes=").or_else(|| spec.strip_prefix("bytes ")).unwrap_or(spec);
+    let spec = spec
+        .strip_prefix("bytes=")
+        .or_else(|| spec.strip_prefix("bytes "))
+        .unwrap_or(spec);
     let spec = spec.split('/').next().unwrap_or(spec);
     let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
     let start: u64 = a.trim().parse().map_err(|_| invalid())?;
@@ -133,7 +146,10 @@ pub fn chunk_start(req: &HttpRequest) -> ApiResult<Option<u64>> {
         if len != end - start + 1 {
             return Err(ApiError::bad_request(
                 "SIZE_INVALID",
-                format!("Content-Range {value} covers {} bytes but Content-Length is {len}", end - start + 1),
+                format!(
+                    "Content-Range {value} covers {} bytes but Content-Length is {len}",
+                    end - start + 1
+                ),
             ));
         }
     }

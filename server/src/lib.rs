@@ -32,7 +32,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let addrs: Vec<SocketAddr> = server.addrs();
     tracing::info!(
         "berthd listening on http://{} (data in {})",
-        addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", http://"),
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", http://"),
         config.data_dir.display()
     );
     server.run().await?;

@@ -3,9 +3,7 @@
 use std::ops::Range;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use crate::digest::Digest;
 use crate::entity::{blob, now_millis, repository, repository_blob};
@@ -29,8 +27,10 @@ fn linked_to(repo: &str) -> Expr {
             .from(repository_blob::Entity)
             .inner_join(
                 repository::Entity,
-                Expr::col((repository::Entity, repository::Column::Id))
-                    .equals((repository_blob::Entity, repository_blob::Column::RepositoryId)),
+                Expr::col((repository::Entity, repository::Column::Id)).equals((
+                    repository_blob::Entity,
+                    repository_blob::Column::RepositoryId,
+                )),
             )
             .and_where(
                 Expr::col((repository_blob::Entity, repository_blob::Column::Digest))
@@ -82,7 +82,7 @@ impl Storage {
             Err(StorageError::BlobUnknown(_)) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let repo_id = ensure_repository(&txn, repo).await?;
         link_blob(&txn, repo_id, digest).await?;
         txn.commit().await?;
@@ -98,7 +98,7 @@ impl Storage {
         segments: &[Segment],
     ) -> Result<()> {
         let size: u64 = segments.iter().map(|s| s.size).sum();
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let repo_id = ensure_repository(&txn, repo).await?;
         let inserted = blob::Entity::insert(blob::ActiveModel {
             digest: Set(digest.to_string()),

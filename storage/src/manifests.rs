@@ -6,7 +6,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 use serde::Serialize;
 
@@ -122,7 +122,7 @@ impl Storage {
             }
         }
         let parsed = parse_manifest(content_type, body)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let repo_id = ensure_repository(&txn, repo).await?;
         check_references(&txn, repo_id, &parsed).await?;
         let manifest_id = insert_manifest(&txn, repo_id, &digest, &parsed, body).await?;

@@ -3,5 +3,7 @@
 use actix_web::HttpResponse;
 
 pub async fn check() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body("{}")
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body("{}")
 }

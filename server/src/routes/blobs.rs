@@ -22,12 +22,19 @@ fn blob_headers(res: &mut actix_web::HttpResponseBuilder, digest: &Digest) {
         .insert_header(("Cache-Control", "max-age=31536000"));
 }
 
-pub async fn head(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+pub async fn head(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
     let blob = state.storage.blob(&name, &digest_of(&path)?).await?;
     let mut res = HttpResponse::Ok();
     blob_headers(&mut res, &blob.digest);
     // A sized empty stream: the length is announced, no body is read or sent.
-    Ok(res.body(SizedStream::new(blob.size, stream::empty::<Result<bytes::Bytes, std::io::Error>>())))
+    Ok(res.body(SizedStream::new(
+        blob.size,
+        stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+    )))
 }
 
 pub async fn get(
@@ -38,11 +45,18 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     let blob = state.storage.blob(&name, &digest_of(&path)?).await?;
     let range = byte_range(header(&req, "Range"), blob.size)?;
-    let mut res = HttpResponse::build(if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK });
+    let mut res = HttpResponse::build(if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    });
     blob_headers(&mut res, &blob.digest);
     let range = match range {
         Some(r) => {
-            res.insert_header(("Content-Range", format!("bytes {}-{}/{}", r.start, r.end - 1, blob.size)));
+            res.insert_header((
+                "Content-Range",
+                format!("bytes {}-{}/{}", r.start, r.end - 1, blob.size),
+            ));
             r
         }
         None => 0..blob.size,
@@ -51,7 +65,11 @@ pub async fn get(
     Ok(res.body(SizedStream::new(range.end - range.start, body)))
 }
 
-pub async fn delete(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
     state.storage.delete_blob(&name, &digest_of(&path)?).await?;
     Ok(HttpResponse::Accepted().finish())
 }

@@ -21,18 +21,29 @@ fn manifest_headers(res: &mut actix_web::HttpResponseBuilder, m: &StoredManifest
         .insert_header(("ETag", format!("\"{}\"", m.digest)));
 }
 
-pub async fn get(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+pub async fn get(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(&name, &reference_of(&path)?).await?;
     let mut res = HttpResponse::Ok();
     manifest_headers(&mut res, &m);
     Ok(res.body(m.content))
 }
 
-pub async fn head(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+pub async fn head(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(&name, &reference_of(&path)?).await?;
     let mut res = HttpResponse::Ok();
     manifest_headers(&mut res, &m);
-    Ok(res.body(SizedStream::new(m.content.len() as u64, stream::empty::<Result<bytes::Bytes, std::io::Error>>())))
+    Ok(res.body(SizedStream::new(
+        m.content.len() as u64,
+        stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+    )))
 }
 
 pub async fn put(
@@ -53,7 +64,9 @@ pub async fn put(
     // Read at most `limit` bytes: a manifest is small, but the body is the client's to size.
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("MANIFEST_INVALID", format!("reading the manifest: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("MANIFEST_INVALID", format!("reading the manifest: {e}"))
+        })?;
         bytes.extend_from_slice(&chunk);
         if bytes.len() as u64 > limit {
             return Err(too_large(bytes.len() as u64));
@@ -62,7 +75,13 @@ pub async fn put(
     let extra_tags = query_all(&req, "tag");
     let put = state
         .storage
-        .put_manifest(&name, &reference, header(&req, "Content-Type"), &bytes, &extra_tags)
+        .put_manifest(
+            &name,
+            &reference,
+            header(&req, "Content-Type"),
+            &bytes,
+            &extra_tags,
+        )
         .await?;
     let mut res = HttpResponse::Created();
     res.insert_header(("Location", format!("/v2/{name}/manifests/{}", put.digest)))
@@ -76,7 +95,14 @@ pub async fn put(
     Ok(res.finish())
 }
 
-pub async fn delete(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
-    state.storage.delete_manifest(&name, &reference_of(&path)?).await?;
+pub async fn delete(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    state
+        .storage
+        .delete_manifest(&name, &reference_of(&path)?)
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }

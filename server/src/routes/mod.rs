@@ -21,9 +21,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v2", web::get().to(base::check))
         .route("/v2/_catalog", web::get().to(catalog::list))
         .service(
-            web::resource(["/v2/{name:.+}/blobs/uploads/", "/v2/{name:.+}/blobs/uploads"])
-                .route(web::post().to(uploads::start))
-                .default_service(web::to(method_not_allowed)),
+            web::resource([
+                "/v2/{name:.+}/blobs/uploads/",
+                "/v2/{name:.+}/blobs/uploads",
+            ])
+            .route(web::post().to(uploads::start))
+            .default_service(web::to(method_not_allowed)),
         )
         .service(
             web::resource("/v2/{name:.+}/blobs/uploads/{id}")
@@ -61,7 +64,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn method_not_allowed() -> HttpResponse {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed on this endpoint").error_response()
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+        "method not allowed on this endpoint",
+    )
+    .error_response()
 }
 
 pub async fn not_found() -> HttpResponse {

@@ -17,7 +17,10 @@ pub async fn list(
 ) -> ApiResult<HttpResponse> {
     let digest: Digest = path.1.parse()?;
     let artifact_type = query_one(&req, "artifactType").filter(|t| !t.is_empty());
-    let referrers = state.storage.referrers(&name, &digest, artifact_type.as_deref()).await?;
+    let referrers = state
+        .storage
+        .referrers(&name, &digest, artifact_type.as_deref())
+        .await?;
     let mut res = HttpResponse::Ok();
     res.content_type(OCI_INDEX);
     if artifact_type.is_some() {

@@ -7,8 +7,19 @@ use crate::error::ApiResult;
 use crate::http::{Pagination, RepoName};
 use crate::AppState;
 
-pub async fn list(state: web::Data<AppState>, RepoName(name): RepoName, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn list(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Pagination::from_request(&req)?;
-    let page = state.storage.tags(&name, p.limit(), p.last.as_deref()).await?;
-    Ok(p.respond(&format!("/v2/{name}/tags/list"), &page, json!({ "name": name, "tags": page.items })))
+    let page = state
+        .storage
+        .tags(&name, p.limit(), p.last.as_deref())
+        .await?;
+    Ok(p.respond(
+        &format!("/v2/{name}/tags/list"),
+        &page,
+        json!({ "name": name, "tags": page.items }),
+    ))
 }

@@ -9,11 +9,18 @@ use crate::error::{upload_range, ApiError, ApiResult};
 use crate::http::{chunk_start, query_one, RepoName};
 use crate::AppState;
 
-fn upload_response(mut res: actix_web::HttpResponseBuilder, name: &str, upload: &UploadState) -> HttpResponse {
-    res.insert_header(("Location", format!("/v2/{name}/blobs/uploads/{}", upload.id)))
-        .insert_header(("Range", upload_range(upload.size)))
-        .insert_header(("Docker-Upload-UUID", upload.id.as_str()))
-        .finish()
+fn upload_response(
+    mut res: actix_web::HttpResponseBuilder,
+    name: &str,
+    upload: &UploadState,
+) -> HttpResponse {
+    res.insert_header((
+        "Location",
+        format!("/v2/{name}/blobs/uploads/{}", upload.id),
+    ))
+    .insert_header(("Range", upload_range(upload.size)))
+    .insert_header(("Docker-Upload-UUID", upload.id.as_str()))
+    .finish()
 }
 
 fn created(name: &str, digest: &Digest) -> HttpResponse {
@@ -24,18 +31,26 @@ fn created(name: &str, digest: &Digest) -> HttpResponse {
 }
 
 fn required_digest(req: &HttpRequest) -> ApiResult<Digest> {
-    let d = query_one(req, "digest")
-        .ok_or_else(|| ApiError::bad_request("DIGEST_INVALID", "the digest query parameter is required"))?;
+    let d = query_one(req, "digest").ok_or_else(|| {
+        ApiError::bad_request("DIGEST_INVALID", "the digest query parameter is required")
+    })?;
     Ok(d.parse()?)
 }
 
-pub async fn start(state: web::Data<AppState>, RepoName(name): RepoName, req: HttpRequest, body: web::Payload) -> ApiResult<HttpResponse> {
+pub async fn start(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    req: HttpRequest,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
     if let Some(mount) = query_one(&req, "mount") {
         let digest: Digest = mount.parse()?;
         // Without `from` we do not search other repositories: that would reveal blobs
         // of repositories the client may not see. Fall back to a plain upload.
         if let Some(from) = query_one(&req, "from") {
-            if berth_storage::names::validate_name(&from).is_ok() && state.storage.mount_blob(&name, &from, &digest).await? {
+            if berth_storage::names::validate_name(&from).is_ok()
+                && state.storage.mount_blob(&name, &from, &digest).await?
+            {
                 return Ok(created(&name, &digest));
             }
         }
@@ -52,7 +67,11 @@ pub async fn start(state: web::Data<AppState>, RepoName(name): RepoName, req: Ht
     Ok(upload_response(HttpResponse::Accepted(), &name, &upload))
 }
 
-pub async fn status(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+pub async fn status(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
     let upload = state.storage.upload_state(&name, &path.1).await?;
     Ok(upload_response(HttpResponse::NoContent(), &name, &upload))
 }
@@ -65,7 +84,10 @@ pub async fn append(
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let start = chunk_start(&req)?;
-    let upload = state.storage.append_upload(&name, &path.1, start, body).await?;
+    let upload = state
+        .storage
+        .append_upload(&name, &path.1, start, body)
+        .await?;
     Ok(upload_response(HttpResponse::Accepted(), &name, &upload))
 }
 
@@ -78,11 +100,18 @@ pub async fn complete(
 ) -> ApiResult<HttpResponse> {
     let digest = required_digest(&req)?;
     let start = chunk_start(&req)?;
-    state.storage.complete_upload(&name, &path.1, &digest, start, body).await?;
+    state
+        .storage
+        .complete_upload(&name, &path.1, &digest, start, body)
+        .await?;
     Ok(created(&name, &digest))
 }
 
-pub async fn cancel(state: web::Data<AppState>, RepoName(name): RepoName, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+pub async fn cancel(
+    state: web::Data<AppState>,
+    RepoName(name): RepoName,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
     state.storage.cancel_upload(&name, &path.1).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against real services: installs what is missing
+# (Debian packages), starts a throwaway PostgreSQL, builds the binaries, runs
+# `cargo test --workspace`. Used as-is by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+# --- packages -------------------------------------------------------------
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+have psql || need+=(postgresql-client)
+have skopeo || need+=(skopeo)
+have umoci || need+=(umoci)
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && have apt-get; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing packages: ${need[*]} (install them with apt-get as root)" >&2
+    [ "${CI:-}" = "" ] || exit 1
+  fi
+fi
+
+# --- PostgreSQL: a private cluster on a loopback port, removed on exit ------
+pg_bin=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+pg_dir=$(mktemp -d /tmp/berth-pg.XXXXXX)
+pg_port=${BERTH_TEST_PG_PORT:-54329}
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+  chown postgres "$pg_dir"
+  as_pg=(runuser -u postgres --)
+fi
+cleanup() {
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$pg_dir"
+}
+trap cleanup EXIT
+"${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust --no-sync >/dev/null
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+  -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
+export BERTH_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+
+# --- build and test ---------------------------------------------------------
+cargo build --workspace --bins
+cargo test --workspace -- "$@"
