@@ -54,12 +54,7 @@ impl ConfigArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args
@@ -74,4 +69,16 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging() {
+    // actix-http logs a client's malformed request (docker probes TLS before plain
+    // HTTP) as an ERROR; it is not a server error.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,actix_http::h1::dispatcher=off")
+    });
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(filter)
+        .init();
 }

@@ -2,6 +2,9 @@
 //! (and with real registry clients). One test binary, so it links once.
 
 mod api;
+mod clients;
+mod durability;
+mod serve;
 
 /// Runs each listed `async fn(Berthd)` once on SQLite and once on PostgreSQL.
 #[macro_export]
