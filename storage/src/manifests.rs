@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{
+use sea_orm::{FromQueryResult, 
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
@@ -70,6 +70,15 @@ pub struct Referrer {
     pub artifact_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<HashMap<String, String>>,
+}
+
+#[derive(FromQueryResult)]
+struct ReferrerRow {
+    media_type: String,
+    digest: String,
+    size: i64,
+    artifact_type: Option<String>,
+    annotations: Option<String>,
 }
 
 /// What a manifest says about itself and what it references.
@@ -230,22 +239,20 @@ impl Storage {
         if let Some(t) = artifact_type {
             q = q.filter(manifest::Column::ArtifactType.eq(t));
         }
-        let rows: Vec<(String, String, i64, Option<String>, Option<String>)> = q
+        let rows: Vec<ReferrerRow> = q
             .order_by_asc(manifest::Column::Id)
-            .into_tuple()
+            .into_model()
             .all(&self.db)
             .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(media_type, digest, size, artifact_type, annotations)| Referrer {
-                    media_type,
-                    digest,
-                    size: size as u64,
-                    artifact_type,
-                    annotations: annotations.and_then(|a| serde_json::from_str(&a).ok()),
-                },
-            )
+            .map(|row| Referrer {
+                media_type: row.media_type,
+                digest: row.digest,
+                size: row.size as u64,
+                artifact_type: row.artifact_type,
+                annotations: row.annotations.and_then(|a| serde_json::from_str(&a).ok()),
+            })
             .collect())
     }
 }
