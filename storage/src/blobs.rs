@@ -44,12 +44,18 @@ fn linked_to(repo: &str) -> Expr {
 impl Storage {
     /// The blob if `repo` may see it, else `BlobUnknown`.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<BlobInfo> {
+        if let Some(hit) = self.cache.blob(repo, digest.as_str()) {
+            return Ok(hit);
+        }
+        let ticket = self.cache.ticket(repo);
         let row = blob::Entity::find_by_id(digest.as_str())
             .filter(linked_to(repo))
             .one(&self.db)
             .await?
             .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
-        blob_info(row)
+        let info = blob_info(row)?;
+        self.cache.put_blob(repo, ticket, info.clone());
+        Ok(info)
     }
 
     /// Streams `range` of the blob (already resolved with [`Storage::blob`]).
@@ -67,6 +73,7 @@ impl Storage {
             .filter(repository_blob::Column::Digest.eq(digest.as_str()))
             .exec(&self.db)
             .await?;
+        self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {
             return Err(unknown());
         }
@@ -89,16 +96,21 @@ impl Storage {
         Ok(true)
     }
 
-    /// Records a verified, durable blob and links it into `repo`. Returns false when the
-    /// registry already had it: the caller's copy is then redundant and is deleted.
+    /// Records a verified, durable blob and links it into `repo`. When the registry
+    /// already had it, the caller's copy is redundant and is deleted.
     pub(crate) async fn store_blob(
         &self,
         repo: &str,
         digest: &Digest,
         segments: &[Segment],
+        upload: Option<(&str, i64)>,
     ) -> Result<()> {
         let size: u64 = segments.iter().map(|s| s.size).sum();
         let txn = crate::db::begin_write(&self.db).await?;
+        if let Some((id, size)) = upload {
+            // Completing consumes the upload, in the same commit that makes the blob visible.
+            crate::uploads::delete_upload_row(&txn, id, size).await?;
+        }
         let repo_id = ensure_repository(&txn, repo).await?;
         let inserted = blob::Entity::insert(blob::ActiveModel {
             digest: Set(digest.to_string()),

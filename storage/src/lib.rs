@@ -4,6 +4,7 @@
 //! resource: [`repos`], [`blobs`], [`uploads`], [`manifests`].
 
 pub mod blobs;
+pub mod cache;
 pub mod db;
 pub mod digest;
 pub mod entity;
@@ -14,6 +15,8 @@ pub mod names;
 pub mod objects;
 pub mod repos;
 pub mod uploads;
+
+use std::sync::Arc;
 
 use berth_config::Config;
 use sea_orm::DatabaseConnection;
@@ -27,6 +30,7 @@ pub use objects::{ByteStream, Objects};
 pub struct Storage {
     db: DatabaseConnection,
     objects: Objects,
+    cache: Arc<cache::MetaCache>,
     max_manifest_bytes: u64,
 }
 
@@ -40,6 +44,7 @@ impl Storage {
         Ok(Storage {
             db,
             objects,
+            cache: Arc::default(),
             max_manifest_bytes: config.limits.max_manifest_bytes,
         })
     }

@@ -1,21 +1,21 @@
 //! Manifests, tags and referrers.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{FromQueryResult, 
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde::Serialize;
 
-use crate::db::byte_order;
 use crate::digest::{Algorithm, Digest};
 use crate::entity::{manifest, manifest_blob, manifest_child, now_millis, repository_blob, tag};
 use crate::error::{Result, StorageError};
 use crate::names::validate_tag;
-use crate::repos::{ensure_repository, page, Page};
+use crate::repos::{ensure_repository, Page};
 use crate::Storage;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -49,7 +49,7 @@ impl Reference {
 pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
-    pub content: Vec<u8>,
+    pub content: bytes::Bytes,
 }
 
 #[derive(Debug)]
@@ -152,6 +152,7 @@ impl Storage {
             .await?;
         }
         txn.commit().await?;
+        self.cache.invalidate(repo);
         Ok(PutManifest {
             digest,
             subject: parsed.subject,
@@ -159,17 +160,24 @@ impl Storage {
         })
     }
 
-    pub async fn manifest(&self, repo: &str, reference: &Reference) -> Result<StoredManifest> {
+    pub async fn manifest(&self, repo: &str, reference: &Reference) -> Result<Arc<StoredManifest>> {
+        let key = reference_text(reference);
+        if let Some(hit) = self.cache.manifest(repo, &key) {
+            return Ok(hit);
+        }
+        let ticket = self.cache.ticket(repo);
         let repo_id = self.repository_id(repo).await?;
-        let unknown = || StorageError::ManifestUnknown(reference_text(reference));
         let row = find_manifest(&self.db, repo_id, reference)
             .await?
-            .ok_or_else(unknown)?;
-        Ok(StoredManifest {
+            .ok_or_else(|| StorageError::ManifestUnknown(key.clone()))?;
+        let manifest = Arc::new(StoredManifest {
             digest: row.digest.parse()?,
             media_type: row.media_type,
-            content: row.content,
-        })
+            content: row.content.into(),
+        });
+        self.cache
+            .put_manifest(repo, ticket, &key, manifest.clone());
+        Ok(manifest)
     }
 
     /// By digest: removes the manifest and every tag on it. By tag: removes the tag only.
@@ -191,28 +199,42 @@ impl Storage {
                     .await?
             }
         };
+        self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {
             return Err(StorageError::ManifestUnknown(reference_text(reference)));
         }
         Ok(())
     }
 
+    /// Tags of `repo` in byte order after `last`, at most `n`. The whole sorted list is
+    /// cached per repository, so paging through it is a slice, not a query.
     pub async fn tags(&self, repo: &str, n: u64, last: Option<&str>) -> Result<Page> {
-        let repo_id = self.repository_id(repo).await?;
-        let mut q = tag::Entity::find()
-            .select_only()
-            .column(tag::Column::Name)
-            .filter(tag::Column::RepositoryId.eq(repo_id));
-        if let Some(last) = last {
-            q = q.filter(Expr::cust(byte_order(&self.db, "name")).gt(last));
-        }
-        let mut items: Vec<String> = q
-            .order_by_asc(Expr::cust(byte_order(&self.db, "name")))
-            .limit(n + 1)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(page(&mut items, n))
+        let all = match self.cache.tags(repo) {
+            Some(hit) => hit,
+            None => {
+                let ticket = self.cache.ticket(repo);
+                let repo_id = self.repository_id(repo).await?;
+                let mut names: Vec<String> = tag::Entity::find()
+                    .select_only()
+                    .column(tag::Column::Name)
+                    .filter(tag::Column::RepositoryId.eq(repo_id))
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?;
+                names.sort_unstable();
+                let names = Arc::new(names);
+                self.cache.put_tags(repo, ticket, names.clone());
+                names
+            }
+        };
+        let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
+        let end = all
+            .len()
+            .min(start.saturating_add(usize::try_from(n).unwrap_or(usize::MAX)));
+        Ok(Page {
+            items: all[start..end].to_vec(),
+            more: end < all.len(),
+        })
     }
 
     /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type.

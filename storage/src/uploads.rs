@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use futures::Stream;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::entity::{now_millis, upload};
@@ -102,21 +102,21 @@ impl Storage {
         if let Some(reason) = interrupted {
             return Err(StorageError::BodyIncomplete(reason));
         }
-        // Claim the upload first, so a concurrent completion or cancel cannot see it twice.
-        self.delete_upload_row(id, loaded.row.size).await?;
         let actual = if loaded.hasher.algorithm() == digest.algorithm() {
-            loaded.hasher.finish()
+            loaded.hasher.clone().finish()
         } else {
             // The client announced another algorithm than the one it finished with: rehash.
             self.rehash(&loaded.segments, digest.algorithm()).await?
         };
         if &actual != digest {
+            delete_upload_row(&self.db, id, loaded.row.size).await?;
             self.objects.delete_all(&loaded.segments).await?;
             return Err(StorageError::DigestInvalid(format!(
                 "upload content has digest {actual}, not {digest}; the upload was discarded"
             )));
         }
-        self.store_blob(repo, digest, &loaded.segments).await
+        self.store_blob(repo, digest, &loaded.segments, Some((id, loaded.row.size)))
+            .await
     }
 
     /// A whole blob in one request (`POST ?digest=`): no upload row is needed.
@@ -143,12 +143,12 @@ impl Storage {
                 )),
             });
         }
-        self.store_blob(repo, digest, &segments).await
+        self.store_blob(repo, digest, &segments, None).await
     }
 
     pub async fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
         let loaded = self.load_upload(repo, id).await?;
-        self.delete_upload_row(id, loaded.row.size).await?;
+        delete_upload_row(&self.db, id, loaded.row.size).await?;
         self.objects.delete_all(&loaded.segments).await
     }
 
@@ -230,18 +230,6 @@ impl Storage {
         ))
     }
 
-    async fn delete_upload_row(&self, id: &str, size: i64) -> Result<()> {
-        let deleted = upload::Entity::delete_many()
-            .filter(upload::Column::Id.eq(id))
-            .filter(upload::Column::Size.eq(size))
-            .exec(&self.db)
-            .await?;
-        if deleted.rows_affected == 0 {
-            return Err(StorageError::UploadUnknown(id.to_owned()));
-        }
-        Ok(())
-    }
-
     async fn rehash(&self, segments: &[Segment], algorithm: Algorithm) -> Result<Digest> {
         use futures::TryStreamExt;
         let total = segments.iter().map(|s| s.size).sum();
@@ -252,4 +240,22 @@ impl Storage {
         }
         Ok(hasher.finish())
     }
+}
+
+/// Deletes the upload row if it still has `size` bytes; `UploadUnknown` if another
+/// request completed, cancelled or extended it first.
+pub(crate) async fn delete_upload_row(
+    db: &impl ConnectionTrait,
+    id: &str,
+    size: i64,
+) -> Result<()> {
+    let deleted = upload::Entity::delete_many()
+        .filter(upload::Column::Id.eq(id))
+        .filter(upload::Column::Size.eq(size))
+        .exec(db)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(StorageError::UploadUnknown(id.to_owned()));
+    }
+    Ok(())
 }

@@ -29,7 +29,7 @@ pub async fn get(
     let m = state.storage.manifest(&name, &reference_of(&path)?).await?;
     let mut res = HttpResponse::Ok();
     manifest_headers(&mut res, &m);
-    Ok(res.body(m.content))
+    Ok(res.body(m.content.clone()))
 }
 
 pub async fn head(
