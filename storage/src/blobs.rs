@@ -68,11 +68,13 @@ impl Storage {
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
         let unknown = || StorageError::BlobUnknown(digest.clone());
         let repo_id = find_repository(&self.db, repo).await?.ok_or_else(unknown)?;
+        let txn = self.write().await?;
         let deleted = repository_blob::Entity::delete_many()
             .filter(repository_blob::Column::RepositoryId.eq(repo_id))
             .filter(repository_blob::Column::Digest.eq(digest.as_str()))
-            .exec(&self.db)
+            .exec(&*txn)
             .await?;
+        txn.commit().await?;
         self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {
             return Err(unknown());
@@ -89,9 +91,9 @@ impl Storage {
             Err(StorageError::BlobUnknown(_)) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let txn = crate::db::begin_write(&self.db).await?;
-        let repo_id = ensure_repository(&txn, repo).await?;
-        link_blob(&txn, repo_id, digest).await?;
+        let txn = self.write().await?;
+        let repo_id = ensure_repository(&*txn, repo).await?;
+        link_blob(&*txn, repo_id, digest).await?;
         txn.commit().await?;
         Ok(true)
     }
@@ -106,12 +108,12 @@ impl Storage {
         upload: Option<(&str, i64)>,
     ) -> Result<()> {
         let size: u64 = segments.iter().map(|s| s.size).sum();
-        let txn = crate::db::begin_write(&self.db).await?;
+        let txn = self.write().await?;
         if let Some((id, size)) = upload {
             // Completing consumes the upload, in the same commit that makes the blob visible.
-            crate::uploads::delete_upload_row(&txn, id, size).await?;
+            crate::uploads::delete_upload_row(&*txn, id, size).await?;
         }
-        let repo_id = ensure_repository(&txn, repo).await?;
+        let repo_id = ensure_repository(&*txn, repo).await?;
         let inserted = blob::Entity::insert(blob::ActiveModel {
             digest: Set(digest.to_string()),
             size: Set(size as i64),
@@ -119,9 +121,9 @@ impl Storage {
             created_at: Set(now_millis()),
         })
         .on_conflict_do_nothing()
-        .exec(&txn)
+        .exec(&*txn)
         .await?;
-        link_blob(&txn, repo_id, digest).await?;
+        link_blob(&*txn, repo_id, digest).await?;
         txn.commit().await?;
         if matches!(inserted, sea_orm::TryInsertResult::Conflicted) {
             // Someone stored these bytes first; one copy is enough.

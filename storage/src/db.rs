@@ -1,6 +1,9 @@
 //! Connecting to the metadata database (SQLite or PostgreSQL) and migrating it.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -40,13 +43,48 @@ pub fn byte_order(db: &impl ConnectionTrait, column: &str) -> String {
     }
 }
 
-/// Starts a transaction that will write. On SQLite it takes the write lock up front
-/// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails with
-/// "database is locked" instead of waiting when another writer is active.
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..TransactionOptions::default()
-    })
-    .await
+/// A write transaction. On SQLite, this process's writers take turns through a gate
+/// before `BEGIN IMMEDIATE`: SQLite's own lock makes a waiting writer sleep in
+/// growing steps, which collapses throughput under concurrent pushes.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+}
+
+/// The gate for SQLite databases (`None` for servers that handle concurrent writers).
+pub fn write_gate(db: &DatabaseConnection) -> Option<Arc<Mutex<()>>> {
+    (db.get_database_backend() == DbBackend::Sqlite).then(Arc::default)
+}
+
+pub async fn begin_write(
+    db: &DatabaseConnection,
+    gate: &Option<Arc<Mutex<()>>>,
+) -> Result<WriteTxn, DbErr> {
+    let turn = match gate {
+        Some(gate) => Some(gate.clone().lock_owned().await),
+        None => None,
+    };
+    // IMMEDIATE: a deferred SQLite transaction that reads, then writes, fails with
+    // "database is locked" when another process (an admin command) is writing.
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await?;
+    Ok(WriteTxn { txn, _turn: turn })
 }

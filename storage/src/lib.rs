@@ -9,6 +9,7 @@ pub mod db;
 pub mod digest;
 pub mod entity;
 pub mod error;
+pub mod gc;
 pub mod manifests;
 pub mod migration;
 pub mod names;
@@ -31,6 +32,7 @@ pub struct Storage {
     db: DatabaseConnection,
     objects: Objects,
     cache: Arc<cache::MetaCache>,
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     max_manifest_bytes: u64,
 }
 
@@ -41,12 +43,19 @@ impl Storage {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = db::connect(&config.database_url()).await?;
         let objects = Objects::local(&config.blob_root())?;
+        let write_gate = db::write_gate(&db);
         Ok(Storage {
             db,
             objects,
             cache: Arc::default(),
+            write_gate,
             max_manifest_bytes: config.limits.max_manifest_bytes,
         })
+    }
+
+    /// Starts a write transaction (every write goes through one; see [`db::WriteTxn`]).
+    pub(crate) async fn write(&self) -> Result<db::WriteTxn> {
+        Ok(db::begin_write(&self.db, &self.write_gate).await?)
     }
 
     pub fn max_manifest_bytes(&self) -> u64 {

@@ -131,10 +131,18 @@ impl Storage {
             }
         }
         let parsed = parse_manifest(content_type, body)?;
-        let txn = crate::db::begin_write(&self.db).await?;
-        let repo_id = ensure_repository(&txn, repo).await?;
-        check_references(&txn, repo_id, &parsed).await?;
-        let manifest_id = insert_manifest(&txn, repo_id, &digest, &parsed, body).await?;
+        if self.already_stored(repo, &digest, &tags).await? {
+            // Re-pushing what is already there (CI does it all the time) writes nothing.
+            return Ok(PutManifest {
+                digest,
+                subject: parsed.subject,
+                tags,
+            });
+        }
+        let txn = self.write().await?;
+        let repo_id = ensure_repository(&*txn, repo).await?;
+        check_references(&*txn, repo_id, &parsed).await?;
+        let manifest_id = insert_manifest(&*txn, repo_id, &digest, &parsed, body).await?;
         let now = now_millis();
         for t in &tags {
             tag::Entity::insert(tag::ActiveModel {
@@ -148,7 +156,7 @@ impl Storage {
                     .update_columns([tag::Column::ManifestId, tag::Column::UpdatedAt])
                     .to_owned(),
             )
-            .exec(&txn)
+            .exec(&*txn)
             .await?;
         }
         txn.commit().await?;
@@ -158,6 +166,22 @@ impl Storage {
             subject: parsed.subject,
             tags,
         })
+    }
+
+    /// Is the manifest `digest` in `repo`, with every one of `tags` already on it?
+    async fn already_stored(&self, repo: &str, digest: &Digest, tags: &[String]) -> Result<bool> {
+        let mut references = vec![Reference::Digest(digest.clone())];
+        references.extend(tags.iter().cloned().map(Reference::Tag));
+        for reference in &references {
+            match self.manifest(repo, reference).await {
+                Ok(m) if &m.digest == digest => {}
+                Ok(_) | Err(StorageError::NameUnknown(_) | StorageError::ManifestUnknown(_)) => {
+                    return Ok(false)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     pub async fn manifest(&self, repo: &str, reference: &Reference) -> Result<Arc<StoredManifest>> {
@@ -183,22 +207,24 @@ impl Storage {
     /// By digest: removes the manifest and every tag on it. By tag: removes the tag only.
     pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
         let repo_id = self.repository_id(repo).await?;
+        let txn = self.write().await?;
         let deleted = match reference {
             Reference::Tag(t) => {
                 tag::Entity::delete_many()
                     .filter(tag::Column::RepositoryId.eq(repo_id))
                     .filter(tag::Column::Name.eq(t.as_str()))
-                    .exec(&self.db)
+                    .exec(&*txn)
                     .await?
             }
             Reference::Digest(d) => {
                 manifest::Entity::delete_many()
                     .filter(manifest::Column::RepositoryId.eq(repo_id))
                     .filter(manifest::Column::Digest.eq(d.as_str()))
-                    .exec(&self.db)
+                    .exec(&*txn)
                     .await?
             }
         };
+        txn.commit().await?;
         self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {
             return Err(StorageError::ManifestUnknown(reference_text(reference)));

@@ -2,9 +2,11 @@
 //! `object_store` backend, so local disk and S3 share all the logic above it.
 //!
 //! Layout (the only place keys are made):
-//! - `data/<upload-id>/<offset>`: one object per chunk an upload received. When the
-//!   upload completes, the blob *is* its list of chunk objects (recorded in the
-//!   database), so completing an upload never copies or moves data on any backend.
+//! - `data/<xx>/<uuid>`: one object per piece of an upload (at most [`SEGMENT_SIZE`]
+//!   bytes), named by a fresh random UUID so concurrent writers never collide, and
+//!   fanned out by its first two characters `xx` so no directory grows huge. When the
+//!   upload completes, the blob *is* its list of pieces (recorded in the database),
+//!   so completing an upload never copies or moves data on any backend.
 
 use std::ops::Range;
 use std::path::Path as FsPath;
@@ -15,20 +17,17 @@ use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
-};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use crate::digest::Hasher;
 use crate::error::{Result, StorageError};
 
-/// Parts of this size are written as they fill (S3 needs ≥ 5 MiB per part); a body
-/// smaller than one part is written with a single put.
-const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts in flight per upload: with the part being filled, this bounds an upload's memory.
-const PARTS_IN_FLIGHT: usize = 2;
+/// A body is stored as objects of at most this size. Each is written with one put and
+/// made durable while the next one is being received, so durability overlaps the
+/// transfer instead of following it (on local disk, and on S3 where a put is one request).
+const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 /// Read size when serving local files: large reads keep downloads at disk/loopback speed.
 const LOCAL_READ_SIZE: usize = 512 * 1024;
 
@@ -41,11 +40,11 @@ pub struct Segment {
     pub size: u64,
 }
 
-/// What a write stored: how much, and whether the body ended early (the bytes
-/// that did arrive are kept, so the client can resume after them).
-#[derive(Debug)]
+/// What a write stored: the durable objects, in order, and whether the body ended
+/// early (the bytes that did arrive are kept, so the client can resume after them).
+#[derive(Debug, Default)]
 pub struct Written {
-    pub segment: Option<Segment>,
+    pub segments: Vec<Segment>,
     pub interrupted: Option<String>,
 }
 
@@ -68,83 +67,66 @@ impl Objects {
         Ok(Objects::new(Arc::new(store)))
     }
 
-    pub fn segment_key(upload_id: &str, offset: u64) -> String {
-        format!("data/{upload_id}/{offset:020}")
+    fn new_key() -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        format!("data/{}/{id}", &id[..2])
     }
 
-    /// Streams `body` into a new object at `key`, hashing it on the way; durable on return.
-    /// A body error keeps what arrived before it (see [`Written`]).
-    pub async fn write<S, E>(&self, key: &str, body: S, hasher: &mut Hasher) -> Result<Written>
+    /// Streams `body` into new objects, hashing it on the way. Every listed segment is
+    /// durable on return. A body error keeps what arrived before it (see [`Written`]).
+    pub async fn write<S, E>(&self, mut body: S, hasher: &mut Hasher) -> Result<Written>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let path = Path::from(key);
-        let mut body = body;
-        let mut first = BytesMut::new();
-        let mut interrupted = None;
-        // Small bodies (the common case for configs and small layers) take one put.
-        while first.len() < PART_SIZE {
-            match body.next().await {
-                Some(Ok(chunk)) => {
-                    hasher.update(&chunk);
-                    first.extend_from_slice(&chunk);
-                }
-                Some(Err(e)) => {
-                    interrupted = Some(e.to_string());
-                    break;
-                }
-                None => break,
-            }
-        }
-        let ended = interrupted.is_some() || first.len() < PART_SIZE;
-        if ended {
-            let size = first.len() as u64;
-            if size == 0 {
-                return Ok(Written {
-                    segment: None,
-                    interrupted,
-                });
-            }
-            self.store.put(&path, first.freeze().into()).await?;
-            return Ok(Written {
-                segment: Some(Segment {
-                    key: key.to_owned(),
-                    size,
-                }),
-                interrupted,
-            });
-        }
-        let upload = self.store.put_multipart(&path).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut size = first.len() as u64;
-        writer.write(&first);
-        drop(first);
+        let mut written = Written::default();
+        let mut storing: Option<tokio::task::JoinHandle<Result<()>>> = None;
         loop {
-            match body.next().await {
-                Some(Ok(chunk)) => {
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
-                    if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                        return Err(e.into());
+            let mut buf = BytesMut::new();
+            let mut ended = false;
+            while buf.len() < SEGMENT_SIZE {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        hasher.update(&chunk);
+                        buf.extend_from_slice(&chunk);
                     }
-                    writer.write(&chunk);
+                    Some(Err(e)) => {
+                        written.interrupted = Some(e.to_string());
+                        ended = true;
+                        break;
+                    }
+                    None => {
+                        ended = true;
+                        break;
+                    }
                 }
-                Some(Err(e)) => {
-                    interrupted = Some(e.to_string());
-                    break;
+            }
+            if !buf.is_empty() {
+                // One segment in flight at a time: memory stays at two segments per upload.
+                if let Some(previous) = storing.take() {
+                    join(previous).await?;
                 }
-                None => break,
+                let key = Self::new_key();
+                let size = buf.len() as u64;
+                let store = self.store.clone();
+                let path = Path::from(key.as_str());
+                storing = Some(tokio::spawn(async move {
+                    store.put(&path, buf.freeze().into()).await?;
+                    Ok(())
+                }));
+                written.segments.push(Segment { key, size });
+            }
+            if ended {
+                break;
             }
         }
-        writer.finish().await?;
-        Ok(Written {
-            segment: Some(Segment {
-                key: key.to_owned(),
-                size,
-            }),
-            interrupted,
-        })
+        if let Some(last) = storing {
+            if let Err(e) = join(last).await {
+                self.delete_all(&written.segments).await?;
+                return Err(e);
+            }
+        }
+        Ok(written)
     }
 
     /// Streams the bytes `range` of the blob made of `segments`.
@@ -183,6 +165,11 @@ impl Objects {
         }
         Ok(())
     }
+}
+
+async fn join(task: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    task.await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
 }
 
 async fn read_object(
@@ -242,41 +229,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn writes_small_and_multipart_objects_and_reads_ranges_across_segments() {
+    async fn large_bodies_become_several_objects_and_read_back_across_them() {
         let dir = tempfile::tempdir().unwrap();
         let objects = Objects::local(dir.path()).unwrap();
-        let big: Vec<u8> = (0..PART_SIZE * 2 + 123).map(|i| (i % 251) as u8).collect();
+        let big: Vec<u8> = (0..SEGMENT_SIZE * 2 + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let chunks = big
-            .chunks(100_000)
+            .chunks(65_536)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         let mut h = Hasher::new(Algorithm::Sha256);
-        let w1 = objects
-            .write("data/u/1", body(chunks), &mut h)
-            .await
-            .unwrap();
-        let mut h2 = h.clone();
+        let w1 = objects.write(body(chunks), &mut h).await.unwrap();
+        assert_eq!(w1.segments.len(), 3, "two full segments and the rest");
+        assert_eq!(
+            w1.segments.iter().map(|s| s.size).sum::<u64>(),
+            big.len() as u64
+        );
         let w2 = objects
-            .write(
-                "data/u/2",
-                body(vec![Ok(Bytes::from_static(b"tail"))]),
-                &mut h2,
-            )
+            .write(body(vec![Ok(Bytes::from_static(b"tail"))]), &mut h)
             .await
             .unwrap();
-        let segs = vec![w1.segment.unwrap(), w2.segment.unwrap()];
-        assert_eq!(segs[0].size, big.len() as u64);
+        let segs: Vec<Segment> = w1.segments.into_iter().chain(w2.segments).collect();
         let mut all = big.clone();
         all.extend_from_slice(b"tail");
-        assert_eq!(h2.finish(), Digest::of(Algorithm::Sha256, &all));
+        assert_eq!(h.finish(), Digest::of(Algorithm::Sha256, &all));
         let total = all.len() as u64;
         assert_eq!(collect(objects.read(&segs, 0..total)).await, all);
-        let r = (total - 10)..total;
+        let r = (SEGMENT_SIZE as u64 - 10)..(SEGMENT_SIZE as u64 * 2 + 5);
         assert_eq!(
             collect(objects.read(&segs, r.clone())).await,
-            &all[r.start as usize..]
+            &all[r.start as usize..r.end as usize]
         );
-        assert_eq!(collect(objects.read(&segs, 5..9)).await, &all[5..9]);
+        assert_eq!(
+            collect(objects.read(&segs, (total - 2)..total)).await,
+            b"il"
+        );
+        objects.delete_all(&segs).await.unwrap();
+        assert!(
+            !dir.path().join("data").exists(),
+            "deleting every object leaves no files"
+        );
     }
 
     #[tokio::test]
@@ -286,22 +279,16 @@ mod tests {
         let mut h = Hasher::new(Algorithm::Sha256);
         let w = objects
             .write(
-                "data/x/0",
                 body(vec![Ok(Bytes::from_static(b"abc")), Err("reset".into())]),
                 &mut h,
             )
             .await
             .unwrap();
-        assert_eq!(w.segment.as_ref().unwrap().size, 3);
+        assert_eq!(w.segments.len(), 1);
+        assert_eq!(w.segments[0].size, 3);
         assert_eq!(w.interrupted.as_deref(), Some("reset"));
-        assert_eq!(
-            collect(objects.read(&[w.segment.unwrap()], 0..3)).await,
-            b"abc"
-        );
-        let empty = objects
-            .write("data/x/1", body(vec![]), &mut h)
-            .await
-            .unwrap();
-        assert!(empty.segment.is_none());
+        assert_eq!(collect(objects.read(&w.segments, 0..3)).await, b"abc");
+        let empty = objects.write(body(vec![]), &mut h).await.unwrap();
+        assert!(empty.segments.is_empty());
     }
 }

@@ -13,7 +13,7 @@ use crate::digest::{Algorithm, Digest, Hasher};
 use crate::entity::{now_millis, upload};
 use crate::error::{Result, StorageError};
 use crate::names::validate_name;
-use crate::objects::{Objects, Segment};
+use crate::objects::Segment;
 use crate::Storage;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,7 @@ impl Storage {
         validate_name(repo)?;
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_millis();
+        let txn = self.write().await?;
         upload::Entity::insert(upload::ActiveModel {
             id: Set(id.clone()),
             repository: Set(repo.to_owned()),
@@ -44,8 +45,9 @@ impl Storage {
             created_at: Set(now),
             updated_at: Set(now),
         })
-        .exec(&self.db)
+        .exec(&*txn)
         .await?;
+        txn.commit().await?;
         Ok(UploadState { id, size: 0 })
     }
 
@@ -109,8 +111,7 @@ impl Storage {
             self.rehash(&loaded.segments, digest.algorithm()).await?
         };
         if &actual != digest {
-            delete_upload_row(&self.db, id, loaded.row.size).await?;
-            self.objects.delete_all(&loaded.segments).await?;
+            self.discard_upload(id, &loaded).await?;
             return Err(StorageError::DigestInvalid(format!(
                 "upload content has digest {actual}, not {digest}; the upload was discarded"
             )));
@@ -126,13 +127,9 @@ impl Storage {
         E: std::fmt::Display,
     {
         validate_name(repo)?;
-        let id = uuid::Uuid::new_v4().to_string();
         let mut hasher = Hasher::new(digest.algorithm());
-        let written = self
-            .objects
-            .write(&Objects::segment_key(&id, 0), body, &mut hasher)
-            .await?;
-        let segments: Vec<Segment> = written.segment.into_iter().collect();
+        let written = self.objects.write(body, &mut hasher).await?;
+        let segments = written.segments;
         let actual = hasher.finish();
         if written.interrupted.is_some() || &actual != digest {
             self.objects.delete_all(&segments).await?;
@@ -148,7 +145,13 @@ impl Storage {
 
     pub async fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
         let loaded = self.load_upload(repo, id).await?;
-        delete_upload_row(&self.db, id, loaded.row.size).await?;
+        self.discard_upload(id, &loaded).await
+    }
+
+    async fn discard_upload(&self, id: &str, loaded: &Loaded) -> Result<()> {
+        let txn = self.write().await?;
+        delete_upload_row(&*txn, id, loaded.row.size).await?;
+        txn.commit().await?;
         self.objects.delete_all(&loaded.segments).await
     }
 
@@ -188,9 +191,8 @@ impl Storage {
         if start.is_some_and(|s| s != size) {
             return Err(StorageError::RangeInvalid { size });
         }
-        let key = Objects::segment_key(&row.id, size);
-        let written = self.objects.write(&key, body, &mut hasher).await?;
-        let Some(segment) = written.segment else {
+        let written = self.objects.write(body, &mut hasher).await?;
+        if written.segments.is_empty() {
             return Ok((
                 Loaded {
                     row,
@@ -199,9 +201,10 @@ impl Storage {
                 },
                 written.interrupted,
             ));
-        };
-        let new_size = size + segment.size;
-        segments.push(segment.clone());
+        }
+        let new_size = size + written.segments.iter().map(|s| s.size).sum::<u64>();
+        segments.extend(written.segments.iter().cloned());
+        let txn = self.write().await?;
         let updated = upload::Entity::update_many()
             .col_expr(upload::Column::Size, Expr::value(new_size as i64))
             .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
@@ -212,11 +215,12 @@ impl Storage {
             .col_expr(upload::Column::UpdatedAt, Expr::value(now_millis()))
             .filter(upload::Column::Id.eq(row.id.as_str()))
             .filter(upload::Column::Size.eq(row.size))
-            .exec(&self.db)
+            .exec(&*txn)
             .await?;
+        txn.commit().await?;
         if updated.rows_affected == 0 {
             // Another request extended or finished the upload meanwhile: ours loses.
-            self.objects.delete(&segment.key).await?;
+            self.objects.delete_all(&written.segments).await?;
             return Err(StorageError::RangeInvalid { size });
         }
         row.size = new_size as i64;

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Benchmarks berthd (release build) and Distribution (Debian's docker-registry) side by
+# side, in one run, with the registry-agnostic ../shared/regbench, and prints each
+# figure for both plus the ratio. Extra arguments go to regbench for both servers,
+# e.g. `bench/run.sh --only mono,download --blob-size 4G`.
+#
+# Needs: docker-registry, wrk, apache2-utils (ab), curl, nginx (installed if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+regbench=${REGBENCH:-../shared/regbench}
+[ -e "$regbench" ] || { echo "regbench not found at $regbench (set REGBENCH)" >&2; exit 2; }
+
+need=()
+for t in docker-registry:docker-registry wrk:wrk ab:apache2-utils curl:curl nginx:nginx; do
+  command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --release -p berth-server
+work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+berth_port=5101 peer_port=5102 nginx_port=5103
+target/release/berthd serve --listen 127.0.0.1:$berth_port --data-dir "$work/berth" >"$work/berth.log" 2>&1 &
+berth_pid=$!; pids+=($berth_pid)
+cat >"$work/peer.yml" <<YML
+version: 0.1
+log: { level: error }
+storage:
+  filesystem: { rootdirectory: $work/peer }
+  delete: { enabled: true }
+http: { addr: 127.0.0.1:$peer_port }
+YML
+docker-registry serve "$work/peer.yml" >"$work/peer.log" 2>&1 &
+peer_pid=$!; pids+=($peer_pid)
+for port in $berth_port $peer_port; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+done
+
+python3 "$regbench" "http://127.0.0.1:$berth_port" --server-pid $berth_pid "$@" | tee "$work/berth.txt"
+python3 "$regbench" "http://127.0.0.1:$peer_port" --server-pid $peer_pid "$@" | tee "$work/peer.txt"
+
+# Download with curl against a static file server serving the same bytes from disk.
+blob=$(find "$work/berth/blobs/data" -type f -size +100M | head -1 || true)
+if [ -n "$blob" ]; then
+  digest="sha256:$(sha256sum "$blob" | cut -d' ' -f1)"
+  repo=$(curl -s "http://127.0.0.1:$berth_port/v2/_catalog" | python3 -c 'import json,sys; print(json.load(sys.stdin)["repositories"][0])')
+  mkdir -p "$work/www" && ln "$blob" "$work/www/blob"
+  cat >"$work/nginx.conf" <<NGX
+daemon off; worker_processes 2; pid $work/nginx.pid; error_log $work/nginx.err;
+events {}
+http { access_log off; sendfile on; server { listen 127.0.0.1:$nginx_port; root $work/www; } }
+NGX
+  nginx -c "$work/nginx.conf" & pids+=($!)
+  sleep 0.5
+  speed() { curl -s -o /dev/null -w '%{speed_download}' "$1"; }
+  if [ -n "$repo" ]; then
+    for i in 1 2 3; do
+      echo "curl_download_berth: $(speed "http://127.0.0.1:$berth_port/v2/$repo/blobs/$digest" | awk '{printf "%.1f", $1/1e6}') MB/s"
+      echo "curl_download_nginx: $(speed "http://127.0.0.1:$nginx_port/blob" | awk '{printf "%.1f", $1/1e6}') MB/s"
+    done | tee "$work/curl.txt"
+  fi
+fi
+
+python3 - "$work/berth.txt" "$work/peer.txt" <<'PY'
+import sys
+def load(p):
+    out = {}
+    for line in open(p):
+        if ":" in line:
+            k, v = line.split(":", 1)
+            parts = v.split()
+            try:
+                out[k.strip()] = (float(parts[0]), " ".join(parts[1:]))
+            except (ValueError, IndexError):
+                pass
+    return out
+b, p = load(sys.argv[1]), load(sys.argv[2])
+print(f"\n{'figure':40} {'berth':>12} {'peer':>12} {'ratio':>8}")
+for k in b:
+    if k in p:
+        ratio = b[k][0] / p[k][0] if p[k][0] else float("inf")
+        print(f"{k:40} {b[k][0]:12.1f} {p[k][0]:12.1f} {ratio:8.2f}  {b[k][1]}")
+PY
