@@ -51,7 +51,7 @@ if [ -n "$blob" ]; then
   repo=$(curl -s "http://127.0.0.1:$berth_port/v2/_catalog" | python3 -c 'import json,sys; print(json.load(sys.stdin)["repositories"][0])')
   mkdir -p "$work/www" && ln "$blob" "$work/www/blob"
   cat >"$work/nginx.conf" <<NGX
-daemon off; worker_processes 2; pid $work/nginx.pid; error_log $work/nginx.err;
+user root; daemon off; worker_processes 2; pid $work/nginx.pid; error_log $work/nginx.err;
 events {}
 http { access_log off; sendfile on; server { listen 127.0.0.1:$nginx_port; root $work/www; } }
 NGX

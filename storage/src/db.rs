@@ -1,5 +1,7 @@
 //! Connecting to the metadata database (SQLite or PostgreSQL) and migrating it.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +22,13 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         .sqlx_logging(false)
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(30))
-        // WAL lets readers run beside the writer; FULL makes each commit durable
-        // before we answer 201; the busy timeout queues writers instead of failing them.
+        // WAL lets readers run beside the writer. NORMAL writes a commit to the WAL
+        // without fsync; `SqliteWriter` then makes it durable with a shared fsync
+        // before the write is acknowledged (group commit). The busy timeout queues
+        // other processes' writers (admin commands) instead of failing them.
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true)
                 .create_if_missing(true)
@@ -43,12 +47,79 @@ pub fn byte_order(db: &impl ConnectionTrait, column: &str) -> String {
     }
 }
 
-/// A write transaction. On SQLite, this process's writers take turns through a gate
-/// before `BEGIN IMMEDIATE`: SQLite's own lock makes a waiting writer sleep in
-/// growing steps, which collapses throughput under concurrent pushes.
+/// How this process writes to a SQLite database: one writer at a time through an
+/// in-process gate before `BEGIN IMMEDIATE` (SQLite's own lock makes a waiting writer
+/// sleep in growing steps, which collapses throughput under concurrent pushes), and
+/// commits made durable by a WAL fsync shared among all writers that committed
+/// before it started (group commit).
+#[derive(Clone)]
+pub struct SqliteWriter {
+    gate: Arc<Mutex<()>>,
+    wal: Arc<WalSync>,
+}
+
+impl SqliteWriter {
+    /// For a SQLite database file (`None` for PostgreSQL, whose commits are durable
+    /// and grouped by the server itself, and for in-memory SQLite).
+    pub fn for_url(url: &str) -> Option<SqliteWriter> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return None;
+        }
+        let mut wal = std::ffi::OsString::from(path);
+        wal.push("-wal");
+        Some(SqliteWriter {
+            gate: Arc::default(),
+            wal: Arc::new(WalSync {
+                path: wal.into(),
+                requested: AtomicU64::new(0),
+                synced: Mutex::new(0),
+            }),
+        })
+    }
+}
+
+/// Group fsync of the WAL: a committer takes a ticket after its commit; a sync that
+/// starts after the ticket was taken covers it.
+struct WalSync {
+    path: PathBuf,
+    requested: AtomicU64,
+    /// The highest ticket known durable; held while a sync runs.
+    synced: Mutex<u64>,
+}
+
+impl WalSync {
+    async fn sync(&self) -> Result<(), DbErr> {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock().await;
+        if *synced >= ticket {
+            return Ok(());
+        }
+        let covers = self.requested.load(Ordering::SeqCst);
+        // Opened by path each time: SQLite may recreate the WAL file. A missing WAL was
+        // checkpointed into the database file, which SQLite syncs before removing it.
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || match std::fs::File::open(path) {
+            Ok(file) => file.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| DbErr::Custom(format!("WAL sync task: {e}")))?
+        .map_err(|e| DbErr::Custom(format!("WAL sync: {e}")))?;
+        *synced = covers;
+        Ok(())
+    }
+}
+
+/// A write transaction; see [`SqliteWriter`].
 pub struct WriteTxn {
     txn: DatabaseTransaction,
-    _turn: Option<OwnedMutexGuard<()>>,
+    turn: Option<OwnedMutexGuard<()>>,
+    wal: Option<Arc<WalSync>>,
 }
 
 impl std::ops::Deref for WriteTxn {
@@ -60,22 +131,30 @@ impl std::ops::Deref for WriteTxn {
 }
 
 impl WriteTxn {
-    pub async fn commit(self) -> Result<(), DbErr> {
+    /// Commits without waiting for stable storage: for state a client recreates by
+    /// itself (a new upload, upload progress), where a power cut costs a retry, never
+    /// acknowledged data. Other processes see the commit at once.
+    pub async fn commit_visible(self) -> Result<(), DbErr> {
         self.txn.commit().await
     }
-}
 
-/// The gate for SQLite databases (`None` for servers that handle concurrent writers).
-pub fn write_gate(db: &DatabaseConnection) -> Option<Arc<Mutex<()>>> {
-    (db.get_database_backend() == DbBackend::Sqlite).then(Arc::default)
+    /// Commits; returns once the commit is on stable storage.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await?;
+        drop(self.turn); // the next writer can go while we wait for the fsync
+        match self.wal {
+            Some(wal) => wal.sync().await,
+            None => Ok(()),
+        }
+    }
 }
 
 pub async fn begin_write(
     db: &DatabaseConnection,
-    gate: &Option<Arc<Mutex<()>>>,
+    sqlite: &Option<SqliteWriter>,
 ) -> Result<WriteTxn, DbErr> {
-    let turn = match gate {
-        Some(gate) => Some(gate.clone().lock_owned().await),
+    let turn = match sqlite {
+        Some(w) => Some(w.gate.clone().lock_owned().await),
         None => None,
     };
     // IMMEDIATE: a deferred SQLite transaction that reads, then writes, fails with
@@ -86,5 +165,22 @@ pub async fn begin_write(
             ..TransactionOptions::default()
         })
         .await?;
-    Ok(WriteTxn { txn, _turn: turn })
+    Ok(WriteTxn {
+        txn,
+        turn,
+        wal: sqlite.as_ref().map(|w| w.wal.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_wal() {
+        let w = SqliteWriter::for_url("sqlite://./berth-data/berth.db?mode=rwc").unwrap();
+        assert_eq!(w.wal.path, PathBuf::from("./berth-data/berth.db-wal"));
+        assert!(SqliteWriter::for_url("sqlite::memory:").is_none());
+        assert!(SqliteWriter::for_url("postgres://u@h/db").is_none());
+    }
 }

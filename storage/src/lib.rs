@@ -32,7 +32,7 @@ pub struct Storage {
     db: DatabaseConnection,
     objects: Objects,
     cache: Arc<cache::MetaCache>,
-    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    sqlite_writer: Option<db::SqliteWriter>,
     max_manifest_bytes: u64,
 }
 
@@ -43,19 +43,19 @@ impl Storage {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = db::connect(&config.database_url()).await?;
         let objects = Objects::local(&config.blob_root())?;
-        let write_gate = db::write_gate(&db);
+        let sqlite_writer = db::SqliteWriter::for_url(&config.database_url());
         Ok(Storage {
             db,
             objects,
             cache: Arc::default(),
-            write_gate,
+            sqlite_writer,
             max_manifest_bytes: config.limits.max_manifest_bytes,
         })
     }
 
     /// Starts a write transaction (every write goes through one; see [`db::WriteTxn`]).
     pub(crate) async fn write(&self) -> Result<db::WriteTxn> {
-        Ok(db::begin_write(&self.db, &self.write_gate).await?)
+        Ok(db::begin_write(&self.db, &self.sqlite_writer).await?)
     }
 
     pub fn max_manifest_bytes(&self) -> u64 {

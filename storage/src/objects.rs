@@ -17,17 +17,23 @@ use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
+use object_store::{
+    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use crate::digest::Hasher;
 use crate::error::{Result, StorageError};
 
-/// A body is stored as objects of at most this size. Each is written with one put and
-/// made durable while the next one is being received, so durability overlaps the
-/// transfer instead of following it (on local disk, and on S3 where a put is one request).
-const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
+/// A body is stored as objects of about this size, each made durable (fsync, or the
+/// S3 upload's completion) while the next one is being received, so durability
+/// overlaps the transfer instead of following it.
+const SEGMENT_SIZE: usize = 64 * 1024 * 1024;
+/// Within a segment, data goes out in parts of this size (S3's minimum), at most
+/// `PARTS_IN_FLIGHT` at a time: an upload holds a few parts in memory, never a segment.
+const PART_SIZE: usize = 5 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
 /// Read size when serving local files: large reads keep downloads at disk/loopback speed.
 const LOCAL_READ_SIZE: usize = 512 * 1024;
 
@@ -80,15 +86,16 @@ impl Objects {
         E: std::fmt::Display,
     {
         let mut written = Written::default();
-        let mut storing: Option<tokio::task::JoinHandle<Result<()>>> = None;
-        loop {
-            let mut buf = BytesMut::new();
-            let mut ended = false;
-            while buf.len() < SEGMENT_SIZE {
+        // The previous segment's completion (its fsync), running while the next arrives.
+        let mut completing: Option<tokio::task::JoinHandle<Result<()>>> = None;
+        let mut ended = false;
+        while !ended {
+            let mut segment = SegmentWriter::new(self.store.clone());
+            while segment.size < SEGMENT_SIZE as u64 {
                 match body.next().await {
                     Some(Ok(chunk)) => {
                         hasher.update(&chunk);
-                        buf.extend_from_slice(&chunk);
+                        segment.write(chunk).await?;
                     }
                     Some(Err(e)) => {
                         written.interrupted = Some(e.to_string());
@@ -101,26 +108,20 @@ impl Objects {
                     }
                 }
             }
-            if !buf.is_empty() {
-                // One segment in flight at a time: memory stays at two segments per upload.
-                if let Some(previous) = storing.take() {
-                    join(previous).await?;
-                }
-                let key = Self::new_key();
-                let size = buf.len() as u64;
-                let store = self.store.clone();
-                let path = Path::from(key.as_str());
-                storing = Some(tokio::spawn(async move {
-                    store.put(&path, buf.freeze().into()).await?;
-                    Ok(())
-                }));
-                written.segments.push(Segment { key, size });
-            }
-            if ended {
+            if segment.size == 0 {
                 break;
             }
+            // One completion in flight: memory stays bounded to two segments' buffers.
+            if let Some(previous) = completing.take() {
+                join(previous).await?;
+            }
+            written.segments.push(Segment {
+                key: segment.key.clone(),
+                size: segment.size,
+            });
+            completing = Some(tokio::spawn(segment.complete()));
         }
-        if let Some(last) = storing {
+        if let Some(last) = completing {
             if let Err(e) = join(last).await {
                 self.delete_all(&written.segments).await?;
                 return Err(e);
@@ -162,6 +163,65 @@ impl Objects {
     pub async fn delete_all(&self, segments: &[Segment]) -> Result<()> {
         for seg in segments {
             self.delete(&seg.key).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One object being written: buffered until it outgrows a part, then streamed as a
+/// multipart upload (so a segment never sits whole in memory).
+struct SegmentWriter {
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    size: u64,
+    buffer: BytesMut,
+    multipart: Option<WriteMultipart>,
+}
+
+impl SegmentWriter {
+    fn new(store: Arc<dyn ObjectStore>) -> SegmentWriter {
+        SegmentWriter {
+            store,
+            key: Objects::new_key(),
+            size: 0,
+            buffer: BytesMut::new(),
+            multipart: None,
+        }
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.size += chunk.len() as u64;
+        if self.multipart.is_none() {
+            self.buffer.extend_from_slice(&chunk);
+            if self.buffer.len() < PART_SIZE {
+                return Ok(());
+            }
+            let upload = self
+                .store
+                .put_multipart(&Path::from(self.key.as_str()))
+                .await?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            writer.write(&std::mem::take(&mut self.buffer));
+            self.multipart = Some(writer);
+            return Ok(());
+        }
+        let writer = self.multipart.as_mut().expect("multipart started");
+        writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+        writer.write(&chunk);
+        Ok(())
+    }
+
+    /// Makes the object durable (a single put when it stayed small).
+    async fn complete(self) -> Result<()> {
+        match self.multipart {
+            Some(writer) => {
+                writer.finish().await?;
+            }
+            None => {
+                self.store
+                    .put(&Path::from(self.key.as_str()), self.buffer.freeze().into())
+                    .await?;
+            }
         }
         Ok(())
     }

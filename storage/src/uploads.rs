@@ -47,7 +47,7 @@ impl Storage {
         })
         .exec(&*txn)
         .await?;
-        txn.commit().await?;
+        txn.commit_visible().await?;
         Ok(UploadState { id, size: 0 })
     }
 
@@ -217,7 +217,7 @@ impl Storage {
             .filter(upload::Column::Size.eq(row.size))
             .exec(&*txn)
             .await?;
-        txn.commit().await?;
+        txn.commit_visible().await?;
         if updated.rows_affected == 0 {
             // Another request extended or finished the upload meanwhile: ours loses.
             self.objects.delete_all(&written.segments).await?;
