@@ -44,12 +44,13 @@ done
 python3 "$regbench" "http://127.0.0.1:$berth_port" --server-pid $berth_pid "$@" | tee "$work/berth.txt"
 python3 "$regbench" "http://127.0.0.1:$peer_port" --server-pid $peer_pid "$@" | tee "$work/peer.txt"
 
-# Download with curl against a static file server serving the same bytes from disk.
-blob=$(find "$work/berth/blobs/data" -type f -size +100M | head -1 || true)
-if [ -n "$blob" ]; then
-  digest="sha256:$(sha256sum "$blob" | cut -d' ' -f1)"
-  repo=$(curl -s "http://127.0.0.1:$berth_port/v2/_catalog" | python3 -c 'import json,sys; print(json.load(sys.stdin)["repositories"][0])')
-  mkdir -p "$work/www" && ln "$blob" "$work/www/blob"
+# Download with curl against a static file server (nginx, sendfile) serving the same
+# bytes: regbench's random data file, pushed to Berth as one blob.
+data=$(ls /tmp/regbench-data/random-* 2>/dev/null | head -1 || true)
+if [ -n "$data" ]; then
+  digest="sha256:$(sha256sum "$data" | cut -d' ' -f1)"
+  curl -sf -X POST -T "$data" "http://127.0.0.1:$berth_port/v2/bench/curl/blobs/uploads/?digest=$digest" >/dev/null
+  mkdir -p "$work/www" && ln -s "$data" "$work/www/blob"
   cat >"$work/nginx.conf" <<NGX
 user root; daemon off; worker_processes 2; pid $work/nginx.pid; error_log $work/nginx.err;
 events {}
@@ -57,13 +58,11 @@ http { access_log off; sendfile on; server { listen 127.0.0.1:$nginx_port; root 
 NGX
   nginx -c "$work/nginx.conf" & pids+=($!)
   sleep 0.5
-  speed() { curl -s -o /dev/null -w '%{speed_download}' "$1"; }
-  if [ -n "$repo" ]; then
-    for i in 1 2 3; do
-      echo "curl_download_berth: $(speed "http://127.0.0.1:$berth_port/v2/$repo/blobs/$digest" | awk '{printf "%.1f", $1/1e6}') MB/s"
-      echo "curl_download_nginx: $(speed "http://127.0.0.1:$nginx_port/blob" | awk '{printf "%.1f", $1/1e6}') MB/s"
-    done | tee "$work/curl.txt"
-  fi
+  speed() { curl -s -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.1f", $1/1e6}'; }
+  for _ in 1 2 3; do
+    echo "curl_download_berth: $(speed "http://127.0.0.1:$berth_port/v2/bench/curl/blobs/$digest") MB/s"
+    echo "curl_download_nginx: $(speed "http://127.0.0.1:$nginx_port/blob") MB/s"
+  done | tee "$work/curl.txt"
 fi
 
 python3 - "$work/berth.txt" "$work/peer.txt" <<'PY'

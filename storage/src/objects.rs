@@ -26,14 +26,18 @@ use tokio::io::AsyncReadExt;
 use crate::digest::Hasher;
 use crate::error::{Result, StorageError};
 
-/// A body is stored as objects of about this size, each made durable (fsync, or the
-/// S3 upload's completion) while the next one is being received, so durability
-/// overlaps the transfer instead of following it.
-const SEGMENT_SIZE: usize = 64 * 1024 * 1024;
+/// A body is stored as a series of objects, each made durable (fsync, or the S3
+/// upload's completion) while the next one is being received, so durability overlaps
+/// the transfer instead of following it. Sizes double from the first to the largest:
+/// a chunk of a few MiB waits only for a small last fsync, a large upload is made of
+/// large objects (few fsyncs).
+const FIRST_SEGMENT_SIZE: u64 = 4 * 1024 * 1024;
+const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 /// Within a segment, data goes out in parts of this size (S3's minimum), at most
 /// `PARTS_IN_FLIGHT` at a time: an upload holds a few parts in memory, never a segment.
 const PART_SIZE: usize = 5 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
+const COMPLETIONS_IN_FLIGHT: usize = 2;
 /// Read size when serving local files: large reads keep downloads at disk/loopback speed.
 const LOCAL_READ_SIZE: usize = 512 * 1024;
 
@@ -86,12 +90,14 @@ impl Objects {
         E: std::fmt::Display,
     {
         let mut written = Written::default();
-        // The previous segment's completion (its fsync), running while the next arrives.
-        let mut completing: Option<tokio::task::JoinHandle<Result<()>>> = None;
+        // Earlier segments' completions (their fsyncs), running while the next arrives.
+        let mut completing: std::collections::VecDeque<tokio::task::JoinHandle<Result<()>>> =
+            Default::default();
         let mut ended = false;
+        let mut limit = FIRST_SEGMENT_SIZE;
         while !ended {
             let mut segment = SegmentWriter::new(self.store.clone());
-            while segment.size < SEGMENT_SIZE as u64 {
+            while segment.size < limit {
                 match body.next().await {
                     Some(Ok(chunk)) => {
                         hasher.update(&chunk);
@@ -111,18 +117,19 @@ impl Objects {
             if segment.size == 0 {
                 break;
             }
-            // One completion in flight: memory stays bounded to two segments' buffers.
-            if let Some(previous) = completing.take() {
-                join(previous).await?;
+            // A bounded number of completions in flight bounds memory.
+            if completing.len() >= COMPLETIONS_IN_FLIGHT {
+                join(completing.pop_front().expect("non-empty")).await?;
             }
             written.segments.push(Segment {
                 key: segment.key.clone(),
                 size: segment.size,
             });
-            completing = Some(tokio::spawn(segment.complete()));
+            completing.push_back(tokio::spawn(segment.complete()));
+            limit = (limit * 2).min(SEGMENT_SIZE);
         }
-        if let Some(last) = completing {
-            if let Err(e) = join(last).await {
+        for task in completing {
+            if let Err(e) = join(task).await {
                 self.delete_all(&written.segments).await?;
                 return Err(e);
             }
@@ -301,7 +308,20 @@ mod tests {
             .collect();
         let mut h = Hasher::new(Algorithm::Sha256);
         let w1 = objects.write(body(chunks), &mut h).await.unwrap();
-        assert_eq!(w1.segments.len(), 3, "two full segments and the rest");
+        let sizes: Vec<u64> = w1.segments.iter().map(|s| s.size).collect();
+        let mib = 1024 * 1024;
+        // Doubling from 4 MiB up to the 64 MiB cap, then the rest.
+        assert_eq!(
+            sizes,
+            [
+                4 * mib,
+                8 * mib,
+                16 * mib,
+                32 * mib,
+                64 * mib,
+                4 * mib + 123
+            ]
+        );
         assert_eq!(
             w1.segments.iter().map(|s| s.size).sum::<u64>(),
             big.len() as u64
@@ -316,7 +336,7 @@ mod tests {
         assert_eq!(h.finish(), Digest::of(Algorithm::Sha256, &all));
         let total = all.len() as u64;
         assert_eq!(collect(objects.read(&segs, 0..total)).await, all);
-        let r = (SEGMENT_SIZE as u64 - 10)..(SEGMENT_SIZE as u64 * 2 + 5);
+        let r = (SEGMENT_SIZE - 10)..(SEGMENT_SIZE * 2 + 5);
         assert_eq!(
             collect(objects.read(&segs, r.clone())).await,
             &all[r.start as usize..r.end as usize]
