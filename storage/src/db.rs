@@ -1,11 +1,12 @@
 //! Connecting to the metadata database (SQLite or PostgreSQL) and migrating it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::group_sync::GroupSync;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -55,7 +56,7 @@ pub fn byte_order(db: &impl ConnectionTrait, column: &str) -> String {
 #[derive(Clone)]
 pub struct SqliteWriter {
     gate: Arc<Mutex<()>>,
-    wal: Arc<WalSync>,
+    wal: Arc<GroupSync>,
 }
 
 impl SqliteWriter {
@@ -71,47 +72,18 @@ impl SqliteWriter {
         }
         let mut wal = std::ffi::OsString::from(path);
         wal.push("-wal");
-        Some(SqliteWriter {
-            gate: Arc::default(),
-            wal: Arc::new(WalSync {
-                path: wal.into(),
-                requested: AtomicU64::new(0),
-                synced: Mutex::new(0),
-            }),
-        })
-    }
-}
-
-/// Group fsync of the WAL: a committer takes a ticket after its commit; a sync that
-/// starts after the ticket was taken covers it.
-struct WalSync {
-    path: PathBuf,
-    requested: AtomicU64,
-    /// The highest ticket known durable; held while a sync runs.
-    synced: Mutex<u64>,
-}
-
-impl WalSync {
-    async fn sync(&self) -> Result<(), DbErr> {
-        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut synced = self.synced.lock().await;
-        if *synced >= ticket {
-            return Ok(());
-        }
-        let covers = self.requested.load(Ordering::SeqCst);
+        let wal = PathBuf::from(wal);
         // Opened by path each time: SQLite may recreate the WAL file. A missing WAL was
         // checkpointed into the database file, which SQLite syncs before removing it.
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || match std::fs::File::open(path) {
+        let flush = move || match std::fs::File::open(&wal) {
             Ok(file) => file.sync_data(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
+        };
+        Some(SqliteWriter {
+            gate: Arc::default(),
+            wal: Arc::new(GroupSync::new(flush)),
         })
-        .await
-        .map_err(|e| DbErr::Custom(format!("WAL sync task: {e}")))?
-        .map_err(|e| DbErr::Custom(format!("WAL sync: {e}")))?;
-        *synced = covers;
-        Ok(())
     }
 }
 
@@ -119,7 +91,7 @@ impl WalSync {
 pub struct WriteTxn {
     txn: DatabaseTransaction,
     turn: Option<OwnedMutexGuard<()>>,
-    wal: Option<Arc<WalSync>>,
+    wal: Option<Arc<GroupSync>>,
 }
 
 impl std::ops::Deref for WriteTxn {
@@ -143,7 +115,10 @@ impl WriteTxn {
         self.txn.commit().await?;
         drop(self.turn); // the next writer can go while we wait for the fsync
         match self.wal {
-            Some(wal) => wal.sync().await,
+            Some(wal) => wal
+                .sync()
+                .await
+                .map_err(|e| DbErr::Custom(format!("WAL sync: {e}"))),
             None => Ok(()),
         }
     }
@@ -177,9 +152,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sqlite_urls_name_their_wal() {
-        let w = SqliteWriter::for_url("sqlite://./berth-data/berth.db?mode=rwc").unwrap();
-        assert_eq!(w.wal.path, PathBuf::from("./berth-data/berth.db-wal"));
+    fn only_sqlite_files_get_a_writer() {
+        assert!(SqliteWriter::for_url("sqlite://./berth-data/berth.db?mode=rwc").is_some());
         assert!(SqliteWriter::for_url("sqlite::memory:").is_none());
         assert!(SqliteWriter::for_url("postgres://u@h/db").is_none());
     }

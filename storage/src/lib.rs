@@ -10,6 +10,7 @@ pub mod digest;
 pub mod entity;
 pub mod error;
 pub mod gc;
+pub mod group_sync;
 pub mod manifests;
 pub mod migration;
 pub mod names;

@@ -25,6 +25,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::digest::Hasher;
 use crate::error::{Result, StorageError};
+use crate::group_sync::GroupSync;
 
 /// A body is stored as a series of objects, each made durable (fsync, or the S3
 /// upload's completion) while the next one is being received, so durability overlaps
@@ -60,21 +61,48 @@ pub struct Written {
 
 #[derive(Clone)]
 pub struct Objects {
+    /// Every completed write to it is durable.
     store: Arc<dyn ObjectStore>,
+    /// Local disk only: small objects are written without their own fsyncs and made
+    /// durable by a group flush (see [`Objects::local`]).
+    small: Option<SmallWrites>,
+}
+
+#[derive(Clone)]
+struct SmallWrites {
+    store: Arc<dyn ObjectStore>,
+    flush: Arc<GroupSync>,
 }
 
 impl Objects {
+    /// A store whose completed writes are durable by themselves (S3 and the like).
     pub fn new(store: Arc<dyn ObjectStore>) -> Objects {
-        Objects { store }
+        Objects { store, small: None }
     }
 
-    /// Local disk: every completed write is fsynced (file and directory) before it returns.
+    /// Local disk. A large object is fsynced (file and directory) as it completes,
+    /// while the next one is received. A small one (a config, a small layer: two
+    /// fsyncs would cost more than writing it) is written without fsync and made
+    /// durable by a `syncfs` shared by every small write that completed before it
+    /// started: one flush covers the data, renames and directories of many pushes.
     pub fn local(root: &FsPath) -> Result<Objects> {
         std::fs::create_dir_all(root)?;
-        let store = LocalFileSystem::new_with_prefix(root)?
+        let durable = LocalFileSystem::new_with_prefix(root)?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        Ok(Objects::new(Arc::new(store)))
+        let unsynced = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
+        let root = root.to_owned();
+        let flush = move || {
+            let dir = std::fs::File::open(&root)?;
+            rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
+        };
+        Ok(Objects {
+            store: Arc::new(durable),
+            small: Some(SmallWrites {
+                store: Arc::new(unsynced),
+                flush: Arc::new(GroupSync::new(flush)),
+            }),
+        })
     }
 
     fn new_key() -> String {
@@ -96,7 +124,7 @@ impl Objects {
         let mut ended = false;
         let mut limit = FIRST_SEGMENT_SIZE;
         while !ended {
-            let mut segment = SegmentWriter::new(self.store.clone());
+            let mut segment = SegmentWriter::new(self.store.clone(), self.small.clone());
             while segment.size < limit {
                 match body.next().await {
                     Some(Ok(chunk)) => {
@@ -179,6 +207,7 @@ impl Objects {
 /// multipart upload (so a segment never sits whole in memory).
 struct SegmentWriter {
     store: Arc<dyn ObjectStore>,
+    small: Option<SmallWrites>,
     key: String,
     size: u64,
     buffer: BytesMut,
@@ -186,9 +215,10 @@ struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    fn new(store: Arc<dyn ObjectStore>) -> SegmentWriter {
+    fn new(store: Arc<dyn ObjectStore>, small: Option<SmallWrites>) -> SegmentWriter {
         SegmentWriter {
             store,
+            small,
             key: Objects::new_key(),
             size: 0,
             buffer: BytesMut::new(),
@@ -225,9 +255,17 @@ impl SegmentWriter {
                 writer.finish().await?;
             }
             None => {
-                self.store
-                    .put(&Path::from(self.key.as_str()), self.buffer.freeze().into())
-                    .await?;
+                let path = Path::from(self.key.as_str());
+                let payload = self.buffer.freeze().into();
+                match self.small {
+                    Some(small) => {
+                        small.store.put(&path, payload).await?;
+                        small.flush.sync().await?;
+                    }
+                    None => {
+                        self.store.put(&path, payload).await?;
+                    }
+                }
             }
         }
         Ok(())
