@@ -49,7 +49,7 @@ python3 "$regbench" "http://127.0.0.1:$peer_port" --server-pid $peer_pid "$@" | 
 data=$(ls /tmp/regbench-data/random-* 2>/dev/null | head -1 || true)
 if [ -n "$data" ]; then
   digest="sha256:$(sha256sum "$data" | cut -d' ' -f1)"
-  curl -sf -X POST -T "$data" "http://127.0.0.1:$berth_port/v2/bench/curl/blobs/uploads/?digest=$digest" >/dev/null
+  curl -sf -X POST -T "$data" "http://127.0.0.1:$berth_port/v2/bench/curl/blobs/uploads?digest=$digest" >/dev/null
   mkdir -p "$work/www" && ln -s "$data" "$work/www/blob"
   cat >"$work/nginx.conf" <<NGX
 user root; daemon off; worker_processes 2; pid $work/nginx.pid; error_log $work/nginx.err;

@@ -106,17 +106,31 @@ impl Berthd {
     /// A server with a fresh data dir on `db`, or `None` when that database is not
     /// available outside CI.
     pub async fn start(db: Db) -> Option<Berthd> {
+        Berthd::start_with_users(db, &[]).await
+    }
+
+    /// Like [`Berthd::start`], with these users (`(name, password, admin)`) created
+    /// first with `berthd user add` (which turns token authentication on).
+    pub async fn start_with_users(db: Db, users: &[(&str, &str, bool)]) -> Option<Berthd> {
         let database_url = match db {
             Db::Sqlite => None,
             Db::Postgres => Some(fresh_postgres_database(&postgres_admin_url()?).await),
         };
         let tmp = Arc::new(tempfile::tempdir().expect("temp dir"));
-        Some(Berthd::spawn(
-            tmp.path().join("data"),
-            database_url,
-            Some(tmp),
-            &[],
-        ))
+        let data_dir = tmp.path().join("data");
+        for (name, password, admin) in users {
+            let mut args = vec!["user", "add", name, "--password-stdin"];
+            if *admin {
+                args.push("--admin");
+            }
+            let out = berthd_command(&data_dir, database_url.as_deref(), &args, Some(password));
+            assert!(
+                out.status.success(),
+                "user add {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Some(Berthd::spawn(data_dir, database_url, Some(tmp), &[]))
     }
 
     /// Starts `berthd serve` on `data_dir` with extra environment variables.
@@ -223,6 +237,37 @@ impl Drop for Berthd {
             eprintln!("--- berthd log ({}) ---\n{}", self.url, self.log());
         }
     }
+}
+
+/// Runs a `berthd` admin command on a data dir (and database), with `stdin` as input.
+pub fn berthd_command(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = Command::new(workspace_bin("berthd"));
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("BERTH_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(url) = database_url {
+        cmd.env("BERTH_DATABASE_URL", url);
+    }
+    let mut child = cmd.spawn().expect("run berthd");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{input}\n").as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn signal(child: &Child, sig: &str) {

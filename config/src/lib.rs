@@ -43,6 +43,20 @@ pub struct Config {
     pub database_url: Option<String>,
     pub storage: StorageConfig,
     pub limits: Limits,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// `None`: on when at least one user exists (so a fresh laptop install is an open
+    /// registry until the first `berthd user add`).
+    pub enabled: Option<bool>,
+    /// The token `service` (and JWT audience) clients present.
+    pub service: String,
+    /// Base URL clients reach the registry at, for the token realm; `None` takes it
+    /// from each request's Host header.
+    pub external_url: Option<String>,
+    pub token_ttl_secs: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +82,17 @@ pub struct Layer {
     pub storage: StorageLayer,
     #[serde(default)]
     pub limits: LimitsLayer,
+    #[serde(default)]
+    pub auth: AuthLayer,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthLayer {
+    pub enabled: Option<bool>,
+    pub service: Option<String>,
+    pub external_url: Option<String>,
+    pub token_ttl_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -108,6 +133,14 @@ impl Layer {
             Some(v) => Some(parse_u64("BERTH_LIMITS_MAX_MANIFEST_BYTES", &v)?),
             None => None,
         };
+        let enabled = match get("BERTH_AUTH_ENABLED") {
+            Some(v) => Some(parse_bool("BERTH_AUTH_ENABLED", &v)?),
+            None => None,
+        };
+        let token_ttl_secs = match get("BERTH_AUTH_TOKEN_TTL_SECS") {
+            Some(v) => Some(parse_u64("BERTH_AUTH_TOKEN_TTL_SECS", &v)? as i64),
+            None => None,
+        };
         Ok(Layer {
             listen: get("BERTH_LISTEN"),
             data_dir: get("BERTH_DATA_DIR").map(PathBuf::from),
@@ -119,6 +152,12 @@ impl Layer {
                 root: get("BERTH_STORAGE_ROOT").map(PathBuf::from),
             },
             limits: LimitsLayer { max_manifest_bytes },
+            auth: AuthLayer {
+                enabled,
+                service: get("BERTH_AUTH_SERVICE"),
+                external_url: get("BERTH_AUTH_EXTERNAL_URL"),
+                token_ttl_secs,
+            },
         })
     }
 
@@ -140,7 +179,25 @@ impl Layer {
                     .max_manifest_bytes
                     .or(self.limits.max_manifest_bytes),
             },
+            auth: AuthLayer {
+                enabled: over.auth.enabled.or(self.auth.enabled),
+                service: over.auth.service.or(self.auth.service),
+                external_url: over.auth.external_url.or(self.auth.external_url),
+                token_ttl_secs: over.auth.token_ttl_secs.or(self.auth.token_ttl_secs),
+            },
         }
+    }
+}
+
+fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            key,
+            value: value.to_owned(),
+            reason: "expected true or false".into(),
+        }),
     }
 }
 
@@ -199,6 +256,15 @@ impl Config {
             database_url: merged.database.url,
             storage,
             limits: Limits { max_manifest_bytes },
+            auth: AuthConfig {
+                enabled: merged.auth.enabled,
+                service: merged.auth.service.unwrap_or_else(|| "berth".into()),
+                external_url: merged
+                    .auth
+                    .external_url
+                    .map(|u| u.trim_end_matches('/').to_owned()),
+                token_ttl_secs: merged.auth.token_ttl_secs.unwrap_or(300),
+            },
         })
     }
 

@@ -20,6 +20,44 @@ enum Command {
     /// Settings come from flags, then BERTH_* environment variables, then the
     /// config file, then defaults (listen 0.0.0.0:5000, data in ./berth-data).
     Serve(ConfigArgs),
+    /// Manage user accounts (works while the server runs).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Add {
+        name: String,
+        /// May push and delete anywhere.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (required: passwords never go on a command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Change a user's password, read from standard input.
+    Passwd {
+        name: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Delete a user.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 /// Options shared by every command that opens the registry's data.
@@ -61,6 +99,7 @@ fn main() -> std::process::ExitCode {
             .resolve()
             .map_err(anyhow::Error::from)
             .and_then(|config| actix_web::rt::System::new().block_on(berth_server::serve(config))),
+        Command::User(command) => actix_web::rt::System::new().block_on(user_command(command)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -75,10 +114,57 @@ fn init_logging() {
     // actix-http logs a client's malformed request (docker probes TLS before plain
     // HTTP) as an ERROR; it is not a server error.
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,actix_http::h1::dispatcher=off")
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,actix_http::h1::dispatcher=off")
     });
+    // Logs go to stderr: stdout is for command output (`berthd user list`).
     tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .init();
+}
+
+async fn user_command(command: UserCommand) -> anyhow::Result<()> {
+    use berth_auth::users;
+    let args = match &command {
+        UserCommand::Add { config, .. }
+        | UserCommand::List { config }
+        | UserCommand::Passwd { config, .. }
+        | UserCommand::Rm { config, .. } => config,
+    };
+    let config = args.resolve()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = berth_storage::db::connect(&config.database_url()).await?;
+    berth_auth::migrate(&db).await?;
+    match command {
+        UserCommand::Add { name, admin, .. } => {
+            let user = users::add(&db, &name, read_password()?, admin).await?;
+            println!(
+                "created user {}{}",
+                user.name,
+                if user.admin { " (admin)" } else { "" }
+            );
+        }
+        UserCommand::List { .. } => {
+            for u in users::list(&db).await? {
+                println!("{}{}", u.name, if u.admin { "\tadmin" } else { "" });
+            }
+        }
+        UserCommand::Passwd { name, .. } => {
+            users::set_password(&db, &name, read_password()?).await?;
+            println!("password changed for {name}");
+        }
+        UserCommand::Rm { name, .. } => {
+            users::remove(&db, &name).await?;
+            println!("deleted user {name}");
+        }
+    }
+    Ok(())
+}
+
+/// The password from standard input, without its trailing newline.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }

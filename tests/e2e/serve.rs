@@ -90,11 +90,11 @@ fn data_dir_used(
         cmd.args(["--data-dir", f]);
     }
     let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.as_mut().unwrap()));
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.as_mut().unwrap()));
     let line = lines
         .map_while(Result::ok)
         .find(|l| l.contains("listening on"))

@@ -9,6 +9,7 @@ mod catalog;
 mod manifests;
 mod referrers;
 mod tags;
+mod token;
 mod uploads;
 
 use actix_web::http::StatusCode;
@@ -17,50 +18,56 @@ use actix_web::{web, HttpResponse, ResponseError};
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v2/", web::get().to(base::check))
-        .route("/v2", web::get().to(base::check))
-        .route("/v2/_catalog", web::get().to(catalog::list))
-        .service(
-            web::resource([
-                "/v2/{name:.+}/blobs/uploads/",
-                "/v2/{name:.+}/blobs/uploads",
-            ])
-            .route(web::post().to(uploads::start))
+    cfg.service(
+        web::resource("/auth/token")
+            .route(web::get().to(token::get))
+            .route(web::post().to(token::post))
             .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/blobs/uploads/{id}")
-                .route(web::get().to(uploads::status))
-                .route(web::patch().to(uploads::append))
-                .route(web::put().to(uploads::complete))
-                .route(web::delete().to(uploads::cancel))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/blobs/{digest}")
-                .route(web::get().to(blobs::get))
-                .route(web::head().to(blobs::head))
-                .route(web::delete().to(blobs::delete))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/manifests/{reference}")
-                .route(web::get().to(manifests::get))
-                .route(web::head().to(manifests::head))
-                .route(web::put().to(manifests::put))
-                .route(web::delete().to(manifests::delete))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/tags/list")
-                .route(web::get().to(tags::list))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/referrers/{digest}")
-                .route(web::get().to(referrers::list))
-                .default_service(web::to(method_not_allowed)),
-        );
+    )
+    .route("/v2/", web::get().to(base::check))
+    .route("/v2", web::get().to(base::check))
+    .route("/v2/_catalog", web::get().to(catalog::list))
+    .service(
+        web::resource([
+            "/v2/{name:.+}/blobs/uploads/",
+            "/v2/{name:.+}/blobs/uploads",
+        ])
+        .route(web::post().to(uploads::start))
+        .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v2/{name:.+}/blobs/uploads/{id}")
+            .route(web::get().to(uploads::status))
+            .route(web::patch().to(uploads::append))
+            .route(web::put().to(uploads::complete))
+            .route(web::delete().to(uploads::cancel))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v2/{name:.+}/blobs/{digest}")
+            .route(web::get().to(blobs::get))
+            .route(web::head().to(blobs::head))
+            .route(web::delete().to(blobs::delete))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v2/{name:.+}/manifests/{reference}")
+            .route(web::get().to(manifests::get))
+            .route(web::head().to(manifests::head))
+            .route(web::put().to(manifests::put))
+            .route(web::delete().to(manifests::delete))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v2/{name:.+}/tags/list")
+            .route(web::get().to(tags::list))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v2/{name:.+}/referrers/{digest}")
+            .route(web::get().to(referrers::list))
+            .default_service(web::to(method_not_allowed)),
+    );
 }
 
 async fn method_not_allowed() -> HttpResponse {

@@ -48,7 +48,11 @@ pub async fn start(
         // Without `from` we do not search other repositories: that would reveal blobs
         // of repositories the client may not see. Fall back to a plain upload.
         if let Some(from) = query_one(&req, "from") {
-            if berth_storage::names::validate_name(&from).is_ok()
+            // With auth on, the token must also allow pulling from the source.
+            let may_pull =
+                crate::authz::claims(&req).is_none_or(|c| c.allows("repository", &from, "pull"));
+            if may_pull
+                && berth_storage::names::validate_name(&from).is_ok()
                 && state.storage.mount_blob(&name, &from, &digest).await?
             {
                 return Ok(created(&name, &digest));

@@ -1,0 +1,34 @@
+//! Berth's accounts and access control: users with argon2id passwords, Docker token
+//! authentication (signed JWTs), and the decision of who may do what to which
+//! repository. The server calls it; it knows nothing of HTTP.
+
+pub mod access;
+pub mod error;
+pub mod keys;
+pub mod limiter;
+mod migration;
+pub mod password;
+pub mod scope;
+pub mod token;
+pub mod users;
+
+use std::path::Path;
+
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
+
+pub use error::AuthError;
+pub use scope::{Access, Scope};
+pub use token::{Claims, TokenService};
+pub use users::User;
+
+/// Creates or updates the auth tables (their own migration history, beside storage's).
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), AuthError> {
+    migration::Migrator::up(db, None).await?;
+    Ok(())
+}
+
+/// The token signing key for a data directory (generated on first use).
+pub fn load_keys(data_dir: &Path) -> Result<keys::SigningKeys, AuthError> {
+    keys::SigningKeys::load_or_create(&data_dir.join("token-signing-key.p8"))
+}

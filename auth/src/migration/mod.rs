@@ -1,0 +1,43 @@
+//! The auth tables, with their own migration history table so they evolve
+//! independently of storage's.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Users)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "berth_auth_migrations".into_iden()
+    }
+}
+
+struct M0001Users;
+
+impl MigrationName for M0001Users {
+    fn name(&self) -> &str {
+        "m0001_users"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Users {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("users")
+                .col(big_pk_auto("id"))
+                .col(text_uniq("name"))
+                .col(text("password_hash"))
+                .col(boolean("admin"))
+                .col(big_integer("created_at"))
+                .to_owned(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,199 @@
+//! User accounts.
+
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, QueryOrder};
+
+use crate::error::AuthError;
+use crate::password;
+
+pub mod user {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub name: String,
+        pub password_hash: String,
+        pub admin: bool,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A user as the rest of Berth sees it (never with the password hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub name: String,
+    pub admin: bool,
+}
+
+/// Names that would be confusing or collide with registry paths.
+const RESERVED: &[&str] = &[
+    "admin",
+    "administrator",
+    "api",
+    "auth",
+    "berth",
+    "docker",
+    "help",
+    "library",
+    "login",
+    "logout",
+    "official",
+    "registry",
+    "root",
+    "search",
+    "settings",
+    "signup",
+    "support",
+    "system",
+    "token",
+    "user",
+    "users",
+];
+
+/// Docker Hub's rules: 4 to 30 characters, lowercase letters and digits.
+pub fn validate_username(name: &str) -> Result<(), AuthError> {
+    let ok = (4..=30).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && !RESERVED.contains(&name);
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::UsernameInvalid(name.to_owned()))
+    }
+}
+
+pub async fn add(
+    db: &DatabaseConnection,
+    name: &str,
+    password: String,
+    admin: bool,
+) -> Result<User, AuthError> {
+    validate_username(name)?;
+    let password_hash = password::hash(password).await?;
+    if find(db, name).await?.is_some() {
+        return Err(AuthError::UserExists(name.to_owned()));
+    }
+    user::Entity::insert(user::ActiveModel {
+        name: Set(name.to_owned()),
+        password_hash: Set(password_hash),
+        admin: Set(admin),
+        created_at: Set(chrono::Utc::now().timestamp_millis()),
+        ..Default::default()
+    })
+    .exec(db)
+    .await
+    .map_err(|e| match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+            AuthError::UserExists(name.to_owned())
+        }
+        _ => AuthError::Database(e),
+    })?;
+    Ok(User {
+        name: name.to_owned(),
+        admin,
+    })
+}
+
+pub async fn list(db: &DatabaseConnection) -> Result<Vec<User>, AuthError> {
+    Ok(user::Entity::find()
+        .order_by_asc(user::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|u| User {
+            name: u.name,
+            admin: u.admin,
+        })
+        .collect())
+}
+
+pub async fn count(db: &DatabaseConnection) -> Result<u64, AuthError> {
+    Ok(user::Entity::find().count(db).await?)
+}
+
+pub async fn set_password(
+    db: &DatabaseConnection,
+    name: &str,
+    password: String,
+) -> Result<(), AuthError> {
+    let password_hash = password::hash(password).await?;
+    let updated = user::Entity::update_many()
+        .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
+        .filter(user::Column::Name.eq(name))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(AuthError::UserUnknown(name.to_owned()));
+    }
+    Ok(())
+}
+
+pub async fn remove(db: &DatabaseConnection, name: &str) -> Result<(), AuthError> {
+    let deleted = user::Entity::delete_many()
+        .filter(user::Column::Name.eq(name))
+        .exec(db)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(AuthError::UserUnknown(name.to_owned()));
+    }
+    Ok(())
+}
+
+async fn find(db: &DatabaseConnection, name: &str) -> Result<Option<user::Model>, AuthError> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Name.eq(name))
+        .one(db)
+        .await?)
+}
+
+/// The user if `password` is theirs. Unknown users and wrong passwords take the same
+/// time and give the same error.
+pub async fn authenticate(
+    db: &DatabaseConnection,
+    name: &str,
+    password: String,
+) -> Result<User, AuthError> {
+    let found = find(db, name).await?;
+    let ok = password::verify(password, found.as_ref().map(|u| u.password_hash.clone())).await;
+    match (ok, found) {
+        (true, Some(u)) => Ok(User {
+            name: u.name,
+            admin: u.admin,
+        }),
+        _ => Err(AuthError::BadCredentials),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_docker_hub_rules() {
+        for ok in ["alice", "bob2", "a1b2c3d4"] {
+            validate_username(ok).unwrap();
+        }
+        for bad in [
+            "bob",
+            "Alice",
+            "al-ice",
+            "al_ice",
+            &"a".repeat(31),
+            "admin",
+            "library",
+        ] {
+            assert!(validate_username(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The token endpoint of Docker's token authentication: `GET /auth/token` (Basic or
+//! anonymous) and `POST /auth/token` (OAuth2 password grant).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use berth_auth::{access, users, AuthError, Scope};
+use serde_json::json;
+
+use crate::authz::AuthState;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{header, query_all, query_one};
+use crate::AppState;
+
+fn auth_of(state: &AppState) -> ApiResult<&AuthState> {
+    state.auth.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNSUPPORTED",
+            "authentication is disabled on this registry",
+        )
+    })
+}
+
+pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let auth = auth_of(&state)?;
+    check_service(auth, query_one(&req, "service"))?;
+    let credentials = match header(&req, "Authorization").and_then(|h| h.strip_prefix("Basic ")) {
+        Some(b64) => Some(decode_basic(b64)?),
+        None => None,
+    };
+    let scopes = query_all(&req, "scope");
+    let issued = issue(auth, &req, credentials, &scopes).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "token": issued.0,
+        "access_token": issued.0,
+        "expires_in": issued.1,
+        "issued_at": issued.2,
+    })))
+}
+
+#[derive(serde::Deserialize)]
+pub struct TokenForm {
+    grant_type: String,
+    service: Option<String>,
+    scope: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+pub async fn post(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<TokenForm>,
+) -> ApiResult<HttpResponse> {
+    let auth = auth_of(&state)?;
+    check_service(auth, form.service.clone())?;
+    if form.grant_type != "password" {
+        return Err(ApiError::bad_request(
+            "UNSUPPORTED",
+            format!("unsupported grant_type {:?}", form.grant_type),
+        ));
+    }
+    let credentials = match (&form.username, &form.password) {
+        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+        _ => {
+            return Err(ApiError::bad_request(
+                "UNAUTHORIZED",
+                "username and password are required",
+            ))
+        }
+    };
+    let scopes: Vec<String> = form
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let issued = issue(auth, &req, credentials, &scopes).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "access_token": issued.0,
+        "expires_in": issued.1,
+        "issued_at": issued.2,
+        "scope": scopes.join(" "),
+    })))
+}
+
+fn check_service(auth: &AuthState, service: Option<String>) -> ApiResult<()> {
+    match service {
+        Some(s) if s != auth.tokens.service => Err(ApiError::bad_request(
+            "UNSUPPORTED",
+            format!(
+                "unknown service {s:?}; this registry is {:?}",
+                auth.tokens.service
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn decode_basic(b64: &str) -> ApiResult<(String, String)> {
+    let bad = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "malformed Basic credentials",
+        )
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (user, password) = text.split_once(':').ok_or_else(bad)?;
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+/// Authenticates (if credentials were given), grants the intersection of what was
+/// asked and what is allowed, and signs a token: (token, expires_in, issued_at).
+async fn issue(
+    auth: &AuthState,
+    req: &HttpRequest,
+    credentials: Option<(String, String)>,
+    scopes: &[String],
+) -> ApiResult<(String, i64, String)> {
+    let user = match credentials {
+        None => None,
+        Some((name, password)) => {
+            let peer = req
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let keys = [format!("user:{name}"), format!("ip:{peer}")];
+            auth.limiter.check(&keys).map_err(login_error)?;
+            match users::authenticate(&auth.db, &name, password).await {
+                Ok(user) => {
+                    auth.limiter.succeeded(&keys[..1]);
+                    Some(user)
+                }
+                Err(e) => {
+                    auth.limiter.failed(&keys);
+                    return Err(login_error(e));
+                }
+            }
+        }
+    };
+    let mut granted = Vec::new();
+    for s in scopes {
+        let scope =
+            Scope::parse(s).map_err(|e| ApiError::bad_request("UNSUPPORTED", e.to_string()))?;
+        granted.extend(access::grant(user.as_ref(), &scope));
+    }
+    let subject = user.as_ref().map_or("", |u| u.name.as_str());
+    let token = auth.tokens.issue(subject, granted).map_err(login_error)?;
+    Ok((token.token, token.expires_in, token.issued_at.to_rfc3339()))
+}
+
+fn login_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::RateLimited { retry_after_secs } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            e.to_string(),
+        )
+        .with_header("Retry-After", retry_after_secs.to_string()),
+        AuthError::BadCredentials => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "token endpoint failure");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "internal error; see the server log",
+            )
+        }
+    }
+}

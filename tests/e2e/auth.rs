@@ -1,0 +1,434 @@
+//! Accounts and Docker token authentication against a real berthd: the challenge, the
+//! token endpoint, namespace rules, forged tokens, rate limiting, the user commands,
+//! and real `docker login` / `skopeo --creds`.
+
+use std::process::Command;
+
+use base64::Engine;
+use berth_tests::*;
+use serde_json::Value;
+
+const ALICE: (&str, &str, bool) = ("alice", "alice-secret-pw", false);
+const BOB: (&str, &str, bool) = ("bobby", "bobby-secret-pw", false);
+
+crate::on_both_databases!(users = &[ALICE, BOB]; token_flow_and_namespace_rules, forged_tokens_and_login_limits, user_commands);
+
+async fn token(c: &Client, user: Option<(&str, &str)>, scope: &str) -> reqwest::Response {
+    let mut r = c.request("GET", &format!("/auth/token?service=berth&scope={scope}"));
+    if let Some((u, p)) = user {
+        r = r.basic_auth(u, Some(p));
+    }
+    r.send().await.unwrap()
+}
+
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn bearer(c: &Client, user: Option<(&str, &str)>, scope: &str) -> String {
+    let r = token(c, user, scope).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token"], body["access_token"]);
+    assert!(body["expires_in"].as_i64().unwrap() > 0);
+    assert!(body["issued_at"].is_string());
+    body["token"].as_str().unwrap().to_owned()
+}
+
+async fn push_blob_with(c: &Client, token: &str, repo: &str, data: &[u8]) -> reqwest::Response {
+    c.request(
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(data)),
+    )
+    .bearer_auth(token)
+    .body(data.to_vec())
+    .send()
+    .await
+    .unwrap()
+}
+
+async fn token_flow_and_namespace_rules(s: Berthd) {
+    let c = s.client();
+    // Every registry route challenges a request without a token.
+    let r = c.request("GET", "/v2/").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert_eq!(
+        challenge,
+        format!("Bearer realm=\"{}/auth/token\",service=\"berth\"", s.url)
+    );
+    assert_eq!(error_code(r).await, "UNAUTHORIZED");
+    let r = c
+        .request("GET", "/v2/alice/app/tags/list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("scope=\"repository:alice/app:pull\""));
+
+    // The token grants the intersection of what was asked and what is allowed.
+    let scope = "repository:alice/app:pull,push";
+    let alice = bearer(&c, Some((ALICE.0, ALICE.1)), scope).await;
+    let cl = claims(&alice);
+    assert_eq!(cl["sub"], "alice");
+    assert_eq!(cl["aud"], "berth");
+    assert_eq!(cl["iss"], "berth");
+    for claim in ["exp", "nbf", "iat", "jti"] {
+        assert!(!cl[claim].is_null(), "{claim}");
+    }
+    assert_eq!(
+        cl["access"][0]["actions"],
+        serde_json::json!(["pull", "push"])
+    );
+    let bob = bearer(&c, Some((BOB.0, BOB.1)), scope).await;
+    assert_eq!(
+        claims(&bob)["access"][0]["actions"],
+        serde_json::json!(["pull"])
+    );
+    let anonymous = bearer(&c, None, scope).await;
+    assert_eq!(claims(&anonymous)["sub"], "");
+    assert_eq!(
+        claims(&anonymous)["access"][0]["actions"],
+        serde_json::json!(["pull"])
+    );
+
+    // alice pushes to alice/*; bob is denied there; anonymous pulls.
+    assert_eq!(
+        push_blob_with(&c, &alice, "alice/app", b"layer")
+            .await
+            .status(),
+        201
+    );
+    let r = push_blob_with(&c, &bob, "alice/app", b"layer").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(error_code(r).await, "DENIED");
+    let r = push_blob_with(&c, &anonymous, "alice/app", b"layer").await;
+    assert_eq!(r.status(), 403);
+    let r = c
+        .request("GET", &format!("/v2/alice/app/blobs/{}", sha256(b"layer")))
+        .bearer_auth(&anonymous)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), &b"layer"[..]);
+    // A token for one repository does not open another: ask for a wider token.
+    let r = c
+        .request("GET", "/v2/bobby/app/tags/list")
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("error=\"insufficient_scope\""));
+    // POST grant, as `docker login` with identity tokens uses.
+    let r = c
+        .request("POST", "/auth/token")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=password&username={}&password={}&service=berth&scope=repository%3Aalice%2Fapp%3Apull%2Cpush",
+            ALICE.0, ALICE.1
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["access"][0]["actions"],
+        serde_json::json!(["pull", "push"])
+    );
+    // The password never reaches the log.
+    assert!(!s.log().contains(ALICE.1));
+}
+
+async fn forged_tokens_and_login_limits(s: Berthd) {
+    let c = s.client();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let real = bearer(&c, Some((BOB.0, BOB.1)), "repository:bobby/app:pull,push").await;
+    let parts: Vec<&str> = real.split('.').collect();
+    // Same signature, payload widened to alice's namespace.
+    let mut cl = claims(&real);
+    cl["access"][0]["name"] = "alice/app".into();
+    let tampered = format!("{}.{}.{}", parts[0], b64.encode(cl.to_string()), parts[2]);
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(cl.to_string())
+    );
+    let hs = format!(
+        "{}.{}.{}",
+        b64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+        b64.encode(cl.to_string()),
+        parts[2]
+    );
+    for forged in [tampered, none, hs, "garbage".to_string()] {
+        let r = push_blob_with(&c, &forged, "alice/app", b"x").await;
+        assert_eq!(r.status(), 401, "{forged}");
+        assert!(r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\""));
+    }
+    assert_eq!(
+        push_blob_with(&c, &real, "bobby/app", b"x").await.status(),
+        201
+    );
+    // Wrong password and unknown user: the same answer.
+    let r = token(
+        &c,
+        Some((BOB.0, "wrong-password")),
+        "repository:bobby/app:pull",
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let wrong = r.text().await.unwrap();
+    let r = token(
+        &c,
+        Some(("nosuchuser", "wrong-password")),
+        "repository:bobby/app:pull",
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.text().await.unwrap(), wrong, "no user enumeration");
+    // Repeated failures are rate limited, even with the right password afterwards.
+    for _ in 0..5 {
+        token(
+            &c,
+            Some((BOB.0, "wrong-password")),
+            "repository:bobby/app:pull",
+        )
+        .await;
+    }
+    let r = token(&c, Some((BOB.0, BOB.1)), "repository:bobby/app:pull").await;
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
+}
+
+async fn user_commands(s: Berthd) {
+    let db = s.database_url.as_deref();
+    let run = |args: &[&str], stdin: Option<&str>| berthd_command(&s.data_dir, db, args, stdin);
+    let out = run(&["user", "list"], None);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\nbobby\n");
+    // While the server runs: add, change password, remove.
+    assert!(run(
+        &["user", "add", "carol1", "--admin", "--password-stdin"],
+        Some("carol-password")
+    )
+    .status
+    .success());
+    let c = s.client();
+    let t = bearer(
+        &c,
+        Some(("carol1", "carol-password")),
+        "repository:alice/app:push",
+    )
+    .await;
+    assert_eq!(
+        claims(&t)["access"][0]["actions"],
+        serde_json::json!(["push"]),
+        "admins push anywhere"
+    );
+    assert!(run(
+        &["user", "passwd", "carol1", "--password-stdin"],
+        Some("new-password")
+    )
+    .status
+    .success());
+    assert_eq!(
+        token(
+            &c,
+            Some(("carol1", "carol-password")),
+            "repository:x/y:pull"
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(
+        token(&c, Some(("carol1", "new-password")), "repository:x/y:pull")
+            .await
+            .status(),
+        200
+    );
+    assert!(run(&["user", "rm", "carol1"], None).status.success());
+    assert_eq!(
+        token(&c, Some(("carol1", "new-password")), "repository:x/y:pull")
+            .await
+            .status(),
+        401
+    );
+    // Clear refusals.
+    let out = run(
+        &["user", "add", "Bad_Name", "--password-stdin"],
+        Some("whatever-password"),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid username"));
+    let out = run(
+        &["user", "add", "alice", "--password-stdin"],
+        Some("whatever-password"),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = run(
+        &["user", "add", "shorty", "--password-stdin"],
+        Some("short"),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+    let out = run(&["user", "rm", "nobody1"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such user"));
+    // The stored hash is argon2id, never the password.
+    assert!(!s.log().contains("whatever-password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_login_push_and_pull_by_namespace() {
+    if !require_tool("docker") {
+        return;
+    }
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE, BOB])
+        .await
+        .unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let docker = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", cfg.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox")).unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\", \"echo\", \"hi from alice\"]\n").unwrap();
+    let mine = format!("{}/alice/hello:1", s.addr);
+    let theirs = format!("{}/bobby/hello:1", s.addr);
+    let out = docker(
+        &["build", "-q", "-t", &mine, ctx.path().to_str().unwrap()],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(docker(&["tag", &mine, &theirs], None).status.success());
+
+    let out = docker(
+        &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
+        Some(ALICE.1),
+    );
+    assert!(
+        out.status.success(),
+        "docker login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    let out = docker(&["push", &mine], None);
+    assert!(
+        out.status.success(),
+        "push to own namespace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = docker(&["push", &theirs], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = docker(
+        &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
+        Some("wrong-password"),
+    );
+    assert!(!out.status.success());
+    assert!(docker(&["logout", &s.addr], None).status.success());
+
+    // Anonymous pull of the public repository.
+    assert!(docker(&["rmi", "-f", &mine, &theirs], None)
+        .status
+        .success());
+    let out = docker(&["pull", &mine], None);
+    assert!(
+        out.status.success(),
+        "anonymous pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = docker(&["run", "--rm", &mine], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi from alice");
+    docker(&["rmi", "-f", &mine], None);
+    assert!(
+        !s.log().contains(ALICE.1),
+        "the password never reaches the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_with_credentials() {
+    if !require_tool("skopeo") || !require_tool("umoci") {
+        return;
+    }
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE, BOB])
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display();
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = sh(&format!(
+        "cd {d} && umoci init --layout img && umoci new --image img:t"
+    ));
+    assert!(ok, "{err}");
+    let copy = |creds: &str, repo: &str| {
+        sh(&format!(
+            "skopeo copy --dest-tls-verify=false --dest-creds {creds} oci:{d}/img:t docker://{}/{repo}:1",
+            s.addr
+        ))
+    };
+    let (ok, err) = copy(&format!("{}:{}", ALICE.0, ALICE.1), "alice/skopeo");
+    assert!(ok, "{err}");
+    let (ok, err) = copy(&format!("{}:{}", BOB.0, BOB.1), "alice/skopeo");
+    assert!(!ok);
+    assert!(
+        err.contains("denied") || err.contains("unauthorized"),
+        "{err}"
+    );
+}
