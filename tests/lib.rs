@@ -288,6 +288,24 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     None
 }
 
+/// A request body that sends `data` in `piece`-byte pieces, `delay` apart: slow enough
+/// for a test to act (kill, SIGTERM) in the middle of it.
+pub fn slow_body(data: Vec<u8>, piece: usize, delay: Duration) -> reqwest::Body {
+    let data = std::sync::Arc::new(data);
+    let stream = futures::stream::unfold(0usize, move |off| {
+        let data = data.clone();
+        async move {
+            if off >= data.len() {
+                return None;
+            }
+            tokio::time::sleep(delay).await;
+            let end = (off + piece).min(data.len());
+            Some((Ok::<_, std::io::Error>(data[off..end].to_vec()), end))
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
@@ -330,6 +348,30 @@ impl Client {
             .unwrap();
         assert_eq!(r.status(), 202, "start upload: {}", r.text().await.unwrap());
         r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// Sends `data[from..]` to the upload at `location`, then completes it with `digest`:
+    /// both steps must succeed.
+    pub async fn finish_upload(&self, location: &str, data: &[u8], from: usize, digest: &str) {
+        let r = self
+            .request("PATCH", location)
+            .header("Content-Range", format!("{from}-{}", data.len() - 1))
+            .body(data[from..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            202,
+            "PATCH from {from}: {}",
+            r.text().await.unwrap()
+        );
+        let r = self
+            .request("PUT", &format!("{location}?digest={digest}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "PUT: {}", r.text().await.unwrap());
     }
 
     /// Uploads a blob with POST + PUT and returns its digest.

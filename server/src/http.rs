@@ -27,6 +27,13 @@ impl FromRequest for RepoName {
     }
 }
 
+/// The body of a HEAD response: announces `len` bytes, sends none.
+pub fn head_body(
+    len: u64,
+) -> actix_web::body::SizedStream<futures::stream::Empty<Result<bytes::Bytes, std::io::Error>>> {
+    actix_web::body::SizedStream::new(len, futures::stream::empty())
+}
+
 /// All values of query parameter `key`, in order (`?tag=a&tag=b`).
 pub fn query_all(req: &HttpRequest, key: &str) -> Vec<String> {
     url::form_urlencoded::parse(req.query_string().as_bytes())

@@ -1082,20 +1082,7 @@ async fn resume_after_a_dropped_connection(s: Berthd) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(received, 400_000, "the bytes before the drop are kept");
-    let r = c
-        .request("PATCH", &loc)
-        .header("Content-Range", format!("{received}-{}", data.len() - 1))
-        .body(data[received..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let r = c
-        .request("PUT", &format!("{loc}?digest={digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    c.finish_upload(&loc, &data, received, &digest).await;
     let mut body = Vec::new();
     let r = c
         .request("GET", &format!("/v2/resume/app/blobs/{digest}"))

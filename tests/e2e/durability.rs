@@ -44,23 +44,8 @@ async fn kill_during_upload_then_resume(mut s: Berthd) {
     let digest = sha256(&data);
     let loc = c.start_upload("crash/upload").await;
     // Stream the body slowly so the kill lands in the middle of it.
-    let slow = data.clone();
-    let body = futures::stream::unfold(0usize, move |off| {
-        let slow = slow.clone();
-        async move {
-            if off >= slow.len() {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let end = (off + 1_000_000).min(slow.len());
-            Some((Ok::<_, std::io::Error>(slow[off..end].to_vec()), end))
-        }
-    });
-    let patch = tokio::spawn(
-        c.request("PATCH", &loc)
-            .body(reqwest::Body::wrap_stream(body))
-            .send(),
-    );
+    let body = slow_body(data.clone(), 1_000_000, Duration::from_millis(20));
+    let patch = tokio::spawn(c.request("PATCH", &loc).body(body).send());
     tokio::time::sleep(Duration::from_millis(150)).await;
     s.kill();
     assert!(
@@ -83,20 +68,7 @@ async fn kill_during_upload_then_resume(mut s: Berthd) {
         "nothing was committed past what arrived"
     );
     // Resume from what the server reports, then complete: the digest must verify.
-    let r = c
-        .request("PATCH", &loc)
-        .header("Content-Range", format!("{received}-{}", data.len() - 1))
-        .body(data[received..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let r = c
-        .request("PUT", &format!("{loc}?digest={digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    c.finish_upload(&loc, &data, received, &digest).await;
     let r = c
         .request("GET", &format!("/v2/crash/upload/blobs/{digest}"))
         .send()

@@ -140,22 +140,11 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let data: Vec<u8> = (0..4_000_000u32).map(|i| (i % 199) as u8).collect();
     let digest = sha256(&data);
     let loc = c.start_upload("graceful/app").await;
-    let slow = data.clone();
-    let body = futures::stream::unfold(0usize, move |off| {
-        let slow = slow.clone();
-        async move {
-            if off >= slow.len() {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let end = (off + 500_000).min(slow.len());
-            Some((Ok::<_, std::io::Error>(slow[off..end].to_vec()), end))
-        }
-    });
+    let body = slow_body(data.clone(), 500_000, Duration::from_millis(100));
     let patch = tokio::spawn(
         c.request("PATCH", &loc)
             .header("Content-Range", format!("0-{}", data.len() - 1))
-            .body(reqwest::Body::wrap_stream(body))
+            .body(body)
             .send(),
     );
     tokio::time::sleep(Duration::from_millis(250)).await;

@@ -4,10 +4,9 @@ use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use berth_storage::Digest;
-use futures::stream;
 
 use crate::error::ApiResult;
-use crate::http::{byte_range, header, RepoName};
+use crate::http::{byte_range, head_body, header, RepoName};
 use crate::AppState;
 
 fn digest_of(path: &web::Path<(String, String)>) -> ApiResult<Digest> {
@@ -30,11 +29,7 @@ pub async fn head(
     let blob = state.storage.blob(&name, &digest_of(&path)?).await?;
     let mut res = HttpResponse::Ok();
     blob_headers(&mut res, &blob.digest);
-    // A sized empty stream: the length is announced, no body is read or sent.
-    Ok(res.body(SizedStream::new(
-        blob.size,
-        stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
-    )))
+    Ok(res.body(head_body(blob.size)))
 }
 
 pub async fn get(

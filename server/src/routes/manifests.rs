@@ -1,14 +1,13 @@
 //! Manifests: `GET`/`HEAD` (end-3), `PUT` (end-7, with `?tag=`), `DELETE` (end-9 by
 //! digest, end-18 by tag).
 
-use actix_web::body::SizedStream;
 use actix_web::{web, HttpRequest, HttpResponse};
 use berth_storage::manifests::{Reference, StoredManifest};
 use berth_storage::StorageError;
-use futures::{stream, StreamExt};
+use futures::StreamExt;
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::{header, query_all, RepoName};
+use crate::http::{head_body, header, query_all, RepoName};
 use crate::AppState;
 
 fn reference_of(path: &web::Path<(String, String)>) -> ApiResult<Reference> {
@@ -40,10 +39,7 @@ pub async fn head(
     let m = state.storage.manifest(&name, &reference_of(&path)?).await?;
     let mut res = HttpResponse::Ok();
     manifest_headers(&mut res, &m);
-    Ok(res.body(SizedStream::new(
-        m.content.len() as u64,
-        stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
-    )))
+    Ok(res.body(head_body(m.content.len() as u64)))
 }
 
 pub async fn put(
