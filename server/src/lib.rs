@@ -6,7 +6,6 @@ pub mod http;
 pub mod routes;
 
 use std::net::SocketAddr;
-
 use std::sync::Arc;
 
 use actix_web::middleware::{self, DefaultHeaders};
