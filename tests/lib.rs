@@ -315,6 +315,8 @@ pub fn sha256(data: &[u8]) -> String {
 pub struct Client {
     pub base: String,
     pub http: reqwest::Client,
+    /// Sent as a bearer token on every request when set.
+    pub token: Option<String>,
 }
 
 impl Client {
@@ -325,6 +327,15 @@ impl Client {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            token: None,
+        }
+    }
+
+    /// The same client, authenticating every request with `token`.
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            token: Some(token.to_owned()),
+            ..self.clone()
         }
     }
 
@@ -333,10 +344,14 @@ impl Client {
     }
 
     pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(
+        let r = self.http.request(
             reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
             self.url(path),
-        )
+        );
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
     }
 
     /// Starts an upload; returns its Location path.

@@ -1,14 +1,15 @@
 //! Who may do what to which repository: the namespace rule.
 //!
 //! `alice/app` belongs to alice: she (and admins) may push to it and delete in it.
-//! Every repository is public: anyone, signed in or not, may pull.
-//! A name without a namespace (`app`) is pushed to by admins only.
+//! A public repository is pulled by anyone, signed in or not; a private one by its
+//! owner and admins only. A name without a namespace (`app`) belongs to admins.
 
 use crate::scope::{Access, Scope};
 use crate::users::User;
 
-/// The actions of `requested` that `user` (None: anonymous) is allowed.
-pub fn grant(user: Option<&User>, requested: &Scope) -> Option<Access> {
+/// The actions of `requested` that `user` (None: anonymous) is allowed; `private`
+/// tells whether the requested repository is private.
+pub fn grant(user: Option<&User>, requested: &Scope, private: bool) -> Option<Access> {
     let actions: Vec<String> = match requested.kind.as_str() {
         "repository" => {
             let owner = match user {
@@ -23,14 +24,14 @@ pub fn grant(user: Option<&User>, requested: &Scope) -> Option<Access> {
                 .actions
                 .iter()
                 .filter(|a| match a.as_str() {
-                    "pull" => true,
+                    "pull" => owner || !private,
                     "push" | "delete" | "*" => owner,
                     _ => false,
                 })
                 .cloned()
                 .collect()
         }
-        // Listing repositories: everyone (every repository is public).
+        // Listing repositories: everyone; the listing shows each viewer what they may pull.
         "registry" if requested.name == "catalog" => requested.actions.clone(),
         _ => Vec::new(),
     };
@@ -49,35 +50,46 @@ mod tests {
         Scope::parse(s).unwrap()
     }
 
+    fn user(name: &str, admin: bool) -> User {
+        User {
+            name: name.into(),
+            admin,
+        }
+    }
+
     #[test]
     fn namespaces_belong_to_their_user() {
-        let alice = User {
-            name: "alice".into(),
-            admin: false,
-        };
-        let root = User {
-            name: "boss".into(),
-            admin: true,
-        };
-        let g = grant(Some(&alice), &scope("repository:alice/app:pull,push")).unwrap();
-        assert_eq!(g.actions, ["pull", "push"]);
-        let g = grant(Some(&alice), &scope("repository:bob/app:pull,push")).unwrap();
-        assert_eq!(g.actions, ["pull"], "intersection: pull only");
-        let g = grant(Some(&alice), &scope("repository:alicex/app:push"));
-        assert!(g.is_none());
-        assert!(grant(Some(&alice), &scope("repository:alice:push")).is_none());
+        let alice = user("alice", false);
+        let root = user("boss", true);
+        let actions = |u: Option<&User>, s: &str| grant(u, &scope(s), false).map(|g| g.actions);
         assert_eq!(
-            grant(None, &scope("repository:alice/app:pull,push"))
-                .unwrap()
-                .actions,
+            actions(Some(&alice), "repository:alice/app:pull,push").unwrap(),
+            ["pull", "push"]
+        );
+        assert_eq!(
+            actions(Some(&alice), "repository:bob/app:pull,push").unwrap(),
+            ["pull"],
+            "intersection"
+        );
+        assert!(actions(Some(&alice), "repository:alicex/app:push").is_none());
+        assert!(actions(Some(&alice), "repository:alice:push").is_none());
+        assert_eq!(
+            actions(None, "repository:alice/app:pull,push").unwrap(),
             ["pull"]
         );
         assert_eq!(
-            grant(Some(&root), &scope("repository:bob/app:push,delete"))
-                .unwrap()
-                .actions,
+            actions(Some(&root), "repository:bob/app:push,delete").unwrap(),
             ["push", "delete"]
         );
-        assert!(grant(Some(&alice), &scope("repository:alice/app:fly")).is_none());
+        assert!(actions(Some(&alice), "repository:alice/app:fly").is_none());
+    }
+
+    #[test]
+    fn private_repositories_are_pulled_by_owners_and_admins_only() {
+        let s = scope("repository:alice/secret:pull");
+        assert!(grant(Some(&user("alice", false)), &s, true).is_some());
+        assert!(grant(Some(&user("boss", true)), &s, true).is_some());
+        assert!(grant(Some(&user("bobby", false)), &s, true).is_none());
+        assert!(grant(None, &s, true).is_none());
     }
 }

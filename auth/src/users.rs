@@ -118,6 +118,13 @@ pub async fn list(db: &DatabaseConnection) -> Result<Vec<User>, AuthError> {
         .collect())
 }
 
+pub async fn get(db: &DatabaseConnection, name: &str) -> Result<Option<User>, AuthError> {
+    Ok(find(db, name).await?.map(|u| User {
+        name: u.name,
+        admin: u.admin,
+    }))
+}
+
 pub async fn count(db: &DatabaseConnection) -> Result<u64, AuthError> {
     Ok(user::Entity::find().count(db).await?)
 }

@@ -57,6 +57,8 @@ pub struct AuthConfig {
     /// from each request's Host header.
     pub external_url: Option<String>,
     pub token_ttl_secs: i64,
+    /// Whether a repository created by its first push is private.
+    pub private_by_default: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +95,8 @@ pub struct AuthLayer {
     pub service: Option<String>,
     pub external_url: Option<String>,
     pub token_ttl_secs: Option<i64>,
+    /// `public` or `private`.
+    pub default_visibility: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -157,6 +161,7 @@ impl Layer {
                 service: get("BERTH_AUTH_SERVICE"),
                 external_url: get("BERTH_AUTH_EXTERNAL_URL"),
                 token_ttl_secs,
+                default_visibility: get("BERTH_AUTH_DEFAULT_VISIBILITY"),
             },
         })
     }
@@ -184,6 +189,10 @@ impl Layer {
                 service: over.auth.service.or(self.auth.service),
                 external_url: over.auth.external_url.or(self.auth.external_url),
                 token_ttl_secs: over.auth.token_ttl_secs.or(self.auth.token_ttl_secs),
+                default_visibility: over
+                    .auth
+                    .default_visibility
+                    .or(self.auth.default_visibility),
             },
         }
     }
@@ -248,6 +257,17 @@ impl Config {
                 reason: "must be positive".into(),
             });
         }
+        let private_by_default = match merged.auth.default_visibility.as_deref() {
+            None | Some("public") => false,
+            Some("private") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "auth.default_visibility",
+                    value: other.to_owned(),
+                    reason: "expected public or private".into(),
+                })
+            }
+        };
         Ok(Config {
             listen,
             data_dir: merged
@@ -264,6 +284,7 @@ impl Config {
                     .external_url
                     .map(|u| u.trim_end_matches('/').to_owned()),
                 token_ttl_secs: merged.auth.token_ttl_secs.unwrap_or(300),
+                private_by_default,
             },
         })
     }

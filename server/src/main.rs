@@ -23,6 +23,25 @@ enum Command {
     /// Manage user accounts (works while the server runs).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage repositories (works while the server runs).
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    /// Make a repository private: pulled by its owner and admins only.
+    Private {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Make a repository public: pulled by anyone.
+    Public {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +119,7 @@ fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|config| actix_web::rt::System::new().block_on(berth_server::serve(config))),
         Command::User(command) => actix_web::rt::System::new().block_on(user_command(command)),
+        Command::Repo(command) => actix_web::rt::System::new().block_on(repo_command(command)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -159,6 +179,20 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             println!("deleted user {name}");
         }
     }
+    Ok(())
+}
+
+async fn repo_command(command: RepoCommand) -> anyhow::Result<()> {
+    let (name, private, args) = match &command {
+        RepoCommand::Private { name, config } => (name, true, config),
+        RepoCommand::Public { name, config } => (name, false, config),
+    };
+    let storage = berth_storage::Storage::open(&args.resolve()?).await?;
+    storage.set_private(name, private).await?;
+    println!(
+        "{name} is now {}",
+        if private { "private" } else { "public" }
+    );
     Ok(())
 }
 

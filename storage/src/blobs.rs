@@ -92,7 +92,7 @@ impl Storage {
             Err(e) => return Err(e),
         }
         let txn = self.write().await?;
-        let repo_id = ensure_repository(&*txn, repo).await?;
+        let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         link_blob(&*txn, repo_id, digest).await?;
         txn.commit().await?;
         Ok(true)
@@ -113,7 +113,7 @@ impl Storage {
             // Completing consumes the upload, in the same commit that makes the blob visible.
             crate::uploads::delete_upload_row(&*txn, id, size).await?;
         }
-        let repo_id = ensure_repository(&*txn, repo).await?;
+        let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         let inserted = blob::Entity::insert(blob::ActiveModel {
             digest: Set(digest.to_string()),
             size: Set(size as i64),

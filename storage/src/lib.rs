@@ -35,6 +35,7 @@ pub struct Storage {
     cache: Arc<cache::MetaCache>,
     sqlite_writer: Option<db::SqliteWriter>,
     max_manifest_bytes: u64,
+    private_by_default: bool,
 }
 
 impl Storage {
@@ -51,6 +52,7 @@ impl Storage {
             cache: Arc::default(),
             sqlite_writer,
             max_manifest_bytes: config.limits.max_manifest_bytes,
+            private_by_default: config.auth.private_by_default,
         })
     }
 
@@ -61,6 +63,11 @@ impl Storage {
 
     pub fn max_manifest_bytes(&self) -> u64 {
         self.max_manifest_bytes
+    }
+
+    /// Whether a repository created by its first push is private.
+    pub fn private_by_default(&self) -> bool {
+        self.private_by_default
     }
 
     pub fn db(&self) -> &DatabaseConnection {

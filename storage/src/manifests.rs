@@ -140,7 +140,7 @@ impl Storage {
             });
         }
         let txn = self.write().await?;
-        let repo_id = ensure_repository(&*txn, repo).await?;
+        let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         check_references(&*txn, repo_id, &parsed).await?;
         let manifest_id = insert_manifest(&*txn, repo_id, &digest, &parsed, body).await?;
         let now = now_millis();

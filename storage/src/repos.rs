@@ -12,6 +12,16 @@ use crate::error::{Result, StorageError};
 use crate::names::validate_name;
 use crate::Storage;
 
+/// Whose view of the repository list a listing is.
+pub enum Viewer {
+    /// Admins, and registries without authentication.
+    Everything,
+    /// Anonymous clients.
+    Public,
+    /// A signed-in user: public repositories and their own namespace.
+    PublicAndNamespace(String),
+}
+
 /// One page of a lexically ordered listing, and whether more follows.
 #[derive(Debug, PartialEq)]
 pub struct Page {
@@ -27,11 +37,47 @@ impl Storage {
             .ok_or_else(|| StorageError::NameUnknown(name.to_owned()))
     }
 
-    /// Lists repository names after `last`, at most `n` of them.
-    pub async fn catalog(&self, n: u64, last: Option<&str>) -> Result<Page> {
+    /// Whether `name` is private; `None` if nothing was pushed to it yet.
+    pub async fn repository_private(&self, name: &str) -> Result<Option<bool>> {
+        Ok(repository::Entity::find()
+            .select_only()
+            .column(repository::Column::Private)
+            .filter(repository::Column::Name.eq(name))
+            .into_tuple()
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn set_private(&self, name: &str, private: bool) -> Result<()> {
+        let txn = self.write().await?;
+        let updated = repository::Entity::update_many()
+            .col_expr(repository::Column::Private, Expr::value(private))
+            .filter(repository::Column::Name.eq(name))
+            .exec(&*txn)
+            .await?;
+        txn.commit().await?;
+        if updated.rows_affected == 0 {
+            return Err(StorageError::NameUnknown(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Lists repository names after `last`, at most `n` of them, that `viewer` may see.
+    pub async fn catalog(&self, n: u64, last: Option<&str>, viewer: &Viewer) -> Result<Page> {
         let mut q = repository::Entity::find()
             .select_only()
             .column(repository::Column::Name);
+        match viewer {
+            Viewer::Everything => {}
+            Viewer::Public => q = q.filter(repository::Column::Private.eq(false)),
+            Viewer::PublicAndNamespace(ns) => {
+                q = q.filter(
+                    repository::Column::Private
+                        .eq(false)
+                        .or(repository::Column::Name.starts_with(format!("{ns}/"))),
+                )
+            }
+        }
         if let Some(last) = last {
             q = q.filter(Expr::cust(byte_order(&self.db, "name")).gt(last));
         }
@@ -64,8 +110,12 @@ pub(crate) async fn find_repository(db: &impl ConnectionTrait, name: &str) -> Re
         .await?)
 }
 
-/// The repository's id, creating it on first push.
-pub(crate) async fn ensure_repository(db: &impl ConnectionTrait, name: &str) -> Result<i64> {
+/// The repository's id, creating it on first push (private if `private`).
+pub(crate) async fn ensure_repository(
+    db: &impl ConnectionTrait,
+    name: &str,
+    private: bool,
+) -> Result<i64> {
     validate_name(name)?;
     if let Some(id) = find_repository(db, name).await? {
         return Ok(id);
@@ -73,6 +123,7 @@ pub(crate) async fn ensure_repository(db: &impl ConnectionTrait, name: &str) -> 
     repository::Entity::insert(repository::ActiveModel {
         name: Set(name.to_owned()),
         created_at: Set(now_millis()),
+        private: Set(private),
         ..Default::default()
     })
     .on_conflict_do_nothing_on([repository::Column::Name])

@@ -11,7 +11,13 @@ use serde_json::Value;
 const ALICE: (&str, &str, bool) = ("alice", "alice-secret-pw", false);
 const BOB: (&str, &str, bool) = ("bobby", "bobby-secret-pw", false);
 
-crate::on_both_databases!(users = &[ALICE, BOB]; token_flow_and_namespace_rules, forged_tokens_and_login_limits, user_commands);
+crate::on_both_databases!(
+    users = &[ALICE, BOB];
+    token_flow_and_namespace_rules,
+    forged_tokens_and_login_limits,
+    user_commands,
+    private_repositories,
+);
 
 async fn token(c: &Client, user: Option<(&str, &str)>, scope: &str) -> reqwest::Response {
     let mut r = c.request("GET", &format!("/auth/token?service=berth&scope={scope}"));
@@ -300,6 +306,91 @@ async fn user_commands(s: Berthd) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such user"));
     // The stored hash is argon2id, never the password.
     assert!(!s.log().contains("whatever-password"));
+}
+
+async fn private_repositories(s: Berthd) {
+    let c = s.client();
+    let alice_creds = Some((ALICE.0, ALICE.1));
+    let bob_creds = Some((BOB.0, BOB.1));
+    for repo in ["alice/secret", "alice/open"] {
+        let t = bearer(&c, alice_creds, &format!("repository:{repo}:pull,push")).await;
+        c.with_token(&t)
+            .push_image(repo, "v1", b"private layer")
+            .await;
+    }
+    let run = |args: &[&str]| berthd_command(&s.data_dir, s.database_url.as_deref(), args, None);
+    let out = run(&["repo", "private", "alice/secret"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "alice/secret is now private"
+    );
+
+    let scope = "repository:alice/secret:pull";
+    for who in [None, bob_creds] {
+        let t = bearer(&c, who, scope).await;
+        assert_eq!(
+            claims(&t)["access"],
+            serde_json::json!([]),
+            "no pull granted to {who:?}"
+        );
+        for path in [
+            "/v2/alice/secret/manifests/v1",
+            "/v2/alice/secret/tags/list",
+        ] {
+            let r = c.with_token(&t).request("GET", path).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} for {who:?}");
+        }
+    }
+    let t = bearer(&c, alice_creds, scope).await;
+    let r = c
+        .with_token(&t)
+        .request("GET", "/v2/alice/secret/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the owner pulls");
+
+    // The catalog shows each viewer only what they may pull.
+    let catalog = |who| {
+        let c = c.clone();
+        async move {
+            let t = bearer(&c, who, "registry:catalog:*").await;
+            let body: Value = c
+                .with_token(&t)
+                .request("GET", "/v2/_catalog")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["repositories"].clone()
+        }
+    };
+    assert_eq!(catalog(None).await, serde_json::json!(["alice/open"]));
+    assert_eq!(catalog(bob_creds).await, serde_json::json!(["alice/open"]));
+    assert_eq!(
+        catalog(alice_creds).await,
+        serde_json::json!(["alice/open", "alice/secret"])
+    );
+
+    assert!(run(&["repo", "public", "alice/secret"]).status.success());
+    let t = bearer(&c, None, scope).await;
+    let r = c
+        .with_token(&t)
+        .request("GET", "/v2/alice/secret/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "public again");
+    let out = run(&["repo", "private", "alice/never-pushed"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not known"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

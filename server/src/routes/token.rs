@@ -30,7 +30,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
         None => None,
     };
     let scopes = query_all(&req, "scope");
-    let issued = issue(auth, &req, credentials, &scopes).await?;
+    let issued = issue(&state, &req, credentials, &scopes).await?;
     Ok(HttpResponse::Ok().json(json!({
         "token": issued.0,
         "access_token": issued.0,
@@ -77,7 +77,7 @@ pub async fn post(
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    let issued = issue(auth, &req, credentials, &scopes).await?;
+    let issued = issue(&state, &req, credentials, &scopes).await?;
     Ok(HttpResponse::Ok().json(json!({
         "access_token": issued.0,
         "expires_in": issued.1,
@@ -118,11 +118,12 @@ fn decode_basic(b64: &str) -> ApiResult<(String, String)> {
 /// Authenticates (if credentials were given), grants the intersection of what was
 /// asked and what is allowed, and signs a token: (token, expires_in, issued_at).
 async fn issue(
-    auth: &AuthState,
+    state: &AppState,
     req: &HttpRequest,
     credentials: Option<(String, String)>,
     scopes: &[String],
 ) -> ApiResult<(String, i64, String)> {
+    let auth = auth_of(state)?;
     let user = match credentials {
         None => None,
         Some((name, password)) => {
@@ -148,7 +149,15 @@ async fn issue(
     for s in scopes {
         let scope =
             Scope::parse(s).map_err(|e| ApiError::bad_request("UNSUPPORTED", e.to_string()))?;
-        granted.extend(access::grant(user.as_ref(), &scope));
+        let private = match scope.kind.as_str() {
+            "repository" => state
+                .storage
+                .repository_private(&scope.name)
+                .await?
+                .unwrap_or(state.storage.private_by_default()),
+            _ => false,
+        };
+        granted.extend(access::grant(user.as_ref(), &scope, private));
     }
     let subject = user.as_ref().map_or("", |u| u.name.as_str());
     let token = auth.tokens.issue(subject, granted).map_err(login_error)?;

@@ -9,6 +9,8 @@ pub struct Model {
     #[sea_orm(unique)]
     pub name: String,
     pub created_at: i64,
+    /// Pulled by its owner and admins only.
+    pub private: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
