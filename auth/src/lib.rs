@@ -8,6 +8,7 @@ pub mod keys;
 pub mod limiter;
 mod migration;
 pub mod password;
+pub mod pat;
 pub mod scope;
 pub mod token;
 pub mod users;

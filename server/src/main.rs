@@ -23,9 +23,45 @@ enum Command {
     /// Manage user accounts (works while the server runs).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage personal access tokens (works while the server runs).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Manage repositories (works while the server runs).
     #[command(subcommand)]
     Repo(RepoCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for USER and print it (the only time it is shown). Use it as the
+    /// password in `docker login`.
+    Create {
+        user: String,
+        /// A name to recognise the token by.
+        #[arg(long)]
+        name: String,
+        /// read, read-write or read-write-delete.
+        #[arg(long, default_value = "read-write")]
+        scope: String,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        expires_days: Option<u32>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List USER's tokens (never their secrets).
+    List {
+        user: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revoke token ID of USER: it stops working at the next login or token request.
+    Revoke {
+        user: String,
+        id: i64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +156,7 @@ fn main() -> std::process::ExitCode {
             .and_then(|config| actix_web::rt::System::new().block_on(berth_server::serve(config))),
         Command::User(command) => actix_web::rt::System::new().block_on(user_command(command)),
         Command::Repo(command) => actix_web::rt::System::new().block_on(repo_command(command)),
+        Command::Token(command) => actix_web::rt::System::new().block_on(token_command(command)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -152,10 +189,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
         | UserCommand::Passwd { config, .. }
         | UserCommand::Rm { config, .. } => config,
     };
-    let config = args.resolve()?;
-    std::fs::create_dir_all(&config.data_dir)?;
-    let db = berth_storage::db::connect(&config.database_url()).await?;
-    berth_auth::migrate(&db).await?;
+    let db = open_auth_db(args).await?;
     match command {
         UserCommand::Add { name, admin, .. } => {
             let user = users::add(&db, &name, read_password()?, admin).await?;
@@ -180,6 +214,68 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    use berth_auth::pat;
+    let args = match &command {
+        TokenCommand::Create { config, .. }
+        | TokenCommand::List { config, .. }
+        | TokenCommand::Revoke { config, .. } => config,
+    };
+    let db = open_auth_db(args).await?;
+    match command {
+        TokenCommand::Create {
+            user,
+            name,
+            scope,
+            expires_days,
+            ..
+        } => {
+            let (id, secret) = pat::create(
+                &db,
+                &user,
+                &name,
+                pat::TokenScope::parse(&scope)?,
+                expires_days,
+            )
+            .await?;
+            eprintln!("token {id} for {user} ({scope}); it is shown only once:");
+            println!("{secret}");
+        }
+        TokenCommand::List { user, .. } => {
+            println!("ID\tNAME\tSCOPE\tEXPIRES\tLAST USED");
+            for t in pat::list(&db, &user).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.name,
+                    t.scope,
+                    t.expires_at.map_or("never".to_string(), millis_to_rfc3339),
+                    t.last_used_at
+                        .map_or("never".to_string(), millis_to_rfc3339)
+                );
+            }
+        }
+        TokenCommand::Revoke { user, id, .. } => {
+            pat::revoke(&db, &user, id).await?;
+            println!("revoked token {id} of {user}");
+        }
+    }
+    Ok(())
+}
+
+fn millis_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
+}
+
+/// The metadata database of a data dir, with the auth tables in place.
+async fn open_auth_db(args: &ConfigArgs) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let config = args.resolve()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = berth_storage::db::connect(&config.database_url()).await?;
+    berth_auth::migrate(&db).await?;
+    Ok(db)
 }
 
 async fn repo_command(command: RepoCommand) -> anyhow::Result<()> {

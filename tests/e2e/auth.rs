@@ -17,6 +17,7 @@ crate::on_both_databases!(
     forged_tokens_and_login_limits,
     user_commands,
     private_repositories,
+    personal_access_tokens,
 );
 
 async fn token(c: &Client, user: Option<(&str, &str)>, scope: &str) -> reqwest::Response {
@@ -391,6 +392,70 @@ async fn private_repositories(s: Berthd) {
     let out = run(&["repo", "private", "alice/never-pushed"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not known"));
+}
+
+/// `berthd token create` for a user; returns the secret it prints.
+fn create_token(s: &Berthd, user: &str, name: &str, scope: &str) -> String {
+    let out = berthd_command(
+        &s.data_dir,
+        s.database_url.as_deref(),
+        &["token", "create", user, "--name", name, "--scope", scope],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(secret.starts_with("berth_pat_"), "{secret}");
+    secret
+}
+
+async fn personal_access_tokens(s: Berthd) {
+    let c = s.client();
+    let ci = create_token(&s, "alice", "ci", "read-write");
+    let ro = create_token(&s, "alice", "readonly", "read");
+    let scope = "repository:alice/pat:pull,push";
+    // A token works as the password, capped by its scope.
+    let t = bearer(&c, Some(("alice", &ci)), scope).await;
+    assert_eq!(
+        claims(&t)["access"][0]["actions"],
+        serde_json::json!(["pull", "push"])
+    );
+    assert_eq!(
+        push_blob_with(&c, &t, "alice/pat", b"pushed with a token")
+            .await
+            .status(),
+        201
+    );
+    let t = bearer(&c, Some(("alice", &ro)), scope).await;
+    assert_eq!(
+        claims(&t)["access"][0]["actions"],
+        serde_json::json!(["pull"])
+    );
+    assert_eq!(
+        token(&c, Some(("bobby", &ci)), scope).await.status(),
+        401,
+        "only for its own user"
+    );
+    // Listed without secrets, with last use.
+    let run = |args: &[&str]| berthd_command(&s.data_dir, s.database_url.as_deref(), args, None);
+    let out = run(&["token", "list", "alice"]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!listing.contains(&ci) && !listing.contains("berth_pat_"));
+    let ci_line = listing
+        .lines()
+        .find(|l| l.contains("\tci\t"))
+        .expect("ci listed");
+    assert!(ci_line.contains("read-write"));
+    assert!(!ci_line.ends_with("never"), "last use recorded: {ci_line}");
+    // Revoked: refused at the next token request.
+    let id = ci_line.split('\t').next().unwrap();
+    assert!(run(&["token", "revoke", "alice", id]).status.success());
+    assert_eq!(token(&c, Some(("alice", &ci)), scope).await.status(), 401);
+    assert_eq!(token(&c, Some(("alice", &ro)), scope).await.status(), 200);
+    assert!(!s.log().contains(&ci));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

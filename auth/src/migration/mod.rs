@@ -9,7 +9,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Users)]
+        vec![Box::new(M0001Users), Box::new(M0002Tokens)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -36,6 +36,42 @@ impl MigrationTrait for M0001Users {
                 .col(text("password_hash"))
                 .col(boolean("admin"))
                 .col(big_integer("created_at"))
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+struct M0002Tokens;
+
+impl MigrationName for M0002Tokens {
+    fn name(&self) -> &str {
+        "m0002_personal_access_tokens"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Tokens {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("personal_access_tokens")
+                .col(big_pk_auto("id"))
+                .col(text("user_name"))
+                .col(text("name"))
+                .col(text_uniq("secret_hash"))
+                .col(text("scope"))
+                .col(big_integer_null("expires_at"))
+                .col(big_integer_null("last_used_at"))
+                .col(big_integer("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_personal_access_tokens_user_name")
+                .table("personal_access_tokens")
+                .col("user_name")
                 .to_owned(),
         )
         .await

@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use berth_auth::{access, users, AuthError, Scope};
+use berth_auth::{access, pat, users, AuthError, Scope};
 use serde_json::json;
 
 use crate::authz::AuthState;
@@ -124,8 +124,9 @@ async fn issue(
     scopes: &[String],
 ) -> ApiResult<(String, i64, String)> {
     let auth = auth_of(state)?;
-    let user = match credentials {
-        None => None,
+    // A personal access token may stand in for the password; its scope caps the grant.
+    let (user, cap) = match credentials {
+        None => (None, None),
         Some((name, password)) => {
             let peer = req
                 .peer_addr()
@@ -133,10 +134,19 @@ async fn issue(
                 .unwrap_or_default();
             let keys = [format!("user:{name}"), format!("ip:{peer}")];
             auth.limiter.check(&keys).map_err(login_error)?;
-            match users::authenticate(&auth.db, &name, password).await {
-                Ok(user) => {
+            let checked = if password.starts_with(pat::PREFIX) {
+                pat::authenticate(&auth.db, &name, &password)
+                    .await
+                    .map(|(user, scope)| (user, Some(scope)))
+            } else {
+                users::authenticate(&auth.db, &name, password)
+                    .await
+                    .map(|user| (user, None))
+            };
+            match checked {
+                Ok((user, cap)) => {
                     auth.limiter.succeeded(&keys[..1]);
-                    Some(user)
+                    (Some(user), cap)
                 }
                 Err(e) => {
                     auth.limiter.failed(&keys);
@@ -157,7 +167,15 @@ async fn issue(
                 .unwrap_or(state.storage.private_by_default()),
             _ => false,
         };
-        granted.extend(access::grant(user.as_ref(), &scope, private));
+        let Some(mut access) = access::grant(user.as_ref(), &scope, private) else {
+            continue;
+        };
+        if let Some(cap) = cap {
+            access.actions.retain(|a| cap.permits(a));
+        }
+        if !access.actions.is_empty() {
+            granted.push(access);
+        }
     }
     let subject = user.as_ref().map_or("", |u| u.name.as_str());
     let token = auth.tokens.issue(subject, granted).map_err(login_error)?;

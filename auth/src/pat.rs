@@ -1,0 +1,204 @@
+//! Personal access tokens: long random secrets a user gives to machines (CI, `docker
+//! login`) instead of the password. Shown once, stored as a SHA-256 hash (the secret has
+//! 256 random bits, so a slow hash adds nothing), scoped, optionally expiring, revocable.
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, QueryOrder};
+
+use crate::error::AuthError;
+use crate::users::{self, User};
+
+/// Every token starts with this, so a leaked one is easy to recognise and scan for.
+pub const PREFIX: &str = "berth_pat_";
+
+pub mod token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "personal_access_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub user_name: String,
+        pub name: String,
+        /// SHA-256 of the secret, hex.
+        pub secret_hash: String,
+        /// `read`, `read-write` or `read-write-delete`.
+        pub scope: String,
+        pub expires_at: Option<i64>,
+        pub last_used_at: Option<i64>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// What a token may do, at most (the user's own rights still apply).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenScope {
+    Read,
+    ReadWrite,
+    ReadWriteDelete,
+}
+
+impl TokenScope {
+    pub fn parse(s: &str) -> Result<TokenScope, AuthError> {
+        match s {
+            "read" => Ok(TokenScope::Read),
+            "read-write" => Ok(TokenScope::ReadWrite),
+            "read-write-delete" => Ok(TokenScope::ReadWriteDelete),
+            other => Err(AuthError::ScopeInvalid(format!(
+                "{other} (expected read, read-write or read-write-delete)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenScope::Read => "read",
+            TokenScope::ReadWrite => "read-write",
+            TokenScope::ReadWriteDelete => "read-write-delete",
+        }
+    }
+
+    /// May a token of this scope be used for `action` on a repository?
+    pub fn permits(self, action: &str) -> bool {
+        match action {
+            "pull" => true,
+            "push" => self != TokenScope::Read,
+            _ => self == TokenScope::ReadWriteDelete,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub scope: String,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub created_at: i64,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn hash(secret: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates a token for `user_name`; returns its id and the secret (shown only now).
+pub async fn create(
+    db: &DatabaseConnection,
+    user_name: &str,
+    name: &str,
+    scope: TokenScope,
+    expires_in_days: Option<u32>,
+) -> Result<(i64, String), AuthError> {
+    if users::get(db, user_name).await?.is_none() {
+        return Err(AuthError::UserUnknown(user_name.to_owned()));
+    }
+    let mut random = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| AuthError::Key("no randomness for a token".into()))?;
+    let secret = format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+    );
+    let inserted = token::Entity::insert(token::ActiveModel {
+        user_name: Set(user_name.to_owned()),
+        name: Set(name.to_owned()),
+        secret_hash: Set(hash(&secret)),
+        scope: Set(scope.name().to_owned()),
+        expires_at: Set(expires_in_days.map(|d| now() + i64::from(d) * 86_400_000)),
+        last_used_at: Set(None),
+        created_at: Set(now()),
+        ..Default::default()
+    })
+    .exec(db)
+    .await?;
+    Ok((inserted.last_insert_id, secret))
+}
+
+pub async fn list(db: &DatabaseConnection, user_name: &str) -> Result<Vec<TokenInfo>, AuthError> {
+    Ok(token::Entity::find()
+        .filter(token::Column::UserName.eq(user_name))
+        .order_by_asc(token::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|t| TokenInfo {
+            id: t.id,
+            name: t.name,
+            scope: t.scope,
+            expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
+            created_at: t.created_at,
+        })
+        .collect())
+}
+
+pub async fn revoke(db: &DatabaseConnection, user_name: &str, id: i64) -> Result<(), AuthError> {
+    let deleted = token::Entity::delete_many()
+        .filter(token::Column::UserName.eq(user_name))
+        .filter(token::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(AuthError::TokenInvalid(format!(
+            "{user_name} has no token {id}"
+        )));
+    }
+    Ok(())
+}
+
+/// The user and scope of a valid (known, unexpired) token given as a password.
+pub async fn authenticate(
+    db: &DatabaseConnection,
+    user_name: &str,
+    secret: &str,
+) -> Result<(User, TokenScope), AuthError> {
+    // Looked up by hash: the database compares digests, never the secret itself.
+    let found = token::Entity::find()
+        .filter(token::Column::SecretHash.eq(hash(secret)))
+        .filter(token::Column::UserName.eq(user_name))
+        .one(db)
+        .await?
+        .ok_or(AuthError::BadCredentials)?;
+    if found.expires_at.is_some_and(|e| e <= now()) {
+        return Err(AuthError::BadCredentials);
+    }
+    let user = users::get(db, user_name)
+        .await?
+        .ok_or(AuthError::BadCredentials)?;
+    token::Entity::update_many()
+        .col_expr(token::Column::LastUsedAt, Expr::value(now()))
+        .filter(token::Column::Id.eq(found.id))
+        .exec(db)
+        .await?;
+    Ok((user, TokenScope::parse(&found.scope)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_limit_actions() {
+        assert!(TokenScope::Read.permits("pull"));
+        assert!(!TokenScope::Read.permits("push"));
+        assert!(TokenScope::ReadWrite.permits("push"));
+        assert!(!TokenScope::ReadWrite.permits("delete"));
+        assert!(TokenScope::ReadWriteDelete.permits("delete"));
+        assert!(TokenScope::parse("admin").is_err());
+    }
+}
