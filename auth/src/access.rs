@@ -4,28 +4,35 @@
 //! A public repository is pulled by anyone, signed in or not; a private one by its
 //! owner and admins only. A name without a namespace (`app`) belongs to admins.
 
+use crate::orgs::Role;
 use crate::scope::{Access, Scope};
 use crate::users::User;
 
-/// The actions of `requested` that `user` (None: anonymous) is allowed; `private`
-/// tells whether the requested repository is private.
-pub fn grant(user: Option<&User>, requested: &Scope, private: bool) -> Option<Access> {
+/// The actions of `requested` that `user` (None: anonymous) is allowed. `private`
+/// tells whether the requested repository is private; `org_role` is the user's role
+/// when the repository's namespace is an organization they belong to.
+pub fn grant(
+    user: Option<&User>,
+    requested: &Scope,
+    private: bool,
+    org_role: Option<Role>,
+) -> Option<Access> {
     let actions: Vec<String> = match requested.kind.as_str() {
         "repository" => {
-            let owner = match user {
-                Some(u) if u.admin => true,
-                Some(u) => {
-                    requested.name.split('/').next() == Some(u.name.as_str())
-                        && requested.name.contains('/')
-                }
-                None => false,
+            let role = match user {
+                Some(u) if u.admin => Some(Role::Admin),
+                Some(u) if namespace(&requested.name) == Some(u.name.as_str()) => Some(Role::Admin),
+                Some(_) => org_role,
+                None => None,
             };
+            let at_least = |r: Role| role.is_some_and(|have| have >= r);
             requested
                 .actions
                 .iter()
                 .filter(|a| match a.as_str() {
-                    "pull" => owner || !private,
-                    "push" | "delete" | "*" => owner,
+                    "pull" => !private || at_least(Role::Read),
+                    "push" => at_least(Role::Write),
+                    "delete" | "*" => at_least(Role::Admin),
                     _ => false,
                 })
                 .cloned()
@@ -40,6 +47,11 @@ pub fn grant(user: Option<&User>, requested: &Scope, private: bool) -> Option<Ac
         name: requested.name.clone(),
         actions,
     })
+}
+
+/// The namespace of `alice/app` is `alice`; a name without one (`app`) has none.
+pub fn namespace(repository: &str) -> Option<&str> {
+    repository.split_once('/').map(|(ns, _)| ns)
 }
 
 #[cfg(test)]
@@ -61,7 +73,8 @@ mod tests {
     fn namespaces_belong_to_their_user() {
         let alice = user("alice", false);
         let root = user("boss", true);
-        let actions = |u: Option<&User>, s: &str| grant(u, &scope(s), false).map(|g| g.actions);
+        let actions =
+            |u: Option<&User>, s: &str| grant(u, &scope(s), false, None).map(|g| g.actions);
         assert_eq!(
             actions(Some(&alice), "repository:alice/app:pull,push").unwrap(),
             ["pull", "push"]
@@ -87,9 +100,23 @@ mod tests {
     #[test]
     fn private_repositories_are_pulled_by_owners_and_admins_only() {
         let s = scope("repository:alice/secret:pull");
-        assert!(grant(Some(&user("alice", false)), &s, true).is_some());
-        assert!(grant(Some(&user("boss", true)), &s, true).is_some());
-        assert!(grant(Some(&user("bobby", false)), &s, true).is_none());
-        assert!(grant(None, &s, true).is_none());
+        assert!(grant(Some(&user("alice", false)), &s, true, None).is_some());
+        assert!(grant(Some(&user("boss", true)), &s, true, None).is_some());
+        assert!(grant(Some(&user("bobby", false)), &s, true, None).is_none());
+        assert!(grant(None, &s, true, None).is_none());
+    }
+
+    #[test]
+    fn organization_roles_grant_in_order() {
+        let bob = user("bobby", false);
+        let s = scope("repository:acme/app:pull,push,delete");
+        let actions = |role| grant(Some(&bob), &s, true, role).map(|g| g.actions);
+        assert_eq!(actions(None), None);
+        assert_eq!(actions(Some(Role::Read)).unwrap(), ["pull"]);
+        assert_eq!(actions(Some(Role::Write)).unwrap(), ["pull", "push"]);
+        assert_eq!(
+            actions(Some(Role::Admin)).unwrap(),
+            ["pull", "push", "delete"]
+        );
     }
 }

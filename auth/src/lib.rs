@@ -7,6 +7,7 @@ pub mod error;
 pub mod keys;
 pub mod limiter;
 mod migration;
+pub mod orgs;
 pub mod password;
 pub mod pat;
 pub mod scope;

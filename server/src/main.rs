@@ -23,12 +23,44 @@ enum Command {
     /// Manage user accounts (works while the server runs).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage organizations: shared namespaces (works while the server runs).
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Manage personal access tokens (works while the server runs).
     #[command(subcommand)]
     Token(TokenCommand),
     /// Manage repositories (works while the server runs).
     #[command(subcommand)]
     Repo(RepoCommand),
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Create organization NAME (its namespace NAME/*) with OWNER as its first admin.
+    Add {
+        name: String,
+        #[arg(long)]
+        owner: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Members of an organization.
+    #[command(subcommand)]
+    Member(OrgMemberCommand),
+}
+
+#[derive(Subcommand)]
+enum OrgMemberCommand {
+    /// Add USER to ORG (or change their role): read pulls private repositories, write
+    /// also pushes, admin also deletes.
+    Add {
+        org: String,
+        user: String,
+        #[arg(long, default_value = "write")]
+        role: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +189,7 @@ fn main() -> std::process::ExitCode {
         Command::User(command) => actix_web::rt::System::new().block_on(user_command(command)),
         Command::Repo(command) => actix_web::rt::System::new().block_on(repo_command(command)),
         Command::Token(command) => actix_web::rt::System::new().block_on(token_command(command)),
+        Command::Org(command) => actix_web::rt::System::new().block_on(org_command(command)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -260,6 +293,31 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Revoke { user, id, .. } => {
             pat::revoke(&db, &user, id).await?;
             println!("revoked token {id} of {user}");
+        }
+    }
+    Ok(())
+}
+
+async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
+    use berth_auth::orgs;
+    match command {
+        OrgCommand::Add {
+            name,
+            owner,
+            config,
+        } => {
+            orgs::add(&open_auth_db(&config).await?, &name, &owner).await?;
+            println!("created organization {name} (admin: {owner})");
+        }
+        OrgCommand::Member(OrgMemberCommand::Add {
+            org,
+            user,
+            role,
+            config,
+        }) => {
+            let role = orgs::Role::parse(&role)?;
+            orgs::set_member(&open_auth_db(&config).await?, &org, &user, role).await?;
+            println!("{user} is a member of {org} ({})", role.name());
         }
     }
     Ok(())

@@ -18,6 +18,7 @@ crate::on_both_databases!(
     user_commands,
     private_repositories,
     personal_access_tokens,
+    organizations,
 );
 
 async fn token(c: &Client, user: Option<(&str, &str)>, scope: &str) -> reqwest::Response {
@@ -392,6 +393,97 @@ async fn private_repositories(s: Berthd) {
     let out = run(&["repo", "private", "alice/never-pushed"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not known"));
+}
+
+async fn organizations(s: Berthd) {
+    let run = |args: &[&str], stdin: Option<&str>| {
+        berthd_command(&s.data_dir, s.database_url.as_deref(), args, stdin)
+    };
+    assert!(run(
+        &["user", "add", "carol1", "--password-stdin"],
+        Some("carol-password")
+    )
+    .status
+    .success());
+    let out = run(&["org", "add", "acme", "--owner", "alice"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run(
+        &["org", "member", "add", "acme", "bobby", "--role", "write"],
+        None
+    )
+    .status
+    .success());
+    assert!(run(
+        &["org", "member", "add", "acme", "carol1", "--role", "read"],
+        None
+    )
+    .status
+    .success());
+    // Names are shared between users and organizations; unknown members are refused.
+    assert!(!run(&["org", "add", "alice", "--owner", "alice"], None)
+        .status
+        .success());
+    assert!(!run(&["org", "member", "add", "acme", "nobody1"], None)
+        .status
+        .success());
+    assert!(!run(
+        &["org", "member", "add", "acme", "bobby", "--role", "owner"],
+        None
+    )
+    .status
+    .success());
+
+    let c = s.client();
+    let scope = "repository:acme/app:pull,push,delete";
+    let actions = |who: (&'static str, &'static str)| {
+        let c = c.clone();
+        async move { claims(&bearer(&c, Some(who), scope).await)["access"][0]["actions"].clone() }
+    };
+    assert_eq!(
+        actions((ALICE.0, ALICE.1)).await,
+        serde_json::json!(["pull", "push", "delete"])
+    );
+    assert_eq!(
+        actions((BOB.0, BOB.1)).await,
+        serde_json::json!(["pull", "push"])
+    );
+    assert_eq!(
+        actions(("carol1", "carol-password")).await,
+        serde_json::json!(["pull"])
+    );
+    let t = bearer(&c, Some((BOB.0, BOB.1)), scope).await;
+    assert_eq!(
+        push_blob_with(&c, &t, "acme/app", b"team layer")
+            .await
+            .status(),
+        201
+    );
+    // A private organization repository: members read it, others do not.
+    c.with_token(&t)
+        .push_image("acme/app", "v1", b"team layer")
+        .await;
+    assert!(run(&["repo", "private", "acme/app"], None).status.success());
+    let pull = "repository:acme/app:pull";
+    let carol = bearer(&c, Some(("carol1", "carol-password")), pull).await;
+    let r = c
+        .with_token(&carol)
+        .request("GET", "/v2/acme/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let anonymous = bearer(&c, None, pull).await;
+    let r = c
+        .with_token(&anonymous)
+        .request("GET", "/v2/acme/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 /// `berthd token create` for a user; returns the secret it prints.

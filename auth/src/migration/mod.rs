@@ -9,7 +9,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Users), Box::new(M0002Tokens)]
+        vec![
+            Box::new(M0001Users),
+            Box::new(M0002Tokens),
+            Box::new(M0003Organizations),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -72,6 +76,39 @@ impl MigrationTrait for M0002Tokens {
                 .name("idx_personal_access_tokens_user_name")
                 .table("personal_access_tokens")
                 .col("user_name")
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+struct M0003Organizations;
+
+impl MigrationName for M0003Organizations {
+    fn name(&self) -> &str {
+        "m0003_organizations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Organizations {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("organizations")
+                .col(big_pk_auto("id"))
+                .col(text_uniq("name"))
+                .col(big_integer("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("organization_members")
+                .col(text("org_name"))
+                .col(text("user_name"))
+                .col(text("role"))
+                .primary_key(Index::create().col("org_name").col("user_name"))
                 .to_owned(),
         )
         .await

@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use berth_auth::{access, pat, users, AuthError, Scope};
+use berth_auth::{access, orgs, pat, users, AuthError, Scope};
 use serde_json::json;
 
 use crate::authz::AuthState;
@@ -167,7 +167,13 @@ async fn issue(
                 .unwrap_or(state.storage.private_by_default()),
             _ => false,
         };
-        let Some(mut access) = access::grant(user.as_ref(), &scope, private) else {
+        let org_role = match (user.as_ref(), access::namespace(&scope.name)) {
+            (Some(u), Some(ns)) if scope.kind == "repository" => orgs::role(&auth.db, ns, &u.name)
+                .await
+                .map_err(login_error)?,
+            _ => None,
+        };
+        let Some(mut access) = access::grant(user.as_ref(), &scope, private, org_role) else {
             continue;
         };
         if let Some(cap) = cap {

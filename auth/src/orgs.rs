@@ -1,0 +1,148 @@
+//! Organizations: shared namespaces (`acme/*`) whose members push with a role.
+
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::ActiveValue::Set;
+
+use crate::error::AuthError;
+use crate::users::{self, validate_username};
+
+pub mod org {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "organizations")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub name: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod member {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "organization_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub org_name: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_name: String,
+        pub role: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A member's rights in the organization's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub enum Role {
+    /// Pull, private repositories included.
+    Read,
+    /// Also push.
+    Write,
+    /// Also delete.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Result<Role, AuthError> {
+        match s {
+            "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
+            "admin" => Ok(Role::Admin),
+            other => Err(AuthError::ScopeInvalid(format!(
+                "role {other} (expected read, write or admin)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Creates an organization with `owner` as its first admin. Its name shares the user
+/// namespace space: no user and no organization may have the same name.
+pub async fn add(db: &DatabaseConnection, name: &str, owner: &str) -> Result<(), AuthError> {
+    validate_username(name)?;
+    if users::get(db, name).await?.is_some() || exists(db, name).await? {
+        return Err(AuthError::UserExists(name.to_owned()));
+    }
+    if users::get(db, owner).await?.is_none() {
+        return Err(AuthError::UserUnknown(owner.to_owned()));
+    }
+    org::Entity::insert(org::ActiveModel {
+        name: Set(name.to_owned()),
+        created_at: Set(chrono::Utc::now().timestamp_millis()),
+        ..Default::default()
+    })
+    .exec(db)
+    .await?;
+    set_member(db, name, owner, Role::Admin).await
+}
+
+pub async fn exists(db: &DatabaseConnection, name: &str) -> Result<bool, AuthError> {
+    Ok(org::Entity::find()
+        .filter(org::Column::Name.eq(name))
+        .count(db)
+        .await?
+        > 0)
+}
+
+/// Adds `user` to `org` with `role`, or changes their role.
+pub async fn set_member(
+    db: &DatabaseConnection,
+    org: &str,
+    user: &str,
+    role: Role,
+) -> Result<(), AuthError> {
+    if !exists(db, org).await? {
+        return Err(AuthError::UserUnknown(format!("organization {org}")));
+    }
+    if users::get(db, user).await?.is_none() {
+        return Err(AuthError::UserUnknown(user.to_owned()));
+    }
+    member::Entity::insert(member::ActiveModel {
+        org_name: Set(org.to_owned()),
+        user_name: Set(user.to_owned()),
+        role: Set(role.name().to_owned()),
+    })
+    .on_conflict(
+        OnConflict::columns([member::Column::OrgName, member::Column::UserName])
+            .update_column(member::Column::Role)
+            .to_owned(),
+    )
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+/// `user`'s role in the organization `namespace`, if it is one and they are a member.
+pub async fn role(
+    db: &DatabaseConnection,
+    namespace: &str,
+    user: &str,
+) -> Result<Option<Role>, AuthError> {
+    let found = member::Entity::find()
+        .filter(member::Column::OrgName.eq(namespace))
+        .filter(member::Column::UserName.eq(user))
+        .one(db)
+        .await?;
+    found.map(|m| Role::parse(&m.role)).transpose()
+}
