@@ -161,19 +161,20 @@ pub async fn revoke(db: &DatabaseConnection, user_name: &str, id: i64) -> Result
     Ok(())
 }
 
-/// The user and scope of a valid (known, unexpired) token given as a password.
+/// The user and scope of a valid (known, unexpired) token given as `user_name`'s
+/// password, or (`user_name` None) as an OAuth2 refresh token.
 pub async fn authenticate(
     db: &DatabaseConnection,
-    user_name: &str,
+    user_name: Option<&str>,
     secret: &str,
 ) -> Result<(User, TokenScope), AuthError> {
     // Looked up by hash: the database compares digests, never the secret itself.
-    let found = token::Entity::find()
-        .filter(token::Column::SecretHash.eq(hash(secret)))
-        .filter(token::Column::UserName.eq(user_name))
-        .one(db)
-        .await?
-        .ok_or(AuthError::BadCredentials)?;
+    let mut q = token::Entity::find().filter(token::Column::SecretHash.eq(hash(secret)));
+    if let Some(name) = user_name {
+        q = q.filter(token::Column::UserName.eq(name));
+    }
+    let found = q.one(db).await?.ok_or(AuthError::BadCredentials)?;
+    let user_name = found.user_name.as_str();
     if found.expires_at.is_some_and(|e| e <= now()) {
         return Err(AuthError::BadCredentials);
     }

@@ -548,6 +548,57 @@ async fn personal_access_tokens(s: Berthd) {
     assert_eq!(token(&c, Some(("alice", &ci)), scope).await.status(), 401);
     assert_eq!(token(&c, Some(("alice", &ro)), scope).await.status(), 200);
     assert!(!s.log().contains(&ci));
+
+    // `docker login` asks for an offline token: a revocable refresh token.
+    let r = c
+        .request(
+            "GET",
+            &format!("/auth/token?service=berth&offline_token=true&client_id=docker&scope={scope}"),
+        )
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let refresh = body["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    let exchange = |refresh: String| {
+        let c = c.clone();
+        async move {
+            c.request("POST", "/auth/token")
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "grant_type=refresh_token&refresh_token={refresh}&service=berth&client_id=docker&scope=repository%3Aalice%2Fpat%3Apull%2Cpush"
+                ))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = exchange(refresh.clone()).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["access"][0]["actions"],
+        serde_json::json!(["pull", "push"])
+    );
+    let out = run(&["token", "list", "alice"]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let login_line = listing
+        .lines()
+        .find(|l| l.contains("\tdocker login\t"))
+        .expect("listed");
+    assert!(run(&[
+        "token",
+        "revoke",
+        "alice",
+        login_line.split('\t').next().unwrap()
+    ])
+    .status
+    .success());
+    assert_eq!(exchange(refresh).await.status(), 401, "revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

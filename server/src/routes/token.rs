@@ -30,13 +30,41 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
         None => None,
     };
     let scopes = query_all(&req, "scope");
-    let issued = issue(&state, &req, credentials, &scopes).await?;
-    Ok(HttpResponse::Ok().json(json!({
+    let offline = query_one(&req, "offline_token").as_deref() == Some("true");
+    let login = match &credentials {
+        Some((user, password)) if offline && !password.starts_with(pat::PREFIX) => {
+            Some(user.clone())
+        }
+        _ => None,
+    };
+    let issued = issue(
+        &state,
+        &req,
+        credentials.map(Credentials::Password),
+        &scopes,
+    )
+    .await?;
+    let mut body = json!({
         "token": issued.0,
         "access_token": issued.0,
         "expires_in": issued.1,
         "issued_at": issued.2,
-    })))
+    });
+    if let Some(user) = login {
+        // `docker login` asks for an offline token and keeps it instead of the password:
+        // a revocable token (listed with `berthd token list`), valid 90 days.
+        let (_, secret) = pat::create(
+            &auth.db,
+            &user,
+            "docker login",
+            pat::TokenScope::ReadWriteDelete,
+            Some(90),
+        )
+        .await
+        .map_err(login_error)?;
+        body["refresh_token"] = json!(secret);
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[derive(serde::Deserialize)]
@@ -46,6 +74,15 @@ pub struct TokenForm {
     scope: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    refresh_token: Option<String>,
+}
+
+/// Who is asking for a token.
+enum Credentials {
+    /// A user name and a password or personal access token.
+    Password((String, String)),
+    /// An offline token from an earlier login.
+    Refresh(String),
 }
 
 pub async fn post(
@@ -55,18 +92,24 @@ pub async fn post(
 ) -> ApiResult<HttpResponse> {
     let auth = auth_of(&state)?;
     check_service(auth, form.service.clone())?;
-    if form.grant_type != "password" {
-        return Err(ApiError::bad_request(
-            "UNSUPPORTED",
-            format!("unsupported grant_type {:?}", form.grant_type),
-        ));
-    }
-    let credentials = match (&form.username, &form.password) {
-        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
-        _ => {
+    let credentials = match (
+        form.grant_type.as_str(),
+        &form.username,
+        &form.password,
+        &form.refresh_token,
+    ) {
+        ("password", Some(u), Some(p), _) => Credentials::Password((u.clone(), p.clone())),
+        ("refresh_token", _, _, Some(t)) => Credentials::Refresh(t.clone()),
+        ("password" | "refresh_token", ..) => {
             return Err(ApiError::bad_request(
                 "UNAUTHORIZED",
-                "username and password are required",
+                "username and password, or refresh_token, are required",
+            ))
+        }
+        (other, ..) => {
+            return Err(ApiError::bad_request(
+                "UNSUPPORTED",
+                format!("unsupported grant_type {other:?}"),
             ))
         }
     };
@@ -77,7 +120,7 @@ pub async fn post(
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    let issued = issue(&state, &req, credentials, &scopes).await?;
+    let issued = issue(&state, &req, Some(credentials), &scopes).await?;
     Ok(HttpResponse::Ok().json(json!({
         "access_token": issued.0,
         "expires_in": issued.1,
@@ -120,14 +163,29 @@ fn decode_basic(b64: &str) -> ApiResult<(String, String)> {
 async fn issue(
     state: &AppState,
     req: &HttpRequest,
-    credentials: Option<(String, String)>,
+    credentials: Option<Credentials>,
     scopes: &[String],
 ) -> ApiResult<(String, i64, String)> {
     let auth = auth_of(state)?;
     // A personal access token may stand in for the password; its scope caps the grant.
     let (user, cap) = match credentials {
         None => (None, None),
-        Some((name, password)) => {
+        Some(Credentials::Refresh(secret)) => {
+            let peer = req
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let keys = [format!("ip:{peer}")];
+            auth.limiter.check(&keys).map_err(login_error)?;
+            match pat::authenticate(&auth.db, None, &secret).await {
+                Ok((user, cap)) => (Some(user), Some(cap)),
+                Err(e) => {
+                    auth.limiter.failed(&keys);
+                    return Err(login_error(e));
+                }
+            }
+        }
+        Some(Credentials::Password((name, password))) => {
             let peer = req
                 .peer_addr()
                 .map(|a| a.ip().to_string())
@@ -135,7 +193,7 @@ async fn issue(
             let keys = [format!("user:{name}"), format!("ip:{peer}")];
             auth.limiter.check(&keys).map_err(login_error)?;
             let checked = if password.starts_with(pat::PREFIX) {
-                pat::authenticate(&auth.db, &name, &password)
+                pat::authenticate(&auth.db, Some(&name), &password)
                     .await
                     .map(|(user, scope)| (user, Some(scope)))
             } else {
