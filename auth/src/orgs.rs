@@ -146,3 +146,14 @@ pub async fn role(
         .await?;
     found.map(|m| Role::parse(&m.role)).transpose()
 }
+
+/// The organizations `user` belongs to (any role: all may pull their private repositories).
+pub async fn memberships(db: &DatabaseConnection, user: &str) -> Result<Vec<String>, AuthError> {
+    Ok(member::Entity::find()
+        .filter(member::Column::UserName.eq(user))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.org_name)
+        .collect())
+}

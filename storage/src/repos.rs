@@ -2,8 +2,8 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use crate::db::byte_order;
@@ -18,8 +18,9 @@ pub enum Viewer {
     Everything,
     /// Anonymous clients.
     Public,
-    /// A signed-in user: public repositories and their own namespace.
-    PublicAndNamespace(String),
+    /// A signed-in user: public repositories and those in these namespaces (their own
+    /// and their organizations').
+    PublicAndNamespaces(Vec<String>),
 }
 
 /// One page of a lexically ordered listing, and whether more follows.
@@ -70,12 +71,13 @@ impl Storage {
         match viewer {
             Viewer::Everything => {}
             Viewer::Public => q = q.filter(repository::Column::Private.eq(false)),
-            Viewer::PublicAndNamespace(ns) => {
-                q = q.filter(
-                    repository::Column::Private
-                        .eq(false)
-                        .or(repository::Column::Name.starts_with(format!("{ns}/"))),
-                )
+            Viewer::PublicAndNamespaces(namespaces) => {
+                // Namespaces are user and organization names: [a-z0-9] only, so no LIKE escapes.
+                let mut visible = Condition::any().add(repository::Column::Private.eq(false));
+                for ns in namespaces {
+                    visible = visible.add(repository::Column::Name.starts_with(format!("{ns}/")));
+                }
+                q = q.filter(visible)
             }
         }
         if let Some(last) = last {

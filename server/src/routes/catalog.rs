@@ -28,16 +28,24 @@ async fn viewer(state: &AppState, req: &HttpRequest) -> ApiResult<Viewer> {
     if claims.sub.is_empty() {
         return Ok(Viewer::Public);
     }
-    match berth_auth::users::get(&auth.db, &claims.sub).await {
-        Ok(Some(user)) if user.admin => Ok(Viewer::Everything),
-        Ok(_) => Ok(Viewer::PublicAndNamespace(claims.sub.clone())),
-        Err(e) => {
-            tracing::error!(error = %e, "looking up the catalog viewer");
-            Err(crate::error::ApiError::new(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                "internal error; see the server log",
-            ))
-        }
+    let user = berth_auth::users::get(&auth.db, &claims.sub)
+        .await
+        .map_err(internal)?;
+    if user.is_some_and(|u| u.admin) {
+        return Ok(Viewer::Everything);
     }
+    let mut namespaces = berth_auth::orgs::memberships(&auth.db, &claims.sub)
+        .await
+        .map_err(internal)?;
+    namespaces.push(claims.sub.clone());
+    Ok(Viewer::PublicAndNamespaces(namespaces))
+}
+
+fn internal(e: berth_auth::AuthError) -> crate::error::ApiError {
+    tracing::error!(error = %e, "looking up the catalog viewer");
+    crate::error::ApiError::new(
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "UNKNOWN",
+        "internal error; see the server log",
+    )
 }
