@@ -112,6 +112,15 @@ impl Berthd {
     /// Like [`Berthd::start`], with these users (`(name, password, admin)`) created
     /// first with `berthd user add` (which turns token authentication on).
     pub async fn start_with_users(db: Db, users: &[(&str, &str, bool)]) -> Option<Berthd> {
+        Berthd::start_configured(db, users, &[]).await
+    }
+
+    /// Like [`Berthd::start_with_users`], with extra environment (`BERTH_*` settings).
+    pub async fn start_configured(
+        db: Db,
+        users: &[(&str, &str, bool)],
+        env: &[(&str, &str)],
+    ) -> Option<Berthd> {
         let database_url = match db {
             Db::Sqlite => None,
             Db::Postgres => Some(fresh_postgres_database(&postgres_admin_url()?).await),
@@ -130,7 +139,7 @@ impl Berthd {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Some(Berthd::spawn(data_dir, database_url, Some(tmp), &[]))
+        Some(Berthd::spawn(data_dir, database_url, Some(tmp), env))
     }
 
     /// Starts `berthd serve` on `data_dir` with extra environment variables.

@@ -59,6 +59,8 @@ pub struct AuthConfig {
     pub token_ttl_secs: i64,
     /// Whether a repository created by its first push is private.
     pub private_by_default: bool,
+    /// Whether anyone may create an account (`POST /auth/signup`; the web UI's form).
+    pub signup: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +99,7 @@ pub struct AuthLayer {
     pub token_ttl_secs: Option<i64>,
     /// `public` or `private`.
     pub default_visibility: Option<String>,
+    pub signup: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -162,6 +165,10 @@ impl Layer {
                 external_url: get("BERTH_AUTH_EXTERNAL_URL"),
                 token_ttl_secs,
                 default_visibility: get("BERTH_AUTH_DEFAULT_VISIBILITY"),
+                signup: match get("BERTH_AUTH_SIGNUP") {
+                    Some(v) => Some(parse_bool("BERTH_AUTH_SIGNUP", &v)?),
+                    None => None,
+                },
             },
         })
     }
@@ -193,6 +200,7 @@ impl Layer {
                     .auth
                     .default_visibility
                     .or(self.auth.default_visibility),
+                signup: over.auth.signup.or(self.auth.signup),
             },
         }
     }
@@ -285,6 +293,7 @@ impl Config {
                     .map(|u| u.trim_end_matches('/').to_owned()),
                 token_ttl_secs: merged.auth.token_ttl_secs.unwrap_or(300),
                 private_by_default,
+                signup: merged.auth.signup.unwrap_or(false),
             },
         })
     }

@@ -20,6 +20,8 @@ pub struct AuthState {
     pub tokens: TokenService,
     pub limiter: LoginLimiter,
     pub external_url: Option<String>,
+    /// Whether anyone may create an account.
+    pub signup: bool,
 }
 
 /// One thing a request needs: `(type, name, action)`.

@@ -76,5 +76,6 @@ async fn open_auth(
         tokens,
         limiter: Default::default(),
         external_url: config.auth.external_url.clone(),
+        signup: config.auth.signup,
     })))
 }

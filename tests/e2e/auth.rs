@@ -602,6 +602,50 @@ async fn personal_access_tokens(s: Berthd) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signup_only_when_switched_on() {
+    let signup = |s: &Berthd, user: &str, password: &str| {
+        let c = s.client();
+        let body = format!("username={user}&password={password}");
+        async move {
+            c.request("POST", "/auth/signup")
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let off = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    let r = signup(&off, "newbie", "newbie-password").await;
+    assert_eq!(r.status(), 403, "off by default");
+    assert_eq!(error_code(r).await, "DENIED");
+    let on = Berthd::start_configured(Db::Sqlite, &[ALICE], &[("BERTH_AUTH_SIGNUP", "true")])
+        .await
+        .unwrap();
+    assert_eq!(signup(&on, "newbie", "newbie-password").await.status(), 201);
+    let t = bearer(
+        &on.client(),
+        Some(("newbie", "newbie-password")),
+        "repository:newbie/app:push",
+    )
+    .await;
+    assert_eq!(
+        claims(&t)["access"][0]["actions"],
+        serde_json::json!(["push"])
+    );
+    for (user, password) in [
+        ("newbie", "another-password"),
+        ("Bad_Name", "long-enough-pw"),
+        ("shorty", "short"),
+    ] {
+        let r = signup(&on, user, password).await;
+        assert_eq!(r.status(), 400, "{user}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_login_push_and_pull_by_namespace() {
     if !require_tool("docker") {
         return;

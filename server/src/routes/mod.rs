@@ -24,6 +24,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(token::post))
             .default_service(web::to(method_not_allowed)),
     )
+    .service(
+        web::resource("/auth/signup")
+            .route(web::post().to(token::signup))
+            .default_service(web::to(method_not_allowed)),
+    )
     .route("/v2/", web::get().to(base::check))
     .route("/v2", web::get().to(base::check))
     .route("/v2/_catalog", web::get().to(catalog::list))

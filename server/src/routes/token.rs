@@ -267,3 +267,43 @@ fn login_error(e: AuthError) -> ApiError {
         }
     }
 }
+
+#[derive(serde::Deserialize)]
+pub struct SignupForm {
+    username: String,
+    password: String,
+}
+
+/// `POST /auth/signup` (form: username, password): self sign-up, when `auth.signup` is on.
+pub async fn signup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<SignupForm>,
+) -> ApiResult<HttpResponse> {
+    let auth = auth_of(&state)?;
+    if !auth.signup {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            "sign-up is disabled on this registry",
+        ));
+    }
+    // Attempts count against the client address like failed logins: no account farming.
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let keys = [format!("signup:{peer}")];
+    auth.limiter.check(&keys).map_err(login_error)?;
+    auth.limiter.failed(&keys);
+    let SignupForm { username, password } = form.into_inner();
+    match users::add(&auth.db, &username, password, false).await {
+        Ok(user) => Ok(HttpResponse::Created().json(json!({ "username": user.name }))),
+        Err(
+            e @ (AuthError::UsernameInvalid(_)
+            | AuthError::PasswordTooShort
+            | AuthError::UserExists(_)),
+        ) => Err(ApiError::bad_request("DENIED", e.to_string())),
+        Err(e) => Err(login_error(e)),
+    }
+}
