@@ -30,7 +30,18 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// The token signing key for a data directory (generated on first use).
-pub fn load_keys(data_dir: &Path) -> Result<keys::SigningKeys, AuthError> {
-    keys::SigningKeys::load_or_create(&data_dir.join("token-signing-key.p8"))
+/// The token signing key: the configured file, or one generated on first use in the
+/// data directory.
+pub fn load_keys(
+    configured: Option<&Path>,
+    data_dir: &Path,
+) -> Result<keys::SigningKeys, AuthError> {
+    match configured {
+        Some(path) => {
+            let pkcs8 = std::fs::read(path)
+                .map_err(|e| AuthError::Key(format!("cannot read {}: {e}", path.display())))?;
+            keys::SigningKeys::from_pkcs8(&pkcs8)
+        }
+        None => keys::SigningKeys::load_or_create(&data_dir.join("token-signing-key.p8")),
+    }
 }

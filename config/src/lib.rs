@@ -61,6 +61,8 @@ pub struct AuthConfig {
     pub private_by_default: bool,
     /// Whether anyone may create an account (`POST /auth/signup`; the web UI's form).
     pub signup: bool,
+    /// The Ed25519 token-signing key (PKCS#8 DER); `None`: generated in the data dir.
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +102,7 @@ pub struct AuthLayer {
     /// `public` or `private`.
     pub default_visibility: Option<String>,
     pub signup: Option<bool>,
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -169,6 +172,7 @@ impl Layer {
                     Some(v) => Some(parse_bool("BERTH_AUTH_SIGNUP", &v)?),
                     None => None,
                 },
+                signing_key: get("BERTH_AUTH_SIGNING_KEY").map(PathBuf::from),
             },
         })
     }
@@ -201,6 +205,7 @@ impl Layer {
                     .default_visibility
                     .or(self.auth.default_visibility),
                 signup: over.auth.signup.or(self.auth.signup),
+                signing_key: over.auth.signing_key.or(self.auth.signing_key),
             },
         }
     }
@@ -294,6 +299,7 @@ impl Config {
                 token_ttl_secs: merged.auth.token_ttl_secs.unwrap_or(300),
                 private_by_default,
                 signup: merged.auth.signup.unwrap_or(false),
+                signing_key: merged.auth.signing_key,
             },
         })
     }

@@ -64,7 +64,7 @@ async fn open_auth(
         return Ok(None);
     }
     tracing::info!("token authentication on ({users} users)");
-    let keys = berth_auth::load_keys(&config.data_dir)?;
+    let keys = berth_auth::load_keys(config.auth.signing_key.as_deref(), &config.data_dir)?;
     let tokens = berth_auth::TokenService::new(
         keys,
         "berth".into(),
