@@ -310,6 +310,21 @@ async fn user_commands(s: Berthd) {
     assert!(!s.log().contains("whatever-password"));
 }
 
+/// The repositories `/v2/_catalog` lists for `who`.
+async fn catalog(c: &Client, who: Option<(&str, &str)>) -> Value {
+    let t = bearer(c, who, "registry:catalog:*").await;
+    let body: Value = c
+        .with_token(&t)
+        .request("GET", "/v2/_catalog")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["repositories"].clone()
+}
+
 async fn private_repositories(s: Berthd) {
     let c = s.client();
     let alice_creds = Some((ALICE.0, ALICE.1));
@@ -358,26 +373,13 @@ async fn private_repositories(s: Berthd) {
     assert_eq!(r.status(), 200, "the owner pulls");
 
     // The catalog shows each viewer only what they may pull.
-    let catalog = |who| {
-        let c = c.clone();
-        async move {
-            let t = bearer(&c, who, "registry:catalog:*").await;
-            let body: Value = c
-                .with_token(&t)
-                .request("GET", "/v2/_catalog")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["repositories"].clone()
-        }
-    };
-    assert_eq!(catalog(None).await, serde_json::json!(["alice/open"]));
-    assert_eq!(catalog(bob_creds).await, serde_json::json!(["alice/open"]));
+    assert_eq!(catalog(&c, None).await, serde_json::json!(["alice/open"]));
     assert_eq!(
-        catalog(alice_creds).await,
+        catalog(&c, bob_creds).await,
+        serde_json::json!(["alice/open"])
+    );
+    assert_eq!(
+        catalog(&c, alice_creds).await,
         serde_json::json!(["alice/open", "alice/secret"])
     );
 
@@ -484,6 +486,16 @@ async fn organizations(s: Berthd) {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // Members see the organization's private repository in the catalog; others do not.
+    let listed = |body: Value| body.as_array().unwrap().iter().any(|r| r == "acme/app");
+    assert!(listed(
+        catalog(&c, Some(("carol1", "carol-password"))).await
+    ));
+    assert!(!listed(catalog(&c, None).await));
+    assert!(
+        listed(catalog(&c, Some((ALICE.0, ALICE.1))).await),
+        "the owner (org admin) too"
+    );
 }
 
 /// `berthd token create` for a user; returns the secret it prints.

@@ -171,10 +171,7 @@ async fn issue(
     let (user, cap) = match credentials {
         None => (None, None),
         Some(Credentials::Refresh(secret)) => {
-            let peer = req
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
+            let peer = client_address(req);
             let keys = [format!("ip:{peer}")];
             auth.limiter.check(&keys).map_err(login_error)?;
             match pat::authenticate(&auth.db, None, &secret).await {
@@ -186,10 +183,7 @@ async fn issue(
             }
         }
         Some(Credentials::Password((name, password))) => {
-            let peer = req
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
+            let peer = client_address(req);
             let keys = [format!("user:{name}"), format!("ip:{peer}")];
             auth.limiter.check(&keys).map_err(login_error)?;
             let checked = if password.starts_with(pat::PREFIX) {
@@ -246,6 +240,13 @@ async fn issue(
     Ok((token.token, token.expires_in, token.issued_at.to_rfc3339()))
 }
 
+/// The client's address, for rate limits.
+fn client_address(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
 fn login_error(e: AuthError) -> ApiError {
     match e {
         AuthError::RateLimited { retry_after_secs } => ApiError::new(
@@ -289,10 +290,7 @@ pub async fn signup(
         ));
     }
     // Attempts count against the client address like failed logins: no account farming.
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    let peer = client_address(&req);
     let keys = [format!("signup:{peer}")];
     auth.limiter.check(&keys).map_err(login_error)?;
     auth.limiter.failed(&keys);
