@@ -561,11 +561,21 @@ async fn personal_access_tokens(s: Berthd) {
     assert_eq!(token(&c, Some(("alice", &ro)), scope).await.status(), 200);
     assert!(!s.log().contains(&ci));
 
-    // `docker login` asks for an offline token: a revocable refresh token.
+    // An ordinary token request never creates a refresh token…
+    let with_scope =
+        format!("/auth/token?service=berth&offline_token=true&client_id=docker&scope={scope}");
+    let r = c
+        .request("GET", &with_scope)
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.json::<Value>().await.unwrap()["refresh_token"].is_null());
+    // …a login (`docker login`: an offline token, no scope) gets a revocable one.
     let r = c
         .request(
             "GET",
-            &format!("/auth/token?service=berth&offline_token=true&client_id=docker&scope={scope}"),
+            "/auth/token?service=berth&offline_token=true&client_id=docker",
         )
         .basic_auth(ALICE.0, Some(ALICE.1))
         .send()

@@ -1,5 +1,6 @@
 //! The token endpoint of Docker's token authentication: `GET /auth/token` (Basic or
-//! anonymous) and `POST /auth/token` (OAuth2 password grant).
+//! anonymous) and `POST /auth/token` (OAuth2 password and refresh_token grants), plus
+//! self sign-up.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -30,9 +31,13 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
         None => None,
     };
     let scopes = query_all(&req, "scope");
+    // A login (`docker login`: an offline token, no scope) gets a refresh token; ordinary
+    // token requests never create one, whatever client sends `offline_token`.
     let offline = query_one(&req, "offline_token").as_deref() == Some("true");
     let login = match &credentials {
-        Some((user, password)) if offline && !password.starts_with(pat::PREFIX) => {
+        Some((user, password))
+            if offline && scopes.is_empty() && !password.starts_with(pat::PREFIX) =>
+        {
             Some(user.clone())
         }
         _ => None,
