@@ -363,6 +363,11 @@ impl Client {
         }
     }
 
+    /// Sends a request with no body and no extra headers.
+    pub async fn call(&self, method: &str, path: &str) -> reqwest::Response {
+        self.request(method, path).send().await.unwrap()
+    }
+
     /// Starts an upload; returns its Location path.
     pub async fn start_upload(&self, repo: &str) -> String {
         let r = self

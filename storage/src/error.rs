@@ -20,8 +20,6 @@ pub enum StorageError {
     UploadUnknown(String),
     #[error("upload is at offset {size}; a chunk must start there")]
     RangeInvalid { size: u64 },
-    #[error("invalid upload: {0}")]
-    UploadInvalid(String),
     #[error("manifest unknown to registry: {0}")]
     ManifestUnknown(String),
     #[error("invalid manifest: {0}")]

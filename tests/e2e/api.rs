@@ -28,33 +28,25 @@ crate::on_both_databases!(
 
 async fn version_check_and_unknown_routes(s: Berthd) {
     let c = s.client();
-    let r = c.request("GET", "/v2/").send().await.unwrap();
+    let r = c.call("GET", "/v2/").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["docker-distribution-api-version"],
         "registry/2.0"
     );
-    let r = c.request("GET", "/v2/nope").send().await.unwrap();
+    let r = c.call("GET", "/v2/nope").await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         r.headers()["docker-distribution-api-version"],
         "registry/2.0"
     );
     assert_eq!(error_code(r).await, "UNSUPPORTED");
-    let r = c.request("POST", "/v2/a/tags/list").send().await.unwrap();
+    let r = c.call("POST", "/v2/a/tags/list").await;
     assert_eq!(r.status(), 405);
-    let r = c
-        .request("GET", "/v2/Bad_Name/tags/list")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/Bad_Name/tags/list").await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "NAME_INVALID");
-    let r = c
-        .request("GET", "/v2/never/pushed/tags/list")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/never/pushed/tags/list").await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "NAME_UNKNOWN");
 }
@@ -82,33 +74,21 @@ async fn monolithic_uploads_and_blob_reads(s: Berthd) {
     // POST then PUT.
     let d2 = c.push_blob("ns/app", b"second blob").await;
     for (d, body) in [(&digest, &data[..]), (&d2, b"second blob")] {
-        let r = c
-            .request("HEAD", &format!("/v2/ns/app/blobs/{d}"))
-            .send()
-            .await
-            .unwrap();
+        let r = c.call("HEAD", &format!("/v2/ns/app/blobs/{d}")).await;
         assert_eq!(r.status(), 200);
         assert_eq!(
             r.headers()["content-length"],
             body.len().to_string().as_str()
         );
         assert_eq!(r.headers()["docker-content-digest"], d.as_str());
-        let r = c
-            .request("GET", &format!("/v2/ns/app/blobs/{d}"))
-            .send()
-            .await
-            .unwrap();
+        let r = c.call("GET", &format!("/v2/ns/app/blobs/{d}")).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["docker-content-digest"], d.as_str());
         assert_eq!(r.bytes().await.unwrap(), body);
     }
     // An empty blob is a blob too.
     let empty = c.push_blob("ns/app", b"").await;
-    let r = c
-        .request("GET", &format!("/v2/ns/app/blobs/{empty}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/ns/app/blobs/{empty}")).await;
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.unwrap().is_empty());
     // Missing digest on PUT.
@@ -117,11 +97,7 @@ async fn monolithic_uploads_and_blob_reads(s: Berthd) {
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     // Malformed digest in a URL.
-    let r = c
-        .request("GET", "/v2/ns/app/blobs/sha256:1234")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/ns/app/blobs/sha256:1234").await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 }
@@ -130,29 +106,19 @@ async fn blobs_are_visible_only_in_repositories_that_have_them(s: Berthd) {
     let c = s.client();
     let digest = c.push_blob("alice/private", b"secret layer").await;
     for repo in ["bob/app", "alice/other"] {
-        let r = c
-            .request("HEAD", &format!("/v2/{repo}/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap();
+        let r = c.call("HEAD", &format!("/v2/{repo}/blobs/{digest}")).await;
         assert_eq!(r.status(), 404);
-        let r = c
-            .request("GET", &format!("/v2/{repo}/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap();
+        let r = c.call("GET", &format!("/v2/{repo}/blobs/{digest}")).await;
         assert_eq!(r.status(), 404);
         assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
     }
     // Mounting without naming the source must not find it either.
     let r = c
-        .request(
+        .call(
             "POST",
             &format!("/v2/bob/app/blobs/uploads/?mount={digest}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
 }
 
@@ -176,7 +142,7 @@ async fn chunked_upload_in_order_and_out_of_order(s: Berthd) {
             assert_eq!(resp.status(), 416);
             assert_eq!(resp.headers()["range"], "0-249999");
             // Status: 204 with Range.
-            let st = c.request("GET", &loc).send().await.unwrap();
+            let st = c.call("GET", &loc).await;
             assert_eq!(st.status(), 204);
             assert_eq!(st.headers()["range"], "0-249999");
             assert!(st.headers().contains_key("docker-upload-uuid"));
@@ -214,13 +180,11 @@ async fn chunked_upload_in_order_and_out_of_order(s: Berthd) {
     assert_eq!(resp.status(), 201);
     assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
     let got = c
-        .request("GET", &format!("/v2/ns/chunked/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .call("GET", &format!("/v2/ns/chunked/blobs/{digest}"))
+        .await;
     assert_eq!(got.bytes().await.unwrap(), data);
     // The upload is gone once complete.
-    let st = c.request("GET", &loc).send().await.unwrap();
+    let st = c.call("GET", &loc).await;
     assert_eq!(st.status(), 404);
     assert_eq!(error_code(st).await, "BLOB_UPLOAD_UNKNOWN");
 }
@@ -241,17 +205,11 @@ async fn streamed_patch_without_content_range(s: Berthd) {
     assert_eq!(resp.status(), 202);
     assert_eq!(resp.headers()["range"], "0-1999999");
     let loc = resp.headers()["location"].to_str().unwrap().to_owned();
-    let resp = c
-        .request("PUT", &format!("{loc}?digest={digest}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.call("PUT", &format!("{loc}?digest={digest}")).await;
     assert_eq!(resp.status(), 201);
     let got = c
-        .request("GET", &format!("/v2/ns/streamed/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .call("GET", &format!("/v2/ns/streamed/blobs/{digest}"))
+        .await;
     assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
 }
 
@@ -267,14 +225,10 @@ async fn digest_mismatch_discards_the_upload(s: Berthd) {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
-    let st = c.request("GET", &loc).send().await.unwrap();
+    let st = c.call("GET", &loc).await;
     assert_eq!(st.status(), 404, "the bad upload is discarded");
     for d in [wrong, sha256(b"actual content")] {
-        let r = c
-            .request("HEAD", &format!("/v2/ns/bad/blobs/{d}"))
-            .send()
-            .await
-            .unwrap();
+        let r = c.call("HEAD", &format!("/v2/ns/bad/blobs/{d}")).await;
         assert_eq!(r.status(), 404, "no blob is created");
     }
     // Monolithic POST with a wrong digest: same.
@@ -319,31 +273,25 @@ async fn cancel_and_unknown_uploads(s: Berthd) {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let r = c.request("DELETE", &loc).send().await.unwrap();
+    let r = c.call("DELETE", &loc).await;
     assert_eq!(r.status(), 204);
     for method in ["GET", "PATCH", "PUT", "DELETE"] {
         let r = c
-            .request(method, &format!("{loc}?digest={}", sha256(b"partial")))
-            .send()
-            .await
-            .unwrap();
+            .call(method, &format!("{loc}?digest={}", sha256(b"partial")))
+            .await;
         assert_eq!(r.status(), 404, "{method} after cancel");
         assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
     }
     let r = c
-        .request("GET", "/v2/ns/cancel/blobs/uploads/no-such-id")
-        .send()
-        .await
-        .unwrap();
+        .call("GET", "/v2/ns/cancel/blobs/uploads/no-such-id")
+        .await;
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
     // An upload id is only valid in its own repository.
     let loc = c.start_upload("ns/one").await;
     let id = loc.rsplit('/').next().unwrap();
     let r = c
-        .request("GET", &format!("/v2/ns/two/blobs/uploads/{id}"))
-        .send()
-        .await
-        .unwrap();
+        .call("GET", &format!("/v2/ns/two/blobs/uploads/{id}"))
+        .await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         count_files(&s.data_dir.join("blobs/data")),
@@ -404,35 +352,27 @@ async fn cross_repository_mount(s: Berthd) {
     let c = s.client();
     let d = c.push_blob("src/repo", b"shared layer").await;
     let r = c
-        .request(
+        .call(
             "POST",
             &format!("/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
     assert_eq!(
         r.headers()["location"],
         format!("/v2/dst/repo/blobs/{d}").as_str()
     );
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
-    let r = c
-        .request("GET", &format!("/v2/dst/repo/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/dst/repo/blobs/{d}")).await;
     assert_eq!(r.bytes().await.unwrap(), &b"shared layer"[..]);
     // Not mountable: 202 and a usable upload session.
     let missing = sha256(b"not here");
     let r = c
-        .request(
+        .call(
             "POST",
             &format!("/v2/dst/repo/blobs/uploads/?mount={missing}&from=src/repo"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let r = c
@@ -450,38 +390,20 @@ async fn blob_delete(s: Berthd) {
     let c = s.client();
     let d = c.push_blob("del/a", b"to delete").await;
     let r = c
-        .request(
+        .call(
             "POST",
             &format!("/v2/del/b/blobs/uploads/?mount={d}&from=del/a"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
-    let r = c
-        .request("DELETE", &format!("/v2/del/a/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("DELETE", &format!("/v2/del/a/blobs/{d}")).await;
     assert_eq!(r.status(), 202);
-    let r = c
-        .request("HEAD", &format!("/v2/del/a/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("HEAD", &format!("/v2/del/a/blobs/{d}")).await;
     assert_eq!(r.status(), 404);
-    let r = c
-        .request("DELETE", &format!("/v2/del/a/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("DELETE", &format!("/v2/del/a/blobs/{d}")).await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
-    let r = c
-        .request("GET", &format!("/v2/del/b/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/del/b/blobs/{d}")).await;
     assert_eq!(r.status(), 200, "other repositories keep their link");
 }
 
@@ -490,19 +412,15 @@ async fn manifest_put_get_head_delete(s: Berthd) {
     let (manifest, digest) = c.push_image("img/app", "v1", b"layer one").await;
     for reference in ["v1", digest.as_str()] {
         let r = c
-            .request("GET", &format!("/v2/img/app/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
+            .call("GET", &format!("/v2/img/app/manifests/{reference}"))
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], OCI_MANIFEST);
         assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
         assert_eq!(r.bytes().await.unwrap(), manifest, "exact bytes come back");
         let r = c
-            .request("HEAD", &format!("/v2/img/app/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
+            .call("HEAD", &format!("/v2/img/app/manifests/{reference}"))
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(
             r.headers()["content-length"],
@@ -525,51 +443,31 @@ async fn manifest_put_get_head_delete(s: Berthd) {
         .push_manifest("img/app", "v2", OCI_MANIFEST, &manifest)
         .await;
     assert_eq!(r.status(), 201);
-    let r = c
-        .request("DELETE", "/v2/img/app/manifests/v2")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("DELETE", "/v2/img/app/manifests/v2").await;
     assert_eq!(r.status(), 202);
-    let r = c
-        .request("GET", "/v2/img/app/manifests/v2")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/img/app/manifests/v2").await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
-    let r = c
-        .request("GET", "/v2/img/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/img/app/manifests/v1").await;
     assert_eq!(r.status(), 200, "other tags stay");
     // Delete by digest removes the manifest and its tags.
     let r = c
-        .request("DELETE", &format!("/v2/img/app/manifests/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .call("DELETE", &format!("/v2/img/app/manifests/{digest}"))
+        .await;
     assert_eq!(r.status(), 202);
     for reference in ["v1", digest.as_str()] {
         let r = c
-            .request("GET", &format!("/v2/img/app/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
+            .call("GET", &format!("/v2/img/app/manifests/{reference}"))
+            .await;
         assert_eq!(r.status(), 404);
     }
     let r = c
-        .request("DELETE", &format!("/v2/img/app/manifests/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .call("DELETE", &format!("/v2/img/app/manifests/{digest}"))
+        .await;
     assert_eq!(r.status(), 404);
     let tags: Value = c
-        .request("GET", "/v2/img/app/tags/list")
-        .send()
+        .call("GET", "/v2/img/app/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -639,17 +537,11 @@ async fn manifest_validation_errors(s: Berthd) {
     assert_eq!(r.status(), 413);
     assert_eq!(error_code(r).await, "MANIFEST_INVALID");
     // Nothing was lost: the good manifest is still there, and no bad tag appeared.
-    let r = c
-        .request("GET", "/v2/val/app/manifests/ok")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/val/app/manifests/ok").await;
     assert_eq!(r.bytes().await.unwrap(), manifest);
     let tags: Value = c
-        .request("GET", "/v2/val/app/tags/list")
-        .send()
+        .call("GET", "/v2/val/app/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -673,11 +565,7 @@ async fn index_and_docker_media_types(s: Berthd) {
         .push_manifest("multi/app", "latest", OCI_INDEX, &index)
         .await;
     assert_eq!(r.status(), 201);
-    let r = c
-        .request("GET", "/v2/multi/app/manifests/latest")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/multi/app/manifests/latest").await;
     assert_eq!(r.headers()["content-type"], OCI_INDEX);
     assert_eq!(r.bytes().await.unwrap(), index);
     // An index naming a manifest the repository lacks.
@@ -715,10 +603,8 @@ async fn index_and_docker_media_types(s: Berthd) {
     assert_eq!(r.status(), 201);
     for (tag, ty) in [("m", docker_manifest_type), ("list", docker_list_type)] {
         let r = c
-            .request("HEAD", &format!("/v2/multi/docker/manifests/{tag}"))
-            .send()
-            .await
-            .unwrap();
+            .call("HEAD", &format!("/v2/multi/docker/manifests/{tag}"))
+            .await;
         assert_eq!(r.headers()["content-type"], ty);
     }
 }
@@ -746,10 +632,8 @@ async fn referrers_api(s: Berthd) {
         pushed.push((kind, d, m.len()));
     }
     let r = c
-        .request("GET", &format!("/v2/art/app/referrers/{subject_digest}"))
-        .send()
-        .await
-        .unwrap();
+        .call("GET", &format!("/v2/art/app/referrers/{subject_digest}"))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], OCI_INDEX);
     assert!(!r.headers().contains_key("oci-filters-applied"));
@@ -769,15 +653,13 @@ async fn referrers_api(s: Berthd) {
         assert_eq!(entry["annotations"]["org.example.kind"], *kind);
     }
     let r = c
-        .request(
+        .call(
             "GET",
             &format!(
                 "/v2/art/app/referrers/{subject_digest}?artifactType=application/vnd.example.sbom"
             ),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["manifests"].as_array().unwrap().len(), 1);
@@ -787,18 +669,12 @@ async fn referrers_api(s: Berthd) {
     );
     // Unknown subject: an empty list, not 404.
     let r = c
-        .request("GET", &format!("/v2/art/app/referrers/{}", sha256(b"none")))
-        .send()
-        .await
-        .unwrap();
+        .call("GET", &format!("/v2/art/app/referrers/{}", sha256(b"none")))
+        .await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["manifests"], json!([]));
-    let r = c
-        .request("GET", "/v2/art/app/referrers/sha256:nothex")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/art/app/referrers/sha256:nothex").await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     // Referrers pushed before their subject are accepted.
@@ -812,10 +688,8 @@ async fn referrers_api(s: Berthd) {
     let r = c.push_manifest("art/app", "early", OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), 201);
     let body: Value = c
-        .request("GET", &format!("/v2/art/app/referrers/{orphan_subject}"))
-        .send()
+        .call("GET", &format!("/v2/art/app/referrers/{orphan_subject}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -848,10 +722,8 @@ async fn several_tags_in_one_put(s: Berthd) {
     assert_eq!(applied, ["1.2.3", "1.2", "latest"]);
     for t in ["1.2.3", "1.2", "latest"] {
         let r = c
-            .request("HEAD", &format!("/v2/tags/multi/manifests/{t}"))
-            .send()
-            .await
-            .unwrap();
+            .call("HEAD", &format!("/v2/tags/multi/manifests/{t}"))
+            .await;
         assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
     }
     let r = c
@@ -865,11 +737,7 @@ async fn several_tags_in_one_put(s: Berthd) {
         .await
         .unwrap();
     assert_eq!(error_code(r).await, "TAG_INVALID");
-    let r = c
-        .request("HEAD", "/v2/tags/multi/manifests/ok")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("HEAD", "/v2/tags/multi/manifests/ok").await;
     assert_eq!(r.status(), 404, "a rejected PUT applies no tag");
 }
 
@@ -885,10 +753,8 @@ async fn tags_and_catalog_pagination(s: Berthd) {
         );
     }
     let all: Value = c
-        .request("GET", "/v2/page/app/tags/list")
-        .send()
+        .call("GET", "/v2/page/app/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -896,48 +762,28 @@ async fn tags_and_catalog_pagination(s: Berthd) {
         all,
         json!({"name": "page/app", "tags": ["C", "_e", "a", "b", "c", "d"]})
     );
-    let r = c
-        .request("GET", "/v2/page/app/tags/list?n=2")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/page/app/tags/list?n=2").await;
     assert_eq!(
         r.headers()["link"],
         "</v2/page/app/tags/list?n=2&last=_e>; rel=\"next\""
     );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["tags"], json!(["C", "_e"]));
-    let r = c
-        .request("GET", "/v2/page/app/tags/list?n=2&last=_e")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/page/app/tags/list?n=2&last=_e").await;
     assert!(r.headers().contains_key("link"));
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["a", "b"]));
-    let r = c
-        .request("GET", "/v2/page/app/tags/list?n=2&last=b")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/page/app/tags/list?n=2&last=b").await;
     assert!(!r.headers().contains_key("link"), "last page has no Link");
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["c", "d"]));
-    let r = c
-        .request("GET", "/v2/page/app/tags/list?n=0")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/page/app/tags/list?n=0").await;
     assert!(!r.headers().contains_key("link"));
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
-    let r = c
-        .request("GET", "/v2/page/app/tags/list?n=x")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/page/app/tags/list?n=x").await;
     assert_eq!(r.status(), 400);
     for repo in ["page/zeta", "page/alpha"] {
         c.push_image(repo, "t", b"l").await;
     }
-    let r = c.request("GET", "/v2/_catalog?n=2").send().await.unwrap();
+    let r = c.call("GET", "/v2/_catalog?n=2").await;
     assert_eq!(
         r.headers()["link"],
         "</v2/_catalog?n=2&last=page/app>; rel=\"next\""
@@ -946,11 +792,7 @@ async fn tags_and_catalog_pagination(s: Berthd) {
         r.json::<Value>().await.unwrap()["repositories"],
         json!(["page/alpha", "page/app"])
     );
-    let r = c
-        .request("GET", "/v2/_catalog?n=2&last=page/app")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/_catalog?n=2&last=page/app").await;
     assert_eq!(
         r.json::<Value>().await.unwrap()["repositories"],
         json!(["page/zeta"])
@@ -963,13 +805,11 @@ async fn sha512_and_digest_algorithm(s: Berthd) {
     let data = b"hashed with sha512".to_vec();
     let d512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&data)));
     let r = c
-        .request(
+        .call(
             "POST",
             "/v2/algo/app/blobs/uploads/?digest-algorithm=sha512",
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let r = c
@@ -979,18 +819,10 @@ async fn sha512_and_digest_algorithm(s: Berthd) {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let r = c
-        .request("PUT", &format!("{loc}?digest={d512}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("PUT", &format!("{loc}?digest={d512}")).await;
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["docker-content-digest"], d512.as_str());
-    let r = c
-        .request("GET", &format!("/v2/algo/app/blobs/{d512}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/algo/app/blobs/{d512}")).await;
     assert_eq!(r.bytes().await.unwrap(), data);
     // sha512 completion of an upload that announced nothing (hashed again at the end).
     let other = b"announced nothing".to_vec();
@@ -1004,10 +836,8 @@ async fn sha512_and_digest_algorithm(s: Berthd) {
         .unwrap();
     assert_eq!(r.status(), 201);
     let r = c
-        .request("POST", "/v2/algo/app/blobs/uploads/?digest-algorithm=md5")
-        .send()
-        .await
-        .unwrap();
+        .call("POST", "/v2/algo/app/blobs/uploads/?digest-algorithm=md5")
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "UNSUPPORTED");
     let r = c
@@ -1043,10 +873,8 @@ async fn concurrent_pushes_of_one_blob_store_one_copy(s: Berthd) {
     );
     for repo in ["race/r0", "race/r1"] {
         let r = c
-            .request("GET", &format!("/v2/{repo}/blobs/{}", digests[0]))
-            .send()
-            .await
-            .unwrap();
+            .call("GET", &format!("/v2/{repo}/blobs/{}", digests[0]))
+            .await;
         assert_eq!(sha256(&r.bytes().await.unwrap()), digests[0]);
     }
 }
@@ -1072,7 +900,7 @@ async fn resume_after_a_dropped_connection(s: Berthd) {
     // The server keeps what arrived; poll until the dropped request is processed.
     let mut received = 0;
     for _ in 0..50 {
-        let st = c.request("GET", &loc).send().await.unwrap();
+        let st = c.call("GET", &loc).await;
         assert_eq!(st.status(), 204);
         let range = st.headers()["range"].to_str().unwrap().to_owned();
         received = range.split('-').nth(1).unwrap().parse::<usize>().unwrap() + 1;
@@ -1085,10 +913,8 @@ async fn resume_after_a_dropped_connection(s: Berthd) {
     c.finish_upload(&loc, &data, received, &digest).await;
     let mut body = Vec::new();
     let r = c
-        .request("GET", &format!("/v2/resume/app/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .call("GET", &format!("/v2/resume/app/blobs/{digest}"))
+        .await;
     body.extend_from_slice(&r.bytes().await.unwrap());
     assert_eq!(body, data);
 }

@@ -64,7 +64,7 @@ async fn push_blob_with(c: &Client, token: &str, repo: &str, data: &[u8]) -> req
 async fn token_flow_and_namespace_rules(s: Berthd) {
     let c = s.client();
     // Every registry route challenges a request without a token.
-    let r = c.request("GET", "/v2/").send().await.unwrap();
+    let r = c.call("GET", "/v2/").await;
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert_eq!(
@@ -72,11 +72,7 @@ async fn token_flow_and_namespace_rules(s: Berthd) {
         format!("Bearer realm=\"{}/auth/token\",service=\"berth\"", s.url)
     );
     assert_eq!(error_code(r).await, "UNAUTHORIZED");
-    let r = c
-        .request("GET", "/v2/alice/app/tags/list")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/alice/app/tags/list").await;
     assert_eq!(r.status(), 401);
     assert!(r.headers()["www-authenticate"]
         .to_str()
@@ -315,10 +311,8 @@ async fn catalog(c: &Client, who: Option<(&str, &str)>) -> Value {
     let t = bearer(c, who, "registry:catalog:*").await;
     let body: Value = c
         .with_token(&t)
-        .request("GET", "/v2/_catalog")
-        .send()
+        .call("GET", "/v2/_catalog")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -359,17 +353,15 @@ async fn private_repositories(s: Berthd) {
             "/v2/alice/secret/manifests/v1",
             "/v2/alice/secret/tags/list",
         ] {
-            let r = c.with_token(&t).request("GET", path).send().await.unwrap();
+            let r = c.with_token(&t).call("GET", path).await;
             assert_eq!(r.status(), 401, "{path} for {who:?}");
         }
     }
     let t = bearer(&c, alice_creds, scope).await;
     let r = c
         .with_token(&t)
-        .request("GET", "/v2/alice/secret/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+        .call("GET", "/v2/alice/secret/manifests/v1")
+        .await;
     assert_eq!(r.status(), 200, "the owner pulls");
 
     // The catalog shows each viewer only what they may pull.
@@ -387,10 +379,8 @@ async fn private_repositories(s: Berthd) {
     let t = bearer(&c, None, scope).await;
     let r = c
         .with_token(&t)
-        .request("GET", "/v2/alice/secret/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+        .call("GET", "/v2/alice/secret/manifests/v1")
+        .await;
     assert_eq!(r.status(), 200, "public again");
     let out = run(&["repo", "private", "alice/never-pushed"]);
     assert!(!out.status.success());
@@ -473,18 +463,14 @@ async fn organizations(s: Berthd) {
     let carol = bearer(&c, Some(("carol1", "carol-password")), pull).await;
     let r = c
         .with_token(&carol)
-        .request("GET", "/v2/acme/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+        .call("GET", "/v2/acme/app/manifests/v1")
+        .await;
     assert_eq!(r.status(), 200);
     let anonymous = bearer(&c, None, pull).await;
     let r = c
         .with_token(&anonymous)
-        .request("GET", "/v2/acme/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+        .call("GET", "/v2/acme/app/manifests/v1")
+        .await;
     assert_eq!(r.status(), 401);
     // Members see the organization's private repository in the catalog; others do not.
     let listed = |body: Value| body.as_array().unwrap().iter().any(|r| r == "acme/app");

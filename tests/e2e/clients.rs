@@ -181,10 +181,8 @@ async fn multi_arch_index_pushed_and_pulled_by_docker_and_skopeo() {
     let m: Value = serde_json::from_slice(&amd64_manifest).unwrap();
     let config_digest = m["config"]["digest"].as_str().unwrap();
     let config = c
-        .request("GET", &format!("/v2/test/multi/blobs/{config_digest}"))
-        .send()
+        .call("GET", &format!("/v2/test/multi/blobs/{config_digest}"))
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
@@ -258,11 +256,7 @@ async fn multi_arch_index_pushed_and_pulled_by_docker_and_skopeo() {
         ])
         .arg(format!("dir:{dir}/multi"))
         .arg(format!("docker://{}/test/copied:1", s.addr)));
-    let r = c
-        .request("HEAD", "/v2/test/copied/manifests/1")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("HEAD", "/v2/test/copied/manifests/1").await;
     assert_eq!(
         r.headers()["docker-content-digest"],
         sha256(&index).as_str()
@@ -274,10 +268,8 @@ async fn multi_arch_index_pushed_and_pulled_by_docker_and_skopeo() {
             &arm_manifest
         });
         let r = c
-            .request("HEAD", &format!("/v2/test/copied/manifests/{d}"))
-            .send()
-            .await
-            .unwrap();
+            .call("HEAD", &format!("/v2/test/copied/manifests/{d}"))
+            .await;
         assert_eq!(r.status(), 200, "{child} manifest copied");
     }
 }

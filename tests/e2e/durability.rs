@@ -21,20 +21,12 @@ async fn restart_keeps_every_image(mut s: Berthd) {
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     let s2 = s.restart();
     let c = s2.client();
-    let r = c
-        .request("GET", "/v2/keep/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", "/v2/keep/app/manifests/v1").await;
     assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
     assert_eq!(r.bytes().await.unwrap(), manifest);
     let m: Value = serde_json::from_slice(&manifest).unwrap();
     let layer = m["layers"][0]["digest"].as_str().unwrap();
-    let r = c
-        .request("GET", &format!("/v2/keep/app/blobs/{layer}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/keep/app/blobs/{layer}")).await;
     assert_eq!(r.bytes().await.unwrap(), &b"layer that must survive"[..]);
 }
 
@@ -54,7 +46,7 @@ async fn kill_during_upload_then_resume(mut s: Berthd) {
     );
     let s2 = s.restart();
     let c = s2.client();
-    let st = c.request("GET", &loc).send().await.unwrap();
+    let st = c.call("GET", &loc).await;
     assert_eq!(
         st.status(),
         204,
@@ -70,10 +62,8 @@ async fn kill_during_upload_then_resume(mut s: Berthd) {
     // Resume from what the server reports, then complete: the digest must verify.
     c.finish_upload(&loc, &data, received, &digest).await;
     let r = c
-        .request("GET", &format!("/v2/crash/upload/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .call("GET", &format!("/v2/crash/upload/blobs/{digest}"))
+        .await;
     assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
 }
 
@@ -108,10 +98,8 @@ async fn kill_during_manifest_pushes_leaves_consistent_state(mut s: Berthd) {
     let s2 = s.restart();
     let c = s2.client();
     let tags: Value = c
-        .request("GET", "/v2/crash/manifests/tags/list")
-        .send()
+        .call("GET", "/v2/crash/manifests/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -120,13 +108,11 @@ async fn kill_during_manifest_pushes_leaves_consistent_state(mut s: Berthd) {
     // Every tag that exists resolves to a whole manifest whose digest matches.
     for t in tags {
         let r = c
-            .request(
+            .call(
                 "GET",
                 &format!("/v2/crash/manifests/manifests/{}", t.as_str().unwrap()),
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(r.status(), 200);
         let digest = r.headers()["docker-content-digest"]
             .to_str()
@@ -139,10 +125,8 @@ async fn kill_during_manifest_pushes_leaves_consistent_state(mut s: Berthd) {
     }
     for d in [config, layer] {
         let r = c
-            .request("GET", &format!("/v2/crash/manifests/blobs/{d}"))
-            .send()
-            .await
-            .unwrap();
+            .call("GET", &format!("/v2/crash/manifests/blobs/{d}"))
+            .await;
         assert_eq!(sha256(&r.bytes().await.unwrap()), d);
     }
     // And the server takes new pushes on the same data.

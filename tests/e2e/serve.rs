@@ -164,9 +164,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let s2 = s.restart();
     let r = s2
         .client()
-        .request("PUT", &format!("{loc}?digest={digest}"))
-        .send()
-        .await
-        .unwrap();
+        .call("PUT", &format!("{loc}?digest={digest}"))
+        .await;
     assert_eq!(r.status(), 201);
 }
