@@ -91,6 +91,105 @@ pub async fn fresh_postgres_database(admin_url: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// A free loopback port (bound, then released for the caller's server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// A real S3 protocol server (`s3s-fs`, installed by the README's test command) over
+/// a temporary directory, with one bucket; killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+    pub bucket: String,
+    /// The bucket's directory: one file per object.
+    pub dir: PathBuf,
+    _root: tempfile::TempDir,
+}
+
+pub const S3_ACCESS_KEY: &str = "berth-test-access";
+pub const S3_SECRET_KEY: &str = "berth-test-secret-key-0123456789";
+
+impl S3Server {
+    /// `None` outside CI when s3s-fs is not installed.
+    pub fn start() -> Option<S3Server> {
+        if !require_tool("s3s-fs") {
+            return None;
+        }
+        let root = tempfile::tempdir().expect("temp dir");
+        let bucket = "registry".to_owned();
+        let dir = root.path().join(&bucket);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket,
+            dir,
+            _root: root,
+        })
+    }
+
+    /// The settings that point `berthd` at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("BERTH_STORAGE_BACKEND", "s3".into()),
+            ("BERTH_STORAGE_BUCKET", self.bucket.clone()),
+            ("BERTH_STORAGE_ENDPOINT", self.endpoint.clone()),
+            ("BERTH_STORAGE_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
+        ]
+    }
+
+    /// Files the bucket holds (objects; s3s-fs keeps in-progress multipart parts elsewhere).
+    pub fn object_count(&self) -> usize {
+        fn walk(dir: &Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .map_while(Result::ok)
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() {
+                            walk(&p)
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        walk(&self.dir)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A running `berthd serve`.
 pub struct Berthd {
     child: Option<Child>,
@@ -132,7 +231,13 @@ impl Berthd {
             if *admin {
                 args.push("--admin");
             }
-            let out = berthd_command(&data_dir, database_url.as_deref(), &args, Some(password));
+            let out = berthd_command_with_env(
+                &data_dir,
+                database_url.as_deref(),
+                env,
+                &args,
+                Some(password),
+            );
             assert!(
                 out.status.success(),
                 "user add {name}: {}",
@@ -255,12 +360,24 @@ pub fn berthd_command(
     args: &[&str],
     stdin: Option<&str>,
 ) -> std::process::Output {
+    berthd_command_with_env(data_dir, database_url, &[], args, stdin)
+}
+
+/// [`berthd_command`] with extra environment (`BERTH_*` settings).
+pub fn berthd_command_with_env(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     use std::io::Write;
     let mut cmd = Command::new(workspace_bin("berthd"));
     cmd.args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("BERTH_DATABASE_URL")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -14,6 +14,7 @@ have psql || need+=(postgresql-client)
 have skopeo || need+=(skopeo)
 have umoci || need+=(umoci)
 [ -x /bin/busybox ] || need+=(busybox-static)
+have openssl || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "installing: ${need[*]}"
@@ -23,6 +24,12 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing packages: ${need[*]} (install them with apt-get as root)" >&2
     [ "${CI:-}" = "" ] || exit 1
   fi
+fi
+
+# --- S3: s3s-fs, a real S3 protocol server over a directory (tests start their own)
+if ! have s3s-fs; then
+  echo "installing s3s-fs (S3-compatible server for the cluster tests)"
+  cargo install --quiet s3s-fs@0.14.1 --features binary --locked
 fi
 
 # --- PostgreSQL: a private cluster on a loopback port, removed on exit ------

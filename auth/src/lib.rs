@@ -16,7 +16,7 @@ pub mod users;
 
 use std::path::Path;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 use sea_orm_migration::MigratorTrait;
 
 pub use error::AuthError;
@@ -24,17 +24,16 @@ pub use scope::{Access, Scope};
 pub use token::{Claims, TokenService};
 pub use users::User;
 
-/// Creates or updates the auth tables (their own migration history, beside storage's).
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), AuthError> {
-    migration::Migrator::up(db, None).await?;
-    Ok(())
+/// Creates or updates the auth tables (their own migration history, beside
+/// storage's), inside the caller's migration transaction.
+pub async fn migrate(txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    migration::Migrator::up(txn, None).await
 }
 
-/// The token signing key: the configured file, or one generated on first use in the
-/// data directory.
-pub fn load_keys(
+/// The token signing key: the configured file, or the one kept in the database.
+pub async fn load_keys(
     configured: Option<&Path>,
-    data_dir: &Path,
+    db: &DatabaseConnection,
 ) -> Result<keys::SigningKeys, AuthError> {
     match configured {
         Some(path) => {
@@ -42,6 +41,6 @@ pub fn load_keys(
                 .map_err(|e| AuthError::Key(format!("cannot read {}: {e}", path.display())))?;
             keys::SigningKeys::from_pkcs8(&pkcs8)
         }
-        None => keys::SigningKeys::load_or_create(&data_dir.join("token-signing-key.p8")),
+        None => keys::SigningKeys::load_or_create(db).await,
     }
 }

@@ -94,8 +94,7 @@ mod tests {
     use base64::Engine;
 
     fn service() -> TokenService {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = SigningKeys::load_or_create(&dir.path().join("k")).unwrap();
+        let keys = SigningKeys::from_pkcs8(&SigningKeys::generate().unwrap()).unwrap();
         TokenService::new(keys, "berth".into(), "registry".into(), 300)
     }
 

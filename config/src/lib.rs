@@ -13,6 +13,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
 pub const DEFAULT_DATA_DIR: &str = "./berth-data";
 /// The spec leaves the limit to registries; 4 MiB is what Docker Hub and Distribution use.
 pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Distribution purges abandoned uploads after a week; a day keeps less garbage and
+/// is still far longer than any real push.
+pub const DEFAULT_UPLOAD_EXPIRY_SECS: u64 = 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,8 +45,17 @@ pub struct Config {
     /// Database URL; `None` means SQLite inside `data_dir`.
     pub database_url: Option<String>,
     pub storage: StorageConfig,
+    /// Upload sessions untouched for this long are deleted with their data.
+    pub upload_expiry_secs: u64,
     pub limits: Limits,
     pub auth: AuthConfig,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +81,17 @@ pub struct AuthConfig {
 pub enum StorageConfig {
     /// Blobs under `<data_dir>/blobs` (or the given root).
     Filesystem { root: Option<PathBuf> },
+    /// An S3 bucket (AWS or any S3-compatible server); credentials come from the
+    /// standard `AWS_*` environment variables, never from the config file.
+    S3 {
+        bucket: String,
+        /// `None`: AWS itself. `http://` is allowed (a server on a private network).
+        endpoint: Option<String>,
+        region: String,
+        /// Answer blob GETs with a redirect to a pre-signed URL when the blob is a
+        /// single object, so the bytes do not pass through Berth.
+        redirect: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +105,8 @@ pub struct Limits {
 pub struct Layer {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
     #[serde(default)]
     pub database: DatabaseLayer,
     #[serde(default)]
@@ -116,6 +141,11 @@ pub struct DatabaseLayer {
 pub struct StorageLayer {
     pub backend: Option<String>,
     pub root: Option<PathBuf>,
+    pub bucket: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub redirect: Option<bool>,
+    pub upload_expiry_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -154,12 +184,24 @@ impl Layer {
         Ok(Layer {
             listen: get("BERTH_LISTEN"),
             data_dir: get("BERTH_DATA_DIR").map(PathBuf::from),
+            log_format: get("BERTH_LOG_FORMAT"),
             database: DatabaseLayer {
                 url: get("BERTH_DATABASE_URL"),
             },
             storage: StorageLayer {
                 backend: get("BERTH_STORAGE_BACKEND"),
                 root: get("BERTH_STORAGE_ROOT").map(PathBuf::from),
+                bucket: get("BERTH_STORAGE_BUCKET"),
+                endpoint: get("BERTH_STORAGE_ENDPOINT"),
+                region: get("BERTH_STORAGE_REGION"),
+                redirect: match get("BERTH_STORAGE_REDIRECT") {
+                    Some(v) => Some(parse_bool("BERTH_STORAGE_REDIRECT", &v)?),
+                    None => None,
+                },
+                upload_expiry_secs: match get("BERTH_STORAGE_UPLOAD_EXPIRY_SECS") {
+                    Some(v) => Some(parse_u64("BERTH_STORAGE_UPLOAD_EXPIRY_SECS", &v)?),
+                    None => None,
+                },
             },
             limits: LimitsLayer { max_manifest_bytes },
             auth: AuthLayer {
@@ -182,12 +224,21 @@ impl Layer {
         Layer {
             listen: over.listen.or(self.listen),
             data_dir: over.data_dir.or(self.data_dir),
+            log_format: over.log_format.or(self.log_format),
             database: DatabaseLayer {
                 url: over.database.url.or(self.database.url),
             },
             storage: StorageLayer {
                 backend: over.storage.backend.or(self.storage.backend),
                 root: over.storage.root.or(self.storage.root),
+                bucket: over.storage.bucket.or(self.storage.bucket),
+                endpoint: over.storage.endpoint.or(self.storage.endpoint),
+                region: over.storage.region.or(self.storage.region),
+                redirect: over.storage.redirect.or(self.storage.redirect),
+                upload_expiry_secs: over
+                    .storage
+                    .upload_expiry_secs
+                    .or(self.storage.upload_expiry_secs),
             },
             limits: LimitsLayer {
                 max_manifest_bytes: over
@@ -247,15 +298,26 @@ impl Config {
                     value: listen_text.clone(),
                     reason: format!("{e} (expected ADDR:PORT, e.g. 0.0.0.0:5000)"),
                 })?;
-        let storage = match merged.storage.backend.as_deref() {
-            None | Some("filesystem") => StorageConfig::Filesystem {
-                root: merged.storage.root,
-            },
+        let storage = storage_config(merged.storage.clone())?;
+        let upload_expiry_secs = merged
+            .storage
+            .upload_expiry_secs
+            .unwrap_or(DEFAULT_UPLOAD_EXPIRY_SECS);
+        if upload_expiry_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "storage.upload_expiry_secs",
+                value: "0".into(),
+                reason: "must be positive".into(),
+            });
+        }
+        let log_format = match merged.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
             Some(other) => {
                 return Err(ConfigError::Invalid {
-                    key: "storage.backend",
+                    key: "log_format",
                     value: other.to_owned(),
-                    reason: "supported backends: filesystem".into(),
+                    reason: "expected text or json".into(),
                 })
             }
         };
@@ -288,6 +350,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             database_url: merged.database.url,
             storage,
+            upload_expiry_secs,
             limits: Limits { max_manifest_bytes },
             auth: AuthConfig {
                 enabled: merged.auth.enabled,
@@ -301,6 +364,7 @@ impl Config {
                 signup: merged.auth.signup.unwrap_or(false),
                 signing_key: merged.auth.signing_key,
             },
+            log_format,
         })
     }
 
@@ -315,13 +379,67 @@ impl Config {
         }
     }
 
-    /// Where the filesystem backend keeps blobs.
-    pub fn blob_root(&self) -> PathBuf {
+    /// Where the filesystem backend keeps blobs (`None` for S3).
+    pub fn blob_root(&self) -> Option<PathBuf> {
         match &self.storage {
             StorageConfig::Filesystem { root } => {
-                root.clone().unwrap_or_else(|| self.data_dir.join("blobs"))
+                Some(root.clone().unwrap_or_else(|| self.data_dir.join("blobs")))
             }
+            StorageConfig::S3 { .. } => None,
         }
+    }
+}
+
+fn storage_config(layer: StorageLayer) -> Result<StorageConfig, ConfigError> {
+    let unused_for = |key: &'static str, set: bool, backend: &str| {
+        if set {
+            Err(ConfigError::Invalid {
+                key,
+                value: "(set)".into(),
+                reason: format!("not used by the {backend} backend"),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    match layer.backend.as_deref() {
+        None | Some("filesystem") => {
+            unused_for("storage.bucket", layer.bucket.is_some(), "filesystem")?;
+            unused_for("storage.endpoint", layer.endpoint.is_some(), "filesystem")?;
+            unused_for("storage.redirect", layer.redirect.is_some(), "filesystem")?;
+            Ok(StorageConfig::Filesystem { root: layer.root })
+        }
+        Some("s3") => {
+            unused_for("storage.root", layer.root.is_some(), "s3")?;
+            let bucket = layer
+                .bucket
+                .filter(|b| !b.is_empty())
+                .ok_or(ConfigError::Invalid {
+                    key: "storage.bucket",
+                    value: String::new(),
+                    reason: "the s3 backend needs a bucket".into(),
+                })?;
+            if let Some(endpoint) = &layer.endpoint {
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    return Err(ConfigError::Invalid {
+                        key: "storage.endpoint",
+                        value: endpoint.clone(),
+                        reason: "expected an http:// or https:// URL".into(),
+                    });
+                }
+            }
+            Ok(StorageConfig::S3 {
+                bucket,
+                endpoint: layer.endpoint.map(|e| e.trim_end_matches('/').to_owned()),
+                region: layer.region.unwrap_or_else(|| "us-east-1".into()),
+                redirect: layer.redirect.unwrap_or(false),
+            })
+        }
+        Some(other) => Err(ConfigError::Invalid {
+            key: "storage.backend",
+            value: other.to_owned(),
+            reason: "supported backends: filesystem, s3".into(),
+        }),
     }
 }
 
@@ -344,7 +462,62 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./berth-data"));
         assert_eq!(c.limits.max_manifest_bytes, 4 * 1024 * 1024);
         assert_eq!(c.database_url(), "sqlite://./berth-data/berth.db?mode=rwc");
-        assert_eq!(c.blob_root(), PathBuf::from("./berth-data/blobs"));
+        assert_eq!(c.blob_root(), Some(PathBuf::from("./berth-data/blobs")));
+        assert_eq!(c.upload_expiry_secs, DEFAULT_UPLOAD_EXPIRY_SECS);
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn s3_storage_takes_the_documented_keys_from_file_and_env() {
+        let file: Layer = toml::from_str(
+            "[database]\nurl = \"postgres://u:p@h:5432/berth\"\n[storage]\nbackend = \"s3\"\nbucket = \"registry\"\nendpoint = \"http://127.0.0.1:9000/\"\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(file.clone(), Layer::default(), Layer::default()).unwrap();
+        assert_eq!(
+            c.storage,
+            StorageConfig::S3 {
+                bucket: "registry".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: "eu-west-1".into(),
+                redirect: false,
+            }
+        );
+        assert_eq!(c.blob_root(), None);
+        assert_eq!(c.database_url(), "postgres://u:p@h:5432/berth");
+        let env = env(&[
+            ("BERTH_STORAGE_BUCKET", "other"),
+            ("BERTH_STORAGE_REDIRECT", "true"),
+            ("BERTH_STORAGE_UPLOAD_EXPIRY_SECS", "60"),
+            ("BERTH_LOG_FORMAT", "json"),
+        ]);
+        let c = Config::resolve(file, env, Layer::default()).unwrap();
+        assert!(matches!(
+            c.storage,
+            StorageConfig::S3 { ref bucket, redirect: true, .. } if bucket == "other"
+        ));
+        assert_eq!(c.upload_expiry_secs, 60);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn s3_without_a_bucket_or_with_filesystem_keys_is_refused() {
+        let resolve = |toml_text: &str| {
+            let file: Layer = toml::from_str(toml_text).unwrap();
+            Config::resolve(file, Layer::default(), Layer::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(resolve("[storage]\nbackend = \"s3\"\n").contains("storage.bucket"));
+        assert!(
+            resolve("[storage]\nbackend = \"s3\"\nbucket = \"b\"\nroot = \"/x\"\n")
+                .contains("storage.root")
+        );
+        assert!(resolve("[storage]\nbucket = \"b\"\n").contains("storage.bucket"));
+        assert!(
+            resolve("[storage]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"ftp://x\"\n")
+                .contains("storage.endpoint")
+        );
     }
 
     #[test]

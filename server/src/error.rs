@@ -95,6 +95,10 @@ impl From<StorageError> for ApiError {
             S::ManifestBlobUnknown { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
             S::Object(_) | S::Io(_) | S::Database(_) => {
                 tracing::error!(error = %e, "storage failure");
+                crate::observe::METRICS.backend_error(match e {
+                    S::Database(_) => "database",
+                    _ => "objects",
+                });
                 return ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "UNKNOWN",

@@ -2,7 +2,9 @@
 
 pub mod authz;
 pub mod error;
+pub mod health;
 pub mod http;
+pub mod observe;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use actix_web::middleware::{self, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
-use berth_config::Config;
+use berth_config::{Config, StorageConfig};
 use berth_storage::Storage;
 
 /// Shared by every request handler.
@@ -23,31 +25,74 @@ pub struct AppState {
 /// Opens storage and serves the registry on `config.listen` until SIGINT/SIGTERM,
 /// letting in-flight requests finish.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let storage = Storage::open(&config).await?;
+    let storage = open_storage(&config).await?;
     let auth = open_auth(&config, &storage).await?;
+    actix_web::rt::spawn(expire_uploads(storage.clone(), config.upload_expiry_secs));
     let state = web::Data::new(AppState { storage, auth });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(middleware::from_fn(authz::authorize))
             .wrap(DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")))
+            .wrap(middleware::from_fn(observe::observe))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
     .bind(config.listen)?;
     let addrs: Vec<SocketAddr> = server.addrs();
     tracing::info!(
-        "berthd listening on http://{} (data in {})",
+        "berthd listening on http://{} ({})",
         addrs
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(", http://"),
-        config.data_dir.display()
+        describe_storage(&config)
     );
     server.run().await?;
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// Storage with every component's tables in place (storage's and auth's).
+pub async fn open_storage(config: &Config) -> anyhow::Result<Storage> {
+    let storage = Storage::open(config).await?;
+    storage
+        .migrate(|txn| Box::pin(berth_auth::migrate(txn)))
+        .await?;
+    Ok(storage)
+}
+
+/// Where the data lives, for the start-up line (never the database URL: it may hold a
+/// password).
+fn describe_storage(config: &Config) -> String {
+    let database = match &config.database_url {
+        None => "SQLite",
+        Some(url) if url.starts_with("postgres") => "PostgreSQL",
+        Some(_) => "database from config",
+    };
+    match &config.storage {
+        StorageConfig::Filesystem { .. } => format!(
+            "{database}, blobs in {}; data in {}",
+            config.blob_root().expect("filesystem root").display(),
+            config.data_dir.display()
+        ),
+        StorageConfig::S3 { bucket, .. } => format!("{database}, blobs in S3 bucket {bucket}"),
+    }
+}
+
+/// Deletes abandoned uploads, forever, at a quarter of the expiry time (1 s to 5 min).
+async fn expire_uploads(storage: Storage, expiry_secs: u64) {
+    let period = std::time::Duration::from_secs((expiry_secs / 4).clamp(1, 300));
+    let mut ticker = actix_web::rt::time::interval(period);
+    loop {
+        ticker.tick().await;
+        match storage.expire_uploads(expiry_secs as i64 * 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("deleted {n} abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "expiring uploads failed; will retry"),
+        }
+    }
 }
 
 /// Token auth, when on: explicitly by config, or because users exist.
@@ -56,7 +101,6 @@ async fn open_auth(
     storage: &Storage,
 ) -> anyhow::Result<Option<Arc<authz::AuthState>>> {
     let db = storage.db().clone();
-    berth_auth::migrate(&db).await?;
     let users = berth_auth::users::count(&db).await?;
     let enabled = config.auth.enabled.unwrap_or(users > 0);
     if !enabled {
@@ -64,7 +108,7 @@ async fn open_auth(
         return Ok(None);
     }
     tracing::info!("token authentication on ({users} users)");
-    let keys = berth_auth::load_keys(config.auth.signing_key.as_deref(), &config.data_dir)?;
+    let keys = berth_auth::load_keys(config.auth.signing_key.as_deref(), &db).await?;
     let tokens = berth_auth::TokenService::new(
         keys,
         "berth".into(),

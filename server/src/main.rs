@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use berth_config::{Config, Layer};
+use berth_config::{Config, Layer, LogFormat};
 use clap::{Args, Parser, Subcommand};
 
 /// Berth: a self-hosted OCI container registry.
@@ -32,6 +32,11 @@ enum Command {
     /// Manage repositories (works while the server runs).
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Exit 0 if URL answers 200 (a container health check: the image has no curl).
+    Probe {
+        /// e.g. http://127.0.0.1:5000/readyz
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,8 +155,9 @@ enum UserCommand {
 /// Options shared by every command that opens the registry's data.
 #[derive(Args)]
 struct ConfigArgs {
-    /// TOML config file (keys: listen, data_dir, [database] url, [storage] backend/root,
-    /// [limits] max_manifest_bytes).
+    /// TOML config file (keys in the README: listen, data_dir, log_format, [database] url,
+    /// [storage] backend/root/bucket/endpoint/region/redirect/upload_expiry_secs,
+    /// [limits], [auth]).
     #[arg(long, value_name = "FILE", env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [env: BERTH_LISTEN] [default: 0.0.0.0:5000]
@@ -160,6 +166,9 @@ struct ConfigArgs {
     /// Directory for the SQLite database and blobs [env: BERTH_DATA_DIR] [default: ./berth-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Log format, text or json [env: BERTH_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 impl ConfigArgs {
@@ -172,6 +181,7 @@ impl ConfigArgs {
         let flags = Layer {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
+            log_format: self.log_format.clone(),
             ..Layer::default()
         };
         Config::resolve(file, env, flags)
@@ -179,8 +189,12 @@ impl ConfigArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    let format = match &cli.command {
+        Command::Serve(args) => args.resolve().map_or(LogFormat::Text, |c| c.log_format),
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
     let result = match cli.command {
         Command::Serve(args) => args
             .resolve()
@@ -190,6 +204,7 @@ fn main() -> std::process::ExitCode {
         Command::Repo(command) => actix_web::rt::System::new().block_on(repo_command(command)),
         Command::Token(command) => actix_web::rt::System::new().block_on(token_command(command)),
         Command::Org(command) => actix_web::rt::System::new().block_on(org_command(command)),
+        Command::Probe { url } => probe(&url),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -200,18 +215,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     // actix-http logs a client's malformed request (docker probes TLS before plain
     // HTTP) as an ERROR; it is not a server error.
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,actix_http::h1::dispatcher=off")
     });
     // Logs go to stderr: stdout is for command output (`berthd user list`).
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 async fn user_command(command: UserCommand) -> anyhow::Result<()> {
@@ -329,11 +348,8 @@ fn millis_to_rfc3339(ms: i64) -> String {
 
 /// The metadata database of a data dir, with the auth tables in place.
 async fn open_auth_db(args: &ConfigArgs) -> anyhow::Result<sea_orm::DatabaseConnection> {
-    let config = args.resolve()?;
-    std::fs::create_dir_all(&config.data_dir)?;
-    let db = berth_storage::db::connect(&config.database_url()).await?;
-    berth_auth::migrate(&db).await?;
-    Ok(db)
+    let storage = berth_server::open_storage(&args.resolve()?).await?;
+    Ok(storage.db().clone())
 }
 
 async fn repo_command(command: RepoCommand) -> anyhow::Result<()> {
@@ -341,11 +357,43 @@ async fn repo_command(command: RepoCommand) -> anyhow::Result<()> {
         RepoCommand::Private { name, config } => (name, true, config),
         RepoCommand::Public { name, config } => (name, false, config),
     };
-    let storage = berth_storage::Storage::open(&args.resolve()?).await?;
+    let storage = berth_server::open_storage(&args.resolve()?).await?;
     storage.set_private(name, private).await?;
     println!(
         "{name} is now {}",
         if private { "private" } else { "public" }
+    );
+    Ok(())
+}
+
+/// One plain-HTTP GET; fails unless the answer is 200.
+fn probe(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("probe needs an http:// URL"))?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}"))?;
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)?;
+    let status_line = String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    anyhow::ensure!(
+        status_line.split(' ').nth(1) == Some("200"),
+        "{url}: {status_line}"
     );
     Ok(())
 }

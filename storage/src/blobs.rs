@@ -58,6 +58,11 @@ impl Storage {
         Ok(info)
     }
 
+    /// Where a client may fetch the blob directly (S3 with redirects on), if anywhere.
+    pub async fn blob_redirect(&self, blob: &BlobInfo) -> Result<Option<String>> {
+        self.objects.presigned_url(&blob.segments).await
+    }
+
     /// Streams `range` of the blob (already resolved with [`Storage::blob`]).
     pub fn read_blob(&self, blob: &BlobInfo, range: Range<u64>) -> ByteStream {
         self.objects.read(&blob.segments, range)

@@ -41,12 +41,29 @@ pub struct Ticket {
     generation: u64,
 }
 
-#[derive(Default)]
 pub struct MetaCache {
     inner: Mutex<Inner>,
+    enabled: bool,
+}
+
+impl Default for MetaCache {
+    fn default() -> MetaCache {
+        MetaCache {
+            inner: Mutex::default(),
+            enabled: true,
+        }
+    }
 }
 
 impl MetaCache {
+    /// A cache that never holds anything: every lookup goes to the database.
+    pub fn disabled() -> MetaCache {
+        MetaCache {
+            enabled: false,
+            ..MetaCache::default()
+        }
+    }
+
     pub fn ticket(&self, repo: &str) -> Ticket {
         let inner = self.inner.lock().unwrap();
         Ticket {
@@ -124,6 +141,9 @@ impl MetaCache {
         bytes: usize,
         insert: impl FnOnce(&mut RepoEntries) -> bool,
     ) {
+        if !self.enabled {
+            return;
+        }
         let mut inner = self.inner.lock().unwrap();
         if inner.epoch != ticket.epoch {
             return;
@@ -175,6 +195,16 @@ mod tests {
         let other = cache.ticket("other");
         cache.put_tags("other", other, Arc::new(vec!["a".into()]));
         assert_eq!(cache.tags("other").unwrap().as_slice(), ["a".to_string()]);
+    }
+
+    #[test]
+    fn a_disabled_cache_holds_nothing() {
+        let cache = MetaCache::disabled();
+        let ticket = cache.ticket("r");
+        cache.put_manifest("r", ticket, "latest", manifest(b"m"));
+        cache.put_tags("r", ticket, Arc::new(vec!["a".into()]));
+        assert!(cache.manifest("r", "latest").is_none());
+        assert!(cache.tags("r").is_none());
     }
 
     #[test]

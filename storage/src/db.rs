@@ -8,10 +8,11 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::group_sync::GroupSync;
 
+use futures::future::BoxFuture;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -34,9 +35,41 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
-    let db = Database::connect(options).await?;
-    Migrator::up(&db, None).await?;
-    Ok(db)
+    Database::connect(options).await
+}
+
+/// Storage's own migrations (for [`migrate_exclusively`]).
+pub async fn migrate_storage(txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    Migrator::up(txn, None).await
+}
+
+/// Runs `migrate` in one transaction that only one process at a time can hold, so when
+/// several replicas start together one applies the migrations and the others wait,
+/// then find nothing left to do. PostgreSQL: a transaction-scoped advisory lock
+/// (DDL is transactional there, so a crash applies nothing). SQLite: an immediate
+/// transaction is already exclusive.
+pub async fn migrate_exclusively<F>(db: &DatabaseConnection, migrate: F) -> Result<(), DbErr>
+where
+    F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<(), DbErr>>,
+{
+    /// Any constant shared by every Berth process: "berth" in ASCII.
+    const MIGRATION_LOCK: i64 = 0x0062_6572_7468;
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [MIGRATION_LOCK.into()],
+        ))
+        .await?;
+    }
+    migrate(&txn).await?;
+    txn.commit().await
 }
 
 /// `ORDER BY` text in byte order on every backend (PostgreSQL would otherwise use

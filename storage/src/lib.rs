@@ -9,6 +9,7 @@ pub mod db;
 pub mod digest;
 pub mod entity;
 pub mod error;
+pub mod expiry;
 pub mod gc;
 pub mod group_sync;
 pub mod manifests;
@@ -20,8 +21,9 @@ pub mod uploads;
 
 use std::sync::Arc;
 
-use berth_config::Config;
-use sea_orm::DatabaseConnection;
+use berth_config::{Config, StorageConfig};
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Result, StorageError};
@@ -42,14 +44,34 @@ impl Storage {
     /// Opens (creating if needed) the database and blob store the config names, and
     /// brings the schema up to date.
     pub async fn open(config: &Config) -> Result<Storage> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let db = db::connect(&config.database_url()).await?;
-        let objects = Objects::local(&config.blob_root())?;
-        let sqlite_writer = db::SqliteWriter::for_url(&config.database_url());
+        let url = config.database_url();
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir)?;
+        }
+        let db = db::connect(&url).await?;
+        db::migrate_exclusively(&db, |txn| Box::pin(db::migrate_storage(txn))).await?;
+        let objects = match &config.storage {
+            StorageConfig::Filesystem { .. } => {
+                Objects::local(&config.blob_root().expect("filesystem storage has a root"))?
+            }
+            StorageConfig::S3 {
+                bucket,
+                endpoint,
+                region,
+                redirect,
+            } => Objects::s3(bucket, endpoint.as_deref(), region, *redirect)?,
+        };
+        let sqlite_writer = db::SqliteWriter::for_url(&url);
+        // Only a SQLite database has a single server process writing to it; replicas
+        // sharing PostgreSQL would each miss the others' writes.
+        let cache = match sqlite_writer {
+            Some(_) => cache::MetaCache::default(),
+            None => cache::MetaCache::disabled(),
+        };
         Ok(Storage {
             db,
             objects,
-            cache: Arc::default(),
+            cache: Arc::new(cache),
             sqlite_writer,
             max_manifest_bytes: config.limits.max_manifest_bytes,
             private_by_default: config.auth.private_by_default,
@@ -72,5 +94,20 @@ impl Storage {
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Runs another component's schema migrations the way storage's own run: one
+    /// process at a time (see [`db::migrate_exclusively`]).
+    pub async fn migrate<F>(&self, migrate: F) -> Result<()>
+    where
+        F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, std::result::Result<(), DbErr>>,
+    {
+        Ok(db::migrate_exclusively(&self.db, migrate).await?)
+    }
+
+    /// Whether the database and the object store both answer (for `/readyz`).
+    pub async fn check_ready(&self) -> Result<()> {
+        self.db.ping().await?;
+        self.objects.check().await
     }
 }

@@ -15,8 +15,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::signer::{Method, Signer};
 use object_store::{
     GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
 };
@@ -27,13 +29,18 @@ use crate::digest::Hasher;
 use crate::error::{Result, StorageError};
 use crate::group_sync::GroupSync;
 
-/// A body is stored as a series of objects, each made durable (fsync, or the S3
-/// upload's completion) while the next one is being received, so durability overlaps
-/// the transfer instead of following it. Sizes double from the first to the largest:
-/// a chunk of a few MiB waits only for a small last fsync, a large upload is made of
-/// large objects (few fsyncs).
+/// On local disk a body is stored as a series of objects, each fsynced while the next
+/// one is being received, so durability overlaps the transfer instead of following
+/// it. Sizes double from the first to the largest: a chunk of a few MiB waits only for
+/// a small last fsync, a large upload is made of large objects (few fsyncs).
 const FIRST_SEGMENT_SIZE: u64 = 4 * 1024 * 1024;
 const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+/// On S3 a multipart upload already overlaps storing with receiving, so a body is one
+/// object (which a redirect can point at), capped well below the 10,000 parts of
+/// [`PART_SIZE`] that S3 allows an object.
+const S3_SEGMENT_SIZE: u64 = 32 * 1024 * 1024 * 1024;
+/// How long a pre-signed blob URL stays valid (Distribution uses 20 minutes).
+const REDIRECT_TTL: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 /// Within a segment, data goes out in parts of this size (S3's minimum), at most
 /// `PARTS_IN_FLIGHT` at a time: an upload holds a few parts in memory, never a segment.
 const PART_SIZE: usize = 5 * 1024 * 1024;
@@ -66,6 +73,10 @@ pub struct Objects {
     /// Local disk only: small objects are written without their own fsyncs and made
     /// durable by a group flush (see [`Objects::local`]).
     small: Option<SmallWrites>,
+    /// Sizes of the first and of later objects a body is split into.
+    segment_sizes: (u64, u64),
+    /// S3 with redirects on: makes pre-signed GET URLs.
+    signer: Option<Arc<dyn Signer>>,
 }
 
 #[derive(Clone)]
@@ -75,9 +86,31 @@ struct SmallWrites {
 }
 
 impl Objects {
-    /// A store whose completed writes are durable by themselves (S3 and the like).
-    pub fn new(store: Arc<dyn ObjectStore>) -> Objects {
-        Objects { store, small: None }
+    /// An S3 bucket (credentials from the `AWS_*` environment variables). Every
+    /// completed write is durable by itself; a body becomes one object.
+    pub fn s3(
+        bucket: &str,
+        endpoint: Option<&str>,
+        region: &str,
+        redirect: bool,
+    ) -> Result<Objects> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(region);
+        if let Some(endpoint) = endpoint {
+            // A self-hosted S3 server: path-style URLs, plain HTTP allowed.
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(true);
+        }
+        let store = Arc::new(builder.build()?);
+        Ok(Objects {
+            signer: redirect.then(|| store.clone() as Arc<dyn Signer>),
+            store,
+            small: None,
+            segment_sizes: (S3_SEGMENT_SIZE, S3_SEGMENT_SIZE),
+        })
     }
 
     /// Local disk. A large object is fsynced (file and directory) as it completes,
@@ -102,7 +135,28 @@ impl Objects {
                 store: Arc::new(unsynced),
                 flush: Arc::new(GroupSync::new(flush)),
             }),
+            segment_sizes: (FIRST_SEGMENT_SIZE, SEGMENT_SIZE),
+            signer: None,
         })
+    }
+
+    /// A pre-signed URL a client can fetch the blob from directly: only with redirects
+    /// on and for a blob stored as one object.
+    pub async fn presigned_url(&self, segments: &[Segment]) -> Result<Option<String>> {
+        let (Some(signer), [segment]) = (&self.signer, segments) else {
+            return Ok(None);
+        };
+        let path = Path::from(segment.key.as_str());
+        let url = signer.signed_url(Method::GET, &path, REDIRECT_TTL).await?;
+        Ok(Some(url.to_string()))
+    }
+
+    /// Whether the backend answers: a lookup of a key that never exists.
+    pub async fn check(&self) -> Result<()> {
+        match self.store.head(&Path::from("readyz-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn new_key() -> String {
@@ -122,7 +176,7 @@ impl Objects {
         let mut completing: std::collections::VecDeque<tokio::task::JoinHandle<Result<()>>> =
             Default::default();
         let mut ended = false;
-        let mut limit = FIRST_SEGMENT_SIZE;
+        let (mut limit, max_size) = self.segment_sizes;
         while !ended {
             let mut segment = SegmentWriter::new(self.store.clone(), self.small.clone());
             while segment.size < limit {
@@ -154,7 +208,7 @@ impl Objects {
                 size: segment.size,
             });
             completing.push_back(tokio::spawn(segment.complete()));
-            limit = (limit * 2).min(SEGMENT_SIZE);
+            limit = (limit * 2).min(max_size);
         }
         for task in completing {
             if let Err(e) = join(task).await {

@@ -7,7 +7,7 @@ use std::process::Command;
 use berth_tests::*;
 use serde_json::{json, Value};
 
-fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -25,7 +25,7 @@ fn sh(script: &str) -> String {
 }
 
 /// A small runnable OCI image (busybox-static as /bin/sh) in an OCI layout at `dir:busybox`.
-fn umoci_busybox(dir: &Path) {
+pub(crate) fn umoci_busybox(dir: &Path) {
     let d = dir.display();
     sh(&format!(
         "cd {d}

@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod clients;
+mod cluster;
 mod durability;
 mod serve;
 

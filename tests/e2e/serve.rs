@@ -101,7 +101,7 @@ fn data_dir_used(
         .unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
-    line.split("(data in ")
+    line.split("; data in ")
         .nth(1)
         .unwrap_or_default()
         .trim_end()

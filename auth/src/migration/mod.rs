@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Users),
             Box::new(M0002Tokens),
             Box::new(M0003Organizations),
+            Box::new(M0004SigningKeys),
         ]
     }
 
@@ -109,6 +110,29 @@ impl MigrationTrait for M0003Organizations {
                 .col(text("user_name"))
                 .col(text("role"))
                 .primary_key(Index::create().col("org_name").col("user_name"))
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+struct M0004SigningKeys;
+
+impl MigrationName for M0004SigningKeys {
+    fn name(&self) -> &str {
+        "m0004_signing_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004SigningKeys {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("signing_keys")
+                .col(big_integer("id").primary_key())
+                .col(blob("pkcs8"))
+                .col(big_integer("created_at"))
                 .to_owned(),
         )
         .await

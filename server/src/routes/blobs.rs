@@ -4,6 +4,7 @@ use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use berth_storage::Digest;
+use futures::TryStreamExt;
 
 use crate::error::ApiResult;
 use crate::http::{byte_range, head_body, header, RepoName};
@@ -39,6 +40,13 @@ pub async fn get(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let blob = state.storage.blob(&name, &digest_of(&path)?).await?;
+    if let Some(url) = state.storage.blob_redirect(&blob).await? {
+        // The object store serves the bytes (and any Range) itself.
+        return Ok(HttpResponse::TemporaryRedirect()
+            .insert_header(("Location", url))
+            .insert_header(("Docker-Content-Digest", blob.digest.as_str()))
+            .finish());
+    }
     let range = byte_range(header(&req, "Range"), blob.size)?;
     let mut res = HttpResponse::build(if range.is_some() {
         StatusCode::PARTIAL_CONTENT
@@ -56,7 +64,14 @@ pub async fn get(
         }
         None => 0..blob.size,
     };
-    let body = state.storage.read_blob(&blob, range.clone());
+    let body = state
+        .storage
+        .read_blob(&blob, range.clone())
+        .inspect_err(|e| {
+            // Too late for an error response: the client sees the connection close.
+            tracing::error!(error = %e, "reading blob failed");
+            crate::observe::METRICS.backend_error("objects");
+        });
     Ok(res.body(SizedStream::new(range.end - range.start, body)))
 }
 
