@@ -11,6 +11,8 @@
 ARG BUILD_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 
 FROM ${BUILD_IMAGE} AS build
+# Lets `docker image prune --filter label=berth.stage=build` remove the build stage.
+LABEL berth.stage=build
 ARG PROFILE=release
 WORKDIR /src
 COPY . .

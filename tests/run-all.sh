@@ -33,23 +33,10 @@ if ! have s3s-fs; then
 fi
 
 # --- PostgreSQL: a private cluster on a loopback port, removed on exit ------
-pg_bin=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
-pg_dir=$(mktemp -d /tmp/berth-pg.XXXXXX)
-pg_port=${BERTH_TEST_PG_PORT:-54329}
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-  chown postgres "$pg_dir"
-  as_pg=(runuser -u postgres --)
-fi
-cleanup() {
-  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$pg_dir"
-}
-trap cleanup EXIT
-"${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust --no-sync >/dev/null
-"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
-  -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
-export BERTH_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+. tests/postgres.sh
+trap stop_postgres EXIT
+start_postgres "${BERTH_TEST_PG_PORT:-54329}"
+export BERTH_TEST_POSTGRES_URL="$PG_ADMIN_URL"
 
 # --- build and test ---------------------------------------------------------
 cargo build --workspace --bins

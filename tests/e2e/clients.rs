@@ -90,7 +90,7 @@ async fn skopeo_copies_an_oci_image_in_and_out_unchanged() {
     assert_eq!(inspect["Digest"], sha256(remote_manifest.as_bytes()));
 }
 
-fn docker_available() -> bool {
+pub(crate) fn docker_available() -> bool {
     if !require_tool("docker") {
         return false;
     }
@@ -103,7 +103,7 @@ fn docker_available() -> bool {
 }
 
 /// Builds a runnable image FROM scratch with busybox-static; returns its local tag.
-fn docker_build_busybox(tag: &str, marker: &str) {
+pub(crate) fn docker_build_busybox(tag: &str, marker: &str) {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::copy("/bin/busybox", ctx.path().join("busybox")).unwrap();
     std::fs::write(

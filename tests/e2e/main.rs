@@ -6,6 +6,7 @@ mod auth;
 mod clients;
 mod cluster;
 mod durability;
+mod image;
 mod serve;
 
 /// Runs each listed `async fn(Berthd)` once on SQLite and once on PostgreSQL,
