@@ -60,18 +60,21 @@ for port in 5201 5202 5210 5220; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
 done
 
+# regbench makes its random data file on first use: once, before clients run in parallel.
+python3 "$regbench" http://127.0.0.1:5201 --only mono --blob-size "$blob_size" >/dev/null
+
 # Runs CLIENTS regbench processes at once against $1; prints summed MB/s per figure.
 concurrent() {
   local url=$1 label=$2
   local running=()
   for i in $(seq "$clients"); do
-    python3 "$regbench" "$url" --only mono,download --blob-size "$blob_size" >"$work/$label-$i.txt" &
+    python3 "$regbench" "$url" --only mono,download --blob-size "$blob_size" >"$work/$label-$i.txt" 2>"$work/$label-$i.err" &
     running+=($!)
   done
   wait "${running[@]}"
-  awk -v l="$label" '/^(mono|download):/ { s[$1] += $2 } END { for (k in s) printf "%s_%s %.1f MB/s\n", l, substr(k, 1, length(k)-1), s[k] }' \
+  awk -v l="$label" '/^(blob_upload_monolithic|blob_download):/ { s[$1] += $2 } END { for (k in s) printf "%s_%s %.1f MB/s\n", l, substr(k, 1, length(k)-1), s[k] }' \
     "$work/$label"-*.txt | sort
-  python3 "$regbench" "$url" --only small,manifest-get | grep -E '^(small|manifest-get):' | sed "s/^/${label}_/"
+  python3 "$regbench" "$url" --only small,manifest-get | grep -E '^(small_blob_upload|manifest_get_by_tag):' | sed "s/^/${label}_/"
 }
 {
   concurrent http://127.0.0.1:5210 one

@@ -46,7 +46,7 @@ python3 "$regbench" "http://127.0.0.1:$peer_port" --server-pid $peer_pid "$@" | 
 
 # Download with curl against a static file server (nginx, sendfile) serving the same
 # bytes: regbench's random data file, pushed to Berth as one blob.
-data=$(ls /tmp/regbench-data/random-* 2>/dev/null | head -1 || true)
+data=$(ls -S /tmp/regbench-data/random-* 2>/dev/null | head -1 || true)  # the largest: the big blob
 if [ -n "$data" ]; then
   digest="sha256:$(sha256sum "$data" | cut -d' ' -f1)"
   curl -sf -X POST -T "$data" "http://127.0.0.1:$berth_port/v2/bench/curl/blobs/uploads?digest=$digest" >/dev/null

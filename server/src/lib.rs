@@ -15,6 +15,12 @@ use actix_web::{web, App, HttpServer};
 use berth_config::{Config, StorageConfig};
 use berth_storage::Storage;
 
+/// How much response body actix-web gathers before writing to the socket: two 512 KiB
+/// blob reads, so downloads go out in large writes. A power of two, so the buffer's
+/// growth (doubling) ends exactly at it and actix-web keeps the allocation between
+/// writes instead of allocating (and faulting in) a new one per chunk.
+const WRITE_BUFFER_SIZE: usize = 1024 * 1024;
+
 /// Shared by every request handler.
 pub struct AppState {
     pub storage: Storage,
@@ -38,6 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
+    .h1_write_buffer_size(WRITE_BUFFER_SIZE)
     .bind(config.listen)?;
     let addrs: Vec<SocketAddr> = server.addrs();
     tracing::info!(

@@ -35,6 +35,9 @@ use crate::group_sync::GroupSync;
 /// a small last fsync, a large upload is made of large objects (few fsyncs).
 const FIRST_SEGMENT_SIZE: u64 = 4 * 1024 * 1024;
 const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+/// A deferred write does not wait for flushes, so small first objects buy nothing:
+/// a chunk of up to this size is one object.
+const DEFERRED_FIRST_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
 /// On S3 a multipart upload already overlaps storing with receiving, so a body is one
 /// object (which a redirect can point at), capped well below the 10,000 parts of
 /// [`PART_SIZE`] that S3 allows an object.
@@ -50,6 +53,18 @@ const COMPLETIONS_IN_FLIGHT: usize = 2;
 const LOCAL_READ_SIZE: usize = 512 * 1024;
 
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// When the objects of a write reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before `write` returns (each object flushed while the next one arrives).
+    OnReturn,
+    /// By the next [`Objects::flush`]: for a chunk a client may resend, so the flush
+    /// runs while the next chunk arrives instead of delaying this one's answer.
+    /// Flushes start in the background as objects complete, so little is left for it.
+    /// Backends whose writes are durable by themselves (S3) ignore the difference.
+    Deferred,
+}
 
 /// One stored object holding a contiguous piece of a blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,9 +179,28 @@ impl Objects {
         format!("data/{}/{id}", &id[..2])
     }
 
-    /// Streams `body` into new objects, hashing it on the way. Every listed segment is
-    /// durable on return. A body error keeps what arrived before it (see [`Written`]).
-    pub async fn write<S, E>(&self, mut body: S, hasher: &mut Hasher) -> Result<Written>
+    /// Whether [`Durability::Deferred`] writes need a later [`Objects::flush`].
+    pub fn defers_durability(&self) -> bool {
+        self.small.is_some()
+    }
+
+    /// Makes every deferred write completed before this call durable.
+    pub async fn flush(&self) -> Result<()> {
+        match &self.small {
+            Some(small) => Ok(small.flush.sync().await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Streams `body` into new objects, hashing it on the way; the listed segments are
+    /// durable as `durability` says. A body error keeps what arrived before it (see
+    /// [`Written`]).
+    pub async fn write<S, E>(
+        &self,
+        mut body: S,
+        hasher: &mut Hasher,
+        durability: Durability,
+    ) -> Result<Written>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -176,9 +210,12 @@ impl Objects {
         let mut completing: std::collections::VecDeque<tokio::task::JoinHandle<Result<()>>> =
             Default::default();
         let mut ended = false;
-        let (mut limit, max_size) = self.segment_sizes;
+        let (mut limit, max_size) = match (durability, &self.small) {
+            (Durability::Deferred, Some(_)) => (DEFERRED_FIRST_SEGMENT_SIZE, SEGMENT_SIZE),
+            _ => self.segment_sizes,
+        };
         while !ended {
-            let mut segment = SegmentWriter::new(self.store.clone(), self.small.clone());
+            let mut segment = SegmentWriter::new(self, durability);
             while segment.size < limit {
                 match body.next().await {
                     Some(Ok(chunk)) => {
@@ -207,7 +244,9 @@ impl Objects {
                 key: segment.key.clone(),
                 size: segment.size,
             });
-            completing.push_back(tokio::spawn(segment.complete()));
+            // A full object is usually followed by more: flushing it in the background
+            // leaves less for the flush that must be waited for.
+            completing.push_back(tokio::spawn(segment.complete(!ended)));
             limit = (limit * 2).min(max_size);
         }
         for task in completing {
@@ -262,6 +301,7 @@ impl Objects {
 struct SegmentWriter {
     store: Arc<dyn ObjectStore>,
     small: Option<SmallWrites>,
+    deferred: bool,
     key: String,
     size: u64,
     buffer: BytesMut,
@@ -269,10 +309,16 @@ struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    fn new(store: Arc<dyn ObjectStore>, small: Option<SmallWrites>) -> SegmentWriter {
+    fn new(objects: &Objects, durability: Durability) -> SegmentWriter {
+        let deferred = durability == Durability::Deferred && objects.small.is_some();
         SegmentWriter {
-            store,
-            small,
+            // Deferred: even large objects go through the store that does not fsync.
+            store: match (&objects.small, deferred) {
+                (Some(small), true) => small.store.clone(),
+                _ => objects.store.clone(),
+            },
+            small: objects.small.clone(),
+            deferred,
             key: Objects::new_key(),
             size: 0,
             buffer: BytesMut::new(),
@@ -302,8 +348,9 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Makes the object durable (a single put when it stayed small).
-    async fn complete(self) -> Result<()> {
+    /// Completes the object (a single put when it stayed small) and makes it durable,
+    /// or, when deferred and `more_follows`, starts a background flush that will.
+    async fn complete(self, more_follows: bool) -> Result<()> {
         match self.multipart {
             Some(writer) => {
                 writer.finish().await?;
@@ -311,16 +358,22 @@ impl SegmentWriter {
             None => {
                 let path = Path::from(self.key.as_str());
                 let payload = self.buffer.freeze().into();
-                match self.small {
+                match &self.small {
                     Some(small) => {
                         small.store.put(&path, payload).await?;
-                        small.flush.sync().await?;
+                        if !self.deferred {
+                            small.flush.sync().await?;
+                        }
                     }
                     None => {
                         self.store.put(&path, payload).await?;
                     }
                 }
             }
+        }
+        if let (true, true, Some(small)) = (self.deferred, more_follows, self.small) {
+            // Errors surface at the awaited flush that follows.
+            tokio::spawn(async move { small.flush.sync().await });
         }
         Ok(())
     }
@@ -399,7 +452,10 @@ mod tests {
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         let mut h = Hasher::new(Algorithm::Sha256);
-        let w1 = objects.write(body(chunks), &mut h).await.unwrap();
+        let w1 = objects
+            .write(body(chunks), &mut h, Durability::OnReturn)
+            .await
+            .unwrap();
         let sizes: Vec<u64> = w1.segments.iter().map(|s| s.size).collect();
         let mib = 1024 * 1024;
         // Doubling from 4 MiB up to the 64 MiB cap, then the rest.
@@ -419,9 +475,14 @@ mod tests {
             big.len() as u64
         );
         let w2 = objects
-            .write(body(vec![Ok(Bytes::from_static(b"tail"))]), &mut h)
+            .write(
+                body(vec![Ok(Bytes::from_static(b"tail"))]),
+                &mut h,
+                Durability::Deferred,
+            )
             .await
             .unwrap();
+        objects.flush().await.unwrap();
         let segs: Vec<Segment> = w1.segments.into_iter().chain(w2.segments).collect();
         let mut all = big.clone();
         all.extend_from_slice(b"tail");
@@ -453,6 +514,7 @@ mod tests {
             .write(
                 body(vec![Ok(Bytes::from_static(b"abc")), Err("reset".into())]),
                 &mut h,
+                Durability::OnReturn,
             )
             .await
             .unwrap();
@@ -460,7 +522,10 @@ mod tests {
         assert_eq!(w.segments[0].size, 3);
         assert_eq!(w.interrupted.as_deref(), Some("reset"));
         assert_eq!(collect(objects.read(&w.segments, 0..3)).await, b"abc");
-        let empty = objects.write(body(vec![]), &mut h).await.unwrap();
+        let empty = objects
+            .write(body(vec![]), &mut h, Durability::Deferred)
+            .await
+            .unwrap();
         assert!(empty.segments.is_empty());
     }
 }

@@ -3,6 +3,15 @@
 //! An upload's state lives in its database row (size, chunk objects, saved hash
 //! state), so any replica can continue it. Each chunk becomes one object; the row's
 //! size doubles as a version so two writers can never both extend the same offset.
+//!
+//! On local disk a PATCH is answered once its bytes are written, before they are
+//! flushed: the flush runs while the next request on the upload arrives, and that
+//! request waits for it (a completing PUT flushes before the blob becomes visible, so
+//! a 201 still means durable). The row remembers how far the upload is durable, with
+//! the hash state at that point, and the boot it was written in: after a reboot the
+//! unflushed tail may be lost, so it is dropped and the client resumes from the
+//! reported offset. (Within one boot, even after `kill -9`, the kernel still holds the
+//! written bytes, and the next flush makes them durable.)
 
 use bytes::Bytes;
 use futures::Stream;
@@ -13,7 +22,7 @@ use crate::digest::{Algorithm, Digest, Hasher};
 use crate::entity::{now_millis, upload};
 use crate::error::{Result, StorageError};
 use crate::names::validate_name;
-use crate::objects::Segment;
+use crate::objects::{Durability, Segment};
 use crate::Storage;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +53,9 @@ impl Storage {
             segments: Set("[]".to_owned()),
             created_at: Set(now),
             updated_at: Set(now),
+            synced_size: Set(None),
+            synced_hash_state: Set(None),
+            written_boot: Set(None),
         })
         .exec(&*txn)
         .await?;
@@ -74,7 +86,9 @@ impl Storage {
         E: std::fmt::Display,
     {
         let loaded = self.load_upload(repo, id).await?;
-        let (loaded, interrupted) = self.append_loaded(loaded, start, body).await?;
+        let (loaded, interrupted) = self
+            .append_loaded(loaded, start, body, Chunk::Intermediate)
+            .await?;
         match interrupted {
             Some(reason) => Err(StorageError::BodyIncomplete(reason)),
             None => Ok(UploadState {
@@ -100,7 +114,7 @@ impl Storage {
         E: std::fmt::Display,
     {
         let loaded = self.load_upload(repo, id).await?;
-        let (loaded, interrupted) = self.append_loaded(loaded, start, body).await?;
+        let (loaded, interrupted) = self.append_loaded(loaded, start, body, Chunk::Last).await?;
         if let Some(reason) = interrupted {
             return Err(StorageError::BodyIncomplete(reason));
         }
@@ -128,7 +142,10 @@ impl Storage {
     {
         validate_name(repo)?;
         let mut hasher = Hasher::new(digest.algorithm());
-        let written = self.objects.write(body, &mut hasher).await?;
+        let written = self
+            .objects
+            .write(body, &mut hasher, Durability::OnReturn)
+            .await?;
         let segments = written.segments;
         let actual = hasher.finish();
         if written.interrupted.is_some() || &actual != digest {
@@ -165,18 +182,87 @@ impl Storage {
         let algorithm = Algorithm::parse(&row.algorithm)?;
         let hasher = Hasher::restore(algorithm, &row.hash_state).ok_or_else(unknown)?;
         let segments = serde_json::from_str(&row.segments).map_err(|_| unknown())?;
-        Ok(Loaded {
+        let loaded = Loaded {
             row,
             segments,
+            hasher,
+        };
+        match loaded.row.written_boot.as_deref() {
+            Some(boot) if boot != boot_id() => self.drop_unflushed(loaded).await,
+            _ => Ok(loaded),
+        }
+    }
+
+    /// After a reboot: back to the last offset known durable (the tail may be lost).
+    async fn drop_unflushed(&self, loaded: Loaded) -> Result<Loaded> {
+        let unknown = || StorageError::UploadUnknown(loaded.row.id.clone());
+        let synced_size = loaded.row.synced_size.unwrap_or(0) as u64;
+        let algorithm = loaded.hasher.algorithm();
+        let hasher = match &loaded.row.synced_hash_state {
+            Some(state) => Hasher::restore(algorithm, state).ok_or_else(unknown)?,
+            None => Hasher::new(algorithm),
+        };
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        let mut offset = 0;
+        for segment in loaded.segments {
+            if offset + segment.size <= synced_size {
+                offset += segment.size;
+                kept.push(segment);
+            } else {
+                dropped.push(segment);
+            }
+        }
+        tracing::warn!(
+            upload = %loaded.row.id,
+            from = loaded.row.size,
+            to = offset,
+            "the machine restarted before this upload's last chunk was flushed; resuming from the last durable offset"
+        );
+        let mut row = loaded.row;
+        let txn = self.write().await?;
+        let updated = upload::Entity::update_many()
+            .col_expr(upload::Column::Size, Expr::value(offset as i64))
+            .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
+            .col_expr(upload::Column::Segments, Expr::value(segments_json(&kept)))
+            .col_expr(upload::Column::SyncedSize, Expr::value(None::<i64>))
+            .col_expr(
+                upload::Column::SyncedHashState,
+                Expr::value(None::<Vec<u8>>),
+            )
+            .col_expr(upload::Column::WrittenBoot, Expr::value(None::<String>))
+            .filter(upload::Column::Id.eq(row.id.as_str()))
+            .filter(upload::Column::Size.eq(row.size))
+            .exec(&*txn)
+            .await?;
+        txn.commit().await?;
+        if updated.rows_affected == 0 {
+            return Err(StorageError::RangeInvalid { size: offset });
+        }
+        self.objects.delete_all(&dropped).await?;
+        row.size = offset as i64;
+        row.hash_state = hasher.save();
+        row.synced_size = None;
+        row.synced_hash_state = None;
+        row.written_boot = None;
+        Ok(Loaded {
+            row,
+            segments: kept,
             hasher,
         })
     }
 
+    /// Writes `body` after what the upload holds, and waits for the flush of what the
+    /// previous request left unflushed. An intermediate chunk is recorded in the row.
+    /// The last chunk is recorded only if it broke off (to resume from); otherwise
+    /// the caller completes or discards the upload with the row as loaded, and the
+    /// returned segments include the new ones.
     async fn append_loaded<S, E>(
         &self,
         loaded: Loaded,
         start: Option<u64>,
         body: S,
+        chunk: Chunk,
     ) -> Result<(Loaded, Option<String>)>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -191,7 +277,23 @@ impl Storage {
         if start.is_some_and(|s| s != size) {
             return Err(StorageError::RangeInvalid { size });
         }
-        let written = self.objects.write(body, &mut hasher).await?;
+        let durable_before = hasher.save();
+        // What the previous request left unflushed is flushed while this body arrives.
+        let previous_flush = row.written_boot.is_some().then(|| {
+            let objects = self.objects.clone();
+            tokio::spawn(async move { objects.flush().await })
+        });
+        let durability = match chunk {
+            Chunk::Intermediate => Durability::Deferred,
+            Chunk::Last => Durability::OnReturn,
+        };
+        let written = self.objects.write(body, &mut hasher, durability).await;
+        if let Some(flush) = previous_flush {
+            flush
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        }
+        let written = written?;
         if written.segments.is_empty() {
             return Ok((
                 Loaded {
@@ -204,13 +306,43 @@ impl Storage {
         }
         let new_size = size + written.segments.iter().map(|s| s.size).sum::<u64>();
         segments.extend(written.segments.iter().cloned());
+        if chunk == Chunk::Last && written.interrupted.is_none() {
+            return Ok((
+                Loaded {
+                    row,
+                    segments,
+                    hasher,
+                },
+                None,
+            ));
+        }
+        // Everything up to `size` is durable now; past it only if this write was.
+        let tail_unflushed = durability == Durability::Deferred && self.objects.defers_durability();
+        let (synced_size, synced_hash_state, written_boot) = if tail_unflushed {
+            (
+                Some(size as i64),
+                Some(durable_before),
+                Some(boot_id().to_owned()),
+            )
+        } else {
+            (None, None, None)
+        };
         let txn = self.write().await?;
         let updated = upload::Entity::update_many()
             .col_expr(upload::Column::Size, Expr::value(new_size as i64))
             .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
             .col_expr(
                 upload::Column::Segments,
-                Expr::value(serde_json::to_string(&segments).expect("segments serialize")),
+                Expr::value(segments_json(&segments)),
+            )
+            .col_expr(upload::Column::SyncedSize, Expr::value(synced_size))
+            .col_expr(
+                upload::Column::SyncedHashState,
+                Expr::value(synced_hash_state.clone()),
+            )
+            .col_expr(
+                upload::Column::WrittenBoot,
+                Expr::value(written_boot.clone()),
             )
             .col_expr(upload::Column::UpdatedAt, Expr::value(now_millis()))
             .filter(upload::Column::Id.eq(row.id.as_str()))
@@ -224,6 +356,9 @@ impl Storage {
             return Err(StorageError::RangeInvalid { size });
         }
         row.size = new_size as i64;
+        row.synced_size = synced_size;
+        row.synced_hash_state = synced_hash_state;
+        row.written_boot = written_boot;
         Ok((
             Loaded {
                 row,
@@ -244,6 +379,29 @@ impl Storage {
         }
         Ok(hasher.finish())
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// A PATCH: the upload goes on.
+    Intermediate,
+    /// The body of the completing PUT.
+    Last,
+}
+
+fn segments_json(segments: &[Segment]) -> String {
+    serde_json::to_string(segments).expect("segments serialize")
+}
+
+/// This machine's boot (Linux's boot id): unflushed writes survive a process restart
+/// within it, not a reboot. Elsewhere, each process counts as a new boot.
+fn boot_id() -> &'static str {
+    static BOOT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
+    });
+    &BOOT
 }
 
 /// Deletes the upload row if it still has `size` bytes; `UploadUnknown` if another

@@ -339,7 +339,7 @@ async fn replicas_starting_together_migrate_once() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    assert_eq!(psql("SELECT count(*) FROM seaql_migrations"), "2");
+    assert_eq!(psql("SELECT count(*) FROM seaql_migrations"), "3");
     assert_eq!(psql("SELECT count(*) FROM berth_auth_migrations"), "4");
     assert_eq!(psql("SELECT count(*) FROM signing_keys"), "1");
     // They all serve, with one signing key: a token from one works on another.

@@ -137,3 +137,89 @@ async fn kill_during_manifest_pushes_leaves_consistent_state(mut s: Berthd) {
         201
     );
 }
+
+/// On local disk a PATCH is answered before its bytes are flushed (the next request on
+/// the upload flushes them). After a reboot, bytes never flushed may be lost: the
+/// upload goes back to the last offset known durable, and the client resumes there.
+/// The reboot is simulated by changing the boot id the upload was written in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_drops_only_the_unflushed_tail_of_an_upload() {
+    let Some(mut s) = Berthd::start(Db::Postgres).await else {
+        return;
+    };
+    let c = s.client();
+    let data: Vec<u8> = (0..15_000_000u32).map(|i| (i % 241) as u8).collect();
+    let mut location = c.start_upload("crash/reboot").await;
+    for range in [0..5_000_000, 5_000_000..10_000_000] {
+        let r = c
+            .request("PATCH", &location)
+            .header(
+                "Content-Range",
+                format!("{}-{}", range.start, range.end - 1),
+            )
+            .body(data[range].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        location = r.headers()["location"].to_str().unwrap().to_owned();
+    }
+    s.kill();
+    // The second PATCH flushed the first one's bytes; its own were not flushed yet.
+    let url = s.database_url.clone().unwrap();
+    let psql = |sql: &str| {
+        let out = std::process::Command::new("psql")
+            .args([url.as_str(), "-tAc", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        psql("SELECT size, synced_size FROM uploads"),
+        "10000000|5000000"
+    );
+    psql("UPDATE uploads SET written_boot = 'an-earlier-boot'");
+    let s2 = s.restart();
+    let c = s2.client();
+    let st = c.call("GET", &location).await;
+    assert_eq!(st.status(), 204);
+    assert_eq!(
+        st.headers()["range"],
+        "0-4999999",
+        "back to the durable offset"
+    );
+    let r = c
+        .request("PATCH", &location)
+        .header("Content-Range", "10000000-14999999")
+        .body(data[10_000_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416, "the client must resend from 5000000");
+    assert_eq!(r.headers()["range"], "0-4999999");
+    c.finish_upload(&location, &data, 5_000_000, &sha256(&data))
+        .await;
+    let r = c
+        .call("GET", &format!("/v2/crash/reboot/blobs/{}", sha256(&data)))
+        .await;
+    assert_eq!(r.bytes().await.unwrap(), data);
+    // Within one boot (a kill -9 only) nothing is dropped: the kernel kept the bytes.
+    let location = c.start_upload("crash/reboot").await;
+    let r = c
+        .request("PATCH", &location)
+        .body(data[..1_000_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut s2 = s2;
+    s2.kill();
+    let s3 = s2.restart();
+    let st = s3.client().call("GET", &location).await;
+    assert_eq!(st.headers()["range"], "0-999999");
+}

@@ -15,6 +15,12 @@ pub struct Model {
     pub segments: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Set when bytes past this offset may not be on disk yet (see `uploads`); `None`
+    /// when everything received is durable.
+    pub synced_size: Option<i64>,
+    pub synced_hash_state: Option<Vec<u8>>,
+    /// The boot id of the machine that wrote the bytes past `synced_size`.
+    pub written_boot: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_registry;
 mod m0002_visibility;
+mod m0003_upload_sync;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_registry::Migration),
             Box::new(m0002_visibility::Migration),
+            Box::new(m0003_upload_sync::Migration),
         ]
     }
 }
