@@ -136,13 +136,6 @@ impl std::ops::Deref for WriteTxn {
 }
 
 impl WriteTxn {
-    /// Commits without waiting for stable storage: for state a client recreates by
-    /// itself (a new upload, upload progress), where a power cut costs a retry, never
-    /// acknowledged data. Other processes see the commit at once.
-    pub async fn commit_visible(self) -> Result<(), DbErr> {
-        self.txn.commit().await
-    }
-
     /// Commits; returns once the commit is on stable storage.
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await?;
@@ -154,6 +147,18 @@ impl WriteTxn {
                 .map_err(|e| DbErr::Custom(format!("WAL sync: {e}"))),
             None => Ok(()),
         }
+    }
+}
+
+/// The turn to run one write statement on its own (autocommit, one round trip to the
+/// database instead of three): SQLite's in-process writer gate (see [`SqliteWriter`]),
+/// nothing on PostgreSQL. Its commit is visible at once and not waited for on stable
+/// storage: for state a client recreates by itself (a new upload, upload progress),
+/// where a power cut costs a retry, never acknowledged data.
+pub async fn write_turn(sqlite: &Option<SqliteWriter>) -> Option<OwnedMutexGuard<()>> {
+    match sqlite {
+        Some(w) => Some(w.gate.clone().lock_owned().await),
+        None => None,
     }
 }
 

@@ -83,6 +83,12 @@ impl Storage {
         Ok(db::begin_write(&self.db, &self.sqlite_writer).await?)
     }
 
+    /// Held while running one write statement without a transaction (see
+    /// [`db::write_turn`]).
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        db::write_turn(&self.sqlite_writer).await
+    }
+
     pub fn max_manifest_bytes(&self) -> u64 {
         self.max_manifest_bytes
     }

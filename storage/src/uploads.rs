@@ -43,7 +43,7 @@ impl Storage {
         validate_name(repo)?;
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_millis();
-        let txn = self.write().await?;
+        let _turn = self.write_turn().await;
         upload::Entity::insert(upload::ActiveModel {
             id: Set(id.clone()),
             repository: Set(repo.to_owned()),
@@ -57,9 +57,8 @@ impl Storage {
             synced_hash_state: Set(None),
             written_boot: Set(None),
         })
-        .exec(&*txn)
+        .exec(&self.db)
         .await?;
-        txn.commit_visible().await?;
         Ok(UploadState { id, size: 0 })
     }
 
@@ -327,7 +326,7 @@ impl Storage {
         } else {
             (None, None, None)
         };
-        let txn = self.write().await?;
+        let turn = self.write_turn().await;
         let updated = upload::Entity::update_many()
             .col_expr(upload::Column::Size, Expr::value(new_size as i64))
             .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
@@ -347,9 +346,9 @@ impl Storage {
             .col_expr(upload::Column::UpdatedAt, Expr::value(now_millis()))
             .filter(upload::Column::Id.eq(row.id.as_str()))
             .filter(upload::Column::Size.eq(row.size))
-            .exec(&*txn)
+            .exec(&self.db)
             .await?;
-        txn.commit_visible().await?;
+        drop(turn);
         if updated.rows_affected == 0 {
             // Another request extended or finished the upload meanwhile: ours loses.
             self.objects.delete_all(&written.segments).await?;
