@@ -24,7 +24,8 @@ RUN cargo build --locked --profile "$PROFILE" --bin berthd \
  && cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ \
  && echo 'berth:x:10001:10001:berth:/data:/berthd' > /rootfs/etc/passwd \
  && echo 'berth:x:10001:' > /rootfs/etc/group \
- && chown 10001:10001 /rootfs/data
+ && chown 10001:10001 /rootfs/data \
+ && rm -rf target   # gigabytes the layer need not keep
 
 FROM scratch
 COPY --from=build /rootfs/ /

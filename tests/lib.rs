@@ -226,24 +226,7 @@ impl Berthd {
         };
         let tmp = Arc::new(tempfile::tempdir().expect("temp dir"));
         let data_dir = tmp.path().join("data");
-        for (name, password, admin) in users {
-            let mut args = vec!["user", "add", name, "--password-stdin"];
-            if *admin {
-                args.push("--admin");
-            }
-            let out = berthd_command_with_env(
-                &data_dir,
-                database_url.as_deref(),
-                env,
-                &args,
-                Some(password),
-            );
-            assert!(
-                out.status.success(),
-                "user add {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        add_users(&data_dir, database_url.as_deref(), env, users);
         Some(Berthd::spawn(data_dir, database_url, Some(tmp), env))
     }
 
@@ -350,6 +333,27 @@ impl Drop for Berthd {
         if std::thread::panicking() {
             eprintln!("--- berthd log ({}) ---\n{}", self.url, self.log());
         }
+    }
+}
+
+/// Creates users (`(name, password, admin)`) with `berthd user add`.
+pub fn add_users(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    env: &[(&str, &str)],
+    users: &[(&str, &str, bool)],
+) {
+    for (name, password, admin) in users {
+        let mut args = vec!["user", "add", name, "--password-stdin"];
+        if *admin {
+            args.push("--admin");
+        }
+        let out = berthd_command_with_env(data_dir, database_url, env, &args, Some(password));
+        assert!(
+            out.status.success(),
+            "user add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -76,6 +76,7 @@ fn describe_storage(config: &Config) -> String {
     let database = match &config.database_url {
         None => "SQLite",
         Some(url) if url.starts_with("postgres") => "PostgreSQL",
+        Some(url) if url.starts_with("sqlite") => "SQLite",
         Some(_) => "database from config",
     };
     match &config.storage {

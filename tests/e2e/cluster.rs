@@ -35,24 +35,7 @@ impl Cluster {
         let env = cluster_env(&s3, extra);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let scratch = tempfile::tempdir().unwrap();
-        for (name, password, admin) in users {
-            let mut args = vec!["user", "add", name, "--password-stdin"];
-            if *admin {
-                args.push("--admin");
-            }
-            let out = berthd_command_with_env(
-                scratch.path(),
-                Some(&database_url),
-                &env,
-                &args,
-                Some(password),
-            );
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        add_users(scratch.path(), Some(&database_url), &env, users);
         let replica = || {
             let tmp = std::sync::Arc::new(tempfile::tempdir().unwrap());
             Berthd::spawn(

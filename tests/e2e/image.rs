@@ -110,3 +110,23 @@ async fn the_dockerfile_builds_an_image_docker_pushes_to() {
     let printed = logs(&name);
     assert!(printed.contains("data in /data"), "{printed}");
 }
+
+/// The compose file is valid for this machine's docker-compose (its images, MinIO,
+/// PostgreSQL and nginx, cannot be pulled here, so it is not started).
+#[test]
+fn the_compose_file_is_valid() {
+    if !require_tool("docker-compose") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let services = run(Command::new("docker-compose")
+        .arg("-f")
+        .arg(root.join("docker-compose.yml"))
+        .args(["config", "--services"]));
+    let mut services: Vec<&str> = services.lines().collect();
+    services.sort();
+    assert_eq!(
+        services,
+        ["berth-1", "berth-2", "bucket", "lb", "minio", "postgres"]
+    );
+}
