@@ -1,0 +1,350 @@
+//! A registry client for the distribution spec's calls, with Docker's token flow:
+//! on a `401` with a `Bearer` challenge, a token for the challenged scope is fetched
+//! from the realm (with Basic credentials when we have them) and the request retried;
+//! a `Basic` challenge is answered with the credentials directly.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use base64::Engine;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tokio_util::io::ReaderStream;
+
+use crate::image::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+
+pub struct Registry {
+    host: String,
+    base: String,
+    http: reqwest::Client,
+    credentials: Option<(String, String)>,
+    /// Tokens by scope, reused for the registry's later requests.
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl Registry {
+    /// `host` is reached over plain HTTP when it is on this machine (as docker treats
+    /// 127.0.0.0/8), else over HTTPS.
+    pub fn new(host: &str, credentials: Option<(String, String)>) -> anyhow::Result<Registry> {
+        let local =
+            host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+        let scheme = if local { "http" } else { "https" };
+        let api_host = if host == crate::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
+        Ok(Registry {
+            host: host.to_owned(),
+            base: format!("{scheme}://{api_host}"),
+            http: reqwest::Client::builder()
+                .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+                .build()?,
+            credentials,
+            tokens: Mutex::default(),
+        })
+    }
+
+    /// Sends a request built by `build` (called again for the retry after a challenge).
+    pub async fn send(
+        &self,
+        scope: &str,
+        build: impl Fn(&reqwest::Client, &str) -> anyhow::Result<RequestBuilder>,
+    ) -> anyhow::Result<Response> {
+        let token = self.tokens.lock().unwrap().get(scope).cloned();
+        let first = self.authorize(build(&self.http, &self.base)?, token.as_deref());
+        let res = first
+            .send()
+            .await
+            .map_err(|e| network_error(&self.host, e))?;
+        if res.status() != StatusCode::UNAUTHORIZED {
+            return self.anonymous_denied(res);
+        }
+        let challenge = res
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let auth = if challenge.to_ascii_lowercase().starts_with("bearer") {
+            let token = self.fetch_token(&challenge, scope).await?;
+            self.tokens
+                .lock()
+                .unwrap()
+                .insert(scope.to_owned(), token.clone());
+            format!("Bearer {token}")
+        } else {
+            let (user, password) = self.credentials.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} needs credentials: run `berth login {}`",
+                    self.host,
+                    self.host
+                )
+            })?;
+            basic(user, password)
+        };
+        let retried = build(&self.http, &self.base)?.header(AUTHORIZATION, auth);
+        let res = retried
+            .send()
+            .await
+            .map_err(|e| network_error(&self.host, e))?;
+        if res.status() == StatusCode::UNAUTHORIZED {
+            anyhow::bail!(
+                "{} refused the credentials{}",
+                self.host,
+                if self.credentials.is_some() {
+                    ""
+                } else {
+                    ": run `berth login` first"
+                }
+            );
+        }
+        self.anonymous_denied(res)
+    }
+
+    /// A refusal without credentials is a missing login.
+    fn anonymous_denied(&self, res: Response) -> anyhow::Result<Response> {
+        if res.status() == StatusCode::FORBIDDEN && self.credentials.is_none() {
+            anyhow::bail!(
+                "{} denied the request to an anonymous user: run `berth login {}`",
+                self.host,
+                self.host
+            );
+        }
+        Ok(res)
+    }
+
+    fn authorize(&self, req: RequestBuilder, token: Option<&str>) -> RequestBuilder {
+        match token {
+            Some(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    async fn fetch_token(&self, challenge: &str, scope: &str) -> anyhow::Result<String> {
+        let params = parse_challenge(challenge);
+        let realm = params
+            .get("realm")
+            .ok_or_else(|| anyhow::anyhow!("{}: bearer challenge without a realm", self.host))?;
+        let mut url = reqwest::Url::parse(realm)
+            .with_context(|| format!("{}: bad token realm {realm:?}", self.host))?;
+        if let Some(service) = params.get("service") {
+            url.query_pairs_mut().append_pair("service", service);
+        }
+        // Ask for what this client will do next (a HEAD is challenged for pull only,
+        // but the token is reused for the push that follows).
+        let scope = if scope.is_empty() {
+            params.get("scope").map(String::as_str).unwrap_or_default()
+        } else {
+            scope
+        };
+        for one in scope.split(' ').filter(|s| !s.is_empty()) {
+            url.query_pairs_mut().append_pair("scope", one);
+        }
+        let mut req = self.http.get(url);
+        if let Some((user, password)) = &self.credentials {
+            req = req.basic_auth(user, Some(password));
+        }
+        let res = req.send().await.map_err(|e| network_error(&self.host, e))?;
+        if res.status() == StatusCode::UNAUTHORIZED {
+            anyhow::bail!(
+                "{}: incorrect username or password (run `berth login {}`)",
+                self.host,
+                self.host
+            );
+        }
+        let body: serde_json::Value = check(res, "token request").await?.json().await?;
+        body["token"]
+            .as_str()
+            .or_else(|| body["access_token"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("{}: token response without a token", self.host))
+    }
+
+    /// Checks that the credentials work (`GET /v2/`, answering any challenge).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let res = self.send("", |c, b| Ok(c.get(format!("{b}/v2/")))).await?;
+        check(res, "GET /v2/").await.map(drop)
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> anyhow::Result<(String, Vec<u8>)> {
+        let accept = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", ");
+        let res = self
+            .send(&pull_scope(repo), |c, b| {
+                Ok(c.get(format!("{b}/v2/{repo}/manifests/{reference}"))
+                    .header(ACCEPT, accept.as_str()))
+            })
+            .await?;
+        if res.status() == StatusCode::NOT_FOUND {
+            anyhow::bail!(
+                "{}/{repo}:{reference} not found (no such image or tag)",
+                self.host
+            );
+        }
+        let res = check(res, "GET manifest").await?;
+        let media_type = header(res.headers(), CONTENT_TYPE.as_str());
+        Ok((media_type, res.bytes().await?.to_vec()))
+    }
+
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> anyhow::Result<Response> {
+        let res = self
+            .send(&pull_scope(repo), |c, b| {
+                Ok(c.get(format!("{b}/v2/{repo}/blobs/{digest}")))
+            })
+            .await?;
+        check(res, &format!("GET blob {digest}")).await
+    }
+
+    pub async fn has_blob(&self, repo: &str, digest: &str) -> anyhow::Result<bool> {
+        let res = self
+            .send(&push_scope(repo), |c, b| {
+                Ok(c.head(format!("{b}/v2/{repo}/blobs/{digest}")))
+            })
+            .await?;
+        Ok(res.status().is_success())
+    }
+
+    /// Uploads the blob in file `path`: POST, then PUT streaming the file.
+    pub async fn upload_blob(&self, repo: &str, digest: &str, path: &Path) -> anyhow::Result<()> {
+        let res = self
+            .send(&push_scope(repo), |c, b| {
+                Ok(c.post(format!("{b}/v2/{repo}/blobs/uploads/")))
+            })
+            .await?;
+        let res = check(res, "POST upload").await?;
+        let location = res
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| anyhow::anyhow!("{}: upload without a Location", self.host))?;
+        let mut url = reqwest::Url::parse(&self.absolute(location))?;
+        url.query_pairs_mut().append_pair("digest", digest);
+        let res = self
+            .send(&push_scope(repo), |c, _| {
+                let file = tokio::fs::File::from_std(std::fs::File::open(path)?);
+                let length = file_len(path)?;
+                Ok(c.request(Method::PUT, url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(reqwest::header::CONTENT_LENGTH, length)
+                    .body(reqwest::Body::wrap_stream(ReaderStream::new(file))))
+            })
+            .await?;
+        check(res, &format!("PUT blob {digest}")).await.map(drop)
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let res = self
+            .send(&push_scope(repo), |c, b| {
+                Ok(c.put(format!("{b}/v2/{repo}/manifests/{reference}"))
+                    .header(CONTENT_TYPE, media_type)
+                    .body(body.clone()))
+            })
+            .await?;
+        check(res, "PUT manifest").await.map(drop)
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}{location}", self.base)
+        }
+    }
+}
+
+fn file_len(path: &Path) -> std::io::Result<u64> {
+    Ok(std::fs::metadata(path)?.len())
+}
+
+fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn push_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    let raw = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `Bearer realm="…",service="…",scope="…"` → its parameters.
+fn parse_challenge(challenge: &str) -> HashMap<String, String> {
+    let params = challenge.split_once(' ').map_or("", |(_, p)| p);
+    let mut out = HashMap::new();
+    let mut rest = params;
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_owned();
+        let (value, tail) = match after.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        out.insert(key, value.to_owned());
+        rest = tail;
+    }
+    out
+}
+
+fn network_error(host: &str, e: reqwest::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot reach {host}: {e} (is the registry running, and the address right?)")
+}
+
+/// The response if it succeeded, else the registry's error message.
+async fn check(res: Response, what: &str) -> anyhow::Result<Response> {
+    if res.status().is_success() {
+        return Ok(res);
+    }
+    let status = res.status();
+    let body = res.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let e = &v["errors"][0];
+            Some(format!(
+                "{}: {}",
+                e["code"].as_str()?,
+                e["message"].as_str().unwrap_or_default()
+            ))
+        })
+        .unwrap_or(body);
+    Err(anyhow::anyhow!("{what} failed ({status}): {message}")).context("registry error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let p = parse_challenge(
+            r#"Bearer realm="http://127.0.0.1:5000/auth/token",service="berth",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p["realm"], "http://127.0.0.1:5000/auth/token");
+        assert_eq!(p["service"], "berth");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+    }
+}

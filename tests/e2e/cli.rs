@@ -1,0 +1,201 @@
+//! The `berth` command line against a real berthd (with accounts) and the Docker
+//! Engine: import a busybox root filesystem, log in, push, pull with docker and run
+//! it, pull with berth into an empty store (and again: nothing downloaded), list,
+//! inspect, history, tag, rm, prune, and the errors a user meets.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use berth_tests::*;
+use serde_json::Value;
+
+use crate::clients::docker_available;
+
+const ALICE: (&str, &str, bool) = ("alice", "alice-password", false);
+
+/// Runs `berth --home HOME args…` with `stdin`.
+fn berth(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(workspace_bin("berth"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("DOCKER_CONFIG", home.join("no-docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berth");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{input}\n").as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// stdout of a `berth` command that must succeed.
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = berth(home, args, None);
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr of a `berth` command that must fail.
+fn fails(home: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = berth(home, args, stdin);
+    assert!(!out.status.success(), "berth {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A root filesystem with busybox as /bin/sh and a marker file, as a tarball.
+fn busybox_rootfs(dir: &Path, marker: &str) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("marker"), marker).unwrap();
+    let tarball = dir.join("rootfs.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tarball
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_push_pull_and_inspect_images() {
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let marker = format!("imported-by-berth-{}", std::process::id());
+    let tarball = busybox_rootfs(tmp.path(), &marker);
+    let image = format!("{}/alice/bb:1", s.addr);
+
+    // Import, then the local views.
+    let id = ok(
+        &home,
+        &["image", "import", tarball.to_str().unwrap(), &image],
+    );
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let listed: Value =
+        serde_json::from_str(&ok(&home, &["image", "ls", "--format", "json"])).unwrap();
+    assert_eq!(listed[0]["Repository"], format!("{}/alice/bb", s.addr));
+    assert_eq!(listed[0]["Tag"], "1");
+    assert_eq!(listed[0]["ID"], id.trim());
+    let table = ok(&home, &["image", "ls", "--digests"]);
+    assert!(
+        table.contains("REPOSITORY") && table.contains("alice/bb"),
+        "{table}"
+    );
+    let inspect: Value = serde_json::from_str(&ok(&home, &["image", "inspect", &image])).unwrap();
+    assert_eq!(inspect[0]["Id"], id.trim());
+    assert_eq!(inspect[0]["Os"], "linux");
+    assert_eq!(inspect[0]["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    let history = ok(&home, &["image", "history", "--no-trunc", &image]);
+    assert!(history.contains("berth image import"), "{history}");
+
+    // Push needs a login; a wrong password is refused and not saved.
+    let err = fails(&home, &["image", "push", &image], None);
+    assert!(err.contains("berth login"), "{err}");
+    let err = fails(
+        &home,
+        &["login", &s.addr, "-u", "alice", "--password-stdin"],
+        Some("wrong-password"),
+    );
+    assert!(err.contains("incorrect username or password"), "{err}");
+    let out = berth(
+        &home,
+        &["login", &s.addr, "-u", "alice", "--password-stdin"],
+        Some(ALICE.1),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let pushed = ok(&home, &["image", "push", &image]);
+    let digest = pushed
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .expect("push prints the digest")
+        .to_owned();
+    let again = ok(&home, &["image", "push", &image]);
+    assert_eq!(again.matches("Layer already exists").count(), 2, "{again}");
+
+    // Pull into an empty store: same manifest; a second pull downloads nothing.
+    let home2 = tmp.path().join("home2");
+    let pulled = ok(&home2, &["image", "pull", &image]);
+    assert!(pulled.contains(&format!("Digest: {digest}")), "{pulled}");
+    let gets = |log: &str| log.matches("method=GET path=/v2/alice/bb/blobs/").count();
+    let before = gets(&s.log());
+    assert_eq!(before, 2, "config and layer downloaded once");
+    let pulled = ok(&home2, &["image", "pull", &image]);
+    assert_eq!(pulled.matches("Already exists").count(), 2, "{pulled}");
+    assert_eq!(gets(&s.log()), before, "nothing downloaded the second time");
+    let inspect2: Value = serde_json::from_str(&ok(&home2, &["image", "inspect", &image])).unwrap();
+    assert_eq!(inspect2[0]["Id"], id.trim());
+
+    // tag, rm, prune.
+    let other = format!("{}/alice/bb:other", s.addr);
+    ok(&home2, &["image", "tag", &image, &other]);
+    assert_eq!(ok(&home2, &["image", "ls"]).matches("alice/bb").count(), 2);
+    ok(&home2, &["image", "rm", &image]);
+    assert!(
+        ok(&home2, &["image", "prune"]).contains("0B"),
+        "still used by the other tag"
+    );
+    ok(&home2, &["image", "rm", &other]);
+    let reclaimed = ok(&home2, &["image", "prune"]);
+    assert!(!reclaimed.contains(" 0B"), "{reclaimed}");
+    assert!(!ok(&home2, &["image", "ls"]).contains("alice/bb"));
+
+    // Errors say what is wrong.
+    let err = fails(&home2, &["image", "inspect", &image], None);
+    assert!(err.contains("no such image"), "{err}");
+    let err = fails(
+        &home2,
+        &["image", "pull", &format!("{}/alice/none:1", s.addr)],
+        None,
+    );
+    assert!(err.contains("not found"), "{err}");
+    let err = fails(&home2, &["image", "pull", "127.0.0.1:1/x/y:1"], None);
+    assert!(err.contains("cannot reach"), "{err}");
+    let err = fails(&home2, &["image", "import", "/etc/hostname", "x/y:1"], None);
+    assert!(err.contains("not a tar archive"), "{err}");
+    let err = fails(&home2, &["image", "pull", "Bad/Name"], None);
+    assert!(err.contains("invalid image reference"), "{err}");
+
+    // The Docker Engine pulls what berth pushed and runs it.
+    if !docker_available() {
+        return;
+    }
+    let docker = |args: &[&str]| crate::clients::run(Command::new("docker").args(args));
+    docker(&["pull", &image]);
+    let out = docker(&["run", "--rm", &image, "/bin/busybox", "cat", "/marker"]);
+    assert_eq!(out.trim(), marker);
+    let repo_digest = docker(&["inspect", "--format", "{{index .RepoDigests 0}}", &image]);
+    assert!(repo_digest.trim().ends_with(&digest), "{repo_digest}");
+    docker(&["rmi", "-f", &image]);
+}
