@@ -608,3 +608,65 @@ pub async fn error_code(r: reqwest::Response) -> String {
         .expect("errors[0].code")
         .to_owned()
 }
+
+/// A TCP proxy on a loopback port to `upstream` that, once, cuts the connection that
+/// carries the upstream byte past `cut_after` (counted over all connections): a
+/// dropped connection in the middle of a request body.
+pub struct CuttingProxy {
+    pub addr: String,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingProxy {
+    pub async fn start(upstream: &str, cut_after: usize) -> CuttingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (upstream, flag) = (upstream.to_owned(), cut.clone());
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                tokio::spawn(relay(client, server, cut_after, flag.clone(), sent.clone()));
+            }
+        });
+        CuttingProxy { addr, cut }
+    }
+
+    /// Whether a connection was cut.
+    pub fn has_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    cut_after: usize,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let back = tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from_client.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let before = sent.fetch_add(n, Ordering::SeqCst);
+        if before + n > cut_after && !cut.swap(true, Ordering::SeqCst) {
+            back.abort();
+            return; // both connections close here
+        }
+        if to_server.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to_server.shutdown().await;
+    let _ = back.await;
+}

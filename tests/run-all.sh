@@ -15,6 +15,7 @@ have skopeo || need+=(skopeo)
 have umoci || need+=(umoci)
 [ -x /bin/busybox ] || need+=(busybox-static)
 have openssl || need+=(openssl)
+have docker-registry || need+=(docker-registry)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "installing: ${need[*]}"

@@ -357,8 +357,9 @@ async fn pull(
     }
     let registry = &registry;
     let repo = r.repository.as_str();
+    let bars = &indicatif::MultiProgress::new();
     futures::stream::iter(wanted)
-        .map(|(digest, _size)| async move {
+        .map(|(digest, size)| async move {
             if ctx.store.has_blob(&digest) {
                 if !quiet {
                     println!("{}: Already exists", short_id(&digest));
@@ -366,11 +367,14 @@ async fn pull(
                 return Ok(());
             }
             let res = registry.get_blob(repo, &digest).await?;
+            let bar = progress_bar(bars, &digest, size, quiet);
             let mut writer = ctx.store.blob_writer()?;
             let mut body = res.bytes_stream();
             while let Some(chunk) = body.try_next().await? {
                 std::io::Write::write_all(&mut writer, &chunk)?;
+                bar.inc(chunk.len() as u64);
             }
+            bar.finish_and_clear();
             writer.finish(Some(&digest))?;
             if !quiet {
                 println!("{}: Pull complete", short_id(&digest));
@@ -418,6 +422,7 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
     for layer in manifest["layers"].as_array().into_iter().flatten() {
         blobs.push(layer["digest"].as_str().unwrap_or_default().to_owned());
     }
+    let bars = indicatif::MultiProgress::new();
     for blob in blobs {
         if registry.has_blob(&r.repository, &blob).await? {
             if !quiet {
@@ -426,7 +431,11 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
             continue;
         }
         let path = ctx.store.blob_path(&blob)?;
-        registry.upload_blob(&r.repository, &blob, &path).await?;
+        let bar = progress_bar(&bars, &blob, std::fs::metadata(&path)?.len(), quiet);
+        registry
+            .upload_blob(&r.repository, &blob, &path, &|done| bar.set_position(done))
+            .await?;
+        bar.finish_and_clear();
         if !quiet {
             println!("{}: Pushed", short_id(&blob));
         }
@@ -442,6 +451,26 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
         .await?;
     println!("{tag}: digest: {digest} size: {}", entry.descriptor["size"]);
     Ok(())
+}
+
+/// A per-blob progress bar on stderr (drawn only on a terminal, never when quiet).
+fn progress_bar(
+    bars: &indicatif::MultiProgress,
+    digest: &str,
+    size: u64,
+    quiet: bool,
+) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = bars.add(indicatif::ProgressBar::new(size));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix}: [{bar:30}] {bytes}/{total_bytes}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(short_id(digest));
+    bar
 }
 
 fn platform_of(p: &Value) -> String {

@@ -9,8 +9,10 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use base64::Engine;
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio_util::io::ReaderStream;
 
 use crate::image::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
@@ -210,32 +212,78 @@ impl Registry {
         Ok(res.status().is_success())
     }
 
-    /// Uploads the blob in file `path`: POST, then PUT streaming the file.
-    pub async fn upload_blob(&self, repo: &str, digest: &str, path: &Path) -> anyhow::Result<()> {
+    /// Uploads the blob in file `path` in chunks (POST, PATCHes, PUT). When a chunk's
+    /// connection breaks, asks the registry how much it has and goes on from there.
+    /// `progress` is told the bytes the registry holds.
+    pub async fn upload_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        path: &Path,
+        progress: &dyn Fn(u64),
+    ) -> anyhow::Result<()> {
+        let scope = push_scope(repo);
         let res = self
-            .send(&push_scope(repo), |c, b| {
+            .send(&scope, |c, b| {
                 Ok(c.post(format!("{b}/v2/{repo}/blobs/uploads/")))
             })
             .await?;
-        let res = check(res, "POST upload").await?;
-        let location = res
-            .headers()
+        let mut location = self.location(check(res, "POST upload").await?)?;
+        let total = file_len(path)?;
+        let mut offset = 0;
+        let mut retries = 0;
+        while offset < total {
+            let end = (offset + CHUNK_SIZE).min(total);
+            let sent = self
+                .send(&scope, |c, _| {
+                    Ok(c.patch(&location)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_RANGE, format!("{offset}-{}", end - 1))
+                        .header(reqwest::header::CONTENT_LENGTH, end - offset)
+                        .body(file_body(path, offset, end - offset)?))
+                })
+                .await;
+            match sent {
+                Ok(res) if res.status().is_success() => {
+                    location = self.location(res)?;
+                    offset = end;
+                    retries = 0;
+                }
+                Ok(res) if res.status() != StatusCode::RANGE_NOT_SATISFIABLE => {
+                    check(res, "PATCH upload").await?;
+                }
+                // A broken connection, or a chunk the registry did not expect: resume
+                // from what it reports holding.
+                failed => {
+                    retries += 1;
+                    anyhow::ensure!(
+                        retries <= MAX_RETRIES,
+                        "upload of {digest} keeps failing: {}",
+                        failed
+                            .err()
+                            .map_or("registry refused the chunk".into(), |e| e.to_string())
+                    );
+                    let res = self.send(&scope, |c, _| Ok(c.get(&location))).await?;
+                    let res = check(res, "upload status").await?;
+                    offset = received(res.headers());
+                    location = self.location(res)?;
+                }
+            }
+            progress(offset);
+        }
+        let mut url = reqwest::Url::parse(&location)?;
+        url.query_pairs_mut().append_pair("digest", digest);
+        let res = self.send(&scope, |c, _| Ok(c.put(url.clone()))).await?;
+        check(res, &format!("PUT blob {digest}")).await.map(drop)
+    }
+
+    /// The absolute URL in a response's Location header.
+    fn location(&self, res: Response) -> anyhow::Result<String> {
+        res.headers()
             .get(LOCATION)
             .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| anyhow::anyhow!("{}: upload without a Location", self.host))?;
-        let mut url = reqwest::Url::parse(&self.absolute(location))?;
-        url.query_pairs_mut().append_pair("digest", digest);
-        let res = self
-            .send(&push_scope(repo), |c, _| {
-                let file = tokio::fs::File::from_std(std::fs::File::open(path)?);
-                let length = file_len(path)?;
-                Ok(c.request(Method::PUT, url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(reqwest::header::CONTENT_LENGTH, length)
-                    .body(reqwest::Body::wrap_stream(ReaderStream::new(file))))
-            })
-            .await?;
-        check(res, &format!("PUT blob {digest}")).await.map(drop)
+            .map(|l| self.absolute(l))
+            .ok_or_else(|| anyhow::anyhow!("upload response without a Location"))
     }
 
     pub async fn put_manifest(
@@ -264,8 +312,34 @@ impl Registry {
     }
 }
 
+/// Chunk size for uploads, and how often a chunk may fail before the push gives up.
+const CHUNK_SIZE: u64 = 16 * 1024 * 1024;
+const MAX_RETRIES: u32 = 5;
+
 fn file_len(path: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(path)?.len())
+}
+
+/// `len` bytes of the file from `offset`, streamed.
+fn file_body(path: &Path, offset: u64, len: u64) -> std::io::Result<reqwest::Body> {
+    use std::io::Seek;
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let reader = tokio::fs::File::from_std(file);
+    Ok(reqwest::Body::wrap_stream(ReaderStream::new(
+        tokio::io::AsyncReadExt::take(reader, len),
+    )))
+}
+
+/// Bytes an upload holds, from its `Range: 0-<last>` header. `0-0` is what
+/// registries say for an empty upload (and, ambiguously, for one byte): read as 0.
+fn received(headers: &HeaderMap) -> u64 {
+    headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.rsplit('-').next())
+        .and_then(|last| last.parse::<u64>().ok())
+        .map_or(0, |last| if last == 0 { 0 } else { last + 1 })
 }
 
 fn pull_scope(repo: &str) -> String {

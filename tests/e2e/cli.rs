@@ -199,3 +199,163 @@ async fn import_push_pull_and_inspect_images() {
     assert!(repo_digest.trim().ends_with(&digest), "{repo_digest}");
     docker(&["rmi", "-f", &image]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_resumes_after_a_dropped_connection() {
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    // Cut once after 20 MiB: in the second 16 MiB chunk of the layer.
+    let proxy = CuttingProxy::start(&s.addr, 20 * 1024 * 1024).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let tarball = busybox_rootfs(tmp.path(), "big");
+    // Random bytes do not compress: a layer of about 40 MiB.
+    let mut noise = vec![0u8; 40 * 1024 * 1024];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut noise,
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("rootfs/noise"), noise).unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(tmp.path().join("rootfs"))
+        .args(["-rf"])
+        .arg(&tarball)
+        .arg("./noise")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let image = format!("{}/alice/big:1", proxy.addr);
+    let (h, i, t) = (home.clone(), image.clone(), tarball.clone());
+    let pushed = tokio::task::spawn_blocking(move || {
+        ok(&h, &["image", "import", t.to_str().unwrap(), &i]);
+        let out = berth(
+            &h,
+            &[
+                "login",
+                i.split('/').next().unwrap(),
+                "-u",
+                "alice",
+                "--password-stdin",
+            ],
+            Some(ALICE.1),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ok(&h, &["image", "push", "--quiet", &i])
+    })
+    .await
+    .unwrap();
+    assert!(proxy.has_cut(), "the connection was cut during the push");
+    let log = s.log();
+    assert!(
+        log.contains("method=GET path=/v2/alice/big/blobs/uploads/"),
+        "berth asked the registry how far the upload got"
+    );
+    let digest = pushed
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .expect("digest printed")
+        .to_owned();
+    let r = s
+        .client()
+        .with_token(&crate::auth::bearer(&s.client(), None, "repository:alice/big:pull").await)
+        .call("GET", "/v2/alice/big/manifests/1")
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+}
+
+/// Debian's `docker-registry` (Distribution) on a loopback port, killed on drop.
+struct Distribution {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_distribution() -> Option<Distribution> {
+    if !require_tool("docker-registry") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\nhttp: {{ addr: {addr} }}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "docker-registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(Distribution {
+        child,
+        addr,
+        _dir: dir,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_work_against_distribution_too() {
+    let Some(registry) = start_distribution() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = format!("through-distribution-{}", std::process::id());
+    let tarball = busybox_rootfs(tmp.path(), &marker);
+    let image = format!("{}/team/bb:1", registry.addr);
+    let (home, fresh) = (tmp.path().join("home"), tmp.path().join("fresh"));
+    let (h, f, i) = (home.clone(), fresh.clone(), image.clone());
+    let (pushed, pulled) = tokio::task::spawn_blocking(move || {
+        ok(&h, &["image", "import", tarball.to_str().unwrap(), &i]);
+        (
+            ok(&h, &["image", "push", &i]),
+            ok(&f, &["image", "pull", &i]),
+        )
+    })
+    .await
+    .unwrap();
+    let digest = pushed
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .expect("digest printed")
+        .to_owned();
+    assert!(pulled.contains(&format!("Digest: {digest}")), "{pulled}");
+    let a: Value = serde_json::from_str(&ok(&home, &["image", "inspect", &image])).unwrap();
+    let b: Value = serde_json::from_str(&ok(&fresh, &["image", "inspect", &image])).unwrap();
+    assert_eq!(a[0]["Id"], b[0]["Id"]);
+    if docker_available() {
+        let docker = |args: &[&str]| crate::clients::run(Command::new("docker").args(args));
+        docker(&["pull", &image]);
+        let out = docker(&["run", "--rm", &image, "/bin/busybox", "cat", "/marker"]);
+        assert_eq!(out.trim(), marker);
+        docker(&["rmi", "-f", &image]);
+    }
+}
