@@ -1,5 +1,6 @@
 //! `berth`: docker's image commands without a daemon, on a local OCI image layout.
 
+mod archive;
 mod credentials;
 mod image;
 mod reference;
@@ -92,6 +93,18 @@ enum ImageCommand {
     },
     /// Make an image from a root filesystem tarball, like `docker import`.
     Import { tarball: PathBuf, reference: String },
+    /// Write images to a tar file that `docker load` and OCI tools read.
+    Save {
+        #[arg(required = true)]
+        references: Vec<String>,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Read images from a `docker save` / `berth image save` / OCI archive tar file.
+    Load {
+        #[arg(short, long)]
+        input: PathBuf,
+    },
 }
 
 struct Context {
@@ -239,6 +252,19 @@ async fn image_command(ctx: &Context, command: ImageCommand) -> anyhow::Result<(
                     "{id:<14} {created:<22} {created_by:<48} {:>10}  {comment}",
                     human_size(size.parse().unwrap_or(0))
                 );
+            }
+            Ok(())
+        }
+        ImageCommand::Save { references, output } => {
+            let names = references
+                .iter()
+                .map(|r| Ok(ctx.local(r)?.0.to_string()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            archive::save(&ctx.store, &names, &output)
+        }
+        ImageCommand::Load { input } => {
+            for name in archive::load(&ctx.store, &input)? {
+                println!("Loaded image: {name}");
             }
             Ok(())
         }
@@ -430,6 +456,14 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
             }
             continue;
         }
+        if let Some(from) = mount_source(ctx, &r, &blob)? {
+            if registry.mount_blob(&r.repository, &blob, &from).await? {
+                if !quiet {
+                    println!("{}: Mounted from {from}", short_id(&blob));
+                }
+                continue;
+            }
+        }
         let path = ctx.store.blob_path(&blob)?;
         let bar = progress_bar(&bars, &blob, std::fs::metadata(&path)?.len(), quiet);
         registry
@@ -451,6 +485,27 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
         .await?;
     println!("{tag}: digest: {digest} size: {}", entry.descriptor["size"]);
     Ok(())
+}
+
+/// Another repository of the same registry that probably has `blob`: one a local
+/// image of that registry, pulled from or pushed to it, uses.
+fn mount_source(ctx: &Context, target: &Reference, blob: &str) -> anyhow::Result<Option<String>> {
+    for entry in ctx.store.entries()? {
+        let Ok(other) = ctx.parse(&entry.name) else {
+            continue;
+        };
+        if other.registry != target.registry || other.repository == target.repository {
+            continue;
+        }
+        let digest = entry.descriptor["digest"].as_str().unwrap_or_default();
+        if image::blobs_of(&ctx.store, digest)?
+            .iter()
+            .any(|b| b == blob)
+        {
+            return Ok(Some(other.repository));
+        }
+    }
+    Ok(None)
 }
 
 /// A per-blob progress bar on stderr (drawn only on a terminal, never when quiet).

@@ -212,6 +212,29 @@ impl Registry {
         Ok(res.status().is_success())
     }
 
+    /// Links a blob another repository of this registry has into `repo`; false when
+    /// the registry would rather have it uploaded.
+    pub async fn mount_blob(&self, repo: &str, digest: &str, from: &str) -> anyhow::Result<bool> {
+        let scope = format!("{} repository:{from}:pull", push_scope(repo));
+        let res = self
+            .send(&scope, |c, b| {
+                Ok(c.post(format!(
+                    "{b}/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+                )))
+            })
+            .await?;
+        match res.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // An upload was opened instead: cancel it; the caller uploads afresh.
+                let url = self.location(res)?;
+                let _ = self.send(&scope, |c, _| Ok(c.delete(&url))).await;
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Uploads the blob in file `path` in chunks (POST, PATCHes, PUT). When a chunk's
     /// connection breaks, asks the registry how much it has and goes on from there.
     /// `progress` is told the bytes the registry holds.

@@ -359,3 +359,79 @@ async fn push_and_pull_work_against_distribution_too() {
         docker(&["rmi", "-f", &image]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_save_and_load() {
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let marker = format!("saved-by-berth-{}", std::process::id());
+    let tarball = busybox_rootfs(tmp.path(), &marker);
+    let image = format!("{}/alice/bb:1", s.addr);
+    let copy = format!("{}/alice/copy:1", s.addr);
+    ok(
+        &home,
+        &["image", "import", tarball.to_str().unwrap(), &image],
+    );
+    let out = berth(
+        &home,
+        &["login", &s.addr, "-u", "alice", "--password-stdin"],
+        Some(ALICE.1),
+    );
+    assert!(out.status.success());
+    ok(&home, &["image", "push", &image]);
+    // Another repository of the same registry: the blobs are mounted, not uploaded.
+    ok(&home, &["image", "tag", &image, &copy]);
+    let pushed = ok(&home, &["image", "push", &copy]);
+    assert_eq!(
+        pushed.matches("Mounted from alice/bb").count(),
+        2,
+        "{pushed}"
+    );
+    assert!(s
+        .log()
+        .contains("path=/v2/alice/copy/blobs/uploads/ status=201"));
+    let token = crate::auth::bearer(&s.client(), None, "repository:alice/copy:pull").await;
+    let r = s
+        .client()
+        .with_token(&token)
+        .call("GET", "/v2/alice/copy/manifests/1")
+        .await;
+    assert_eq!(r.status(), 200, "public repository, pulled anonymously");
+
+    let err = fails(&home, &["image", "load", "-i", "/etc/hostname"], None);
+    assert!(err.contains("not an image archive"), "{err}");
+    if !docker_available() {
+        return;
+    }
+    let docker = |args: &[&str]| crate::clients::run(Command::new("docker").args(args));
+    // berth save -> docker load -> docker run.
+    let saved = tmp.path().join("saved.tar");
+    ok(
+        &home,
+        &["image", "save", &image, "-o", saved.to_str().unwrap()],
+    );
+    let loaded = docker(&["load", "-i", saved.to_str().unwrap()]);
+    assert!(loaded.contains(&image), "{loaded}");
+    let out = docker(&["run", "--rm", &image, "/bin/busybox", "cat", "/marker"]);
+    assert_eq!(out.trim(), marker);
+    // docker save -> berth load (a fresh store) -> the same image, pushable.
+    let from_docker = tmp.path().join("from-docker.tar");
+    docker(&["save", "-o", from_docker.to_str().unwrap(), &image]);
+    docker(&["rmi", "-f", &image]);
+    let fresh = tmp.path().join("fresh");
+    let loaded = ok(
+        &fresh,
+        &["image", "load", "-i", from_docker.to_str().unwrap()],
+    );
+    assert!(
+        loaded.contains(&format!("Loaded image: {image}")),
+        "{loaded}"
+    );
+    let a: Value = serde_json::from_str(&ok(&home, &["image", "inspect", &image])).unwrap();
+    let b: Value = serde_json::from_str(&ok(&fresh, &["image", "inspect", &image])).unwrap();
+    assert_eq!(a[0]["Id"], b[0]["Id"], "same config, same image id");
+    assert_eq!(a[0]["RootFS"], b[0]["RootFS"]);
+}

@@ -1,0 +1,186 @@
+//! `berth image save` / `load`: images as one tar file that both Docker and OCI tools
+//! read. `save` writes an OCI image layout plus Docker's `manifest.json` (the layout
+//! `docker save` itself writes since Docker 25), so `docker load` and
+//! `skopeo copy oci-archive:` both take it. `load` reads such a file, a plain OCI
+//! layout archive, or a classic `docker save` archive (uncompressed layer tars, which
+//! are compressed on the way in).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use flate2::write::GzEncoder;
+use serde_json::{json, Value};
+
+use crate::image::{self, Image};
+use crate::store::{Store, REF_NAME};
+
+/// Writes the images `names` (local names) to `out`.
+pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
+    let file = std::fs::File::create(out)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    let mut tar = tar::Builder::new(file);
+    let mut index = Vec::new();
+    let mut docker = Vec::new();
+    let mut written = std::collections::HashSet::new();
+    for name in names {
+        let entry = store
+            .find(name)?
+            .ok_or_else(|| anyhow::anyhow!("no such image: {name}"))?;
+        let digest = entry.descriptor["digest"].as_str().unwrap_or_default();
+        let image = Image::load(store, digest)?;
+        for blob in image::blobs_of(store, &image.manifest_digest)? {
+            if written.insert(blob.clone()) {
+                let path = store.blob_path(&blob)?;
+                tar.append_path_with_name(&path, blob_name(&blob))?;
+            }
+        }
+        let mut descriptor = entry.descriptor.clone();
+        descriptor["digest"] = json!(image.manifest_digest);
+        descriptor["annotations"] = json!({ REF_NAME: name, "io.containerd.image.name": name });
+        index.push(descriptor);
+        docker.push(json!({
+            "Config": blob_name(&image.config_digest),
+            "RepoTags": [name],
+            "Layers": image.manifest["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| blob_name(l["digest"].as_str().unwrap_or_default()))
+                .collect::<Vec<_>>(),
+        }));
+    }
+    append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let index = json!({ "schemaVersion": 2, "mediaType": image::OCI_INDEX, "manifests": index });
+    append_bytes(&mut tar, "index.json", &serde_json::to_vec(&index)?)?;
+    append_bytes(&mut tar, "manifest.json", &serde_json::to_vec(&docker)?)?;
+    tar.into_inner()?.sync_all()?;
+    Ok(())
+}
+
+/// Reads an archive into the store; returns the names it added.
+pub fn load(store: &Store, input: &Path) -> anyhow::Result<Vec<String>> {
+    let dir = tempfile::tempdir()?;
+    let file = std::fs::File::open(input)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", input.display()))?;
+    tar::Archive::new(file)
+        .unpack(dir.path())
+        .map_err(|e| anyhow::anyhow!("{} is not an image archive: {e}", input.display()))?;
+    let root = dir.path();
+    if root.join("index.json").exists() {
+        load_oci(store, root)
+    } else if root.join("manifest.json").exists() {
+        load_docker(store, root)
+    } else {
+        anyhow::bail!(
+            "{} has neither index.json nor manifest.json: not an image archive",
+            input.display()
+        )
+    }
+}
+
+fn load_oci(store: &Store, root: &Path) -> anyhow::Result<Vec<String>> {
+    for file in std::fs::read_dir(root.join("blobs/sha256"))? {
+        let file = file?;
+        let digest = format!("sha256:{}", file.file_name().to_string_lossy());
+        if !store.has_blob(&digest) {
+            let mut w = store.blob_writer()?;
+            std::io::copy(&mut std::fs::File::open(file.path())?, &mut w)?;
+            w.finish(Some(&digest))?;
+        }
+    }
+    let index: Value = serde_json::from_slice(&std::fs::read(root.join("index.json"))?)?;
+    let mut names = Vec::new();
+    for descriptor in index["manifests"].as_array().into_iter().flatten() {
+        let name = descriptor["annotations"]["io.containerd.image.name"]
+            .as_str()
+            .or_else(|| descriptor["annotations"][REF_NAME].as_str())
+            .ok_or_else(|| anyhow::anyhow!("an image in the archive has no name"))?;
+        let name =
+            crate::reference::Reference::parse(name, crate::reference::DOCKER_HUB)?.to_string();
+        // Every blob must have arrived before the name is listed.
+        image::blobs_of(store, descriptor["digest"].as_str().unwrap_or_default())?
+            .iter()
+            .try_for_each(|b| {
+                anyhow::ensure!(store.has_blob(b), "the archive lacks blob {b}");
+                Ok(())
+            })?;
+        store.set(&name, descriptor.clone())?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn load_docker(store: &Store, root: &Path) -> anyhow::Result<Vec<String>> {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(root.join("manifest.json"))?)?;
+    let mut names = Vec::new();
+    for image in manifest.as_array().into_iter().flatten() {
+        let config_path = root.join(image["Config"].as_str().unwrap_or_default());
+        let config = std::fs::read(&config_path)?;
+        let config_digest = store.put_blob(&config)?;
+        let mut layers = Vec::new();
+        for layer in image["Layers"].as_array().into_iter().flatten() {
+            let path = root.join(layer.as_str().unwrap_or_default());
+            let (digest, size) = store_compressed(store, &path)?;
+            layers.push(
+                json!({ "mediaType": image::OCI_LAYER_GZIP, "digest": digest, "size": size }),
+            );
+        }
+        let oci = json!({
+            "schemaVersion": 2,
+            "mediaType": image::OCI_MANIFEST,
+            "config": { "mediaType": image::OCI_CONFIG, "digest": config_digest, "size": config.len() },
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&oci)?;
+        let digest = store.put_blob(&bytes)?;
+        for tag in image["RepoTags"].as_array().into_iter().flatten() {
+            let name = crate::reference::Reference::parse(
+                tag.as_str().unwrap_or_default(),
+                crate::reference::DOCKER_HUB,
+            )?
+            .to_string();
+            store.set(
+                &name,
+                json!({ "mediaType": image::OCI_MANIFEST, "digest": digest, "size": bytes.len() }),
+            )?;
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Stores a layer file gzip-compressed (as is when it already is); returns (digest, size).
+fn store_compressed(store: &Store, path: &Path) -> anyhow::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut magic = [0u8; 2];
+    let gzipped = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
+    let mut file = std::fs::File::open(path)?;
+    if gzipped {
+        let mut w = store.blob_writer()?;
+        std::io::copy(&mut file, &mut w)?;
+        let size = w.size();
+        return Ok((w.finish(None)?, size));
+    }
+    let mut gz = GzEncoder::new(store.blob_writer()?, flate2::Compression::default());
+    std::io::copy(&mut file, &mut gz)?;
+    let w = gz.finish()?;
+    let size = w.size();
+    Ok((w.finish(None)?, size))
+}
+
+fn blob_name(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    tar.append_data(&mut header, name, bytes)?;
+    Ok(())
+}
