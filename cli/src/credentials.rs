@@ -1,7 +1,8 @@
 //! Registry credentials in Docker's `config.json` format (`{"auths": {host: {"auth":
 //! base64(user:password)}}}`), kept in `$BERTH_HOME/config.json` with mode 0600.
 //! Docker's own `~/.docker/config.json` (or `$DOCKER_CONFIG/config.json`) is read
-//! too, so a `docker login` is enough.
+//! too, with its credential helpers (`credHelpers`, `credsStore`: the
+//! `docker-credential-<name> get` protocol), so a `docker login` is enough.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,16 +22,22 @@ impl Credentials {
         }
     }
 
-    /// (user, password) for `host`: ours first, then Docker's.
+    /// (user, password) for `host`: ours first, then Docker's (helper, then file).
     pub fn get(&self, host: &str) -> Option<(String, String)> {
+        if let Some(found) = lookup(&read(&self.path), host) {
+            return Some(found);
+        }
         let docker = std::env::var_os("DOCKER_CONFIG")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")))
-            .map(|d| d.join("config.json"));
-        [Some(self.path.clone()), docker]
-            .into_iter()
-            .flatten()
-            .find_map(|p| lookup(&read(&p), host))
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")))?
+            .join("config.json");
+        let config = read(&docker);
+        let helper = config["credHelpers"][host]
+            .as_str()
+            .or_else(|| config["credsStore"].as_str());
+        helper
+            .and_then(|h| from_helper(h, host))
+            .or_else(|| lookup(&config, host))
     }
 
     pub fn store(&self, host: &str, user: &str, password: &str) -> anyhow::Result<()> {
@@ -76,6 +83,30 @@ fn read(path: &Path) -> Value {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({ "auths": {} }))
+}
+
+/// Asks `docker-credential-<helper>` (Docker's protocol: the server on stdin, JSON
+/// with `Username` and `Secret` on stdout). A helper that is missing or knows nothing
+/// yields nothing.
+fn from_helper(helper: &str, host: &str) -> Option<(String, String)> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(format!("docker-credential-{helper}"))
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(host.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let answer: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((
+        answer["Username"].as_str()?.to_owned(),
+        answer["Secret"].as_str()?.to_owned(),
+    ))
 }
 
 fn lookup(config: &Value, host: &str) -> Option<(String, String)> {

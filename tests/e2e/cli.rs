@@ -435,3 +435,54 @@ async fn mount_save_and_load() {
     assert_eq!(a[0]["Id"], b[0]["Id"], "same config, same image id");
     assert_eq!(a[0]["RootFS"], b[0]["RootFS"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_credential_helpers_are_used() {
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    // A credential helper speaking Docker's protocol, named in Docker's config.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{}\" ] || exit 1\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"alice\",\"Secret\":\"{}\"}}'\n",
+            s.addr, ALICE.1
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker_config = tmp.path().join("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!("{{\"credHelpers\": {{\"{}\": \"berthtest\"}}}}", s.addr),
+    )
+    .unwrap();
+    let tarball = busybox_rootfs(tmp.path(), "helper");
+    let image = format!("{}/alice/helped:1", s.addr);
+    ok(
+        &home,
+        &["image", "import", tarball.to_str().unwrap(), &image],
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = Command::new(workspace_bin("berth"))
+        .arg("--home")
+        .arg(&home)
+        .args(["image", "push", &image])
+        .env("DOCKER_CONFIG", &docker_config)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "push with the helper's credentials: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!home.join("config.json").exists(), "nothing saved by berth");
+}
