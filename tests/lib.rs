@@ -375,20 +375,27 @@ pub fn berthd_command_with_env(
     args: &[&str],
     stdin: Option<&str>,
 ) -> std::process::Output {
-    use std::io::Write;
     let mut cmd = Command::new(workspace_bin("berthd"));
     cmd.args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("BERTH_DATABASE_URL")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(env.iter().copied());
     if let Some(url) = database_url {
         cmd.env("BERTH_DATABASE_URL", url);
     }
-    let mut child = cmd.spawn().expect("run berthd");
+    run_with_input(&mut cmd, stdin)
+}
+
+/// Runs `cmd` with piped output, writing `stdin` (plus a newline) to its input.
+pub fn run_with_input(cmd: &mut Command, stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if let Some(input) = stdin {
         child
             .stdin

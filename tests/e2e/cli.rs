@@ -15,26 +15,14 @@ const ALICE: (&str, &str, bool) = ("alice", "alice-password", false);
 
 /// Runs `berth --home HOME args…` with `stdin`.
 fn berth(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(workspace_bin("berth"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env("DOCKER_CONFIG", home.join("no-docker-config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run berth");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{input}\n").as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    run_with_input(
+        Command::new(workspace_bin("berth"))
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .env("DOCKER_CONFIG", home.join("no-docker-config")),
+        stdin,
+    )
 }
 
 /// stdout of a `berth` command that must succeed.

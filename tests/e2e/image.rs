@@ -11,6 +11,7 @@ use berth_tests::*;
 
 use crate::clients::{docker_available, docker_build_busybox, run};
 
+/// The repository of the build images `tests/host-build-image.sh` makes.
 const BUILD_IMAGE: &str = "berth-build-host";
 
 /// Removes the container however the test ends.
@@ -41,18 +42,25 @@ async fn the_dockerfile_builds_an_image_docker_pushes_to() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // The build image carries the crates Cargo.lock names: one per Cargo.lock.
+    let lock = std::fs::read(root.join("Cargo.lock")).unwrap();
+    let builder = format!("{BUILD_IMAGE}:{}", &sha256(&lock)[7..19]);
     let have_builder = Command::new("docker")
-        .args(["image", "inspect", BUILD_IMAGE])
+        .args(["image", "inspect", &builder])
         .output()
         .is_ok_and(|o| o.status.success());
     if !have_builder {
-        run(Command::new(root.join("tests/host-build-image.sh")).arg(BUILD_IMAGE));
+        let old = docker(&["images", "-q", BUILD_IMAGE]);
+        for id in old.lines() {
+            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+        }
+        run(Command::new(root.join("tests/host-build-image.sh")).arg(&builder));
     }
     // The unoptimized profile keeps CI fast; the stages are the same as a release build.
     let tag = "berthd:e2e";
     run(Command::new("docker")
         .args(["build", "-q", "-t", tag])
-        .args(["--build-arg", &format!("BUILD_IMAGE={BUILD_IMAGE}")])
+        .args(["--build-arg", &format!("BUILD_IMAGE={builder}")])
         .args(["--build-arg", "PROFILE=dev"])
         .arg(root));
     // The build stage's image is gigabytes; only the runtime image is kept.
