@@ -34,10 +34,14 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
                 tar.append_path_with_name(&path, blob_name(&blob))?;
             }
         }
-        let mut descriptor = entry.descriptor.clone();
-        descriptor["digest"] = json!(image.manifest_digest);
-        descriptor["annotations"] = json!({ REF_NAME: name, "io.containerd.image.name": name });
-        index.push(descriptor);
+        // The platform image itself (for a pulled index, the one child that is here).
+        let manifest_size = store.read_blob(&image.manifest_digest)?.len();
+        index.push(json!({
+            "mediaType": image.manifest["mediaType"].as_str().unwrap_or(image::OCI_MANIFEST),
+            "digest": image.manifest_digest,
+            "size": manifest_size,
+            "annotations": { REF_NAME: name, "io.containerd.image.name": name },
+        }));
         docker.push(json!({
             "Config": blob_name(&image.config_digest),
             "RepoTags": [name],
