@@ -34,6 +34,15 @@ pub struct User {
     pub admin: bool,
 }
 
+impl From<user::Model> for User {
+    fn from(row: user::Model) -> User {
+        User {
+            name: row.name,
+            admin: row.admin,
+        }
+    }
+}
+
 /// Names that would be confusing or collide with registry paths.
 const RESERVED: &[&str] = &[
     "admin",
@@ -111,18 +120,12 @@ pub async fn list(db: &DatabaseConnection) -> Result<Vec<User>, AuthError> {
         .all(db)
         .await?
         .into_iter()
-        .map(|u| User {
-            name: u.name,
-            admin: u.admin,
-        })
+        .map(User::from)
         .collect())
 }
 
 pub async fn get(db: &DatabaseConnection, name: &str) -> Result<Option<User>, AuthError> {
-    Ok(find(db, name).await?.map(|u| User {
-        name: u.name,
-        admin: u.admin,
-    }))
+    Ok(find(db, name).await?.map(User::from))
 }
 
 pub async fn count(db: &DatabaseConnection) -> Result<u64, AuthError> {
@@ -179,10 +182,7 @@ pub async fn authenticate(
     let found = find(db, name).await?;
     let ok = password::verify(password, found.as_ref().map(|u| u.password_hash.clone())).await;
     match (ok, found) {
-        (true, Some(u)) => Ok(User {
-            name: u.name,
-            admin: u.admin,
-        }),
+        (true, Some(u)) => Ok(User::from(u)),
         _ => Err(AuthError::BadCredentials),
     }
 }

@@ -5,7 +5,7 @@
 //! layout archive, or a classic `docker save` archive (uncompressed layer tars, which
 //! are compressed on the way in).
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 use flate2::write::GzEncoder;
@@ -158,7 +158,7 @@ fn store_compressed(store: &Store, path: &Path) -> anyhow::Result<(String, u64)>
     let mut file = std::fs::File::open(path)?;
     let mut magic = [0u8; 2];
     let gzipped = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
-    let mut file = std::fs::File::open(path)?;
+    file.rewind()?;
     if gzipped {
         let mut w = store.blob_writer()?;
         std::io::copy(&mut file, &mut w)?;

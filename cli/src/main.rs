@@ -449,6 +449,7 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
         blobs.push(layer["digest"].as_str().unwrap_or_default().to_owned());
     }
     let bars = indicatif::MultiProgress::new();
+    let mount_sources = mount_sources(ctx, &r)?;
     for blob in blobs {
         if registry.has_blob(&r.repository, &blob).await? {
             if !quiet {
@@ -456,8 +457,8 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
             }
             continue;
         }
-        if let Some(from) = mount_source(ctx, &r, &blob)? {
-            if registry.mount_blob(&r.repository, &blob, &from).await? {
+        if let Some(from) = mount_sources.get(&blob) {
+            if registry.mount_blob(&r.repository, &blob, from).await? {
                 if !quiet {
                     println!("{}: Mounted from {from}", short_id(&blob));
                 }
@@ -487,9 +488,13 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Another repository of the same registry that probably has `blob`: one a local
-/// image of that registry, pulled from or pushed to it, uses.
-fn mount_source(ctx: &Context, target: &Reference, blob: &str) -> anyhow::Result<Option<String>> {
+/// For each blob, another repository of the same registry that probably has it: one
+/// a local image of that registry (pulled from or pushed to it) uses.
+fn mount_sources(
+    ctx: &Context,
+    target: &Reference,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut sources = std::collections::HashMap::new();
     for entry in ctx.store.entries()? {
         let Ok(other) = ctx.parse(&entry.name) else {
             continue;
@@ -498,14 +503,13 @@ fn mount_source(ctx: &Context, target: &Reference, blob: &str) -> anyhow::Result
             continue;
         }
         let digest = entry.descriptor["digest"].as_str().unwrap_or_default();
-        if image::blobs_of(&ctx.store, digest)?
-            .iter()
-            .any(|b| b == blob)
-        {
-            return Ok(Some(other.repository));
+        for blob in image::blobs_of(&ctx.store, digest)? {
+            sources
+                .entry(blob)
+                .or_insert_with(|| other.repository.clone());
         }
     }
-    Ok(None)
+    Ok(sources)
 }
 
 /// A per-blob progress bar on stderr (drawn only on a terminal, never when quiet).

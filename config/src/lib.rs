@@ -169,18 +169,8 @@ impl Layer {
 
     /// Reads `BERTH_*` variables through `get` (the process environment in production).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
-        let max_manifest_bytes = match get("BERTH_LIMITS_MAX_MANIFEST_BYTES") {
-            Some(v) => Some(parse_u64("BERTH_LIMITS_MAX_MANIFEST_BYTES", &v)?),
-            None => None,
-        };
-        let enabled = match get("BERTH_AUTH_ENABLED") {
-            Some(v) => Some(parse_bool("BERTH_AUTH_ENABLED", &v)?),
-            None => None,
-        };
-        let token_ttl_secs = match get("BERTH_AUTH_TOKEN_TTL_SECS") {
-            Some(v) => Some(parse_u64("BERTH_AUTH_TOKEN_TTL_SECS", &v)? as i64),
-            None => None,
-        };
+        let bool_var = |key| parsed_var(&get, key, parse_bool);
+        let u64_var = |key| parsed_var(&get, key, parse_u64);
         Ok(Layer {
             listen: get("BERTH_LISTEN"),
             data_dir: get("BERTH_DATA_DIR").map(PathBuf::from),
@@ -194,26 +184,19 @@ impl Layer {
                 bucket: get("BERTH_STORAGE_BUCKET"),
                 endpoint: get("BERTH_STORAGE_ENDPOINT"),
                 region: get("BERTH_STORAGE_REGION"),
-                redirect: match get("BERTH_STORAGE_REDIRECT") {
-                    Some(v) => Some(parse_bool("BERTH_STORAGE_REDIRECT", &v)?),
-                    None => None,
-                },
-                upload_expiry_secs: match get("BERTH_STORAGE_UPLOAD_EXPIRY_SECS") {
-                    Some(v) => Some(parse_u64("BERTH_STORAGE_UPLOAD_EXPIRY_SECS", &v)?),
-                    None => None,
-                },
+                redirect: bool_var("BERTH_STORAGE_REDIRECT")?,
+                upload_expiry_secs: u64_var("BERTH_STORAGE_UPLOAD_EXPIRY_SECS")?,
             },
-            limits: LimitsLayer { max_manifest_bytes },
+            limits: LimitsLayer {
+                max_manifest_bytes: u64_var("BERTH_LIMITS_MAX_MANIFEST_BYTES")?,
+            },
             auth: AuthLayer {
-                enabled,
+                enabled: bool_var("BERTH_AUTH_ENABLED")?,
                 service: get("BERTH_AUTH_SERVICE"),
                 external_url: get("BERTH_AUTH_EXTERNAL_URL"),
-                token_ttl_secs,
+                token_ttl_secs: u64_var("BERTH_AUTH_TOKEN_TTL_SECS")?.map(|s| s as i64),
                 default_visibility: get("BERTH_AUTH_DEFAULT_VISIBILITY"),
-                signup: match get("BERTH_AUTH_SIGNUP") {
-                    Some(v) => Some(parse_bool("BERTH_AUTH_SIGNUP", &v)?),
-                    None => None,
-                },
+                signup: bool_var("BERTH_AUTH_SIGNUP")?,
                 signing_key: get("BERTH_AUTH_SIGNING_KEY").map(PathBuf::from),
             },
         })
@@ -260,6 +243,15 @@ impl Layer {
             },
         }
     }
+}
+
+/// A variable that is set must parse; its name is in the error.
+fn parsed_var<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    parse: fn(&'static str, &str) -> Result<T, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    get(key).map(|v| parse(key, &v)).transpose()
 }
 
 fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {

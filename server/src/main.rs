@@ -190,20 +190,18 @@ impl ConfigArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let format = match &cli.command {
-        Command::Serve(args) => args.resolve().map_or(LogFormat::Text, |c| c.log_format),
-        _ => LogFormat::Text,
-    };
-    init_logging(format);
     let result = match cli.command {
         Command::Serve(args) => args
             .resolve()
             .map_err(anyhow::Error::from)
-            .and_then(|config| actix_web::rt::System::new().block_on(berth_server::serve(config))),
-        Command::User(command) => actix_web::rt::System::new().block_on(user_command(command)),
-        Command::Repo(command) => actix_web::rt::System::new().block_on(repo_command(command)),
-        Command::Token(command) => actix_web::rt::System::new().block_on(token_command(command)),
-        Command::Org(command) => actix_web::rt::System::new().block_on(org_command(command)),
+            .and_then(|config| {
+                init_logging(config.log_format);
+                actix_web::rt::System::new().block_on(berth_server::serve(config))
+            }),
+        Command::User(command) => admin(user_command(command)),
+        Command::Repo(command) => admin(repo_command(command)),
+        Command::Token(command) => admin(token_command(command)),
+        Command::Org(command) => admin(org_command(command)),
         Command::Probe { url } => probe(&url),
     };
     match result {
@@ -213,6 +211,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs an admin command (logging as text: its output is for a person).
+fn admin(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    actix_web::rt::System::new().block_on(command)
 }
 
 fn init_logging(format: LogFormat) {

@@ -88,8 +88,6 @@ pub struct Objects {
     /// Local disk only: small objects are written without their own fsyncs and made
     /// durable by a group flush (see [`Objects::local`]).
     small: Option<SmallWrites>,
-    /// Sizes of the first and of later objects a body is split into.
-    segment_sizes: (u64, u64),
     /// S3 with redirects on: makes pre-signed GET URLs.
     signer: Option<Arc<dyn Signer>>,
 }
@@ -124,7 +122,6 @@ impl Objects {
             signer: redirect.then(|| store.clone() as Arc<dyn Signer>),
             store,
             small: None,
-            segment_sizes: (S3_SEGMENT_SIZE, S3_SEGMENT_SIZE),
         })
     }
 
@@ -150,7 +147,6 @@ impl Objects {
                 store: Arc::new(unsynced),
                 flush: Arc::new(GroupSync::new(flush)),
             }),
-            segment_sizes: (FIRST_SEGMENT_SIZE, SEGMENT_SIZE),
             signer: None,
         })
     }
@@ -210,9 +206,11 @@ impl Objects {
         let mut completing: std::collections::VecDeque<tokio::task::JoinHandle<Result<()>>> =
             Default::default();
         let mut ended = false;
-        let (mut limit, max_size) = match (durability, &self.small) {
-            (Durability::Deferred, Some(_)) => (DEFERRED_FIRST_SEGMENT_SIZE, SEGMENT_SIZE),
-            _ => self.segment_sizes,
+        // Sizes of the first and of later objects the body is split into.
+        let (mut limit, max_size) = match (&self.small, durability) {
+            (None, _) => (S3_SEGMENT_SIZE, S3_SEGMENT_SIZE),
+            (Some(_), Durability::OnReturn) => (FIRST_SEGMENT_SIZE, SEGMENT_SIZE),
+            (Some(_), Durability::Deferred) => (DEFERRED_FIRST_SEGMENT_SIZE, SEGMENT_SIZE),
         };
         while !ended {
             let mut segment = SegmentWriter::new(self, durability);

@@ -22,7 +22,10 @@ struct Cluster {
 
 impl Cluster {
     /// `None` outside CI when PostgreSQL or s3s-fs is missing.
-    async fn start(users: &[(&str, &str, bool)], extra: &[(&str, &str)]) -> Option<Cluster> {
+    async fn start(
+        users: &[(&str, &str, bool)],
+        extra: &[(&'static str, &str)],
+    ) -> Option<Cluster> {
         let s3 = S3Server::start()?;
         // Test PostgreSQL trusts loopback, so any password works: it must never be logged.
         let database_url = fresh_postgres_database(&postgres_admin_url()?)
@@ -50,13 +53,10 @@ impl Cluster {
     }
 }
 
-fn cluster_env(s3: &S3Server, extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
+fn cluster_env(s3: &S3Server, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     let mut env = s3.env();
     env.push(("BERTH_LOG", "info,sqlx=warn".into()));
-    for (k, v) in extra {
-        let k: &'static str = Box::leak(k.to_string().into_boxed_str());
-        env.push((k, v.to_string()));
-    }
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     env
 }
 
