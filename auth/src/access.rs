@@ -4,7 +4,10 @@
 //! A public repository is pulled by anyone, signed in or not; a private one by its
 //! owner and admins only. A name without a namespace (`app`) belongs to admins.
 
-use crate::orgs::Role;
+use sea_orm::DatabaseConnection;
+
+use crate::error::AuthError;
+use crate::orgs::{self, Role};
 use crate::scope::{Access, Scope};
 use crate::users::User;
 
@@ -47,6 +50,41 @@ pub fn grant(
         name: requested.name.clone(),
         actions,
     })
+}
+
+/// Whether `user` may do `action` (pull, push, delete) to repository `repo`, looking
+/// up their organization role when its namespace is an organization.
+pub async fn allowed(
+    db: &DatabaseConnection,
+    user: Option<&User>,
+    repo: &str,
+    private: bool,
+    action: &str,
+) -> Result<bool, AuthError> {
+    let org_role = match (user, namespace(repo)) {
+        (Some(u), Some(ns)) => orgs::role(db, ns, &u.name).await?,
+        _ => None,
+    };
+    let scope = Scope {
+        kind: "repository".into(),
+        name: repo.to_owned(),
+        actions: vec![action.to_owned()],
+    };
+    Ok(grant(user, &scope, private, org_role).is_some())
+}
+
+/// The namespaces whose private repositories `user` may pull besides public ones:
+/// their own and their organizations'. `None`: every repository (admins).
+pub async fn private_namespaces(
+    db: &DatabaseConnection,
+    user: &User,
+) -> Result<Option<Vec<String>>, AuthError> {
+    if user.admin {
+        return Ok(None);
+    }
+    let mut namespaces = orgs::memberships(db, &user.name).await?;
+    namespaces.push(user.name.clone());
+    Ok(Some(namespaces))
 }
 
 /// The namespace of `alice/app` is `alice`; a name without one (`app`) has none.

@@ -11,6 +11,8 @@ pub mod orgs;
 pub mod password;
 pub mod pat;
 pub mod scope;
+pub mod secret;
+pub mod sessions;
 pub mod token;
 pub mod users;
 

@@ -2,12 +2,11 @@
 //! login`) instead of the password. Shown once, stored as a SHA-256 hash (the secret has
 //! 256 random bits, so a slow hash adds nothing), scoped, optionally expiring, revocable.
 
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use base64::Engine;
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, QueryOrder};
 
 use crate::error::AuthError;
+use crate::secret::{self, hash};
 use crate::users::{self, User};
 
 /// Every token starts with this, so a leaked one is easy to recognise and scan for.
@@ -90,11 +89,6 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn hash(secret: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Creates a token for `user_name`; returns its id and the secret (shown only now).
 pub async fn create(
     db: &DatabaseConnection,
@@ -106,14 +100,7 @@ pub async fn create(
     if users::get(db, user_name).await?.is_none() {
         return Err(AuthError::UserUnknown(user_name.to_owned()));
     }
-    let mut random = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut random)
-        .map_err(|_| AuthError::Key("no randomness for a token".into()))?;
-    let secret = format!(
-        "{PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
-    );
+    let secret = format!("{PREFIX}{}", secret::random()?);
     let inserted = token::Entity::insert(token::ActiveModel {
         user_name: Set(user_name.to_owned()),
         name: Set(name.to_owned()),

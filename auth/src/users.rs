@@ -157,11 +157,12 @@ pub async fn remove(db: &DatabaseConnection, name: &str) -> Result<(), AuthError
     if deleted.rows_affected == 0 {
         return Err(AuthError::UserUnknown(name.to_owned()));
     }
-    // A deleted user's tokens die with them.
+    // A deleted user's tokens and web sessions die with them.
     crate::pat::token::Entity::delete_many()
         .filter(crate::pat::token::Column::UserName.eq(name))
         .exec(db)
         .await?;
+    crate::sessions::end_all(db, name).await?;
     Ok(())
 }
 

@@ -18,7 +18,8 @@ use crate::error::ApiError;
 pub struct AuthState {
     pub db: DatabaseConnection,
     pub tokens: TokenService,
-    pub limiter: LoginLimiter,
+    /// Shared with the web UI's sign-in form.
+    pub limiter: Arc<LoginLimiter>,
     pub external_url: Option<String>,
     /// Whether anyone may create an account.
     pub signup: bool,

@@ -34,14 +34,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let storage = open_storage(&config).await?;
     let auth = open_auth(&config, &storage).await?;
     actix_web::rt::spawn(expire_uploads(storage.clone(), config.upload_expiry_secs));
-    let state = web::Data::new(AppState { storage, auth });
+    actix_web::rt::spawn(flush_pulls(storage.clone()));
+    let ui = web::Data::new(berth_web_ui::Web::new(
+        storage.clone(),
+        auth.as_ref().map(|a| a.limiter.clone()),
+        config.auth.external_url.clone(),
+    ));
+    let state = web::Data::new(AppState {
+        storage: storage.clone(),
+        auth,
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(ui.clone())
             .wrap(middleware::from_fn(authz::authorize))
             .wrap(DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")))
             .wrap(middleware::from_fn(observe::observe))
             .configure(routes::configure)
+            .configure(berth_web_ui::configure)
             .default_service(web::to(routes::not_found))
     })
     .h1_write_buffer_size(WRITE_BUFFER_SIZE)
@@ -57,6 +68,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         describe_storage(&config)
     );
     server.run().await?;
+    if let Err(e) = storage.flush_pulls().await {
+        tracing::warn!(error = %e, "pull counts since the last flush are lost");
+    }
     tracing::info!("berthd stopped");
     Ok(())
 }
@@ -99,6 +113,17 @@ async fn expire_uploads(storage: Storage, expiry_secs: u64) {
             Ok(0) => {}
             Ok(n) => tracing::info!("deleted {n} abandoned uploads"),
             Err(e) => tracing::warn!(error = %e, "expiring uploads failed; will retry"),
+        }
+    }
+}
+
+/// Writes pull counts every few seconds (see `berth_storage::pulls`).
+async fn flush_pulls(storage: Storage) {
+    let mut ticker = actix_web::rt::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        ticker.tick().await;
+        if let Err(e) = storage.flush_pulls().await {
+            tracing::warn!(error = %e, "writing pull counts failed; will retry");
         }
     }
 }

@@ -189,6 +189,17 @@ pub async fn observe(
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID.clone(), value);
     }
+    // Pages and the web API say how long they took to make (browsers' dev tools show
+    // it; the web benchmark reads it). Registry responses stay as they are.
+    if !path.starts_with("/v2") {
+        let timing = format!("app;dur={:.2}", elapsed.as_secs_f64() * 1000.0);
+        if let Ok(value) = HeaderValue::from_str(&timing) {
+            res.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("server-timing"),
+                value,
+            );
+        }
+    }
     Ok(res.map_body(|_, body| Counted { body }))
 }
 

@@ -68,6 +68,26 @@ impl Storage {
         self.objects.read(&blob.segments, range)
     }
 
+    /// The whole content of a small blob of `repo` (an image configuration), or
+    /// `BlobUnknown`; refuses blobs larger than `limit` bytes (they are streamed instead).
+    pub async fn read_small_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<bytes::Bytes> {
+        use futures::TryStreamExt;
+        let blob = self.blob(repo, digest).await?;
+        if blob.size > limit {
+            return Err(StorageError::BlobTooLarge {
+                size: blob.size,
+                limit,
+            });
+        }
+        let chunks: Vec<bytes::Bytes> = self.read_blob(&blob, 0..blob.size).try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+
     /// Unlinks the blob from `repo`; the data stays while other repositories link it
     /// (garbage collection removes data nothing links).
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {

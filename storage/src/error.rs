@@ -28,6 +28,8 @@ pub enum StorageError {
     ManifestTooLarge { size: u64, limit: u64 },
     #[error("manifest references {kind} unknown to this repository: {digest}")]
     ManifestBlobUnknown { kind: &'static str, digest: Digest },
+    #[error("blob is {size} bytes, more than {limit} that may be read at once")]
+    BlobTooLarge { size: u64, limit: u64 },
     #[error("request body ended early: {0}")]
     BodyIncomplete(String),
     #[error("object storage error: {0}")]

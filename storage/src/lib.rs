@@ -1,7 +1,8 @@
 //! Berth's storage: blobs kept once in an object store, registry metadata in SQL.
 //!
 //! [`Storage`] is the one entry point the server uses; its operations are split by
-//! resource: [`repos`], [`blobs`], [`uploads`], [`manifests`].
+//! resource: [`repos`], [`blobs`], [`uploads`], [`manifests`], and for the web UI
+//! [`explore`] and [`pulls`].
 
 pub mod blobs;
 pub mod cache;
@@ -10,12 +11,14 @@ pub mod digest;
 pub mod entity;
 pub mod error;
 pub mod expiry;
+pub mod explore;
 pub mod gc;
 pub mod group_sync;
 pub mod manifests;
 pub mod migration;
 pub mod names;
 pub mod objects;
+pub mod pulls;
 pub mod repos;
 pub mod uploads;
 
@@ -35,6 +38,7 @@ pub struct Storage {
     db: DatabaseConnection,
     objects: Objects,
     cache: Arc<cache::MetaCache>,
+    pulls: Arc<pulls::PullCounter>,
     sqlite_writer: Option<db::SqliteWriter>,
     max_manifest_bytes: u64,
     private_by_default: bool,
@@ -72,6 +76,7 @@ impl Storage {
             db,
             objects,
             cache: Arc::new(cache),
+            pulls: Arc::default(),
             sqlite_writer,
             max_manifest_bytes: config.limits.max_manifest_bytes,
             private_by_default: config.auth.private_by_default,

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
-use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect,
@@ -12,7 +12,9 @@ use sea_orm::{
 use serde::Serialize;
 
 use crate::digest::{Algorithm, Digest};
-use crate::entity::{manifest, manifest_blob, manifest_child, now_millis, repository_blob, tag};
+use crate::entity::{
+    manifest, manifest_blob, manifest_child, now_millis, repository, repository_blob, tag,
+};
 use crate::error::{Result, StorageError};
 use crate::names::validate_tag;
 use crate::repos::{ensure_repository, Page};
@@ -89,7 +91,28 @@ struct Parsed {
     annotations: Option<HashMap<String, String>>,
     blobs: Vec<Digest>,
     children: Vec<Digest>,
+    /// An image manifest's config plus layers, in bytes.
+    image_size: Option<i64>,
+    /// An image manifest's config when it is an image configuration (which names the
+    /// platform), with its size.
+    image_config: Option<(Digest, u64)>,
 }
+
+/// The platform an image configuration names.
+#[derive(Debug, Default, PartialEq)]
+pub struct Platform {
+    pub os: Option<String>,
+    pub architecture: Option<String>,
+    pub variant: Option<String>,
+}
+
+const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// Image configurations larger than this are not read for their platform.
+const MAX_CONFIG_READ: u64 = 1024 * 1024;
 
 impl Storage {
     /// Stores a manifest after checking it parses and that everything it references is
@@ -139,11 +162,18 @@ impl Storage {
                 tags,
             });
         }
+        let platform = self.image_platform(repo, &parsed).await?;
         let txn = self.write().await?;
         let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         check_references(&*txn, repo_id, &parsed).await?;
-        let manifest_id = insert_manifest(&*txn, repo_id, &digest, &parsed, body).await?;
+        let manifest_id =
+            insert_manifest(&*txn, repo_id, &digest, &parsed, &platform, body).await?;
         let now = now_millis();
+        repository::Entity::update_many()
+            .col_expr(repository::Column::PushedAt, Expr::value(now))
+            .filter(repository::Column::Id.eq(repo_id))
+            .exec(&*txn)
+            .await?;
         for t in &tags {
             tag::Entity::insert(tag::ActiveModel {
                 repository_id: Set(repo_id),
@@ -165,6 +195,36 @@ impl Storage {
             digest,
             subject: parsed.subject,
             tags,
+        })
+    }
+
+    /// The platform an image manifest's configuration names; nothing for other
+    /// manifests, or when the config is missing (the reference check reports that),
+    /// large, or says nothing.
+    async fn image_platform(&self, repo: &str, parsed: &Parsed) -> Result<Platform> {
+        let Some((digest, size)) = &parsed.image_config else {
+            return Ok(Platform::default());
+        };
+        if *size > MAX_CONFIG_READ {
+            return Ok(Platform::default());
+        }
+        let config = match self.read_small_blob(repo, digest, MAX_CONFIG_READ).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::BlobUnknown(_)) => return Ok(Platform::default()),
+            Err(e) => return Err(e),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
+        let field = |name: &str| {
+            value
+                .get(name)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        Ok(Platform {
+            os: field("os"),
+            architecture: field("architecture"),
+            variant: field("variant"),
         })
     }
 
@@ -339,6 +399,7 @@ async fn insert_manifest(
     repo_id: i64,
     digest: &Digest,
     parsed: &Parsed,
+    platform: &Platform,
     body: &[u8],
 ) -> Result<i64> {
     manifest::Entity::insert(manifest::ActiveModel {
@@ -354,6 +415,10 @@ async fn insert_manifest(
         content: Set(body.to_vec()),
         size: Set(body.len() as i64),
         created_at: Set(now_millis()),
+        os: Set(platform.os.clone()),
+        architecture: Set(platform.architecture.clone()),
+        variant: Set(platform.variant.clone()),
+        image_size: Set(parsed.image_size),
         ..Default::default()
     })
     .on_conflict_do_nothing_on([manifest::Column::RepositoryId, manifest::Column::Digest])
@@ -501,7 +566,17 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
                 .as_ref()
                 .map(|t| t.to_string())
                 .or_else(|| Some(m.config().media_type().to_string()));
-            let mut blobs = vec![descriptor_digest(m.config())?];
+            let config_digest = descriptor_digest(m.config())?;
+            let image_config = IMAGE_CONFIG_TYPES
+                .contains(&m.config().media_type().to_string().as_str())
+                .then(|| (config_digest.clone(), m.config().size()));
+            let image_size = m
+                .layers()
+                .iter()
+                .chain([m.config()])
+                .map(|d| d.size() as i64)
+                .sum();
+            let mut blobs = vec![config_digest];
             for layer in m.layers() {
                 // Foreign/non-distributable layers live elsewhere (their `urls`).
                 if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) {
@@ -516,6 +591,8 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
                 annotations: m.annotations().clone(),
                 blobs,
                 children: Vec::new(),
+                image_size: Some(image_size),
+                image_config,
             })
         }
         OCI_INDEX | DOCKER_MANIFEST_LIST => {
@@ -527,6 +604,8 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
                 annotations: i.annotations().clone(),
                 blobs: Vec::new(),
                 children: i.manifests().iter().map(descriptor_digest).collect::<Result<_>>()?,
+                image_size: None,
+                image_config: None,
             })
         }
         other => Err(invalid(format!(

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002Tokens),
             Box::new(M0003Organizations),
             Box::new(M0004SigningKeys),
+            Box::new(M0005WebSessions),
         ]
     }
 
@@ -133,6 +134,39 @@ impl MigrationTrait for M0004SigningKeys {
                 .col(big_integer("id").primary_key())
                 .col(blob("pkcs8"))
                 .col(big_integer("created_at"))
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+struct M0005WebSessions;
+
+impl MigrationName for M0005WebSessions {
+    fn name(&self) -> &str {
+        "m0005_web_sessions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005WebSessions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("web_sessions")
+                .col(text("secret_hash").primary_key())
+                .col(text("user_name"))
+                .col(text("csrf_token"))
+                .col(big_integer("created_at"))
+                .col(big_integer("expires_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_web_sessions_user_name")
+                .table("web_sessions")
+                .col("user_name")
                 .to_owned(),
         )
         .await

@@ -31,14 +31,13 @@ async fn viewer(state: &AppState, req: &HttpRequest) -> ApiResult<Viewer> {
     let user = berth_auth::users::get(&auth.db, &claims.sub)
         .await
         .map_err(internal)?;
-    if user.is_some_and(|u| u.admin) {
-        return Ok(Viewer::Everything);
-    }
-    let mut namespaces = berth_auth::orgs::memberships(&auth.db, &claims.sub)
+    let Some(user) = user else {
+        return Ok(Viewer::Public);
+    };
+    let namespaces = berth_auth::access::private_namespaces(&auth.db, &user)
         .await
         .map_err(internal)?;
-    namespaces.push(claims.sub.clone());
-    Ok(Viewer::PublicAndNamespaces(namespaces))
+    Ok(namespaces.map_or(Viewer::Everything, Viewer::PublicAndNamespaces))
 }
 
 fn internal(e: berth_auth::AuthError) -> crate::error::ApiError {

@@ -2,7 +2,7 @@
 //! digest, end-18 by tag).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use berth_storage::manifests::{Reference, StoredManifest};
+use berth_storage::manifests::{Reference, StoredManifest, DOCKER_MANIFEST_LIST, OCI_INDEX};
 use berth_storage::StorageError;
 use futures::StreamExt;
 
@@ -25,7 +25,13 @@ pub async fn get(
     RepoName(name): RepoName,
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
-    let m = state.storage.manifest(&name, &reference_of(&path)?).await?;
+    let reference = reference_of(&path)?;
+    let m = state.storage.manifest(&name, &reference).await?;
+    let image_by_digest = matches!(reference, Reference::Digest(_))
+        && !matches!(m.media_type.as_str(), OCI_INDEX | DOCKER_MANIFEST_LIST);
+    state
+        .storage
+        .record_pull(&name, image_by_digest.then_some(&m.digest));
     let mut res = HttpResponse::Ok();
     manifest_headers(&mut res, &m);
     Ok(res.body(m.content.clone()))

@@ -19,6 +19,13 @@ pub struct Model {
     pub content: Vec<u8>,
     pub size: i64,
     pub created_at: i64,
+    /// An image manifest's platform, from its config (`None` for indexes, artifacts
+    /// and configs that say nothing).
+    pub os: Option<String>,
+    pub architecture: Option<String>,
+    pub variant: Option<String>,
+    /// An image manifest's compressed size: config plus layers.
+    pub image_size: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

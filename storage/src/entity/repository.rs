@@ -11,6 +11,14 @@ pub struct Model {
     pub created_at: i64,
     /// Pulled by its owner and admins only.
     pub private: bool,
+    /// One line shown in listings and searched.
+    pub description: String,
+    /// Markdown, rendered (sanitized) on the repository's page.
+    pub readme: String,
+    /// Manifest GETs, counted in batches (see `pulls`).
+    pub pull_count: i64,
+    /// The last manifest push.
+    pub pushed_at: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

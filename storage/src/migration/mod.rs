@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_registry;
 mod m0002_visibility;
 mod m0003_upload_sync;
+mod m0004_explore;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_registry::Migration),
             Box::new(m0002_visibility::Migration),
             Box::new(m0003_upload_sync::Migration),
+            Box::new(m0004_explore::Migration),
         ]
     }
 }

@@ -1,0 +1,66 @@
+//! The JSON API behind the pages (`/api/v1/…`), with the pages' access rules.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiResult;
+use crate::pages::{host, SearchParams};
+use crate::session::Visitor;
+use crate::view::{self, Target, TAGS_PER_PAGE};
+use crate::Web;
+
+/// `GET /api/v1/search?q=&namespace=&os=&arch=&page=&per_page=`
+pub async fn search(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    params: web::Query<SearchParams>,
+) -> ApiResult {
+    let listing = params.listing(20);
+    let viewer = visitor.viewer(&web).await?;
+    let found = web.storage.list_repositories(&viewer, &listing).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "total": found.total,
+        "page": listing.page,
+        "per_page": listing.per_page,
+        "results": found.items,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct PageParam {
+    page: Option<u64>,
+}
+
+/// `GET /api/v1/repositories/<name>`, `…/<name>/tags?page=`, `…/<name>/tags/<tag>`.
+pub async fn repository(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageParam>,
+) -> ApiResult {
+    let body = match view::resolve(&web, &visitor, &path).await? {
+        Target::Repository(repo) => json!(repo),
+        Target::Tags(repo) => {
+            let page = query.page.unwrap_or(1).max(1);
+            let tags = view::tag_views(&web, &host(&web, &req), &repo.summary.name, page).await?;
+            json!({
+                "total": repo.summary.tag_count,
+                "page": page,
+                "per_page": TAGS_PER_PAGE,
+                "tags": tags,
+            })
+        }
+        Target::Tag(repo, tag) => {
+            let mut detail = json!(view::tag_detail(&web, &repo.summary.name, &tag).await?);
+            detail["pull"] = json!(view::pull_command(
+                &host(&web, &req),
+                &repo.summary.name,
+                &tag
+            ));
+            detail
+        }
+    };
+    Ok(HttpResponse::Ok().json(body))
+}

@@ -1,0 +1,108 @@
+//! Berth's web UI: explore, search, repository and tag pages, sign-in and token
+//! settings, and the JSON API behind them, served by `berthd` at `/`.
+//!
+//! Pages are rendered on the server (minijinja templates embedded in the binary) and
+//! work without JavaScript; `static/app.js` only adds copy buttons and a search
+//! shortcut. Access follows the registry's rules: a repository a visitor may not pull
+//! does not exist for them, in pages, search results and API answers alike.
+
+mod api;
+mod error;
+mod markdown;
+mod pages;
+mod session;
+mod templates;
+mod view;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use berth_auth::limiter::LoginLimiter;
+use berth_storage::Storage;
+
+pub use error::WebError;
+
+/// What the web UI's handlers share.
+pub struct Web {
+    storage: Storage,
+    /// Failed sign-ins, shared with the token endpoint; `None` when the registry has
+    /// no accounts (authentication off).
+    login_limiter: Option<Arc<LoginLimiter>>,
+    /// Where clients reach the registry (for pull commands); else the request's host.
+    external_url: Option<String>,
+}
+
+impl Web {
+    pub fn new(
+        storage: Storage,
+        login_limiter: Option<Arc<LoginLimiter>>,
+        external_url: Option<String>,
+    ) -> Web {
+        Web {
+            storage,
+            login_limiter,
+            external_url,
+        }
+    }
+
+    fn accounts(&self) -> bool {
+        self.login_limiter.is_some()
+    }
+}
+
+/// The web UI's routes; the app must hold a `web::Data<Web>`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(pages::explore))
+        .route("/search", web::get().to(pages::search))
+        .route("/r/{path:.+}", web::get().to(pages::repository_or_tag))
+        .route("/u/{name}", web::get().to(pages::namespace))
+        .route("/signin", web::get().to(pages::signin_form))
+        .route("/signin", web::post().to(pages::signin))
+        .route("/signout", web::post().to(pages::signout))
+        .route("/settings", web::get().to(pages::settings))
+        .route("/settings/tokens", web::post().to(pages::create_token))
+        .route(
+            "/settings/tokens/revoke",
+            web::post().to(pages::revoke_token),
+        )
+        .service(
+            // A README may be long: forms here take up to 256 KiB.
+            web::resource("/manage/description")
+                .app_data(web::FormConfig::default().limit(256 * 1024))
+                .route(web::post().to(pages::set_description)),
+        )
+        .route("/manage/visibility", web::post().to(pages::set_visibility))
+        .route(
+            "/manage/delete-tag",
+            web::get().to(pages::confirm_delete_tag),
+        )
+        .route("/manage/delete-tag", web::post().to(pages::delete_tag))
+        .route("/api/v1/search", web::get().to(api::search))
+        .route(
+            "/api/v1/repositories/{path:.+}",
+            web::get().to(api::repository),
+        )
+        .route("/static/style.css", web::get().to(style))
+        .route("/static/app.js", web::get().to(script));
+}
+
+async fn style() -> HttpResponse {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../static/style.css"),
+    )
+}
+
+async fn script() -> HttpResponse {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/app.js"),
+    )
+}
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(body)
+}

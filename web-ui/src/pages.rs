@@ -1,0 +1,606 @@
+//! The HTML pages: one handler per page or form.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use berth_auth::{pat, sessions, users, AuthError};
+use berth_storage::explore::{Listing, Order, RepoDetail};
+use berth_storage::manifests::Reference;
+use berth_storage::repos::Viewer;
+use minijinja::{context, Value};
+use serde::Deserialize;
+
+use crate::error::{PageResult, WebError};
+use crate::session::Visitor;
+use crate::view::{self, Target, TAGS_PER_PAGE};
+use crate::{markdown, templates, Web};
+
+const REPOS_PER_PAGE: u64 = 20;
+const MAX_DESCRIPTION_CHARS: usize = 100;
+const MAX_README_BYTES: usize = 100_000;
+
+/// Where clients reach this registry, for `docker pull` and `docker login` commands.
+pub fn host(web: &Web, req: &HttpRequest) -> String {
+    match &web.external_url {
+        Some(url) => url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+        None => req.connection_info().host().to_owned(),
+    }
+}
+
+/// Renders `template` with `context` plus what every page shows (the signed-in user,
+/// the CSRF token for the sign-out form, the search box's text).
+fn render(
+    web: &Web,
+    visitor: &Visitor,
+    req: &HttpRequest,
+    status: StatusCode,
+    template: &str,
+    context: Value,
+) -> PageResult {
+    let html = templates::render(
+        template,
+        context! {
+            // The later map wins: a page may override these.
+            ..context! {
+                user => visitor.user().map(|u| u.name.clone()),
+                csrf => visitor.csrf(),
+                accounts => visitor.accounts,
+                host => host(web, req),
+            },
+            ..context
+        },
+    )?;
+    let mut res = HttpResponse::build(status);
+    visitor.set_cookies(&mut res);
+    Ok(res
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; img-src * data:; frame-ancestors 'none'; form-action 'self'",
+        ))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Referrer-Policy", "same-origin"))
+        .body(html))
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header(("Location", location))
+        .finish()
+}
+
+fn pages(total: u64, per_page: u64) -> u64 {
+    total.div_ceil(per_page).max(1)
+}
+
+/// Query-string values, URL-encoded.
+fn query_string(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().filter(|(_, v)| !v.is_empty()))
+        .finish()
+}
+
+fn nonempty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+pub async fn explore(web: web::Data<Web>, visitor: Visitor, req: HttpRequest) -> PageResult {
+    let listing = |order| Listing {
+        order,
+        per_page: 10,
+        ..Listing::default()
+    };
+    let most_pulled = web
+        .storage
+        .list_repositories(&Viewer::Public, &listing(Order::MostPulled))
+        .await?;
+    let recently_pushed = web
+        .storage
+        .list_repositories(&Viewer::Public, &listing(Order::RecentlyPushed))
+        .await?;
+    render(
+        &web,
+        &visitor,
+        &req,
+        StatusCode::OK,
+        "explore.html",
+        context! {
+            total => most_pulled.total,
+            most_pulled => most_pulled.items,
+            recently_pushed => recently_pushed.items,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SearchParams {
+    #[serde(default)]
+    pub q: String,
+    pub namespace: Option<String>,
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    pub page: Option<u64>,
+    pub per_page: Option<u64>,
+}
+
+impl SearchParams {
+    pub fn listing(&self, default_per_page: u64) -> Listing {
+        Listing {
+            text: self.q.clone(),
+            namespace: nonempty(&self.namespace),
+            os: nonempty(&self.os),
+            architecture: nonempty(&self.arch),
+            order: Order::Relevance,
+            page: self.page.unwrap_or(1).max(1),
+            per_page: self.per_page.unwrap_or(default_per_page).clamp(1, 100),
+        }
+    }
+}
+
+pub async fn search(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    params: web::Query<SearchParams>,
+) -> PageResult {
+    let listing = params.listing(REPOS_PER_PAGE);
+    let viewer = visitor.viewer(&web).await?;
+    let found = web.storage.list_repositories(&viewer, &listing).await?;
+    let namespace = listing.namespace.clone().unwrap_or_default();
+    let os = listing.os.clone().unwrap_or_default();
+    let arch = listing.architecture.clone().unwrap_or_default();
+    let base = query_string(&[
+        ("q", params.q.as_str()),
+        ("namespace", &namespace),
+        ("os", &os),
+        ("arch", &arch),
+    ]);
+    render(
+        &web,
+        &visitor,
+        &req,
+        StatusCode::OK,
+        "search.html",
+        context! {
+            q => params.q.clone(),
+            namespace, os, arch,
+            total => found.total,
+            results => found.items,
+            page => listing.page,
+            pages => pages(found.total, listing.per_page),
+            pager_base => format!("/search?{base}&"),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct PageParam {
+    page: Option<u64>,
+}
+
+pub async fn repository_or_tag(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageParam>,
+) -> PageResult {
+    let host = host(&web, &req);
+    match view::resolve(&web, &visitor, &path).await? {
+        Target::Repository(repo) | Target::Tags(repo) => {
+            let name = repo.summary.name.clone();
+            let can_manage = visitor
+                .may(&web, &name, repo.summary.private, "delete")
+                .await?;
+            let page = query.page.unwrap_or(1).max(1);
+            let tags = view::tag_views(&web, &host, &name, page).await?;
+            let latest_pull = tags
+                .iter()
+                .find(|t| t.name == "latest")
+                .or(tags.first())
+                .map(|t| t.pull.clone());
+            let readme_html =
+                (!repo.readme.trim().is_empty()).then(|| markdown::render(&repo.readme));
+            render(
+                &web,
+                &visitor,
+                &req,
+                StatusCode::OK,
+                "repository.html",
+                context! {
+                    pages => pages(repo.summary.tag_count as u64, TAGS_PER_PAGE),
+                    repo => context! { readme => repo.readme, ..Value::from_serialize(&repo.summary) },
+                    tags, page, latest_pull, readme_html, can_manage,
+                    pager_base => format!("/r/{name}?"),
+                },
+            )
+        }
+        Target::Tag(repo, tag) => {
+            let name = repo.summary.name.clone();
+            let detail = view::tag_detail(&web, &name, &tag).await?;
+            let can_manage = visitor
+                .may(&web, &name, repo.summary.private, "delete")
+                .await?;
+            render(
+                &web,
+                &visitor,
+                &req,
+                StatusCode::OK,
+                "tag.html",
+                context! {
+                    pull => view::pull_command(&host, &name, &tag),
+                    tag => detail,
+                    can_manage,
+                },
+            )
+        }
+    }
+}
+
+pub async fn namespace(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    name: web::Path<String>,
+    query: web::Query<PageParam>,
+) -> PageResult {
+    let viewer = visitor.viewer(&web).await?;
+    let listing = Listing {
+        namespace: Some(name.clone()),
+        order: Order::Name,
+        page: query.page.unwrap_or(1).max(1),
+        per_page: REPOS_PER_PAGE,
+        ..Listing::default()
+    };
+    let found = web.storage.list_repositories(&viewer, &listing).await?;
+    render(
+        &web,
+        &visitor,
+        &req,
+        StatusCode::OK,
+        "namespace.html",
+        context! {
+            namespace => name.into_inner(),
+            total => found.total,
+            repos => found.items,
+            page => listing.page,
+            pages => pages(found.total, REPOS_PER_PAGE),
+            pager_base => "?",
+        },
+    )
+}
+
+pub async fn signin_form(web: web::Data<Web>, visitor: Visitor, req: HttpRequest) -> PageResult {
+    if !visitor.accounts {
+        return Err(WebError::AccountsOff.into());
+    }
+    if visitor.user().is_some() {
+        return Ok(see_other("/"));
+    }
+    render(
+        &web,
+        &visitor,
+        &req,
+        StatusCode::OK,
+        "signin.html",
+        context! {},
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SigninForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn signin(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    form: web::Form<SigninForm>,
+) -> PageResult {
+    let limiter = web.login_limiter.as_ref().ok_or(WebError::AccountsOff)?;
+    visitor.check_csrf(&form.csrf)?;
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    // The same keys as the token endpoint's: a password guessed here or there counts once.
+    let keys = [format!("user:{}", form.username), format!("ip:{peer}")];
+    limiter.check(&keys)?;
+    let db = web.storage.db();
+    match users::authenticate(db, &form.username, form.password.clone()).await {
+        Ok(user) => {
+            limiter.succeeded(&keys[..1]);
+            let (secret, _) = sessions::start(db, user).await?;
+            let mut res = see_other("/");
+            res.add_cookie(&visitor.session_cookie(secret))
+                .map_err(|e| WebError::BadRequest(e.to_string()))?;
+            Ok(res)
+        }
+        Err(AuthError::BadCredentials) => {
+            limiter.failed(&keys);
+            render(
+                &web,
+                &visitor,
+                &req,
+                StatusCode::UNAUTHORIZED,
+                "signin.html",
+                context! { error => "Wrong username or password.", username => form.username.clone() },
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn signout(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    form: web::Form<CsrfForm>,
+) -> PageResult {
+    visitor.check_csrf(&form.csrf)?;
+    if let Some(cookie) = req.cookie(crate::session::SESSION_COOKIE) {
+        sessions::end(web.storage.db(), cookie.value()).await?;
+    }
+    let mut res = see_other("/");
+    res.add_cookie(&visitor.removed_session_cookie())
+        .map_err(|e| WebError::BadRequest(e.to_string()))?;
+    Ok(res)
+}
+
+pub async fn settings(web: web::Data<Web>, visitor: Visitor, req: HttpRequest) -> PageResult {
+    settings_page(&web, &visitor, &req, StatusCode::OK, context! {}).await
+}
+
+async fn settings_page(
+    web: &Web,
+    visitor: &Visitor,
+    req: &HttpRequest,
+    status: StatusCode,
+    extra: Value,
+) -> PageResult {
+    let user = visitor.signed_in()?;
+    let tokens: Vec<Value> = pat::list(web.storage.db(), &user.name)
+        .await?
+        .into_iter()
+        .map(|t| {
+            context! {
+                id => t.id, name => t.name, scope => t.scope, created_at => t.created_at,
+                last_used_at => t.last_used_at, expires_at => t.expires_at,
+            }
+        })
+        .collect();
+    render(
+        web,
+        visitor,
+        req,
+        status,
+        "settings.html",
+        context! { ..extra, ..context! { tokens } },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    expires_in_days: String,
+}
+
+pub async fn create_token(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    form: web::Form<TokenForm>,
+) -> PageResult {
+    let user = visitor.signed_in()?;
+    visitor.check_csrf(&form.csrf)?;
+    let problem = |message: String| {
+        settings_page(
+            &web,
+            &visitor,
+            &req,
+            StatusCode::BAD_REQUEST,
+            context! { error => message },
+        )
+    };
+    let name = form.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return problem("A token needs a name of 1 to 100 characters.".into()).await;
+    }
+    let scope = match pat::TokenScope::parse(&form.scope) {
+        Ok(s) => s,
+        Err(e) => return problem(e.to_string()).await,
+    };
+    let days = match form.expires_in_days.trim() {
+        "" => None,
+        d => match d.parse::<u32>() {
+            Ok(n @ 1..=3650) => Some(n),
+            _ => return problem("Expiry must be 1 to 3650 days, or empty for never.".into()).await,
+        },
+    };
+    let (_, secret) = pat::create(web.storage.db(), &user.name, name, scope, days).await?;
+    settings_page(
+        &web,
+        &visitor,
+        &req,
+        StatusCode::CREATED,
+        context! { new_token => secret, new_token_name => name },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    id: i64,
+}
+
+pub async fn revoke_token(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    form: web::Form<RevokeForm>,
+) -> PageResult {
+    let user = visitor.signed_in()?;
+    visitor.check_csrf(&form.csrf)?;
+    match pat::revoke(web.storage.db(), &user.name, form.id).await {
+        Ok(()) => Ok(see_other("/settings")),
+        Err(AuthError::TokenInvalid(_)) => Err(WebError::NotFound("token".into()).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The repository, if `visitor` may manage it (owners, organization admins, admins).
+async fn managed_repository(
+    web: &Web,
+    visitor: &Visitor,
+    name: &str,
+) -> Result<RepoDetail, WebError> {
+    let repo = view::visible_repository(web, visitor, name)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("repository {name}")))?;
+    if !visitor
+        .may(web, name, repo.summary.private, "delete")
+        .await?
+    {
+        return Err(if visitor.accounts && visitor.user().is_none() {
+            WebError::SignInRequired
+        } else {
+            WebError::Forbidden
+        });
+    }
+    Ok(repo)
+}
+
+#[derive(Deserialize)]
+pub struct DescriptionForm {
+    #[serde(default)]
+    csrf: String,
+    repository: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    readme: String,
+}
+
+pub async fn set_description(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    form: web::Form<DescriptionForm>,
+) -> PageResult {
+    visitor.check_csrf(&form.csrf)?;
+    managed_repository(&web, &visitor, &form.repository).await?;
+    // One line, like Docker Hub's short description.
+    let description = form
+        .description
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(WebError::BadRequest(format!(
+            "a description has at most {MAX_DESCRIPTION_CHARS} characters"
+        ))
+        .into());
+    }
+    if form.readme.len() > MAX_README_BYTES {
+        return Err(
+            WebError::BadRequest(format!("a README has at most {MAX_README_BYTES} bytes")).into(),
+        );
+    }
+    web.storage
+        .set_description(&form.repository, &description, &form.readme)
+        .await?;
+    Ok(see_other(&format!("/r/{}", form.repository)))
+}
+
+#[derive(Deserialize)]
+pub struct VisibilityForm {
+    #[serde(default)]
+    csrf: String,
+    repository: String,
+    private: bool,
+}
+
+pub async fn set_visibility(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    form: web::Form<VisibilityForm>,
+) -> PageResult {
+    visitor.check_csrf(&form.csrf)?;
+    managed_repository(&web, &visitor, &form.repository).await?;
+    web.storage
+        .set_private(&form.repository, form.private)
+        .await?;
+    Ok(see_other(&format!("/r/{}", form.repository)))
+}
+
+#[derive(Deserialize)]
+pub struct TagParams {
+    repository: String,
+    tag: String,
+}
+
+pub async fn confirm_delete_tag(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    params: web::Query<TagParams>,
+) -> PageResult {
+    managed_repository(&web, &visitor, &params.repository).await?;
+    render(
+        &web,
+        &visitor,
+        &req,
+        StatusCode::OK,
+        "confirm_delete.html",
+        context! { repository => params.repository.clone(), tag => params.tag.clone() },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DeleteTagForm {
+    #[serde(default)]
+    csrf: String,
+    repository: String,
+    tag: String,
+}
+
+pub async fn delete_tag(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    form: web::Form<DeleteTagForm>,
+) -> PageResult {
+    visitor.check_csrf(&form.csrf)?;
+    managed_repository(&web, &visitor, &form.repository).await?;
+    let tag = match Reference::parse(&form.tag)? {
+        tag @ Reference::Tag(_) => tag,
+        Reference::Digest(_) => return Err(WebError::BadRequest("not a tag".into()).into()),
+    };
+    web.storage.delete_manifest(&form.repository, &tag).await?;
+    Ok(see_other(&format!("/r/{}", form.repository)))
+}

@@ -1,0 +1,171 @@
+//! Who is looking: the signed-in user of a session cookie (or nobody), the CSRF token
+//! their forms must carry, and what they may see and do.
+//!
+//! Signed-in forms carry the session's own CSRF token. Forms shown before sign-in carry
+//! the value of a `berth_csrf` cookie (double submit), set on first visit. Both cookies
+//! are HttpOnly, SameSite, and Secure whenever the site is reached over https.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponseBuilder};
+use berth_auth::sessions::{self, Session};
+use berth_auth::{access, secret, User};
+use berth_storage::repos::Viewer;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::error::{Api, Page, WebError};
+use crate::Web;
+
+pub const SESSION_COOKIE: &str = "berth_session";
+const CSRF_COOKIE: &str = "berth_csrf";
+
+pub struct Visitor {
+    pub session: Option<Session>,
+    /// The anonymous CSRF token, and whether this response must set its cookie.
+    anonymous_csrf: String,
+    new_csrf_cookie: bool,
+    /// Whether cookies get the Secure flag.
+    pub secure: bool,
+    /// Whether the registry has accounts at all (without, everyone may do everything).
+    pub accounts: bool,
+}
+
+impl FromRequest for Visitor {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Visitor, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let web = req
+                .app_data::<web::Data<Web>>()
+                .expect("the web UI's state is registered")
+                .clone();
+            visitor(&web, &req).await.map_err(|e| {
+                if req.path().starts_with("/api/") {
+                    Api(e).into()
+                } else {
+                    Page(e).into()
+                }
+            })
+        })
+    }
+}
+
+async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, WebError> {
+    let session = match (web.accounts(), req.cookie(SESSION_COOKIE)) {
+        (true, Some(cookie)) => sessions::find(web.storage.db(), cookie.value()).await?,
+        _ => None,
+    };
+    let (anonymous_csrf, new_csrf_cookie) = match req.cookie(CSRF_COOKIE) {
+        Some(c) if !c.value().is_empty() => (c.value().to_owned(), false),
+        _ => (secret::random()?, true),
+    };
+    let secure = req.connection_info().scheme() == "https"
+        || web
+            .external_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+    Ok(Visitor {
+        session,
+        anonymous_csrf,
+        new_csrf_cookie,
+        secure,
+        accounts: web.accounts(),
+    })
+}
+
+impl Visitor {
+    pub fn user(&self) -> Option<&User> {
+        self.session.as_ref().map(|s| &s.user)
+    }
+
+    /// The token this visitor's forms carry.
+    pub fn csrf(&self) -> &str {
+        match &self.session {
+            Some(s) => &s.csrf_token,
+            None => &self.anonymous_csrf,
+        }
+    }
+
+    /// Refuses a form whose token is not this visitor's.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), WebError> {
+        // A freshly made anonymous token was never sent to a form: nothing can match it.
+        if self.session.is_none() && self.new_csrf_cookie {
+            return Err(WebError::Csrf);
+        }
+        if secret::same(self.csrf(), submitted) {
+            Ok(())
+        } else {
+            Err(WebError::Csrf)
+        }
+    }
+
+    /// The signed-in user, or `SignInRequired`.
+    pub fn signed_in(&self) -> Result<&User, WebError> {
+        if !self.accounts {
+            return Err(WebError::AccountsOff);
+        }
+        self.user().ok_or(WebError::SignInRequired)
+    }
+
+    /// Which repositories this visitor may see in listings.
+    pub async fn viewer(&self, web: &Web) -> Result<Viewer, WebError> {
+        if !self.accounts {
+            return Ok(Viewer::Everything);
+        }
+        let Some(user) = self.user() else {
+            return Ok(Viewer::Public);
+        };
+        let namespaces = access::private_namespaces(web.storage.db(), user).await?;
+        Ok(namespaces.map_or(Viewer::Everything, Viewer::PublicAndNamespaces))
+    }
+
+    /// Whether this visitor may do `action` (pull, push, delete) to `repo`, by the
+    /// registry's own rules.
+    pub async fn may(
+        &self,
+        web: &Web,
+        repo: &str,
+        private: bool,
+        action: &str,
+    ) -> Result<bool, WebError> {
+        if !self.accounts {
+            return Ok(true);
+        }
+        Ok(access::allowed(web.storage.db(), self.user(), repo, private, action).await?)
+    }
+
+    /// Adds the cookies this visitor needs to a response.
+    pub fn set_cookies(&self, res: &mut HttpResponseBuilder) {
+        if self.new_csrf_cookie {
+            res.cookie(self.cookie(CSRF_COOKIE, self.anonymous_csrf.clone(), SameSite::Strict));
+        }
+    }
+
+    /// The session cookie for a new sign-in.
+    pub fn session_cookie(&self, secret: String) -> Cookie<'static> {
+        let mut c = self.cookie(SESSION_COOKIE, secret, SameSite::Lax);
+        c.set_max_age(actix_web::cookie::time::Duration::seconds(
+            sessions::LIFETIME_SECS,
+        ));
+        c
+    }
+
+    /// A cookie that removes the session cookie.
+    pub fn removed_session_cookie(&self) -> Cookie<'static> {
+        let mut c = self.cookie(SESSION_COOKIE, String::new(), SameSite::Lax);
+        c.make_removal();
+        c
+    }
+
+    fn cookie(&self, name: &'static str, value: String, same_site: SameSite) -> Cookie<'static> {
+        Cookie::build(name, value)
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(same_site)
+            .finish()
+    }
+}

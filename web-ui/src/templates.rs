@@ -1,0 +1,119 @@
+//! The page templates (minijinja, embedded in the binary) and their filters.
+
+use std::sync::LazyLock;
+
+use minijinja::{Environment, Value};
+
+use crate::error::WebError;
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("macros.html", include_str!("../templates/macros.html")),
+        ("explore.html", include_str!("../templates/explore.html")),
+        ("search.html", include_str!("../templates/search.html")),
+        (
+            "repository.html",
+            include_str!("../templates/repository.html"),
+        ),
+        ("tag.html", include_str!("../templates/tag.html")),
+        (
+            "confirm_delete.html",
+            include_str!("../templates/confirm_delete.html"),
+        ),
+        (
+            "namespace.html",
+            include_str!("../templates/namespace.html"),
+        ),
+        ("signin.html", include_str!("../templates/signin.html")),
+        ("settings.html", include_str!("../templates/settings.html")),
+        ("error.html", include_str!("../templates/error.html")),
+    ] {
+        env.add_template(name, source)
+            .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));
+    }
+    env.add_filter("size", size);
+    env.add_filter("ago", ago);
+    env.add_filter("date", date);
+    env.add_filter("short", short_digest);
+    env
+});
+
+/// Renders template `name` (autoescaped: every `.html` template is).
+pub fn render(name: &str, context: Value) -> Result<String, WebError> {
+    Ok(TEMPLATES.get_template(name)?.render(context)?)
+}
+
+/// Bytes in decimal units, as registries and Docker Hub show sizes.
+pub fn size(bytes: Option<i64>) -> String {
+    let Some(bytes) = bytes else {
+        return "—".into();
+    };
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < units.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+/// "3 minutes ago" from Unix milliseconds.
+pub fn ago(millis: i64) -> String {
+    let secs = (chrono::Utc::now().timestamp_millis() - millis).max(0) / 1000;
+    let (n, unit) = match secs {
+        0..60 => return "just now".into(),
+        60..3600 => (secs / 60, "minute"),
+        3600..86_400 => (secs / 3600, "hour"),
+        86_400..2_592_000 => (secs / 86_400, "day"),
+        2_592_000..31_536_000 => (secs / 2_592_000, "month"),
+        _ => (secs / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// The UTC date of Unix milliseconds.
+pub fn date(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// `sha256:` and the first 12 hex digits, as docker shows image ids.
+pub fn short_digest(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((algorithm, hex)) => format!("{algorithm}:{}", &hex[..hex.len().min(12)]),
+        None => digest.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker_hub() {
+        assert_eq!(size(Some(512)), "512 B");
+        assert_eq!(size(Some(2_500_000)), "2.5 MB");
+        assert_eq!(size(None), "—");
+    }
+
+    #[test]
+    fn digests_shorten_to_twelve_digits() {
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef"),
+            "sha256:0123456789ab"
+        );
+    }
+
+    #[test]
+    fn every_template_parses() {
+        LazyLock::force(&TEMPLATES);
+    }
+}

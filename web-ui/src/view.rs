@@ -1,0 +1,335 @@
+//! What pages and the JSON API show, built once for both: a page renders these
+//! structures through a template, the API serializes them.
+
+use berth_storage::digest::Digest;
+use berth_storage::explore::{RepoDetail, TagRow};
+use berth_storage::manifests::{Reference, DOCKER_MANIFEST_LIST, OCI_INDEX};
+use berth_storage::StorageError;
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use serde::Serialize;
+
+use crate::error::WebError;
+use crate::session::Visitor;
+use crate::Web;
+
+pub const TAGS_PER_PAGE: u64 = 25;
+/// Image configurations are small JSON documents; larger ones are not shown.
+const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Serialize)]
+pub struct TagView {
+    pub name: String,
+    pub digest: String,
+    pub media_type: String,
+    /// Unix milliseconds.
+    pub pushed_at: i64,
+    pub images: Vec<ImageView>,
+    /// `docker pull <host>/<repo>:<tag>`
+    pub pull: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageView {
+    pub digest: String,
+    /// `os/architecture[/variant]`, or `unknown`.
+    pub platform: String,
+    /// Compressed: config plus layers, as pushed.
+    pub size: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TagDetail {
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub media_type: String,
+    pub images: Vec<ImageDetail>,
+}
+
+/// One platform's image: what `docker image inspect` and `docker history` show.
+#[derive(Debug, Serialize)]
+pub struct ImageDetail {
+    pub digest: String,
+    pub platform: String,
+    pub size: i64,
+    pub layers: Vec<LayerView>,
+    pub history: Vec<HistoryView>,
+    pub config: Option<ConfigView>,
+    /// Why something is missing, when it is.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerView {
+    pub digest: String,
+    pub size: i64,
+    pub media_type: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryView {
+    pub created: Option<String>,
+    pub created_by: String,
+    /// The size of the layer the step made; `None` for steps that made none.
+    pub size: Option<i64>,
+    pub comment: Option<String>,
+    pub empty_layer: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigView {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub exposed_ports: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    pub created: Option<String>,
+}
+
+/// What a `/r/…` or `/api/v1/repositories/…` path names. Names may contain `/tags/`,
+/// so the whole path is tried as a repository first.
+pub enum Target {
+    Repository(RepoDetail),
+    Tags(RepoDetail),
+    Tag(RepoDetail, String),
+}
+
+/// Resolves `path` to what it names, among what `visitor` may pull; anything else is
+/// `NotFound`, so private repositories stay invisible.
+pub async fn resolve(web: &Web, visitor: &Visitor, path: &str) -> Result<Target, WebError> {
+    let path = path.trim_end_matches('/');
+    if let Some(repo) = visible_repository(web, visitor, path).await? {
+        return Ok(Target::Repository(repo));
+    }
+    if let Some(name) = path.strip_suffix("/tags") {
+        if let Some(repo) = visible_repository(web, visitor, name).await? {
+            return Ok(Target::Tags(repo));
+        }
+    }
+    if let Some((name, tag)) = path.rsplit_once("/tags/") {
+        if let Some(repo) = visible_repository(web, visitor, name).await? {
+            return Ok(Target::Tag(repo, tag.to_owned()));
+        }
+    }
+    Err(WebError::NotFound(format!("repository {path}")))
+}
+
+/// The repository if it exists and `visitor` may pull it.
+pub async fn visible_repository(
+    web: &Web,
+    visitor: &Visitor,
+    name: &str,
+) -> Result<Option<RepoDetail>, WebError> {
+    let Some(repo) = web.storage.repository_detail(name).await? else {
+        return Ok(None);
+    };
+    let visible = !repo.summary.private || visitor.may(web, name, true, "pull").await?;
+    Ok(visible.then_some(repo))
+}
+
+pub fn pull_command(host: &str, repo: &str, tag: &str) -> String {
+    format!("docker pull {host}/{repo}:{tag}")
+}
+
+pub fn platform(os: Option<&str>, architecture: Option<&str>, variant: Option<&str>) -> String {
+    match (os, architecture) {
+        (Some(os), Some(arch)) => match variant {
+            Some(v) => format!("{os}/{arch}/{v}"),
+            None => format!("{os}/{arch}"),
+        },
+        _ => "unknown".into(),
+    }
+}
+
+pub async fn tag_views(
+    web: &Web,
+    host: &str,
+    repo: &str,
+    page: u64,
+) -> Result<Vec<TagView>, WebError> {
+    let rows = web.storage.tag_rows(repo, page, TAGS_PER_PAGE).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row: TagRow| TagView {
+            pull: pull_command(host, repo, &row.name),
+            images: row
+                .images
+                .into_iter()
+                .map(|i| ImageView {
+                    platform: platform(
+                        i.os.as_deref(),
+                        i.architecture.as_deref(),
+                        i.variant.as_deref(),
+                    ),
+                    digest: i.digest,
+                    size: i.size,
+                })
+                .collect(),
+            name: row.name,
+            digest: row.digest,
+            media_type: row.media_type,
+            pushed_at: row.pushed_at,
+        })
+        .collect())
+}
+
+/// Everything about one tag: each platform's layers, history and configuration.
+pub async fn tag_detail(web: &Web, repo: &str, tag: &str) -> Result<TagDetail, WebError> {
+    let manifest = web
+        .storage
+        .manifest(repo, &Reference::parse(tag)?)
+        .await
+        .map_err(|e| match e {
+            StorageError::ManifestUnknown(_) => WebError::NotFound(format!("tag {tag}")),
+            other => other.into(),
+        })?;
+    let mut images = Vec::new();
+    if [OCI_INDEX, DOCKER_MANIFEST_LIST].contains(&manifest.media_type.as_str()) {
+        let index: ImageIndex = serde_json::from_slice(&manifest.content)
+            .map_err(|e| WebError::BadRequest(format!("unreadable index: {e}")))?;
+        for entry in index.manifests() {
+            let named = entry.platform().as_ref().map(|p| {
+                platform(
+                    Some(&p.os().to_string()),
+                    Some(&p.architecture().to_string()),
+                    p.variant().as_deref(),
+                )
+            });
+            // Build attestations are listed as `unknown/unknown`: not a platform.
+            if named.as_deref() == Some("unknown/unknown") {
+                continue;
+            }
+            let digest: Digest = entry.digest().to_string().parse()?;
+            let child = web
+                .storage
+                .manifest(repo, &Reference::Digest(digest))
+                .await?;
+            images.push(
+                image_detail(web, repo, &child.digest.to_string(), &child.content, named).await?,
+            );
+        }
+    } else {
+        images.push(
+            image_detail(
+                web,
+                repo,
+                &manifest.digest.to_string(),
+                &manifest.content,
+                None,
+            )
+            .await?,
+        );
+    }
+    Ok(TagDetail {
+        repository: repo.to_owned(),
+        tag: tag.to_owned(),
+        digest: manifest.digest.to_string(),
+        media_type: manifest.media_type.clone(),
+        images,
+    })
+}
+
+async fn image_detail(
+    web: &Web,
+    repo: &str,
+    digest: &str,
+    content: &[u8],
+    named_platform: Option<String>,
+) -> Result<ImageDetail, WebError> {
+    let manifest: ImageManifest = serde_json::from_slice(content)
+        .map_err(|e| WebError::BadRequest(format!("unreadable image manifest: {e}")))?;
+    let layers: Vec<LayerView> = manifest
+        .layers()
+        .iter()
+        .map(|l| LayerView {
+            digest: l.digest().to_string(),
+            size: l.size() as i64,
+            media_type: l.media_type().to_string(),
+        })
+        .collect();
+    let size = layers.iter().map(|l| l.size).sum::<i64>() + manifest.config().size() as i64;
+    let mut detail = ImageDetail {
+        digest: digest.to_owned(),
+        platform: named_platform.unwrap_or_else(|| "unknown".into()),
+        size,
+        layers,
+        history: Vec::new(),
+        config: None,
+        note: None,
+    };
+    let config_type = manifest.config().media_type().to_string();
+    if !config_type.ends_with("image.config.v1+json")
+        && !config_type.ends_with("container.image.v1+json")
+    {
+        detail.note = Some(format!(
+            "an artifact ({config_type}): no image configuration"
+        ));
+        return Ok(detail);
+    }
+    let config_digest: Digest = manifest.config().digest().to_string().parse()?;
+    let config = match web
+        .storage
+        .read_small_blob(repo, &config_digest, MAX_CONFIG_BYTES)
+        .await
+    {
+        Ok(bytes) => bytes,
+        Err(e @ (StorageError::BlobUnknown(_) | StorageError::BlobTooLarge { .. })) => {
+            detail.note = Some(format!("configuration not shown: {e}"));
+            return Ok(detail);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match serde_json::from_slice::<ImageConfiguration>(&config) {
+        Ok(config) => {
+            detail.platform = platform(
+                Some(&config.os().to_string()),
+                Some(&config.architecture().to_string()),
+                config.variant().as_deref(),
+            );
+            detail.history = history(&config, &detail.layers);
+            detail.config = Some(config_view(&config));
+        }
+        Err(e) => detail.note = Some(format!("configuration could not be read: {e}")),
+    }
+    Ok(detail)
+}
+
+/// The build steps, each with the size of the layer it made (steps marked
+/// `empty_layer` made none), as `docker history` shows them (oldest first here).
+fn history(config: &ImageConfiguration, layers: &[LayerView]) -> Vec<HistoryView> {
+    let mut layer_sizes = layers.iter().map(|l| l.size);
+    config
+        .history()
+        .iter()
+        .flatten()
+        .map(|h| {
+            let empty = h.empty_layer().unwrap_or(false);
+            HistoryView {
+                created: h.created().clone(),
+                created_by: h.created_by().clone().unwrap_or_default(),
+                size: if empty { None } else { layer_sizes.next() },
+                comment: h.comment().clone().filter(|c| !c.is_empty()),
+                empty_layer: empty,
+            }
+        })
+        .collect()
+}
+
+fn config_view(config: &ImageConfiguration) -> ConfigView {
+    let c = config.config().clone().unwrap_or_default();
+    let mut labels: Vec<(String, String)> =
+        c.labels().clone().unwrap_or_default().into_iter().collect();
+    labels.sort();
+    ConfigView {
+        entrypoint: c.entrypoint().clone(),
+        cmd: c.cmd().clone(),
+        env: c.env().clone().unwrap_or_default(),
+        working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
+        user: c.user().clone().filter(|u| !u.is_empty()),
+        exposed_ports: c.exposed_ports().clone().unwrap_or_default(),
+        labels,
+        created: config.created().clone(),
+    }
+}
