@@ -1,6 +1,8 @@
 //! Test helpers: start a real `berthd` process on an ephemeral port with a fresh data
 //! directory (and, for PostgreSQL, a fresh database), and a small registry client.
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -8,8 +8,8 @@ use base64::Engine;
 use berth_tests::*;
 use serde_json::Value;
 
-const ALICE: (&str, &str, bool) = ("alice", "alice-secret-pw", false);
-const BOB: (&str, &str, bool) = ("bobby", "bobby-secret-pw", false);
+pub(crate) const ALICE: (&str, &str, bool) = ("alice", "alice-secret-pw", false);
+pub(crate) const BOB: (&str, &str, bool) = ("bobby", "bobby-secret-pw", false);
 
 crate::on_both_databases!(
     users = &[ALICE, BOB];

@@ -3,12 +3,14 @@
 
 mod api;
 mod auth;
+mod browser;
 mod cli;
 mod clients;
 mod cluster;
 mod durability;
 mod image;
 mod serve;
+mod web;
 
 /// Runs each listed `async fn(Berthd)` once on SQLite and once on PostgreSQL,
 /// optionally with users created first (`users = &[ALICE, BOB]; f, g`).

@@ -36,6 +36,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.add_filter("size", size);
     env.add_filter("ago", ago);
     env.add_filter("date", date);
+    env.add_filter("timestamp", timestamp);
     env.add_filter("short", short_digest);
     env
 });
@@ -85,6 +86,21 @@ pub fn date(millis: i64) -> String {
         .unwrap_or_default()
 }
 
+/// An RFC 3339 time (image configs and history) as `2026-01-31 12:00 UTC`; other
+/// text unchanged.
+pub fn timestamp(rfc3339: Option<String>) -> String {
+    let Some(text) = rfc3339 else {
+        return String::new();
+    };
+    chrono::DateTime::parse_from_rfc3339(&text)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .unwrap_or(text)
+}
+
 /// `sha256:` and the first 12 hex digits, as docker shows image ids.
 pub fn short_digest(digest: &str) -> String {
     match digest.split_once(':') {
@@ -102,6 +118,16 @@ mod tests {
         assert_eq!(size(Some(512)), "512 B");
         assert_eq!(size(Some(2_500_000)), "2.5 MB");
         assert_eq!(size(None), "—");
+    }
+
+    #[test]
+    fn timestamps_read_as_utc_minutes() {
+        assert_eq!(
+            timestamp(Some("2026-11-26T21:05:41.26765342+01:00".into())),
+            "2026-11-26 20:05 UTC"
+        );
+        assert_eq!(timestamp(Some("yesterday".into())), "yesterday");
+        assert_eq!(timestamp(None), "");
     }
 
     #[test]

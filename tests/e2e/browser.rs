@@ -1,0 +1,248 @@
+//! The web UI in a real headless Chromium: a newcomer pushes an image with docker,
+//! finds it by searching, reads its tags, platforms, sizes and history, copies the
+//! pull command and pulls with it; signs in, creates a token and logs docker in with
+//! it; a private repository is absent for the anonymous visitor and present for its
+//! owner. Screenshots of each page land in `target/test-artifacts/web/`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_tests::browser::Browser;
+use berth_tests::*;
+use fantoccini::Locator;
+
+use crate::auth::ALICE;
+use crate::clients::{docker_available, docker_build_busybox, run};
+use crate::web::{push_index, push_platform_image};
+
+/// `docker` with its own config directory, optionally fed `stdin`.
+fn docker(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    run_with_input(
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", config),
+        stdin,
+    )
+}
+
+fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Waits until `find` finds the element with this CSS selector.
+async fn wait_for(browser: &Browser, css: &str) -> fantoccini::elements::Element {
+    browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
+    if !docker_available() {
+        return;
+    }
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    let base = s.url.clone();
+    let c = s.client();
+
+    // alice pushes a runnable image with docker, and a second one she makes private.
+    let pusher = tempfile::tempdir().unwrap();
+    succeeded(&docker(
+        pusher.path(),
+        &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
+        Some(ALICE.1),
+    ));
+    let image = format!("{}/alice/webdemo:1", s.addr);
+    let marker = format!("found-in-the-browser-{}", std::process::id());
+    docker_build_busybox(&image, &marker);
+    succeeded(&docker(pusher.path(), &["push", &image], None));
+    let hidden = format!("{}/alice/hidden:1", s.addr);
+    run(Command::new("docker").args(["tag", &image, &hidden]));
+    succeeded(&docker(pusher.path(), &["push", &hidden], None));
+    let out = berthd_command(
+        &s.data_dir,
+        None,
+        &["repo", "private", "alice/hidden"],
+        None,
+    );
+    assert!(out.status.success());
+    // A multi-platform tag beside it.
+    let (amd64, _) =
+        push_platform_image(&c, ALICE, "alice/webdemo", "amd64", "amd64", "RUN make").await;
+    let (arm64, _) =
+        push_platform_image(&c, ALICE, "alice/webdemo", "arm64", "arm64", "RUN make").await;
+    push_index(
+        &c,
+        ALICE,
+        "alice/webdemo",
+        "multi",
+        &[(&amd64, "amd64"), (&arm64, "arm64")],
+    )
+    .await;
+
+    // Explore, then search from the box in the header.
+    browser.goto(&format!("{base}/")).await;
+    assert!(browser.text().await.contains("alice/webdemo"));
+    assert!(!browser.text().await.contains("alice/hidden"));
+    browser.screenshot("1-explore").await;
+    let search = browser.client.find(Locator::Id("q")).await.unwrap();
+    search.send_keys("webdemo\n").await.unwrap();
+    wait_for(&browser, "p.count").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Results for “webdemo”") && text.contains("1 repository"),
+        "{text}"
+    );
+    browser.screenshot("2-search").await;
+
+    // The repository page: tags, platforms, sizes.
+    browser
+        .client
+        .find(Locator::LinkText("alice/webdemo"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&browser, "table.tags").await;
+    let text = browser.text().await;
+    for expected in ["1", "multi", "linux/amd64", "linux/arm64", "kB", "4 tags"] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    browser.screenshot("3-repository").await;
+
+    // Copy the pull command of tag 1, paste it back to see what the clipboard holds.
+    let copy = wait_for(&browser, "button[aria-label='Copy pull command for 1']").await;
+    copy.click().await.unwrap();
+    let start = Instant::now();
+    while copy.text().await.unwrap() != "Copied" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the copy button never said Copied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Paste (Ctrl+V) into the search box: what lands there is what was copied.
+    let search = browser.client.find(Locator::Id("q")).await.unwrap();
+    search.clear().await.unwrap();
+    search.send_keys("\u{E009}v\u{E000}").await.unwrap();
+    let copied = search.prop("value").await.unwrap().unwrap_or_default();
+    assert_eq!(copied, format!("docker pull {image}"));
+    // The command works as copied.
+    run(Command::new("docker").args(["rmi", "-f", &image, &hidden]));
+    let args: Vec<&str> = copied.split_whitespace().skip(1).collect();
+    succeeded(&docker(pusher.path(), &args, None));
+    let out = run(Command::new("docker").args(["run", "--rm", &image]));
+    assert_eq!(out.trim(), marker);
+
+    // The tag page shows what `docker history` shows.
+    browser
+        .client
+        .find(Locator::LinkText("1"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&browser, "table.history").await;
+    let text = squeeze(&browser.text().await);
+    let history = run(Command::new("docker").args([
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        &image,
+    ]));
+    for step in history.lines().map(squeeze).filter(|l| !l.is_empty()) {
+        assert!(
+            text.contains(&step),
+            "history step {step:?} missing from:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("Cmd") && text.contains("/marker"),
+        "config shown"
+    );
+    browser.screenshot("4-tag").await;
+
+    // The private repository does not exist for an anonymous visitor.
+    browser.goto(&format!("{base}/search?q=hidden")).await;
+    assert!(browser.text().await.contains("0 repositories"));
+    browser.goto(&format!("{base}/r/alice/hidden")).await;
+    assert!(browser.text().await.contains("Not Found"));
+
+    // Sign in: now it is there.
+    browser.goto(&format!("{base}/")).await;
+    browser
+        .client
+        .find(Locator::LinkText("Sign in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&browser, "#username")
+        .await
+        .send_keys(ALICE.0)
+        .await
+        .unwrap();
+    let password = browser.client.find(Locator::Id("password")).await.unwrap();
+    password.send_keys(ALICE.1).await.unwrap();
+    password.send_keys("\n").await.unwrap();
+    wait_for(&browser, "a[href='/settings']").await;
+    browser.goto(&format!("{base}/search?q=hidden")).await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("alice/hidden") && text.contains("private"),
+        "{text}"
+    );
+    browser.screenshot("5-signed-in-search").await;
+
+    // Create a token in the settings and log docker in with it.
+    browser.goto(&format!("{base}/settings")).await;
+    wait_for(&browser, "#token-name")
+        .await
+        .send_keys("docker on my laptop")
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::XPath("//button[text()='Create token']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let token = wait_for(&browser, "#new-token").await.text().await.unwrap();
+    assert!(token.starts_with("berth_pat_"), "{token}");
+    browser.screenshot("6-token").await;
+    let fresh = tempfile::tempdir().unwrap();
+    let login = succeeded(&docker(
+        fresh.path(),
+        &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
+        Some(&token),
+    ));
+    assert!(login.contains("Login Succeeded"), "{login}");
+    succeeded(&docker(fresh.path(), &["pull", &hidden], None));
+    run(Command::new("docker").args(["rmi", "-f", &image, &hidden]));
+    browser.close().await;
+}
