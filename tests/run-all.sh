@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real services: installs what is missing
-# (Debian packages), starts a throwaway PostgreSQL, builds the binaries, runs
-# `cargo test --workspace`. Used as-is by .ci/run.
+# (Debian packages: PostgreSQL, skopeo, umoci, busybox, docker-registry, Chromium and
+# its WebDriver), starts a throwaway PostgreSQL, builds the binaries, runs
+# `cargo test --workspace`. Used as-is by .ci/run. Screenshots of the web UI's pages
+# are kept in target/test-artifacts/web/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -16,6 +18,8 @@ have umoci || need+=(umoci)
 [ -x /bin/busybox ] || need+=(busybox-static)
 have openssl || need+=(openssl)
 have docker-registry || need+=(docker-registry)
+have chromium || need+=(chromium)
+have chromedriver || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "installing: ${need[*]}"

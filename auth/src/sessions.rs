@@ -3,7 +3,6 @@
 //! database so that every replica knows every session.
 
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::ExprTrait;
 use sea_orm::ActiveValue::Set;
 
 use crate::error::AuthError;
@@ -50,6 +49,11 @@ fn now() -> i64 {
 pub async fn start(db: &DatabaseConnection, user: User) -> Result<(String, Session), AuthError> {
     let cookie = secret::random()?;
     let csrf_token = secret::random()?;
+    // Sessions nobody signed out of end here, when they have expired.
+    session::Entity::delete_many()
+        .filter(session::Column::ExpiresAt.lte(now()))
+        .exec(db)
+        .await?;
     session::Entity::insert(session::ActiveModel {
         secret_hash: Set(secret::hash(&cookie)),
         user_name: Set(user.name.clone()),
@@ -77,14 +81,10 @@ pub async fn find(db: &DatabaseConnection, cookie: &str) -> Result<Option<Sessio
     }))
 }
 
-/// Signs out the browser holding `cookie`; expired sessions go at the same time.
+/// Signs out the browser holding `cookie`.
 pub async fn end(db: &DatabaseConnection, cookie: &str) -> Result<(), AuthError> {
     session::Entity::delete_many()
-        .filter(
-            session::Column::SecretHash
-                .eq(secret::hash(cookie))
-                .or(session::Column::ExpiresAt.lte(now())),
-        )
+        .filter(session::Column::SecretHash.eq(secret::hash(cookie)))
         .exec(db)
         .await?;
     Ok(())

@@ -1,6 +1,7 @@
 //! `berth`: docker's image commands without a daemon, on a local OCI image layout.
 
 mod archive;
+mod build;
 mod credentials;
 mod image;
 mod reference;
@@ -90,6 +91,29 @@ enum ImageCommand {
         reference: String,
         #[arg(long)]
         no_trunc: bool,
+    },
+    /// Build an image from a Dockerfile, like `docker build`.
+    Build {
+        /// Name the image (repeatable).
+        #[arg(short, long = "tag", required = true)]
+        tags: Vec<String>,
+        /// The Dockerfile [default: CONTEXT/Dockerfile]
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        /// KEY=VALUE for an ARG (KEY alone takes the value from the environment).
+        #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+        build_args: Vec<String>,
+        /// Build this stage (`FROM … AS name`) instead of the last.
+        #[arg(long)]
+        target: Option<String>,
+        /// os/arch of `FROM scratch` stages and of base images to pull [default: this machine's]
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print only the image id.
+        #[arg(short, long)]
+        quiet: bool,
+        /// The directory COPY and ADD read from.
+        context: PathBuf,
     },
     /// Make an image from a root filesystem tarball, like `docker import`.
     Import { tarball: PathBuf, reference: String },
@@ -268,12 +292,63 @@ async fn image_command(ctx: &Context, command: ImageCommand) -> anyhow::Result<(
             }
             Ok(())
         }
+        ImageCommand::Build {
+            tags,
+            file,
+            build_args,
+            target,
+            platform,
+            quiet,
+            context,
+        } => {
+            let mut args = std::collections::BTreeMap::new();
+            for a in build_args {
+                match a.split_once('=') {
+                    Some((k, v)) => args.insert(k.to_owned(), v.to_owned()),
+                    None => match std::env::var(&a) {
+                        Ok(v) => args.insert(a, v),
+                        Err(_) => None,
+                    },
+                };
+            }
+            let options = build::Options {
+                context,
+                dockerfile: file,
+                tags: tags
+                    .iter()
+                    .map(|t| Ok(ctx.parse(t)?.to_string()))
+                    .collect::<anyhow::Result<_>>()?,
+                build_args: args,
+                target,
+                platform,
+                quiet,
+            };
+            build::build(&ctx.store, ctx, &options).await.map(|_| ())
+        }
         ImageCommand::Import { tarball, reference } => {
             let r = ctx.parse(&reference)?;
             let id = image::import(&ctx.store, &tarball, &r.to_string())?;
             println!("{id}");
             Ok(())
         }
+    }
+}
+
+impl build::Bases for Context {
+    /// A base image from the local store, as docker does; pulled when absent.
+    async fn base(&self, reference: &str, platform: Option<&str>) -> anyhow::Result<String> {
+        let name = self.parse(reference)?.to_string();
+        if self.store.find(&name)?.is_none() {
+            pull(self, reference, platform, true).await?;
+        }
+        let entry = self
+            .store
+            .find(&name)?
+            .ok_or_else(|| anyhow::anyhow!("base image {name} is not in the local store"))?;
+        Ok(entry.descriptor["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
     }
 }
 

@@ -44,6 +44,11 @@ impl Store {
         Ok(store)
     }
 
+    /// Where `berth image build` keeps the results of its steps (beside the layout).
+    pub fn build_cache_dir(&self) -> PathBuf {
+        self.root.parent().unwrap_or(&self.root).join("build-cache")
+    }
+
     pub fn blob_path(&self, digest: &str) -> anyhow::Result<PathBuf> {
         let hex = digest
             .strip_prefix("sha256:")

@@ -251,24 +251,12 @@ impl Storage {
                 .push(" ESCAPE '\\'");
         }
         if listing.os.is_some() || listing.architecture.is_some() {
-            // A tag on an image of the platform, or on an index with such an image.
-            filter.push(
-                " AND EXISTS (SELECT 1 FROM tags t JOIN manifests m ON m.id = t.manifest_id \
-                 LEFT JOIN manifest_children c ON c.manifest_id = m.id \
-                 LEFT JOIN manifests cm ON cm.repository_id = m.repository_id \
-                 AND cm.digest = c.child_digest WHERE t.repository_id = r.id",
-            );
-            if let Some(os) = &listing.os {
-                filter
-                    .push(" AND COALESCE(cm.os, m.os) = ")
-                    .bind(os.clone());
-            }
-            if let Some(arch) = &listing.architecture {
-                filter
-                    .push(" AND COALESCE(cm.architecture, m.architecture) = ")
-                    .bind(arch.clone());
-            }
-            filter.push(")");
+            filter
+                .push(" AND r.platforms LIKE ")
+                .bind(crate::platforms::filter_pattern(
+                    listing.os.as_deref(),
+                    listing.architecture.as_deref(),
+                ));
         }
 
         let mut count = Sql::default();

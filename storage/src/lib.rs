@@ -18,6 +18,7 @@ pub mod manifests;
 pub mod migration;
 pub mod names;
 pub mod objects;
+pub mod platforms;
 pub mod pulls;
 pub mod repos;
 pub mod uploads;

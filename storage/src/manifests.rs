@@ -189,6 +189,9 @@ impl Storage {
             .exec(&*txn)
             .await?;
         }
+        if !tags.is_empty() {
+            crate::platforms::refresh(&*txn, repo_id).await?;
+        }
         txn.commit().await?;
         self.cache.invalidate(repo);
         Ok(PutManifest {
@@ -284,6 +287,7 @@ impl Storage {
                     .await?
             }
         };
+        crate::platforms::refresh(&*txn, repo_id).await?;
         txn.commit().await?;
         self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {

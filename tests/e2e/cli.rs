@@ -474,3 +474,281 @@ async fn docker_credential_helpers_are_used() {
     );
     assert!(!home.join("config.json").exists(), "nothing saved by berth");
 }
+
+/// A build context: a Dockerfile FROM `base` using ARG, ENV, WORKDIR, COPY (a file, a
+/// directory, the whole context minus .dockerignore), RUN that writes and deletes
+/// files, LABEL, EXPOSE, CMD.
+fn build_context(dir: &Path, base: &str) -> std::path::PathBuf {
+    let ctx = dir.join("context");
+    std::fs::create_dir_all(ctx.join("conf")).unwrap();
+    std::fs::write(ctx.join("app.txt"), "the app file\n").unwrap();
+    std::fs::write(ctx.join("conf/app.conf"), "port=8080\n").unwrap();
+    std::fs::write(ctx.join("secret.txt"), "never in the image\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "secret.txt\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "# built by berth\n\
+             ARG BASE={base}\n\
+             FROM $BASE\n\
+             ARG GREETING=hello\n\
+             ENV APP_HOME=/app\n\
+             WORKDIR $APP_HOME\n\
+             COPY app.txt ./\n\
+             COPY conf/ /etc/app/\n\
+             COPY . /ctx/\n\
+             RUN /bin/busybox --install -s /bin \\\n\
+             \x20 && echo \"$GREETING from the build\" > greeting \\\n\
+             \x20 && rm /marker && mkdir -p /tmp/scratch && rm -r /tmp/scratch \\\n\
+             \x20 && test ! -e /ctx/secret.txt\n\
+             LABEL org.example.built-by=berth\n\
+             EXPOSE 8080\n\
+             CMD [\"/bin/sh\", \"-c\", \"cat greeting app.txt /etc/app/app.conf; test -e /marker || echo marker-gone\"]\n"
+        ),
+    )
+    .unwrap();
+    ctx
+}
+
+fn digest_line(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .expect("the build prints the digest")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_push_run_and_rebuild_from_the_cache() {
+    if !docker_available() {
+        return;
+    }
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let tarball = busybox_rootfs(tmp.path(), "base marker");
+    let ctx = build_context(tmp.path(), "bb-base:1");
+    let image = format!("{}/alice/built:1", s.addr);
+    let docker = |args: &[&str]| crate::clients::run(Command::new("docker").args(args));
+    let (h, c, i, t) = (home.clone(), ctx.clone(), image.clone(), tarball.clone());
+    let (built, rebuilt, history) = tokio::task::spawn_blocking(move || {
+        ok(&h, &["image", "import", t.to_str().unwrap(), "bb-base:1"]);
+        let build = |h: &Path| {
+            ok(
+                h,
+                &[
+                    "image",
+                    "build",
+                    "-t",
+                    &i,
+                    "--build-arg",
+                    "GREETING=bonjour",
+                    c.to_str().unwrap(),
+                ],
+            )
+        };
+        let built = build(&h);
+        let blobs = std::fs::read_dir(h.join("images/blobs/sha256"))
+            .unwrap()
+            .count();
+        let rebuilt = build(&h);
+        assert_eq!(
+            std::fs::read_dir(h.join("images/blobs/sha256"))
+                .unwrap()
+                .count(),
+            blobs,
+            "a rebuild with nothing changed writes no new blob"
+        );
+        berth(
+            &h,
+            &[
+                "login",
+                i.split('/').next().unwrap(),
+                "-u",
+                ALICE.0,
+                "--password-stdin",
+            ],
+            Some(ALICE.1),
+        );
+        ok(&h, &["image", "push", &i]);
+        (
+            built,
+            rebuilt,
+            ok(&h, &["image", "history", "--no-trunc", &i]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(digest_line(&built), digest_line(&rebuilt), "same digest");
+    assert_eq!(rebuilt.matches("Using cache").count(), 9, "{rebuilt}");
+
+    // docker pulls it, runs it, and sees the RUN's effects and the build argument.
+    docker(&["pull", &image]);
+    let out = docker(&["run", "--rm", &image]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "bonjour from the build",
+            "the app file",
+            "port=8080",
+            "marker-gone"
+        ]
+    );
+    let inspect: Value = serde_json::from_str(&docker(&["image", "inspect", &image])).unwrap();
+    let config = &inspect[0]["Config"];
+    assert_eq!(config["WorkingDir"], "/app");
+    assert_eq!(config["Labels"]["org.example.built-by"], "berth");
+    assert!(config["ExposedPorts"]["8080/tcp"].is_object());
+    assert!(config["Env"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("APP_HOME=/app")));
+    // `docker history` shows the steps berth recorded.
+    let steps = docker(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        &image,
+    ]);
+    let steps: Vec<&str> = steps.lines().filter(|l| !l.is_empty()).collect();
+    assert!(steps.len() >= 9, "{steps:?}");
+    for step in &steps {
+        assert!(
+            history.contains(step),
+            "docker shows {step:?}; berth history:\n{history}"
+        );
+    }
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with("RUN |1 GREETING=bonjour /bin/sh -c /bin/busybox --install")),
+        "{steps:?}"
+    );
+    docker(&["rmi", "-f", &image]);
+
+    // The same inputs with SOURCE_DATE_EPOCH give the same digest, from an empty cache.
+    let epoch_build = |home: std::path::PathBuf| {
+        let (c, t) = (ctx.clone(), tarball.clone());
+        tokio::task::spawn_blocking(move || {
+            let berth_at_epoch = |args: &[&str]| {
+                let out = run_with_input(
+                    Command::new(workspace_bin("berth"))
+                        .arg("--home")
+                        .arg(&home)
+                        .args(args)
+                        .env("SOURCE_DATE_EPOCH", "1700000000"),
+                    None,
+                );
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            berth_at_epoch(&["image", "import", t.to_str().unwrap(), "bb-base:1"]);
+            digest_line(&berth_at_epoch(&[
+                "image",
+                "build",
+                "-t",
+                "repro:1",
+                c.to_str().unwrap(),
+            ]))
+        })
+    };
+    let first = epoch_build(tmp.path().join("repro-a")).await.unwrap();
+    let second = epoch_build(tmp.path().join("repro-b")).await.unwrap();
+    assert_eq!(first, second, "reproducible with SOURCE_DATE_EPOCH");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_images_work_with_distribution_and_errors_name_the_line() {
+    let Some(registry) = start_distribution() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let tarball = busybox_rootfs(tmp.path(), "base marker");
+    let ctx = build_context(tmp.path(), "bb-base:1");
+    let image = format!("{}/team/built:1", registry.addr);
+    let (h, c, i) = (home.clone(), ctx.clone(), image.clone());
+    tokio::task::spawn_blocking(move || {
+        ok(
+            &h,
+            &["image", "import", tarball.to_str().unwrap(), "bb-base:1"],
+        );
+        ok(&h, &["image", "build", "-q", "-t", &i, c.to_str().unwrap()]);
+        ok(&h, &["image", "push", &i]);
+        // Errors: an unknown instruction with its line; a failing RUN; nothing listed.
+        std::fs::write(c.join("Bad"), "FROM bb-base:1\nRUN true\nFROBNICATE now\n").unwrap();
+        let e = fails(
+            &h,
+            &[
+                "image",
+                "build",
+                "-f",
+                c.join("Bad").to_str().unwrap(),
+                "-t",
+                "bad:1",
+                c.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            e.contains("Dockerfile line 3: unknown instruction FROBNICATE"),
+            "{e}"
+        );
+        std::fs::write(c.join("Fails"), "FROM bb-base:1\nRUN /bin/busybox false\n").unwrap();
+        let e = fails(
+            &h,
+            &[
+                "image",
+                "build",
+                "-f",
+                c.join("Fails").to_str().unwrap(),
+                "-t",
+                "bad:1",
+                c.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            e.contains("Dockerfile line 2") && e.contains("non-zero code: 1"),
+            "{e}"
+        );
+        std::fs::write(c.join("Missing"), "FROM bb-base:1\nCOPY nothing-here /x\n").unwrap();
+        let e = fails(
+            &h,
+            &[
+                "image",
+                "build",
+                "-f",
+                c.join("Missing").to_str().unwrap(),
+                "-t",
+                "bad:1",
+                c.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(e.contains("nothing-here: no such file"), "{e}");
+        assert!(
+            !ok(&h, &["image", "ls"]).contains("bad"),
+            "a failed build lists nothing"
+        );
+    })
+    .await
+    .unwrap();
+    if docker_available() {
+        let docker = |args: &[&str]| crate::clients::run(Command::new("docker").args(args));
+        docker(&["pull", &image]);
+        let out = docker(&["run", "--rm", &image]);
+        assert!(
+            out.starts_with("hello from the build"),
+            "the ARG default: {out}"
+        );
+        docker(&["rmi", "-f", &image]);
+    }
+}

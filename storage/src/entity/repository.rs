@@ -19,6 +19,9 @@ pub struct Model {
     pub pull_count: i64,
     /// The last manifest push.
     pub pushed_at: i64,
+    /// The `os/architecture` of every tagged image, space-separated with a space at
+    /// each end (` linux/amd64 linux/arm64 `), for the search filter.
+    pub platforms: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

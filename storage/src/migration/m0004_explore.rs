@@ -1,5 +1,5 @@
 //! What the web UI shows and searches: a repository's description, README, pull count
-//! and last push; each image manifest's platform and compressed size; and a full-text
+//! and last push, and the platforms its tags offer; each image manifest's platform and compressed size; and a full-text
 //! index over repository names and descriptions (FTS5 on SQLite, a tsvector column
 //! with a GIN index on PostgreSQL).
 
@@ -18,6 +18,9 @@ impl MigrationTrait for Migration {
             text("readme").default(""),
             big_integer("pull_count").default(0),
             big_integer("pushed_at").default(0),
+            // ` linux/amd64 linux/arm64 `: the platforms of the tagged images, for the
+            // search filter (kept by the manifest writes, see `platforms.rs`).
+            text("platforms").default(" "),
         ] {
             m.alter_table(
                 Table::alter()

@@ -1,0 +1,433 @@
+//! A Dockerfile parser: parser directives (`# escape=`), comments, line continuations,
+//! instructions with their `--flags`, exec (JSON) and shell forms, `KEY=value` lists,
+//! and variable expansion (`$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR:+alt}`), as the
+//! Dockerfile reference describes them. No crate on crates.io parses Dockerfiles
+//! maintained and completely enough, so this is a small one.
+
+use std::collections::BTreeMap;
+
+/// One instruction, as written (variables not yet expanded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instruction {
+    /// 1-based line where it starts.
+    pub line: usize,
+    /// Upper case: `FROM`, `RUN`, …
+    pub keyword: String,
+    /// `--name=value` flags before the arguments (`--from=build`, `--chown=1:1`).
+    pub flags: Vec<(String, String)>,
+    pub args: Args,
+    /// The instruction's text after the keyword, continuations joined (for messages).
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Args {
+    /// `["executable", "arg"]`
+    Exec(Vec<String>),
+    /// Everything after the flags, as one string.
+    Shell(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("Dockerfile line {line}: unknown instruction {keyword} (known: {known})")]
+    UnknownInstruction {
+        line: usize,
+        keyword: String,
+        known: String,
+    },
+    #[error("Dockerfile line {line}: {message}")]
+    Invalid { line: usize, message: String },
+}
+
+pub const INSTRUCTIONS: [&str; 18] = [
+    "FROM",
+    "ARG",
+    "ENV",
+    "LABEL",
+    "WORKDIR",
+    "COPY",
+    "ADD",
+    "RUN",
+    "CMD",
+    "ENTRYPOINT",
+    "EXPOSE",
+    "USER",
+    "VOLUME",
+    "SHELL",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "ONBUILD",
+    "MAINTAINER",
+];
+
+/// Instructions whose flags are known (others take none).
+fn known_flags(keyword: &str) -> &'static [&'static str] {
+    match keyword {
+        "FROM" => &["platform"],
+        "COPY" => &["from", "chown", "chmod", "link"],
+        "ADD" => &["chown", "chmod", "link"],
+        _ => &[],
+    }
+}
+
+/// Parses a whole Dockerfile into instructions, in order.
+pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
+    let mut escape = '\\';
+    let lines: Vec<&str> = text.lines().collect();
+    // Parser directives: `# key=value` lines at the very top.
+    let mut first = 0;
+    for line in &lines {
+        let Some(directive) = line.trim().strip_prefix('#') else {
+            break;
+        };
+        let Some((key, value)) = directive.split_once('=') else {
+            break;
+        };
+        match key.trim().to_ascii_lowercase().as_str() {
+            "escape" => {
+                escape = match value.trim() {
+                    "`" => '`',
+                    "\\" => '\\',
+                    other => {
+                        return Err(ParseError::Invalid {
+                            line: first + 1,
+                            message: format!("escape must be \\ or `, not {other:?}"),
+                        })
+                    }
+                }
+            }
+            "syntax" | "check" => {}
+            _ => break,
+        }
+        first += 1;
+    }
+    let mut out = Vec::new();
+    let mut i = first;
+    while i < lines.len() {
+        let start = i;
+        let trimmed = lines[i].trim();
+        i += 1;
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        // Join continuation lines; comment lines inside are dropped.
+        let mut joined = String::new();
+        let mut current = lines[start].trim_start().to_owned();
+        loop {
+            let trimmed_end = current.trim_end();
+            if let Some(body) = trimmed_end.strip_suffix(escape) {
+                joined.push_str(body);
+                // The next non-comment line continues this instruction.
+                let mut next = None;
+                while i < lines.len() {
+                    let candidate = lines[i];
+                    i += 1;
+                    if candidate.trim_start().starts_with('#') {
+                        continue;
+                    }
+                    next = Some(candidate.to_owned());
+                    break;
+                }
+                match next {
+                    Some(n) => current = n,
+                    None => break,
+                }
+            } else {
+                joined.push_str(&current);
+                break;
+            }
+        }
+        out.push(instruction(start + 1, joined.trim())?);
+    }
+    Ok(out)
+}
+
+fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
+    let (keyword, rest) = match text.split_once(char::is_whitespace) {
+        Some((k, r)) => (k, r.trim_start()),
+        None => (text, ""),
+    };
+    let keyword = keyword.to_ascii_uppercase();
+    if !INSTRUCTIONS.contains(&keyword.as_str()) {
+        return Err(ParseError::UnknownInstruction {
+            line,
+            keyword,
+            known: INSTRUCTIONS.join(", "),
+        });
+    }
+    let mut rest = rest;
+    let mut flags = Vec::new();
+    while let Some(flag) = rest.strip_prefix("--") {
+        let (word, after) = match flag.split_once(char::is_whitespace) {
+            Some((w, a)) => (w, a.trim_start()),
+            None => (flag, ""),
+        };
+        let (name, value) = word.split_once('=').unwrap_or((word, "true"));
+        if !known_flags(&keyword).contains(&name) {
+            return Err(ParseError::Invalid {
+                line,
+                message: format!("{keyword} does not support --{name}"),
+            });
+        }
+        flags.push((name.to_owned(), value.to_owned()));
+        rest = after;
+    }
+    let args = match serde_json::from_str::<Vec<String>>(rest) {
+        Ok(exec) if rest.starts_with('[') => Args::Exec(exec),
+        _ => Args::Shell(rest.to_owned()),
+    };
+    Ok(Instruction {
+        line,
+        keyword,
+        flags,
+        args,
+        text: text[text.find(char::is_whitespace).unwrap_or(text.len())..]
+            .trim()
+            .to_owned(),
+    })
+}
+
+impl Instruction {
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn invalid(&self, message: impl Into<String>) -> ParseError {
+        ParseError::Invalid {
+            line: self.line,
+            message: format!("{} {}: {}", self.keyword, self.text, message.into()),
+        }
+    }
+
+    /// The shell-form text, or the exec-form words joined (for instructions whose
+    /// arguments are words either way).
+    pub fn raw(&self) -> String {
+        match &self.args {
+            Args::Shell(s) => s.clone(),
+            Args::Exec(words) => words.join(" "),
+        }
+    }
+}
+
+/// Expands `$VAR`, `${VAR}`, `${VAR:-default}` and `${VAR:+alternative}` from `vars`;
+/// `\$` is a literal `$`. Unset variables expand to nothing.
+pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'$') => {
+                out.push('$');
+                chars.next();
+            }
+            '$' => match chars.peek() {
+                Some('{') => {
+                    chars.next();
+                    let mut inner = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        inner.push(c);
+                    }
+                    if !closed {
+                        return Err(format!("missing }} in {text:?}"));
+                    }
+                    let (name, op) = match inner.find(':') {
+                        Some(i) => (&inner[..i], Some(&inner[i..])),
+                        None => (inner.as_str(), None),
+                    };
+                    let value = vars.get(name).filter(|v| !v.is_empty());
+                    match op {
+                        None => out.push_str(vars.get(name).map_or("", String::as_str)),
+                        Some(op) if op.starts_with(":-") => match value {
+                            Some(v) => out.push_str(v),
+                            None => out.push_str(&expand(&op[2..], vars)?),
+                        },
+                        Some(op) if op.starts_with(":+") => {
+                            if value.is_some() {
+                                out.push_str(&expand(&op[2..], vars)?);
+                            }
+                        }
+                        Some(op) => return Err(format!("unsupported modifier {op:?} in {text:?}")),
+                    }
+                }
+                Some(c) if c.is_ascii_alphanumeric() || *c == '_' => {
+                    let mut name = String::new();
+                    while let Some(&c) = chars.peek() {
+                        if c.is_ascii_alphanumeric() || c == '_' {
+                            name.push(c);
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                    out.push_str(vars.get(&name).map_or("", String::as_str));
+                }
+                _ => out.push('$'),
+            },
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits shell-like words: whitespace separates, quotes group, backslash escapes.
+pub fn words(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') | (None, '\\') => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+                in_word = true;
+            }
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("unterminated quote in {text:?}"));
+    }
+    if in_word {
+        out.push(word);
+    }
+    Ok(out)
+}
+
+/// `KEY=value KEY2="two words"` (or the legacy `KEY value` form when there is no `=`)
+/// as pairs, after variable expansion.
+pub fn key_values(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    let first = text.split_whitespace().next().unwrap_or("");
+    if !first.contains('=') {
+        // `ENV KEY the rest is the value`
+        let (key, value) = text
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("expected KEY=value, got {text:?}"))?;
+        return Ok(vec![(key.to_owned(), expand(value.trim(), vars)?)]);
+    }
+    words(text)?
+        .into_iter()
+        .map(|w| {
+            let (k, v) = w
+                .split_once('=')
+                .ok_or_else(|| format!("expected KEY=value, got {w:?}"))?;
+            Ok((k.to_owned(), expand(v, vars)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn instructions_flags_forms_and_continuations() {
+        let parsed = parse(
+            "# syntax=docker/dockerfile:1\n\
+             # a comment\n\
+             from base AS build\n\
+             RUN echo one \\\n\
+             # dropped comment\n\
+               && echo two\n\
+             COPY --from=build --chown=1:2 /a /b\n\
+             CMD [\"/bin/sh\", \"-c\", \"echo hi\"]\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.len(), 4);
+        assert_eq!(parsed[0].keyword, "FROM");
+        assert_eq!(parsed[0].raw(), "base AS build");
+        assert_eq!(parsed[1].line, 4);
+        assert_eq!(parsed[1].args, Args::Shell("echo one && echo two".into()));
+        assert_eq!(parsed[2].flag("from"), Some("build"));
+        assert_eq!(parsed[2].flag("chown"), Some("1:2"));
+        assert_eq!(
+            parsed[3].args,
+            Args::Exec(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
+    }
+
+    #[test]
+    fn unknown_instructions_and_flags_name_their_line() {
+        let e = parse("FROM scratch\n\nFROBNICATE x\n").unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("Dockerfile line 3: unknown instruction FROBNICATE"));
+        let e = parse("FROM scratch\nRUN --mount=type=cache true\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile line 2: RUN does not support --mount"
+        );
+    }
+
+    #[test]
+    fn escape_directive() {
+        let parsed = parse("# escape=`\nRUN dir c:\\ `\n  && echo\n").unwrap();
+        assert_eq!(parsed[0].args, Args::Shell("dir c:\\   && echo".into()));
+    }
+
+    #[test]
+    fn variables_expand_like_docker() {
+        let v = vars(&[("A", "1"), ("EMPTY", "")]);
+        assert_eq!(expand("$A ${A}x \\$A", &v).unwrap(), "1 1x $A");
+        assert_eq!(
+            expand("${B:-dflt} ${A:-dflt} ${EMPTY:-e}", &v).unwrap(),
+            "dflt 1 e"
+        );
+        assert_eq!(expand("${A:+yes}${B:+no}", &v).unwrap(), "yes");
+        assert!(expand("${A", &v).is_err());
+    }
+
+    #[test]
+    fn key_value_lists() {
+        let v = vars(&[("X", "ex")]);
+        assert_eq!(
+            key_values("A=1 B=\"two words\" C=$X", &v).unwrap(),
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "ex".into())
+            ]
+        );
+        assert_eq!(
+            key_values("LEGACY value with spaces", &v).unwrap(),
+            [("LEGACY".into(), "value with spaces".into())]
+        );
+    }
+}
