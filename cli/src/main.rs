@@ -512,10 +512,55 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
         .to_owned();
     let registry = ctx.registry(&r.registry)?;
     let manifest = ctx.store.read_json(&digest)?;
-    anyhow::ensure!(
-        manifest["layers"].is_array(),
-        "{r} is a multi-platform index: pushing those is not supported yet"
-    );
+    let bars = indicatif::MultiProgress::new();
+    let mount_sources = mount_sources(ctx, &r)?;
+    let upload = |m: Value| push_blobs(ctx, &registry, &r, m, &mount_sources, &bars, quiet);
+    if let Some(children) = manifest["manifests"].as_array() {
+        // A multi-platform image: every platform's image first, by digest, then the index.
+        for child in children {
+            let child_digest = child["digest"].as_str().unwrap_or_default();
+            anyhow::ensure!(
+                ctx.store.has_blob(child_digest),
+                "{r} is a multi-platform image whose {} image is not in the local store (berth image pull keeps one platform); push one platform, or load the whole image with berth image load",
+                platform_of(&child["platform"])
+            );
+            upload(ctx.store.read_json(child_digest)?).await?;
+            registry
+                .put_manifest(
+                    &r.repository,
+                    child_digest,
+                    child["mediaType"].as_str().unwrap_or(image::OCI_MANIFEST),
+                    ctx.store.read_blob(child_digest)?,
+                )
+                .await?;
+        }
+    } else {
+        upload(manifest).await?;
+    }
+    let tag = r.reference().to_owned();
+    registry
+        .put_manifest(
+            &r.repository,
+            &tag,
+            &manifest_type,
+            ctx.store.read_blob(&digest)?,
+        )
+        .await?;
+    println!("{tag}: digest: {digest} size: {}", entry.descriptor["size"]);
+    Ok(())
+}
+
+/// Uploads the config and layers of image `manifest` that the registry lacks (checked
+/// with HEAD; mounted from another repository of the registry where one has them).
+async fn push_blobs(
+    ctx: &Context,
+    registry: &Registry,
+    r: &Reference,
+    manifest: Value,
+    mount_sources: &std::collections::HashMap<String, String>,
+    bars: &indicatif::MultiProgress,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let mut blobs = vec![manifest["config"]["digest"]
         .as_str()
         .unwrap_or_default()
@@ -523,8 +568,6 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
     for layer in manifest["layers"].as_array().into_iter().flatten() {
         blobs.push(layer["digest"].as_str().unwrap_or_default().to_owned());
     }
-    let bars = indicatif::MultiProgress::new();
-    let mount_sources = mount_sources(ctx, &r)?;
     for blob in blobs {
         if registry.has_blob(&r.repository, &blob).await? {
             if !quiet {
@@ -541,7 +584,7 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
             }
         }
         let path = ctx.store.blob_path(&blob)?;
-        let bar = progress_bar(&bars, &blob, std::fs::metadata(&path)?.len(), quiet);
+        let bar = progress_bar(bars, &blob, std::fs::metadata(&path)?.len(), quiet);
         registry
             .upload_blob(&r.repository, &blob, &path, &|done| bar.set_position(done))
             .await?;
@@ -550,16 +593,6 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
             println!("{}: Pushed", short_id(&blob));
         }
     }
-    let tag = r.reference().to_owned();
-    registry
-        .put_manifest(
-            &r.repository,
-            &tag,
-            &manifest_type,
-            ctx.store.read_blob(&digest)?,
-        )
-        .await?;
-    println!("{tag}: digest: {digest} size: {}", entry.descriptor["size"]);
     Ok(())
 }
 

@@ -752,3 +752,210 @@ async fn built_images_work_with_distribution_and_errors_name_the_line() {
         docker(&["rmi", "-f", &image]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_stage_builds_targets_add_and_users() {
+    if !docker_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let tarball = busybox_rootfs(tmp.path(), "base marker");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("archive")).unwrap();
+    std::fs::write(ctx.join("archive/inside.txt"), "from the archive\n").unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(ctx.join("archive"))
+        .arg("-czf")
+        .arg(ctx.join("files.tar.gz"))
+        .arg("inside.txt")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(ctx.join("plain.txt"), "plain\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb-base:1 AS tools\n\
+         RUN /bin/busybox mkdir -p /out && /bin/busybox sh -c 'echo built-in-stage > /out/artifact'\n\
+         FROM scratch AS never-built\n\
+         COPY does-not-exist /x\n\
+         FROM bb-base:1\n\
+         SHELL [\"/bin/busybox\", \"sh\", \"-c\"]\n\
+         COPY --from=tools --chown=1000:1000 --chmod=640 /out/artifact /artifact\n\
+         ADD files.tar.gz /unpacked/\n\
+         ADD plain.txt /plain.txt\n\
+         RUN /bin/busybox mkdir -m 777 /scratch\n\
+         USER 1000:1000\n\
+         RUN /bin/busybox id -u > /scratch/uid\n\
+         VOLUME /data\n\
+         ENTRYPOINT [\"/bin/busybox\", \"cat\"]\n\
+         CMD [\"/artifact\"]\n",
+    )
+    .unwrap();
+    let archive = tmp.path().join("images.tar");
+    let (h, c, a) = (home.clone(), ctx.clone(), archive.clone());
+    tokio::task::spawn_blocking(move || {
+        ok(
+            &h,
+            &["image", "import", tarball.to_str().unwrap(), "bb-base:1"],
+        );
+        ok(
+            &h,
+            &["image", "build", "-t", "berth-multi:1", c.to_str().unwrap()],
+        );
+        ok(
+            &h,
+            &[
+                "image",
+                "build",
+                "--target",
+                "tools",
+                "-t",
+                "berth-tools:1",
+                c.to_str().unwrap(),
+            ],
+        );
+        let e = fails(
+            &h,
+            &[
+                "image",
+                "build",
+                "--target",
+                "never-built",
+                "-t",
+                "x:1",
+                c.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(e.contains("does-not-exist"), "{e}");
+        ok(
+            &h,
+            &[
+                "image",
+                "save",
+                "berth-multi:1",
+                "berth-tools:1",
+                "-o",
+                a.to_str().unwrap(),
+            ],
+        );
+    })
+    .await
+    .unwrap();
+    let docker = |args: &[&str]| crate::clients::run(Command::new("docker").args(args));
+    docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(
+        docker(&["run", "--rm", "berth-multi:1"]).trim(),
+        "built-in-stage"
+    );
+    let shell = |image: &str, script: &str| {
+        docker(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/busybox",
+            image,
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    assert_eq!(
+        shell(
+            "berth-multi:1",
+            "cat /unpacked/inside.txt /plain.txt /scratch/uid; stat -c '%a %u' /artifact; id -u"
+        ),
+        "from the archive\nplain\n1000\n640 1000\n1000\n"
+    );
+    let inspect: Value =
+        serde_json::from_str(&docker(&["image", "inspect", "berth-multi:1"])).unwrap();
+    assert!(inspect[0]["Config"]["Volumes"]["/data"].is_object());
+    assert_eq!(inspect[0]["Config"]["User"], "1000:1000");
+    assert_eq!(
+        shell("berth-tools:1", "cat /out/artifact").trim(),
+        "built-in-stage"
+    );
+    docker(&["rmi", "-f", "berth-multi:1", "berth-tools:1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_platform_images_are_pushed_whole() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    let c = s.client();
+    use crate::web::{push_index, push_platform_image};
+    let (amd64, _) = push_platform_image(&c, ALICE, "alice/src", "amd64", "amd64", "RUN a").await;
+    let (arm64, _) = push_platform_image(&c, ALICE, "alice/src", "arm64", "arm64", "RUN a").await;
+    let index = push_index(
+        &c,
+        ALICE,
+        "alice/src",
+        "multi",
+        &[(&amd64, "amd64"), (&arm64, "arm64")],
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let archive = tmp.path().join("multi.tar");
+    crate::clients::run(
+        Command::new("skopeo")
+            .args([
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+            ])
+            .arg(format!("--src-creds={}:{}", ALICE.0, ALICE.1))
+            .arg(format!("docker://{}/alice/src:multi", s.addr))
+            .arg(format!(
+                "oci-archive:{}:alice/copy:multi",
+                archive.display()
+            )),
+    );
+    let (h, a) = (home.clone(), archive.clone());
+    let target = format!("{}/alice/copy:multi", s.addr);
+    let t = target.clone();
+    let pushed = tokio::task::spawn_blocking(move || {
+        ok(&h, &["image", "load", "-i", a.to_str().unwrap()]);
+        ok(&h, &["image", "tag", "alice/copy:multi", &t]);
+        berth(
+            &h,
+            &[
+                "login",
+                t.split('/').next().unwrap(),
+                "-u",
+                ALICE.0,
+                "--password-stdin",
+            ],
+            Some(ALICE.1),
+        );
+        ok(&h, &["image", "push", &t])
+    })
+    .await
+    .unwrap();
+    assert!(pushed.contains(&sha256(&index)), "{pushed}");
+    let token =
+        crate::auth::bearer(&c, Some((ALICE.0, ALICE.1)), "repository:alice/copy:pull").await;
+    let c = c.with_token(&token);
+    let r = c.call("GET", "/v2/alice/copy/manifests/multi").await;
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        index,
+        "the index, byte for byte"
+    );
+    for child in [&amd64, &arm64] {
+        let r = c
+            .call(
+                "GET",
+                &format!("/v2/alice/copy/manifests/{}", sha256(child)),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "each platform's image is there");
+    }
+}
