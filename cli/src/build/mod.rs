@@ -111,13 +111,17 @@ pub(crate) async fn build(
             builder.finished.push(None);
             continue;
         }
-        let state = builder.stage(stage, bases, &meta_args).await?;
-        builder.finished.push(Some((stage.name.clone(), state)));
+        let (state, root) = builder.stage(stage, bases, &meta_args).await?;
+        builder.finished.push(Some(Finished {
+            name: stage.name.clone(),
+            state,
+            root,
+        }));
     }
-    let (_, state) = builder.finished[target]
+    let target = builder.finished[target]
         .take()
         .expect("the target stage was built");
-    builder.write_image(&state.0)
+    builder.write_image(&target.state)
 }
 
 fn split_stages(instructions: Vec<Instruction>) -> anyhow::Result<(Vec<Instruction>, Vec<Stage>)> {
@@ -209,6 +213,13 @@ fn declare_arg(
     Ok((name, value))
 }
 
+/// A built stage: its name, final state, and its root filesystem when unpacked.
+struct Finished {
+    name: Option<String>,
+    state: State,
+    root: Option<tempfile::TempDir>,
+}
+
 struct Builder<'a> {
     store: &'a Store,
     cache_dir: PathBuf,
@@ -216,7 +227,7 @@ struct Builder<'a> {
     context: PathBuf,
     options: &'a Options,
     /// Each stage's name and final state (and its unpacked root, when made), by index.
-    finished: Vec<Option<(Option<String>, (State, Option<tempfile::TempDir>))>>,
+    finished: Vec<Option<Finished>>,
     clamp: Option<u64>,
     step_number: usize,
     step_count: usize,
@@ -305,11 +316,7 @@ impl Builder<'_> {
                 chain: sha256_hex(b"FROM scratch"),
             }
         } else if let Some(i) = self.stage_index(&base) {
-            let (state, _) = &self.finished[i]
-                .as_ref()
-                .expect("dependencies are built first")
-                .1;
-            state.clone()
+            self.built(i).state.clone()
         } else {
             let digest = bases.base(&base, platform.as_deref()).await?;
             let img = image::Image::load(self.store, &digest)?;
@@ -402,7 +409,7 @@ impl Builder<'_> {
             .iter()
             .position(|s| {
                 s.as_ref()
-                    .is_some_and(|(n, _)| n.as_deref() == Some(name.as_str()))
+                    .is_some_and(|f| f.name.as_deref() == Some(name.as_str()))
             })
             .or_else(|| {
                 name.parse()
@@ -461,27 +468,25 @@ impl Builder<'_> {
         Ok(dir)
     }
 
+    /// Stage `i`, which a later stage depends on and so was built before it.
+    fn built(&self, i: usize) -> &Finished {
+        self.finished[i]
+            .as_ref()
+            .expect("dependencies are built first")
+    }
+
     /// The root filesystem of finished stage `name` (unpacked now if needed).
     fn stage_root(&mut self, name: &str) -> anyhow::Result<PathBuf> {
         let i = self
             .stage_index(name)
             .ok_or_else(|| anyhow::anyhow!("COPY --from={name}: no earlier stage of that name"))?;
-        let layers = self.finished[i]
-            .as_ref()
-            .expect("built")
-            .1
-             .0
-            .layers
-            .clone();
-        if self.finished[i].as_ref().expect("built").1 .1.is_none() {
-            let dir = self.unpack(&layers)?;
-            self.finished[i].as_mut().expect("built").1 .1 = Some(dir);
+        if self.built(i).root.is_none() {
+            let dir = self.unpack(&self.built(i).state.layers)?;
+            self.finished[i].as_mut().expect("built").root = Some(dir);
         }
-        Ok(self.finished[i]
-            .as_ref()
-            .expect("built")
-            .1
-             .1
+        Ok(self
+            .built(i)
+            .root
             .as_ref()
             .expect("unpacked")
             .path()
@@ -767,8 +772,8 @@ impl Builder<'_> {
                             .into());
                     }
                 }
-                let from = inst.flag("from").map(|f| expand(f)).transpose()?;
-                let chown = inst.flag("chown").map(|f| expand(f)).transpose()?;
+                let from = inst.flag("from").map(&expand).transpose()?;
+                let chown = inst.flag("chown").map(&expand).transpose()?;
                 let chmod = inst
                     .flag("chmod")
                     .map(|m| {
@@ -802,7 +807,7 @@ impl Builder<'_> {
                         let i = self.stage_index(stage).ok_or_else(|| {
                             inst.invalid(format!("--from={stage}: no earlier stage of that name"))
                         })?;
-                        self.finished[i].as_ref().expect("built").1 .0.chain.clone()
+                        self.built(i).state.chain.clone()
                     }
                 };
                 let mut flags = String::new();
@@ -1077,8 +1082,7 @@ fn set_owner_mode(
         .write(!path.is_dir())
         .read(true)
         .open(path)
-        .and_then(|f| f.set_modified(mtime))
-        .or_else(|_| Ok::<(), std::io::Error>(()))?;
+        .and_then(|f| f.set_modified(mtime))?;
     Ok(())
 }
 
