@@ -692,7 +692,7 @@ async fn built_images_work_with_distribution_and_errors_name_the_line() {
                 "-f",
                 c.join("Bad").to_str().unwrap(),
                 "-t",
-                "bad:1",
+                "failed-build:1",
                 c.to_str().unwrap(),
             ],
             None,
@@ -710,7 +710,7 @@ async fn built_images_work_with_distribution_and_errors_name_the_line() {
                 "-f",
                 c.join("Fails").to_str().unwrap(),
                 "-t",
-                "bad:1",
+                "failed-build:1",
                 c.to_str().unwrap(),
             ],
             None,
@@ -728,15 +728,46 @@ async fn built_images_work_with_distribution_and_errors_name_the_line() {
                 "-f",
                 c.join("Missing").to_str().unwrap(),
                 "-t",
-                "bad:1",
+                "failed-build:1",
                 c.to_str().unwrap(),
             ],
             None,
         );
         assert!(e.contains("nothing-here: no such file"), "{e}");
         assert!(
-            !ok(&h, &["image", "ls"]).contains("bad"),
+            !ok(&h, &["image", "ls"]).contains("failed-build"),
             "a failed build lists nothing"
+        );
+        // A base that is not in the local store is pulled (from Distribution here).
+        let fresh = h.with_file_name("fresh");
+        let derived = c.join("Derived");
+        std::fs::write(
+            &derived,
+            format!("FROM {i}\nRUN /bin/busybox touch /derived\n"),
+        )
+        .unwrap();
+        let out = ok(
+            &fresh,
+            &[
+                "image",
+                "build",
+                "-f",
+                derived.to_str().unwrap(),
+                "-t",
+                "derived:1",
+                c.to_str().unwrap(),
+            ],
+        );
+        assert!(out.contains("Successfully tagged"), "{out}");
+        assert!(
+            ok(&fresh, &["image", "ls"]).contains("team/built"),
+            "the base was pulled"
+        );
+        let history = ok(&fresh, &["image", "history", "--no-trunc", "derived:1"]);
+        assert!(
+            history.contains("RUN /bin/sh -c /bin/busybox touch /derived")
+                && history.contains("LABEL org.example.built-by=berth"),
+            "{history}"
         );
     })
     .await
@@ -788,6 +819,8 @@ async fn multi_stage_builds_targets_add_and_users() {
          RUN /bin/busybox mkdir -m 777 /scratch\n\
          USER 1000:1000\n\
          RUN /bin/busybox id -u > /scratch/uid\n\
+         RUN [\"/bin/busybox\", \"touch\", \"/scratch/exec-form\"]\n\
+         HEALTHCHECK --interval=30s --retries=2 CMD [\"/bin/busybox\", \"true\"]\n\
          VOLUME /data\n\
          ENTRYPOINT [\"/bin/busybox\", \"cat\"]\n\
          CMD [\"/artifact\"]\n",
@@ -865,14 +898,24 @@ async fn multi_stage_builds_targets_add_and_users() {
     assert_eq!(
         shell(
             "berth-multi:1",
-            "cat /unpacked/inside.txt /plain.txt /scratch/uid; stat -c '%a %u' /artifact; id -u"
+            "cat /unpacked/inside.txt /plain.txt /scratch/uid; \
+             stat -c '%a %u' /artifact /scratch/exec-form; id -u"
         ),
-        "from the archive\nplain\n1000\n640 1000\n1000\n"
+        "from the archive\nplain\n1000\n640 1000\n644 1000\n1000\n"
     );
     let inspect: Value =
         serde_json::from_str(&docker(&["image", "inspect", "berth-multi:1"])).unwrap();
     assert!(inspect[0]["Config"]["Volumes"]["/data"].is_object());
     assert_eq!(inspect[0]["Config"]["User"], "1000:1000");
+    let health = &inspect[0]["Config"]["Healthcheck"];
+    assert_eq!(
+        health["Test"],
+        serde_json::json!(["CMD", "/bin/busybox", "true"])
+    );
+    assert_eq!(
+        (health["Interval"].as_i64(), health["Retries"].as_i64()),
+        (Some(30_000_000_000), Some(2))
+    );
     assert_eq!(
         shell("berth-tools:1", "cat /out/artifact").trim(),
         "built-in-stage"

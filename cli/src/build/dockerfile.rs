@@ -67,6 +67,13 @@ fn known_flags(keyword: &str) -> &'static [&'static str] {
         "FROM" => &["platform"],
         "COPY" => &["from", "chown", "chmod", "link"],
         "ADD" => &["chown", "chmod", "link"],
+        "HEALTHCHECK" => &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
         _ => &[],
     }
 }
@@ -278,6 +285,39 @@ pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Str
     Ok(out)
 }
 
+/// A Go-style duration (`30s`, `1m30s`, `500ms`, `2h`) in nanoseconds, as image
+/// configs store HEALTHCHECK timings.
+pub fn duration_ns(text: &str) -> Result<i64, String> {
+    let bad = || format!("{text:?} is not a duration (like 30s, 1m30s, 500ms)");
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(total as i64)
+}
+
 /// Splits shell-like words: whitespace separates, quotes group, backslash escapes.
 pub fn words(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -412,6 +452,15 @@ mod tests {
         );
         assert_eq!(expand("${A:+yes}${B:+no}", &v).unwrap(), "yes");
         assert!(expand("${A", &v).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ns("30s").unwrap(), 30_000_000_000);
+        assert_eq!(duration_ns("1m30s").unwrap(), 90_000_000_000);
+        assert_eq!(duration_ns("500ms").unwrap(), 500_000_000);
+        assert!(duration_ns("10").is_err());
+        assert!(duration_ns("soon").is_err());
     }
 
     #[test]

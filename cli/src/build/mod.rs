@@ -700,10 +700,27 @@ impl Builder<'_> {
                         Err(_) => vec!["CMD-SHELL".into(), cmd.to_owned()],
                     }
                 };
-                config_step(
-                    format!("HEALTHCHECK {}", serde_json::to_string(&test)?),
-                    move |c| c["config"]["Healthcheck"] = json!({"Test": test}),
-                )
+                let mut check = json!({ "Test": test });
+                for (flag, field) in [
+                    ("interval", "Interval"),
+                    ("timeout", "Timeout"),
+                    ("start-period", "StartPeriod"),
+                    ("start-interval", "StartInterval"),
+                ] {
+                    if let Some(value) = inst.flag(flag) {
+                        let ns = dockerfile::duration_ns(value).map_err(|e| inst.invalid(e))?;
+                        check[field] = json!(ns);
+                    }
+                }
+                if let Some(retries) = inst.flag("retries") {
+                    let n: u32 = retries.parse().map_err(|_| {
+                        inst.invalid(format!("--retries={retries} is not a number"))
+                    })?;
+                    check["Retries"] = json!(n);
+                }
+                config_step(format!("HEALTHCHECK {check}"), move |c| {
+                    c["config"]["Healthcheck"] = check
+                })
             }
             "RUN" => {
                 let argv = exec_or_shell(inst);
