@@ -130,13 +130,13 @@ impl Storage {
         repo: &str,
         digest: &Digest,
         segments: &[Segment],
-        upload: Option<(&str, i64)>,
+        upload: Option<crate::uploads::UploadEnd<'_>>,
     ) -> Result<()> {
         let size: u64 = segments.iter().map(|s| s.size).sum();
         let txn = self.write().await?;
-        if let Some((id, size)) = upload {
+        if let Some(end) = upload {
             // Completing consumes the upload, in the same commit that makes the blob visible.
-            crate::uploads::delete_upload_row(&*txn, id, size).await?;
+            crate::uploads::end_upload(&*txn, &end).await?;
         }
         let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         let inserted = blob::Entity::insert(blob::ActiveModel {

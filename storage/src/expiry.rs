@@ -5,7 +5,7 @@
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use crate::entity::{now_millis, upload};
+use crate::entity::{now_millis, upload, upload_tombstone};
 use crate::error::{Result, StorageError};
 use crate::objects::Segment;
 use crate::uploads::delete_upload_row;
@@ -43,6 +43,21 @@ impl Storage {
                 expired += 1;
             }
             if !full_batch {
+                // Tombstones of ids that are past their expiry anyway.
+                let old = upload_tombstone::Column::CreatedAt.lt(cutoff);
+                if upload_tombstone::Entity::find()
+                    .filter(old.clone())
+                    .one(&self.db)
+                    .await?
+                    .is_some()
+                {
+                    let txn = self.write().await?;
+                    upload_tombstone::Entity::delete_many()
+                        .filter(old)
+                        .exec(&*txn)
+                        .await?;
+                    txn.commit().await?;
+                }
                 return Ok(expired);
             }
         }

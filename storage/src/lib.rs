@@ -43,6 +43,8 @@ pub struct Storage {
     sqlite_writer: Option<db::SqliteWriter>,
     max_manifest_bytes: u64,
     private_by_default: bool,
+    /// How long an upload may sit idle (and a row-less upload id stays valid).
+    upload_expiry_ms: i64,
 }
 
 impl Storage {
@@ -81,6 +83,7 @@ impl Storage {
             sqlite_writer,
             max_manifest_bytes: config.limits.max_manifest_bytes,
             private_by_default: config.auth.private_by_default,
+            upload_expiry_ms: config.upload_expiry_secs.saturating_mul(1000) as i64,
         })
     }
 

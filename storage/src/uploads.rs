@@ -12,6 +12,13 @@
 //! unflushed tail may be lost, so it is dropped and the client resumes from the
 //! reported offset. (Within one boot, even after `kill -9`, the kernel still holds the
 //! written bytes, and the next flush makes them durable.)
+//!
+//! Starting an upload writes nothing: the id carries what a fresh upload is (a random
+//! part, when it started, the digest algorithm), as Distribution's `_state` parameter
+//! does, and the row appears with the first PATCH. A small blob pushed with POST + PUT
+//! thus costs one write transaction, not two. Ending a row-less upload (complete,
+//! cancel, discard) leaves a tombstone, so the id is unknown from then on; ids older
+//! than the upload expiry are unknown anyway.
 
 use bytes::Bytes;
 use futures::Stream;
@@ -19,7 +26,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::entity::{now_millis, upload};
+use crate::entity::{now_millis, upload, upload_tombstone};
 use crate::error::{Result, StorageError};
 use crate::names::validate_name;
 use crate::objects::{Durability, Segment};
@@ -36,30 +43,50 @@ struct Loaded {
     row: upload::Model,
     segments: Vec<Segment>,
     hasher: Hasher,
+    /// False for an upload nothing was appended to yet: it has no row.
+    has_row: bool,
+}
+
+/// A fresh upload's id: `<32 random hex>.<started, Unix ms>.<algorithm>.<repository
+/// mark>`; the mark (16 hex of the name's SHA-256) keeps the id to its repository.
+fn new_upload_id(repo: &str, algorithm: Algorithm, now: i64) -> String {
+    format!(
+        "{}.{now}.{}.{}",
+        uuid::Uuid::new_v4().simple(),
+        algorithm.name(),
+        repository_mark(repo)
+    )
+}
+
+fn repository_mark(repo: &str) -> String {
+    Digest::of(Algorithm::Sha256, repo.as_bytes()).hex()[..16].to_owned()
+}
+
+/// What an upload id of the row-less kind says: when it started, its algorithm, and
+/// the mark of its repository.
+fn parse_upload_id(id: &str) -> Option<(i64, Algorithm, &str)> {
+    let mut parts = id.split('.');
+    let (random, started, algorithm, mark) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if parts.next().is_some() || !hex(random, 32) || !hex(mark, 16) {
+        return None;
+    }
+    Some((
+        started.parse().ok()?,
+        Algorithm::parse(algorithm).ok()?,
+        mark,
+    ))
 }
 
 impl Storage {
+    /// Starts an upload: nothing is written until its first chunk (see the module docs).
     pub async fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadState> {
         validate_name(repo)?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let now = now_millis();
-        let _turn = self.write_turn().await;
-        upload::Entity::insert(upload::ActiveModel {
-            id: Set(id.clone()),
-            repository: Set(repo.to_owned()),
-            algorithm: Set(algorithm.name().to_owned()),
-            size: Set(0),
-            hash_state: Set(Hasher::new(algorithm).save()),
-            segments: Set("[]".to_owned()),
-            created_at: Set(now),
-            updated_at: Set(now),
-            synced_size: Set(None),
-            synced_hash_state: Set(None),
-            written_boot: Set(None),
+        Ok(UploadState {
+            id: new_upload_id(repo, algorithm, now_millis()),
+            size: 0,
         })
-        .exec(&self.db)
-        .await?;
-        Ok(UploadState { id, size: 0 })
     }
 
     pub async fn upload_state(&self, repo: &str, id: &str) -> Result<UploadState> {
@@ -129,7 +156,12 @@ impl Storage {
                 "upload content has digest {actual}, not {digest}; the upload was discarded"
             )));
         }
-        self.store_blob(repo, digest, &loaded.segments, Some((id, loaded.row.size)))
+        let end = UploadEnd {
+            id,
+            size: loaded.row.size,
+            has_row: loaded.has_row,
+        };
+        self.store_blob(repo, digest, &loaded.segments, Some(end))
             .await
     }
 
@@ -166,18 +198,56 @@ impl Storage {
 
     async fn discard_upload(&self, id: &str, loaded: &Loaded) -> Result<()> {
         let txn = self.write().await?;
-        delete_upload_row(&*txn, id, loaded.row.size).await?;
+        let end = UploadEnd {
+            id,
+            size: loaded.row.size,
+            has_row: loaded.has_row,
+        };
+        end_upload(&*txn, &end).await?;
         txn.commit().await?;
         self.objects.delete_all(&loaded.segments).await
     }
 
     async fn load_upload(&self, repo: &str, id: &str) -> Result<Loaded> {
         let unknown = || StorageError::UploadUnknown(id.to_owned());
-        let row = upload::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .filter(|row| row.repository == repo)
-            .ok_or_else(unknown)?;
+        let row_less = parse_upload_id(id);
+        if row_less.is_some()
+            && upload_tombstone::Entity::find_by_id(id)
+                .one(&self.db)
+                .await?
+                .is_some()
+        {
+            return Err(unknown());
+        }
+        let Some(row) = upload::Entity::find_by_id(id).one(&self.db).await? else {
+            // Started, nothing appended yet (a row, once there, expires when idle).
+            let (started, algorithm, mark) = row_less.ok_or_else(unknown)?;
+            if started < now_millis() - self.upload_expiry_ms || mark != repository_mark(repo) {
+                return Err(unknown());
+            }
+            let hasher = Hasher::new(algorithm);
+            return Ok(Loaded {
+                row: upload::Model {
+                    id: id.to_owned(),
+                    repository: repo.to_owned(),
+                    algorithm: algorithm.name().to_owned(),
+                    size: 0,
+                    hash_state: hasher.save(),
+                    segments: "[]".to_owned(),
+                    created_at: started,
+                    updated_at: started,
+                    synced_size: None,
+                    synced_hash_state: None,
+                    written_boot: None,
+                },
+                segments: Vec::new(),
+                hasher,
+                has_row: false,
+            });
+        };
+        if row.repository != repo {
+            return Err(unknown());
+        }
         let algorithm = Algorithm::parse(&row.algorithm)?;
         let hasher = Hasher::restore(algorithm, &row.hash_state).ok_or_else(unknown)?;
         let segments = serde_json::from_str(&row.segments).map_err(|_| unknown())?;
@@ -185,6 +255,7 @@ impl Storage {
             row,
             segments,
             hasher,
+            has_row: true,
         };
         match loaded.row.written_boot.as_deref() {
             Some(boot) if boot != boot_id() => self.drop_unflushed(loaded).await,
@@ -248,6 +319,7 @@ impl Storage {
             row,
             segments: kept,
             hasher,
+            has_row: true,
         })
     }
 
@@ -271,6 +343,7 @@ impl Storage {
             mut row,
             mut segments,
             mut hasher,
+            has_row,
         } = loaded;
         let size = row.size as u64;
         if start.is_some_and(|s| s != size) {
@@ -299,6 +372,7 @@ impl Storage {
                     row,
                     segments,
                     hasher,
+                    has_row,
                 },
                 written.interrupted,
             ));
@@ -311,6 +385,7 @@ impl Storage {
                     row,
                     segments,
                     hasher,
+                    has_row,
                 },
                 None,
             ));
@@ -326,30 +401,54 @@ impl Storage {
         } else {
             (None, None, None)
         };
+        let now = now_millis();
         let turn = self.write_turn().await;
-        let updated = upload::Entity::update_many()
-            .col_expr(upload::Column::Size, Expr::value(new_size as i64))
-            .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
-            .col_expr(
-                upload::Column::Segments,
-                Expr::value(segments_json(&segments)),
-            )
-            .col_expr(upload::Column::SyncedSize, Expr::value(synced_size))
-            .col_expr(
-                upload::Column::SyncedHashState,
-                Expr::value(synced_hash_state.clone()),
-            )
-            .col_expr(
-                upload::Column::WrittenBoot,
-                Expr::value(written_boot.clone()),
-            )
-            .col_expr(upload::Column::UpdatedAt, Expr::value(now_millis()))
-            .filter(upload::Column::Id.eq(row.id.as_str()))
-            .filter(upload::Column::Size.eq(row.size))
+        let recorded = if has_row {
+            upload::Entity::update_many()
+                .col_expr(upload::Column::Size, Expr::value(new_size as i64))
+                .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
+                .col_expr(
+                    upload::Column::Segments,
+                    Expr::value(segments_json(&segments)),
+                )
+                .col_expr(upload::Column::SyncedSize, Expr::value(synced_size))
+                .col_expr(
+                    upload::Column::SyncedHashState,
+                    Expr::value(synced_hash_state.clone()),
+                )
+                .col_expr(
+                    upload::Column::WrittenBoot,
+                    Expr::value(written_boot.clone()),
+                )
+                .col_expr(upload::Column::UpdatedAt, Expr::value(now))
+                .filter(upload::Column::Id.eq(row.id.as_str()))
+                .filter(upload::Column::Size.eq(row.size))
+                .exec(&self.db)
+                .await?
+                .rows_affected
+                > 0
+        } else {
+            // The first chunk: the row appears (unless another request made it first).
+            let inserted = upload::Entity::insert(upload::ActiveModel {
+                id: Set(row.id.clone()),
+                repository: Set(row.repository.clone()),
+                algorithm: Set(row.algorithm.clone()),
+                size: Set(new_size as i64),
+                hash_state: Set(hasher.save()),
+                segments: Set(segments_json(&segments)),
+                created_at: Set(row.created_at),
+                updated_at: Set(now),
+                synced_size: Set(synced_size),
+                synced_hash_state: Set(synced_hash_state.clone()),
+                written_boot: Set(written_boot.clone()),
+            })
+            .on_conflict_do_nothing()
             .exec(&self.db)
             .await?;
+            matches!(inserted, sea_orm::TryInsertResult::Inserted(_))
+        };
         drop(turn);
-        if updated.rows_affected == 0 {
+        if !recorded {
             // Another request extended or finished the upload meanwhile: ours loses.
             self.objects.delete_all(&written.segments).await?;
             return Err(StorageError::RangeInvalid { size });
@@ -363,6 +462,7 @@ impl Storage {
                 row,
                 segments,
                 hasher,
+                has_row: true,
             },
             written.interrupted,
         ))
@@ -403,6 +503,36 @@ fn boot_id() -> &'static str {
     &BOOT
 }
 
+/// An upload being completed, cancelled or discarded.
+pub(crate) struct UploadEnd<'a> {
+    pub id: &'a str,
+    /// Bytes it held when loaded (its row's version).
+    pub size: i64,
+    pub has_row: bool,
+}
+
+/// Ends an upload inside the caller's transaction: its row goes, and an id of the
+/// row-less kind gets a tombstone. `UploadUnknown` if another request ended or
+/// extended it first.
+pub(crate) async fn end_upload(db: &impl ConnectionTrait, end: &UploadEnd<'_>) -> Result<()> {
+    if end.has_row {
+        delete_upload_row(db, end.id, end.size).await?;
+    }
+    if let Some((started, ..)) = parse_upload_id(end.id) {
+        let inserted = upload_tombstone::Entity::insert(upload_tombstone::ActiveModel {
+            id: Set(end.id.to_owned()),
+            created_at: Set(started),
+        })
+        .on_conflict_do_nothing()
+        .exec(db)
+        .await?;
+        if !matches!(inserted, sea_orm::TryInsertResult::Inserted(_)) {
+            return Err(StorageError::UploadUnknown(end.id.to_owned()));
+        }
+    }
+    Ok(())
+}
+
 /// Deletes the upload row if it still has `size` bytes; `UploadUnknown` if another
 /// request completed, cancelled or extended it first.
 pub(crate) async fn delete_upload_row(
@@ -419,4 +549,26 @@ pub(crate) async fn delete_upload_row(
         return Err(StorageError::UploadUnknown(id.to_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ids_carry_their_start_and_algorithm() {
+        let id = new_upload_id("ns/app", Algorithm::Sha512, 1234);
+        let mark = repository_mark("ns/app");
+        assert_eq!(
+            parse_upload_id(&id),
+            Some((1234, Algorithm::Sha512, mark.as_str()))
+        );
+        assert_ne!(repository_mark("ns/other"), mark);
+        assert_eq!(
+            parse_upload_id("3f2a0c6e-0000-4000-8000-000000000000"),
+            None
+        );
+        assert_eq!(parse_upload_id("zz.1.sha256"), None);
+        assert_eq!(parse_upload_id(&format!("{}.x", id)), None);
+    }
 }

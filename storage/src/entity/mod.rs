@@ -9,6 +9,7 @@ pub mod repository;
 pub mod repository_blob;
 pub mod tag;
 pub mod upload;
+pub mod upload_tombstone;
 
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()

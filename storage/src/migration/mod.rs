@@ -6,6 +6,7 @@ mod m0001_registry;
 mod m0002_visibility;
 mod m0003_upload_sync;
 mod m0004_explore;
+mod m0005_upload_tombstones;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_visibility::Migration),
             Box::new(m0003_upload_sync::Migration),
             Box::new(m0004_explore::Migration),
+            Box::new(m0005_upload_tombstones::Migration),
         ]
     }
 }
