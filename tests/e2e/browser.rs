@@ -244,5 +244,28 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     assert!(login.contains("Login Succeeded"), "{login}");
     succeeded(&docker(fresh.path(), &["pull", &hidden], None));
     run(Command::new("docker").args(["rmi", "-f", &image, &hidden]));
+
+    // On a phone-sized screen the pages fit the width (tables scroll inside their box).
+    browser.client.set_window_size(390, 844).await.unwrap();
+    for (path, shot) in [
+        ("/r/alice/webdemo", "7-repository-phone"),
+        ("/r/alice/webdemo/tags/1", "8-tag-phone"),
+    ] {
+        browser.goto(&format!("{base}{path}")).await;
+        let fits = browser
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            fits,
+            serde_json::json!(true),
+            "{path} scrolls sideways on a phone"
+        );
+        browser.screenshot(shot).await;
+    }
     browser.close().await;
 }
