@@ -9,7 +9,7 @@ use crate::digest::Digest;
 use crate::entity::{blob, now_millis, repository, repository_blob};
 use crate::error::{Result, StorageError};
 use crate::objects::{ByteStream, Segment};
-use crate::repos::{ensure_repository, find_repository};
+use crate::repos::ensure_repository;
 use crate::Storage;
 
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ impl Storage {
     /// (garbage collection removes data nothing links).
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
         let unknown = || StorageError::BlobUnknown(digest.clone());
-        let repo_id = find_repository(&self.db, repo).await?.ok_or_else(unknown)?;
+        let repo_id = self.known_repository_id(repo).await?.ok_or_else(unknown)?;
         let txn = self.write().await?;
         let deleted = repository_blob::Entity::delete_many()
             .filter(repository_blob::Column::RepositoryId.eq(repo_id))
@@ -133,12 +133,18 @@ impl Storage {
         upload: Option<crate::uploads::UploadEnd<'_>>,
     ) -> Result<()> {
         let size: u64 = segments.iter().map(|s| s.size).sum();
+        // Looked up before the write transaction: writes take turns, and every statement
+        // inside one lengthens everyone's wait (repositories are never removed).
+        let known_repo = self.known_repository_id(repo).await?;
         let txn = self.write().await?;
         if let Some(end) = upload {
             // Completing consumes the upload, in the same commit that makes the blob visible.
             crate::uploads::end_upload(&*txn, &end).await?;
         }
-        let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
+        let repo_id = match known_repo {
+            Some(id) => id,
+            None => ensure_repository(&*txn, repo, self.private_by_default).await?,
+        };
         let inserted = blob::Entity::insert(blob::ActiveModel {
             digest: Set(digest.to_string()),
             size: Set(size as i64),

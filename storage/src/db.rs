@@ -24,6 +24,10 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         .sqlx_logging(false)
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(30))
+        // A ping before every use is a round trip per query (to SQLite's worker thread
+        // or to PostgreSQL); only connections idle long enough to have been dropped are
+        // checked.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         // WAL lets readers run beside the writer. NORMAL writes a commit to the WAL
         // without fsync; `SqliteWriter` then makes it durable with a shared fsync
         // before the write is acknowledged (group commit). The busy timeout queues

@@ -30,12 +30,36 @@ pub struct Page {
     pub more: bool,
 }
 
+/// Repository ids by name, as looked up: a repository keeps its id for good (they are
+/// never removed), so this is right on every replica without invalidation.
+#[derive(Default)]
+pub struct RepoIds(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+/// More names than this and the map starts over (it only saves a lookup).
+const MAX_REMEMBERED_IDS: usize = 100_000;
+
 impl Storage {
     /// The repository's id, or `NameUnknown` if nothing was ever pushed to it.
     pub async fn repository_id(&self, name: &str) -> Result<i64> {
-        find_repository(&self.db, name)
+        self.known_repository_id(name)
             .await?
             .ok_or_else(|| StorageError::NameUnknown(name.to_owned()))
+    }
+
+    /// The repository's id if it exists; remembered once seen.
+    pub(crate) async fn known_repository_id(&self, name: &str) -> Result<Option<i64>> {
+        if let Some(id) = self.repo_ids.0.lock().expect("repo ids lock").get(name) {
+            return Ok(Some(*id));
+        }
+        let found = find_repository(&self.db, name).await?;
+        if let Some(id) = found {
+            let mut ids = self.repo_ids.0.lock().expect("repo ids lock");
+            if ids.len() >= MAX_REMEMBERED_IDS {
+                ids.clear();
+            }
+            ids.insert(name.to_owned(), id);
+        }
+        Ok(found)
     }
 
     /// Whether `name` is private; `None` if nothing was pushed to it yet.
