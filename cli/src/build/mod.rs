@@ -373,7 +373,7 @@ impl Builder<'_> {
                     }
                     let dir = root.as_ref().expect("unpacked").path().to_owned();
                     let before = rootfs::snapshot(&dir)?;
-                    self.apply(kind, &dir, &config, inst).await?;
+                    self.apply(kind, &dir, inst)?;
                     match rootfs::write_diff(self.store, &dir, &before, self.clamp)? {
                         Some(layer) => {
                             layers.push(json!({"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}));
@@ -854,13 +854,7 @@ impl Builder<'_> {
         Ok(step)
     }
 
-    async fn apply(
-        &mut self,
-        step: FileStep,
-        root: &Path,
-        config: &Value,
-        inst: &Instruction,
-    ) -> anyhow::Result<()> {
+    fn apply(&mut self, step: FileStep, root: &Path, inst: &Instruction) -> anyhow::Result<()> {
         match step {
             FileStep::Run {
                 argv,
@@ -881,7 +875,6 @@ impl Builder<'_> {
                 chmod,
                 extract,
             } => {
-                let _ = config;
                 let owner = chown.map(|c| run::resolve_user(root, &c)).transpose()?;
                 let (source_root, ignore) = match &from {
                     None => (self.context.clone(), Some(&self.ignore)),
