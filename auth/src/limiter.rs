@@ -1,6 +1,7 @@
 //! Failed-login rate limiting, per username and per client address.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,17 @@ const MAX_FAILURES: u32 = 5;
 const WINDOW: Duration = Duration::from_secs(60);
 /// Entries kept at most; the oldest are dropped first (memory stays bounded).
 const MAX_KEYS: usize = 100_000;
+
+/// The key of a client address (`ip:10.0.0.1`; empty when unknown).
+pub fn address_key(peer: Option<IpAddr>) -> String {
+    format!("ip:{}", peer.map(|p| p.to_string()).unwrap_or_default())
+}
+
+/// The keys a password login counts against, the user's first: the same wherever the
+/// password is tried (token endpoint, web sign-in), so a guess counts once.
+pub fn password_keys(user: &str, peer: Option<IpAddr>) -> [String; 2] {
+    [format!("user:{user}"), address_key(peer)]
+}
 
 #[derive(Default)]
 pub struct LoginLimiter {

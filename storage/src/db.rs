@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -189,9 +189,68 @@ pub async fn begin_write(
     })
 }
 
+/// SQL text with `?` placeholders and their values, made into a statement for the
+/// connection's backend (PostgreSQL numbers its placeholders).
+#[derive(Default)]
+pub(crate) struct Sql {
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    pub fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    pub fn bind(&mut self, value: impl Into<Value>) -> &mut Sql {
+        self.text.push('?');
+        self.values.push(value.into());
+        self
+    }
+
+    /// Appends another piece of SQL with its values.
+    pub fn append(&mut self, other: &Sql) -> &mut Sql {
+        self.text.push_str(&other.text);
+        self.values.extend(other.values.iter().cloned());
+        self
+    }
+
+    pub fn build(&self, backend: DbBackend) -> Statement {
+        let text = match backend {
+            DbBackend::Postgres => {
+                let mut out = String::with_capacity(self.text.len() + 16);
+                let mut n = 0;
+                for c in self.text.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push_str(&format!("${n}"));
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+            _ => self.text.clone(),
+        };
+        Statement::from_sql_and_values(backend, text, self.values.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        let mut sql = Sql::default();
+        sql.push("a = ").bind(1).push(" AND b = ").bind("x");
+        assert_eq!(
+            sql.build(DbBackend::Postgres).sql,
+            "a = $1 AND b = $2".to_string()
+        );
+        assert_eq!(sql.build(DbBackend::Sqlite).sql, "a = ? AND b = ?");
+    }
 
     #[test]
     fn only_sqlite_files_get_a_writer() {

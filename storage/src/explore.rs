@@ -4,10 +4,10 @@
 //! Listings are single SQL queries (the full-text index is SQLite's FTS5 or a
 //! PostgreSQL tsvector, see migration m0004), filtered by what the viewer may pull.
 
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult};
 use serde::Serialize;
 
-use crate::db::WriteTxn;
+use crate::db::{Sql, WriteTxn};
 use crate::error::{Result, StorageError};
 use crate::repos::{find_repository, Viewer};
 use crate::Storage;
@@ -126,47 +126,6 @@ struct Count {
     n: i64,
 }
 
-/// SQL text with `?` placeholders and their values, made into a statement for the
-/// connection's backend (PostgreSQL numbers its placeholders).
-#[derive(Default)]
-struct Sql {
-    text: String,
-    values: Vec<Value>,
-}
-
-impl Sql {
-    fn push(&mut self, text: &str) -> &mut Sql {
-        self.text.push_str(text);
-        self
-    }
-
-    fn bind(&mut self, value: impl Into<Value>) -> &mut Sql {
-        self.text.push('?');
-        self.values.push(value.into());
-        self
-    }
-
-    fn build(&self, backend: DbBackend) -> Statement {
-        let text = match backend {
-            DbBackend::Postgres => {
-                let mut out = String::with_capacity(self.text.len() + 16);
-                let mut n = 0;
-                for c in self.text.chars() {
-                    if c == '?' {
-                        n += 1;
-                        out.push_str(&format!("${n}"));
-                    } else {
-                        out.push(c);
-                    }
-                }
-                out
-            }
-            _ => self.text.clone(),
-        };
-        Statement::from_sql_and_values(backend, text, self.values.clone())
-    }
-}
-
 /// `LIKE` pattern text matching `s` literally (with `ESCAPE '\'`).
 fn like_literal(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -261,8 +220,7 @@ impl Storage {
 
         let mut count = Sql::default();
         count.push("SELECT COUNT(*) AS n").push(&from);
-        count.text.push_str(&filter.text);
-        count.values.extend(filter.values.iter().cloned());
+        count.append(&filter);
         let total = Count::find_by_statement(count.build(backend))
             .one(&self.db)
             .await?
@@ -270,8 +228,7 @@ impl Storage {
 
         let mut select = Sql::default();
         select.push("SELECT ").push(SUMMARY_COLUMNS).push(&from);
-        select.text.push_str(&filter.text);
-        select.values.extend(filter.values);
+        select.append(&filter);
         select.push(" ORDER BY ");
         match (listing.order, searching) {
             (Order::Relevance, true) => {
@@ -283,8 +240,7 @@ impl Storage {
                     .push(" OR r.name LIKE ")
                     .bind(format!("%/{}", like_literal(&phrase)))
                     .push(" ESCAPE '\\' THEN 0 ELSE 1 END, ");
-                select.text.push_str(&rank.text);
-                select.values.extend(rank.values);
+                select.append(&rank);
                 select.push(", r.pull_count DESC");
             }
             (Order::Relevance | Order::MostPulled, _) => {
@@ -467,16 +423,5 @@ mod tests {
     #[test]
     fn like_patterns_match_literally() {
         assert_eq!(like_literal("a_b%c\\"), "a\\_b\\%c\\\\");
-    }
-
-    #[test]
-    fn postgres_placeholders_are_numbered() {
-        let mut sql = Sql::default();
-        sql.push("a = ").bind(1).push(" AND b = ").bind("x");
-        assert_eq!(
-            sql.build(DbBackend::Postgres).sql,
-            "a = $1 AND b = $2".to_string()
-        );
-        assert_eq!(sql.build(DbBackend::Sqlite).sql, "a = ? AND b = ?");
     }
 }

@@ -106,7 +106,8 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-const IMAGE_CONFIG_TYPES: [&str; 2] = [
+/// Config media types of container images (the others are artifacts').
+pub const IMAGE_CONFIG_TYPES: [&str; 2] = [
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 ];

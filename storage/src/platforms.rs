@@ -5,8 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
+use sea_orm::{ConnectionTrait, FromQueryResult};
 
+use crate::db::Sql;
 use crate::error::Result;
 
 #[derive(FromQueryResult)]
@@ -19,35 +20,37 @@ struct Platform {
 /// tagged indexes.
 pub(crate) async fn refresh(db: &impl ConnectionTrait, repo_id: i64) -> Result<()> {
     let backend = db.get_database_backend();
-    let (a, b) = match backend {
-        sea_orm::DbBackend::Postgres => ("$1", "$2"),
-        _ => ("?", "?"),
-    };
-    let rows = Platform::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        format!(
+    let mut select = Sql::default();
+    select
+        .push(
             "SELECT m.os, m.architecture FROM tags t JOIN manifests m ON m.id = t.manifest_id \
-             WHERE t.repository_id = {a} AND m.os IS NOT NULL AND m.architecture IS NOT NULL \
+             WHERE t.repository_id = ",
+        )
+        .bind(repo_id)
+        .push(
+            " AND m.os IS NOT NULL AND m.architecture IS NOT NULL \
              UNION SELECT cm.os, cm.architecture FROM tags t \
              JOIN manifest_children c ON c.manifest_id = t.manifest_id \
              JOIN manifests cm ON cm.repository_id = t.repository_id AND cm.digest = c.child_digest \
-             WHERE t.repository_id = {a} AND cm.os IS NOT NULL AND cm.architecture IS NOT NULL"
-        ),
-        [repo_id.into()],
-    ))
-    .all(db)
-    .await?;
+             WHERE t.repository_id = ",
+        )
+        .bind(repo_id)
+        .push(" AND cm.os IS NOT NULL AND cm.architecture IS NOT NULL");
+    let rows = Platform::find_by_statement(select.build(backend))
+        .all(db)
+        .await?;
     let set: BTreeSet<String> = rows
         .into_iter()
         .map(|p| format!("{}/{}", p.os, p.architecture))
         .collect();
     let text = format!(" {} ", set.into_iter().collect::<Vec<_>>().join(" "));
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        format!("UPDATE repositories SET platforms = {a} WHERE id = {b}"),
-        [text.into(), repo_id.into()],
-    ))
-    .await?;
+    let mut update = Sql::default();
+    update
+        .push("UPDATE repositories SET platforms = ")
+        .bind(text)
+        .push(" WHERE id = ")
+        .bind(repo_id);
+    db.execute_raw(update.build(backend)).await?;
     Ok(())
 }
 

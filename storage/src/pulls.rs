@@ -111,7 +111,7 @@ impl Storage {
 
     /// Which of `digests` an index in `repo` lists.
     async fn listed_in_an_index(&self, repo: &str, digests: Vec<String>) -> Result<Vec<String>> {
-        let Some(repo_id) = crate::repos::find_repository(&self.db, repo).await? else {
+        let Some(repo_id) = self.known_repository_id(repo).await? else {
             return Ok(Vec::new());
         };
         Ok(manifest_child::Entity::find()

@@ -366,7 +366,10 @@ impl Storage {
                 .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
         }
         let written = written?;
-        if written.segments.is_empty() {
+        let new_size = size + written.segments.iter().map(|s| s.size).sum::<u64>();
+        segments.extend(written.segments.iter().cloned());
+        // Nothing arrived, or a whole last chunk: nothing to record in the row.
+        if written.segments.is_empty() || (chunk == Chunk::Last && written.interrupted.is_none()) {
             return Ok((
                 Loaded {
                     row,
@@ -375,19 +378,6 @@ impl Storage {
                     has_row,
                 },
                 written.interrupted,
-            ));
-        }
-        let new_size = size + written.segments.iter().map(|s| s.size).sum::<u64>();
-        segments.extend(written.segments.iter().cloned());
-        if chunk == Chunk::Last && written.interrupted.is_none() {
-            return Ok((
-                Loaded {
-                    row,
-                    segments,
-                    hasher,
-                    has_row,
-                },
-                None,
             ));
         }
         // Everything up to `size` is durable now; past it only if this write was.

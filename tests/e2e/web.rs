@@ -468,54 +468,31 @@ async fn forms_need_a_csrf_token_and_an_owner(s: Berthd) {
     assert_eq!(names(&found), ["alice/site"]);
 
     // Visibility: private hides it from everyone else, public shows it again.
-    let visibility = |private: &str| {
-        vec![
-            ("csrf", csrf.clone()),
-            ("repository", "alice/site".to_owned()),
-            ("private", private.to_owned()),
+    let vis_url = format!("{base}/manage/visibility");
+    let visibility = |private| {
+        [
+            ("csrf", csrf.as_str()),
+            ("repository", "alice/site"),
+            ("private", private),
         ]
     };
-    let vis_url = format!("{base}/manage/visibility");
-    assert_eq!(
-        alice
-            .post(&vis_url)
-            .form(&visibility("true"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(post(&alice, &vis_url, &visibility("true")).await.0, 303);
     assert_eq!(
         get(&anonymous, &format!("{base}/r/alice/site")).await.0,
         404
     );
     assert_eq!(get(&alice, &format!("{base}/r/alice/site")).await.0, 200);
-    let r = bob
-        .post(&vis_url)
-        .form(&[
-            ("csrf", bob_csrf.as_str()),
-            ("repository", "alice/site"),
-            ("private", "false"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let by_bob = [
+        ("csrf", bob_csrf.as_str()),
+        ("repository", "alice/site"),
+        ("private", "false"),
+    ];
     assert_eq!(
-        r.status(),
+        post(&bob, &vis_url, &by_bob).await.0,
         404,
         "a private repository does not exist for others"
     );
-    assert_eq!(
-        alice
-            .post(&vis_url)
-            .form(&visibility("false"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(post(&alice, &vis_url, &visibility("false")).await.0, 303);
     assert_eq!(
         get(&anonymous, &format!("{base}/r/alice/site")).await.0,
         200

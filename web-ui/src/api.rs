@@ -1,11 +1,10 @@
 //! The JSON API behind the pages (`/api/v1/…`), with the pages' access rules.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiResult;
-use crate::pages::{host, SearchParams};
+use crate::pages::{host, PageParam, SearchParams};
 use crate::session::Visitor;
 use crate::view::{self, Target, TAGS_PER_PAGE};
 use crate::Web;
@@ -27,11 +26,6 @@ pub async fn search(
     })))
 }
 
-#[derive(Deserialize)]
-pub struct PageParam {
-    page: Option<u64>,
-}
-
 /// `GET /api/v1/repositories/<name>`, `…/<name>/tags?page=`, `…/<name>/tags/<tag>`.
 pub async fn repository(
     web: web::Data<Web>,
@@ -40,11 +34,12 @@ pub async fn repository(
     path: web::Path<String>,
     query: web::Query<PageParam>,
 ) -> ApiResult {
+    let host = host(&web, &req);
     let body = match view::resolve(&web, &visitor, &path).await? {
         Target::Repository(repo) => json!(repo),
         Target::Tags(repo) => {
-            let page = query.page.unwrap_or(1).max(1);
-            let tags = view::tag_views(&web, &host(&web, &req), &repo.summary.name, page).await?;
+            let page = query.page();
+            let tags = view::tag_views(&web, &host, &repo.summary.name, page).await?;
             json!({
                 "total": repo.summary.tag_count,
                 "page": page,
@@ -54,11 +49,7 @@ pub async fn repository(
         }
         Target::Tag(repo, tag) => {
             let mut detail = json!(view::tag_detail(&web, &repo.summary.name, &tag).await?);
-            detail["pull"] = json!(view::pull_command(
-                &host(&web, &req),
-                &repo.summary.name,
-                &tag
-            ));
+            detail["pull"] = json!(view::pull_command(&host, &repo.summary.name, &tag));
             detail
         }
     };

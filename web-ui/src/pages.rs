@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use berth_auth::{pat, sessions, users, AuthError};
+use berth_auth::{limiter, pat, sessions, users, AuthError};
 use berth_storage::explore::{Listing, Order, RepoDetail};
 use berth_storage::manifests::Reference;
 use berth_storage::repos::Viewer;
@@ -181,9 +181,17 @@ pub async fn search(
     )
 }
 
+/// `?page=N` of a paginated page or API answer.
 #[derive(Deserialize)]
 pub struct PageParam {
     page: Option<u64>,
+}
+
+impl PageParam {
+    /// The page asked for, from 1.
+    pub fn page(&self) -> u64 {
+        self.page.unwrap_or(1).max(1)
+    }
 }
 
 pub async fn repository_or_tag(
@@ -200,7 +208,7 @@ pub async fn repository_or_tag(
             let can_manage = visitor
                 .may(&web, &name, repo.summary.private, "delete")
                 .await?;
-            let page = query.page.unwrap_or(1).max(1);
+            let page = query.page();
             let tags = view::tag_views(&web, &host, &name, page).await?;
             let latest_pull = tags
                 .iter()
@@ -256,7 +264,7 @@ pub async fn namespace(
     let listing = Listing {
         namespace: Some(name.clone()),
         order: Order::Name,
-        page: query.page.unwrap_or(1).max(1),
+        page: query.page(),
         per_page: REPOS_PER_PAGE,
         ..Listing::default()
     };
@@ -313,12 +321,7 @@ pub async fn signin(
 ) -> PageResult {
     let limiter = web.login_limiter.as_ref().ok_or(WebError::AccountsOff)?;
     visitor.check_csrf(&form.csrf)?;
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    // The same keys as the token endpoint's: a password guessed here or there counts once.
-    let keys = [format!("user:{}", form.username), format!("ip:{peer}")];
+    let keys = limiter::password_keys(&form.username, req.peer_addr().map(|a| a.ip()));
     limiter.check(&keys)?;
     let db = web.storage.db();
     match users::authenticate(db, &form.username, form.password.clone()).await {

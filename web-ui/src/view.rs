@@ -3,7 +3,7 @@
 
 use berth_storage::digest::Digest;
 use berth_storage::explore::{RepoDetail, TagRow};
-use berth_storage::manifests::{Reference, DOCKER_MANIFEST_LIST, OCI_INDEX};
+use berth_storage::manifests::{Reference, DOCKER_MANIFEST_LIST, IMAGE_CONFIG_TYPES, OCI_INDEX};
 use berth_storage::StorageError;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
@@ -260,9 +260,7 @@ async fn image_detail(
         note: None,
     };
     let config_type = manifest.config().media_type().to_string();
-    if !config_type.ends_with("image.config.v1+json")
-        && !config_type.ends_with("container.image.v1+json")
-    {
+    if !IMAGE_CONFIG_TYPES.contains(&config_type.as_str()) {
         detail.note = Some(format!(
             "an artifact ({config_type}): no image configuration"
         ));

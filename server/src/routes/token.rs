@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use berth_auth::{access, orgs, pat, users, AuthError, Scope};
+use berth_auth::{access, limiter, orgs, pat, users, AuthError, Scope};
 use serde_json::json;
 
 use crate::authz::AuthState;
@@ -176,8 +176,7 @@ async fn issue(
     let (user, cap) = match credentials {
         None => (None, None),
         Some(Credentials::Refresh(secret)) => {
-            let peer = client_address(req);
-            let keys = [format!("ip:{peer}")];
+            let keys = [limiter::address_key(client_address(req))];
             auth.limiter.check(&keys).map_err(login_error)?;
             match pat::authenticate(&auth.db, None, &secret).await {
                 Ok((user, cap)) => (Some(user), Some(cap)),
@@ -188,8 +187,7 @@ async fn issue(
             }
         }
         Some(Credentials::Password((name, password))) => {
-            let peer = client_address(req);
-            let keys = [format!("user:{name}"), format!("ip:{peer}")];
+            let keys = limiter::password_keys(&name, client_address(req));
             auth.limiter.check(&keys).map_err(login_error)?;
             let checked = if password.starts_with(pat::PREFIX) {
                 pat::authenticate(&auth.db, Some(&name), &password)
@@ -246,10 +244,8 @@ async fn issue(
 }
 
 /// The client's address, for rate limits.
-fn client_address(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+fn client_address(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|a| a.ip())
 }
 
 fn login_error(e: AuthError) -> ApiError {
@@ -295,7 +291,9 @@ pub async fn signup(
         ));
     }
     // Attempts count against the client address like failed logins: no account farming.
-    let peer = client_address(&req);
+    let peer = client_address(&req)
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let keys = [format!("signup:{peer}")];
     auth.limiter.check(&keys).map_err(login_error)?;
     auth.limiter.failed(&keys);
