@@ -683,56 +683,31 @@ async fn built_images_work_with_distribution_and_errors_name_the_line() {
         ok(&h, &["image", "build", "-q", "-t", &i, c.to_str().unwrap()]);
         ok(&h, &["image", "push", &i]);
         // Errors: an unknown instruction with its line; a failing RUN; nothing listed.
-        std::fs::write(c.join("Bad"), "FROM bb-base:1\nRUN true\nFROBNICATE now\n").unwrap();
-        let e = fails(
-            &h,
-            &[
+        // The stderr of a build of `dockerfile` that must fail.
+        let failed_build = |name: &str, dockerfile: &str| {
+            let path = c.join(name);
+            std::fs::write(&path, dockerfile).unwrap();
+            let args = [
                 "image",
                 "build",
                 "-f",
-                c.join("Bad").to_str().unwrap(),
+                path.to_str().unwrap(),
                 "-t",
                 "failed-build:1",
-                c.to_str().unwrap(),
-            ],
-            None,
-        );
+            ];
+            fails(&h, &[&args[..], &[c.to_str().unwrap()]].concat(), None)
+        };
+        let e = failed_build("Bad", "FROM bb-base:1\nRUN true\nFROBNICATE now\n");
         assert!(
             e.contains("Dockerfile line 3: unknown instruction FROBNICATE"),
             "{e}"
         );
-        std::fs::write(c.join("Fails"), "FROM bb-base:1\nRUN /bin/busybox false\n").unwrap();
-        let e = fails(
-            &h,
-            &[
-                "image",
-                "build",
-                "-f",
-                c.join("Fails").to_str().unwrap(),
-                "-t",
-                "failed-build:1",
-                c.to_str().unwrap(),
-            ],
-            None,
-        );
+        let e = failed_build("Fails", "FROM bb-base:1\nRUN /bin/busybox false\n");
         assert!(
             e.contains("Dockerfile line 2") && e.contains("non-zero code: 1"),
             "{e}"
         );
-        std::fs::write(c.join("Missing"), "FROM bb-base:1\nCOPY nothing-here /x\n").unwrap();
-        let e = fails(
-            &h,
-            &[
-                "image",
-                "build",
-                "-f",
-                c.join("Missing").to_str().unwrap(),
-                "-t",
-                "failed-build:1",
-                c.to_str().unwrap(),
-            ],
-            None,
-        );
+        let e = failed_build("Missing", "FROM bb-base:1\nCOPY nothing-here /x\n");
         assert!(e.contains("nothing-here: no such file"), "{e}");
         assert!(
             !ok(&h, &["image", "ls"]).contains("failed-build"),
