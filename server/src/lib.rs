@@ -6,14 +6,23 @@ pub mod health;
 pub mod http;
 pub mod observe;
 pub mod routes;
+pub mod zero_copy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use actix_web::dev::{AppConfig, Extensions};
 use actix_web::middleware::{self, DefaultHeaders};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use berth_config::{Config, StorageConfig};
 use berth_storage::Storage;
+use tokio::net::{TcpSocket, TcpStream};
+
+use actix_http::error::DispatchError;
+use actix_http::HttpService;
+use actix_service::{fn_service, map_config, ServiceFactoryExt};
+
+use zero_copy::Connection;
 
 /// How much response body actix-web gathers before writing to the socket: two 512 KiB
 /// blob reads, so downloads go out in large writes. A power of two, so the buffer's
@@ -26,6 +35,17 @@ pub struct AppState {
     pub storage: Storage,
     /// Token authentication; `None` when the registry is open.
     pub auth: Option<Arc<authz::AuthState>>,
+}
+
+/// A listening socket as actix-web makes one (address reuse, a deep accept queue).
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(2048)?.into_std()
 }
 
 /// Opens storage and serves the registry on `config.listen` until SIGINT/SIGTERM,
@@ -44,30 +64,48 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         storage: storage.clone(),
         auth,
     });
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(ui.clone())
-            .wrap(middleware::from_fn(authz::authorize))
-            .wrap(DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")))
-            .wrap(middleware::from_fn(observe::observe))
-            .configure(routes::configure)
-            .configure(berth_web_ui::configure)
-            .default_service(web::to(routes::not_found))
-    })
-    .h1_write_buffer_size(WRITE_BUFFER_SIZE)
-    .bind(config.listen)?;
-    let addrs: Vec<SocketAddr> = server.addrs();
+    let listener = bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    // What actix-web's `HttpServer` composes, over berthd's own connection type (for
+    // zero-copy downloads, see `zero_copy`).
+    let builder = actix_server::Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("berthd", listener, move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .app_data(ui.clone())
+                .wrap(middleware::from_fn(authz::authorize))
+                .wrap(
+                    DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")),
+                )
+                .wrap(middleware::from_fn(observe::observe))
+                .configure(routes::configure)
+                .configure(berth_web_ui::configure)
+                .default_service(web::to(routes::not_found));
+            let shutdown = shutdown.clone();
+            let http = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .h1_write_buffer_size(WRITE_BUFFER_SIZE)
+                .local_addr(addr)
+                .on_connect_ext(|conn: &Connection, data: &mut Extensions| conn.attach(data))
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(|socket: TcpStream| {
+                let conn = Connection::new(socket);
+                let peer = conn.peer_addr();
+                std::future::ready(Ok::<_, DispatchError>((conn, peer)))
+            })
+            .and_then(http)
+        })?
+        .run();
     tracing::info!(
-        "berthd listening on http://{} ({})",
-        addrs
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", http://"),
+        "berthd listening on http://{addr} ({})",
         describe_storage(&config)
     );
-    server.run().await?;
+    server.await?;
     if let Err(e) = storage.flush_pulls().await {
         tracing::warn!(error = %e, "pull counts since the last flush are lost");
     }

@@ -101,6 +101,11 @@ impl Metrics {
     pub fn backend_error(&self, backend: &str) {
         self.backend_errors.with_label_values(&[backend]).inc();
     }
+
+    /// Counts response bytes sent outside actix-web's body path (zero-copy downloads).
+    pub fn sent(&self, bytes: u64) {
+        self.bytes_out.inc_by(bytes);
+    }
 }
 
 /// `GET /metrics`: the Prometheus text format.

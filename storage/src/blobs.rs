@@ -68,6 +68,16 @@ impl Storage {
         self.objects.read(&blob.segments, range)
     }
 
+    /// On local disk, the open files holding `range` of the blob, for zero-copy
+    /// sending; `None` on other backends (then [`Storage::read_blob`] streams it).
+    pub async fn open_blob_files(
+        &self,
+        blob: &BlobInfo,
+        range: Range<u64>,
+    ) -> Result<Option<Vec<crate::objects::FilePiece>>> {
+        self.objects.open_files(&blob.segments, range).await
+    }
+
     /// The whole content of a small blob of `repo` (an image configuration), or
     /// `BlobUnknown`; refuses blobs larger than `limit` bytes (they are streamed instead).
     pub async fn read_small_blob(

@@ -90,7 +90,12 @@ pub struct Objects {
     small: Option<SmallWrites>,
     /// S3 with redirects on: makes pre-signed GET URLs.
     signer: Option<Arc<dyn Signer>>,
+    /// Local disk: knows each object's file, which downloads send without copying.
+    files: Option<Arc<LocalFileSystem>>,
 }
+
+/// A piece of a blob on local disk: an open object file and the bytes of it to send.
+pub type FilePiece = (std::fs::File, Range<u64>);
 
 #[derive(Clone)]
 struct SmallWrites {
@@ -122,6 +127,7 @@ impl Objects {
             signer: redirect.then(|| store.clone() as Arc<dyn Signer>),
             store,
             small: None,
+            files: None,
         })
     }
 
@@ -132,9 +138,11 @@ impl Objects {
     /// started: one flush covers the data, renames and directories of many pushes.
     pub fn local(root: &FsPath) -> Result<Objects> {
         std::fs::create_dir_all(root)?;
-        let durable = LocalFileSystem::new_with_prefix(root)?
-            .with_fsync(true)
-            .with_automatic_cleanup(true);
+        let durable = Arc::new(
+            LocalFileSystem::new_with_prefix(root)?
+                .with_fsync(true)
+                .with_automatic_cleanup(true),
+        );
         let unsynced = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
         let root = root.to_owned();
         let flush = move || {
@@ -142,12 +150,13 @@ impl Objects {
             rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
         };
         Ok(Objects {
-            store: Arc::new(durable),
+            store: durable.clone(),
             small: Some(SmallWrites {
                 store: Arc::new(unsynced),
                 flush: Arc::new(GroupSync::new(flush)),
             }),
             signer: None,
+            files: Some(durable),
         })
     }
 
@@ -258,25 +267,33 @@ impl Objects {
 
     /// Streams the bytes `range` of the blob made of `segments`.
     pub fn read(&self, segments: &[Segment], range: Range<u64>) -> ByteStream {
-        let mut pieces = Vec::new();
-        let mut start = 0u64;
-        for seg in segments {
-            let end = start + seg.size;
-            let lo = range.start.max(start);
-            let hi = range.end.min(end);
-            if lo < hi {
-                pieces.push((seg.key.clone(), (lo - start)..(hi - start)));
-            }
-            start = end;
-        }
         let store = self.store.clone();
-        stream::iter(pieces)
+        stream::iter(pieces(segments, range))
             .then(move |(key, r)| {
                 let store = store.clone();
                 async move { read_object(store, key, r).await }
             })
             .try_flatten()
             .boxed()
+    }
+
+    /// On local disk, the files holding the bytes `range` of the blob, opened (for
+    /// zero-copy sending); `None` on other backends.
+    pub async fn open_files(
+        &self,
+        segments: &[Segment],
+        range: Range<u64>,
+    ) -> Result<Option<Vec<FilePiece>>> {
+        let Some(files) = &self.files else {
+            return Ok(None);
+        };
+        let mut opened = Vec::new();
+        for (key, range) in pieces(segments, range) {
+            let path = files.path_to_filesystem(&Path::from(key.as_str()))?;
+            let file = tokio::fs::File::open(path).await?.into_std().await;
+            opened.push((file, range));
+        }
+        Ok(Some(opened))
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
@@ -375,6 +392,23 @@ impl SegmentWriter {
         }
         Ok(())
     }
+}
+
+/// The objects holding the bytes `range` of a blob made of `segments`, each with the
+/// range of its own bytes.
+fn pieces(segments: &[Segment], range: Range<u64>) -> Vec<(String, Range<u64>)> {
+    let mut pieces = Vec::new();
+    let mut start = 0u64;
+    for seg in segments {
+        let end = start + seg.size;
+        let lo = range.start.max(start);
+        let hi = range.end.min(end);
+        if lo < hi {
+            pieces.push((seg.key.clone(), (lo - start)..(hi - start)));
+        }
+        start = end;
+    }
+    pieces
 }
 
 async fn join(task: tokio::task::JoinHandle<Result<()>>) -> Result<()> {

@@ -2,7 +2,7 @@
 
 use berth_tests::*;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 crate::on_both_databases!(
     version_check_and_unknown_routes,
@@ -24,6 +24,7 @@ crate::on_both_databases!(
     sha512_and_digest_algorithm,
     concurrent_pushes_of_one_blob_store_one_copy,
     resume_after_a_dropped_connection,
+    downloads_pipelined_across_objects_and_abandoned,
 );
 
 async fn version_check_and_unknown_routes(s: Berthd) {
@@ -917,4 +918,82 @@ async fn resume_after_a_dropped_connection(s: Berthd) {
         .await;
     body.extend_from_slice(&r.bytes().await.unwrap());
     assert_eq!(body, data);
+}
+
+/// Blob bytes go from the files to the socket in the kernel (zero-copy), past
+/// actix-web's buffer: every answer must still be framed and in order, whatever the
+/// blob's shape and however the client reads.
+async fn downloads_pipelined_across_objects_and_abandoned(s: Berthd) {
+    let c = s.client();
+    // Three PATCHes: a blob stored as three objects.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = sha256(&data);
+    let mut loc = c.start_upload("ns/zero-copy").await;
+    for r in [0..1_000_000, 1_000_000..2_500_000, 2_500_000..3_000_000] {
+        let resp = c
+            .request("PATCH", &loc)
+            .header("Content-Range", format!("{}-{}", r.start, r.end - 1))
+            .body(data[r].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    }
+    let resp = c.call("PUT", &format!("{loc}?digest={digest}")).await;
+    assert_eq!(resp.status(), 201);
+    let blob = format!("/v2/ns/zero-copy/blobs/{digest}");
+
+    // Three requests in one write on one connection: each answer whole, in order.
+    let get = |extra: &str| format!("GET {blob} HTTP/1.1\r\nHost: berth\r\n{extra}\r\n");
+    let requests = [
+        get(""),
+        get("Range: bytes=999990-2500009\r\n"),
+        "GET /v2/ HTTP/1.1\r\nHost: berth\r\n\r\n".to_owned(),
+    ];
+    let mut conn = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    conn.write_all(requests.concat().as_bytes()).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(conn);
+    let (status, body) = read_response(&mut conn).await;
+    assert_eq!(status, 200);
+    assert!(body == data, "the whole blob");
+    let (status, body) = read_response(&mut conn).await;
+    assert_eq!(status, 206);
+    assert!(body == data[999_990..2_500_010], "a range across objects");
+    let (status, body) = read_response(&mut conn).await;
+    assert_eq!((status, body.as_slice()), (200, &b"{}"[..]));
+
+    // Clients that leave mid-download do not disturb the others.
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+        conn.write_all(get("").as_bytes()).await.unwrap();
+        let mut start = [0u8; 1000];
+        conn.read_exact(&mut start).await.unwrap();
+    }
+    let got = c.call("GET", &blob).await.bytes().await.unwrap();
+    assert!(got == data, "the blob after abandoned downloads");
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length: its status and body.
+async fn read_response(conn: &mut (impl AsyncBufRead + Unpin)) -> (u16, Vec<u8>) {
+    let mut status = 0;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("HTTP/1.1 ") {
+            status = rest[..3].parse().unwrap();
+        } else if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).await.unwrap();
+    (status, body)
 }

@@ -1,5 +1,7 @@
 //! Blobs: `GET`/`HEAD` (end-2, with `Range`), `DELETE` (end-10).
 
+use std::rc::Rc;
+
 use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -8,6 +10,7 @@ use futures::TryStreamExt;
 
 use crate::error::ApiResult;
 use crate::http::{byte_range, head_body, header, RepoName};
+use crate::zero_copy::{FileBody, Handoff};
 use crate::AppState;
 
 fn digest_of(path: &web::Path<(String, String)>) -> ApiResult<Digest> {
@@ -64,6 +67,13 @@ pub async fn get(
         }
         None => 0..blob.size,
     };
+    let length = range.end - range.start;
+    if let Some(handoff) = req.conn_data::<Rc<Handoff>>() {
+        if let Some(files) = state.storage.open_blob_files(&blob, range.clone()).await? {
+            let body = FileBody::new(handoff.clone(), files);
+            return Ok(res.no_chunking(length).body(body));
+        }
+    }
     let body = state
         .storage
         .read_blob(&blob, range.clone())
@@ -72,7 +82,7 @@ pub async fn get(
             tracing::error!(error = %e, "reading blob failed");
             crate::observe::METRICS.backend_error("objects");
         });
-    Ok(res.body(SizedStream::new(range.end - range.start, body)))
+    Ok(res.body(SizedStream::new(length, body)))
 }
 
 pub async fn delete(
