@@ -90,6 +90,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     async move { shutdown.notified().await }
                 })
                 .h1_write_buffer_size(WRITE_BUFFER_SIZE)
+                // As `HttpServer` does: after an early answer (an error before the body
+                // was read), the rest of the body is read and dropped for up to a second
+                // before closing, so the client sees the answer rather than a reset.
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
                 .local_addr(addr)
                 .on_connect_ext(|conn: &Connection, data: &mut Extensions| conn.attach(data))
                 .h1(map_config(app, |_| AppConfig::default()));

@@ -5,6 +5,7 @@ use std::ops::Range;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
+use crate::completions::{Completion, EndingUpload, NewBlob, Outcome};
 use crate::digest::Digest;
 use crate::entity::{blob, now_millis, repository, repository_blob};
 use crate::error::{Result, StorageError};
@@ -140,33 +141,26 @@ impl Storage {
         repo: &str,
         digest: &Digest,
         segments: &[Segment],
-        upload: Option<crate::uploads::UploadEnd<'_>>,
+        upload: Option<EndingUpload>,
     ) -> Result<()> {
-        let size: u64 = segments.iter().map(|s| s.size).sum();
-        // Looked up before the write transaction: writes take turns, and every statement
-        // inside one lengthens everyone's wait (repositories are never removed).
-        let known_repo = self.known_repository_id(repo).await?;
-        let txn = self.write().await?;
-        if let Some(end) = upload {
-            // Completing consumes the upload, in the same commit that makes the blob visible.
-            crate::uploads::end_upload(&*txn, &end).await?;
-        }
-        let repo_id = match known_repo {
-            Some(id) => id,
-            None => ensure_repository(&*txn, repo, self.private_by_default).await?,
+        let blob = NewBlob {
+            repo: repo.to_owned(),
+            // Looked up outside the write: writes take turns, and every statement inside
+            // one lengthens everyone's wait (repositories are never removed).
+            repo_id: self.known_repository_id(repo).await?,
+            digest: digest.to_string(),
+            size: segments.iter().map(|s| s.size as i64).sum(),
+            segments: serde_json::to_string(segments).expect("segments serialize"),
         };
-        let inserted = blob::Entity::insert(blob::ActiveModel {
-            digest: Set(digest.to_string()),
-            size: Set(size as i64),
-            segments: Set(serde_json::to_string(segments).expect("segments serialize")),
-            created_at: Set(now_millis()),
-        })
-        .on_conflict_do_nothing()
-        .exec(&*txn)
-        .await?;
-        link_blob(&*txn, repo_id, digest).await?;
-        txn.commit().await?;
-        if matches!(inserted, sea_orm::TryInsertResult::Conflicted) {
+        // Completing consumes the upload, in the same commit that makes the blob visible.
+        let outcome = self
+            .completions
+            .write(Completion {
+                upload,
+                blob: Some(blob),
+            })
+            .await?;
+        if outcome == Outcome::BlobExisted {
             // Someone stored these bytes first; one copy is enough.
             self.objects.delete_all(segments).await?;
         }

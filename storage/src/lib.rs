@@ -6,6 +6,7 @@
 
 pub mod blobs;
 pub mod cache;
+pub(crate) mod completions;
 pub mod db;
 pub mod digest;
 pub mod entity;
@@ -42,6 +43,7 @@ pub struct Storage {
     pulls: Arc<pulls::PullCounter>,
     repo_ids: Arc<repos::RepoIds>,
     sqlite_writer: Option<db::SqliteWriter>,
+    completions: completions::Completions,
     max_manifest_bytes: u64,
     private_by_default: bool,
     /// How long an upload may sit idle (and a row-less upload id stays valid).
@@ -76,9 +78,15 @@ impl Storage {
             Some(_) => cache::MetaCache::default(),
             None => cache::MetaCache::disabled(),
         };
+        let completions = completions::Completions::start(
+            db.clone(),
+            sqlite_writer.clone(),
+            config.auth.private_by_default,
+        );
         Ok(Storage {
             db,
             objects,
+            completions,
             cache: Arc::new(cache),
             pulls: Arc::default(),
             repo_ids: Arc::default(),

@@ -25,6 +25,7 @@ use futures::Stream;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
+use crate::completions::{Completion, EndingUpload};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::entity::{now_millis, upload, upload_tombstone};
 use crate::error::{Result, StorageError};
@@ -90,7 +91,7 @@ impl Storage {
     }
 
     pub async fn upload_state(&self, repo: &str, id: &str) -> Result<UploadState> {
-        let loaded = self.load_upload(repo, id).await?;
+        let loaded = self.load_upload(repo, id, true).await?;
         Ok(UploadState {
             id: id.to_owned(),
             size: loaded.row.size as u64,
@@ -111,7 +112,7 @@ impl Storage {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let loaded = self.load_upload(repo, id).await?;
+        let loaded = self.load_upload(repo, id, true).await?;
         let (loaded, interrupted) = self
             .append_loaded(loaded, start, body, Chunk::Intermediate)
             .await?;
@@ -139,7 +140,9 @@ impl Storage {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let loaded = self.load_upload(repo, id).await?;
+        // Whether a row-less id has ended already shows in the completion's own commit
+        // (its tombstone exists): no lookup for it before.
+        let loaded = self.load_upload(repo, id, false).await?;
         let (loaded, interrupted) = self.append_loaded(loaded, start, body, Chunk::Last).await?;
         if let Some(reason) = interrupted {
             return Err(StorageError::BodyIncomplete(reason));
@@ -151,18 +154,19 @@ impl Storage {
             self.rehash(&loaded.segments, digest.algorithm()).await?
         };
         if &actual != digest {
-            self.discard_upload(id, &loaded).await?;
+            self.discard_upload(&loaded).await?;
             return Err(StorageError::DigestInvalid(format!(
                 "upload content has digest {actual}, not {digest}; the upload was discarded"
             )));
         }
-        let end = UploadEnd {
-            id,
-            size: loaded.row.size,
-            has_row: loaded.has_row,
-        };
-        self.store_blob(repo, digest, &loaded.segments, Some(end))
-            .await
+        let stored = self
+            .store_blob(repo, digest, &loaded.segments, Some(ending(&loaded)))
+            .await;
+        if let (Err(StorageError::UploadUnknown(_)), false) = (&stored, loaded.has_row) {
+            // Ended before: the objects of a row-less upload are all this request's.
+            self.objects.delete_all(&loaded.segments).await?;
+        }
+        stored
     }
 
     /// A whole blob in one request (`POST ?digest=`): no upload row is needed.
@@ -192,37 +196,36 @@ impl Storage {
     }
 
     pub async fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
-        let loaded = self.load_upload(repo, id).await?;
-        self.discard_upload(id, &loaded).await
+        let loaded = self.load_upload(repo, id, true).await?;
+        self.discard_upload(&loaded).await
     }
 
-    async fn discard_upload(&self, id: &str, loaded: &Loaded) -> Result<()> {
-        let txn = self.write().await?;
-        let end = UploadEnd {
-            id,
-            size: loaded.row.size,
-            has_row: loaded.has_row,
+    async fn discard_upload(&self, loaded: &Loaded) -> Result<()> {
+        let completion = Completion {
+            upload: Some(ending(loaded)),
+            blob: None,
         };
-        end_upload(&*txn, &end).await?;
-        txn.commit().await?;
+        self.completions.write(completion).await?;
         self.objects.delete_all(&loaded.segments).await
     }
 
-    async fn load_upload(&self, repo: &str, id: &str) -> Result<Loaded> {
+    /// The upload `id` of `repo`, or `UploadUnknown`. `check_ended`: make sure an id
+    /// of the row-less kind was not completed or cancelled yet (a row, once there,
+    /// goes when the upload ends).
+    async fn load_upload(&self, repo: &str, id: &str, check_ended: bool) -> Result<Loaded> {
         let unknown = || StorageError::UploadUnknown(id.to_owned());
-        let row_less = parse_upload_id(id);
-        if row_less.is_some()
-            && upload_tombstone::Entity::find_by_id(id)
-                .one(&self.db)
-                .await?
-                .is_some()
-        {
-            return Err(unknown());
-        }
         let Some(row) = upload::Entity::find_by_id(id).one(&self.db).await? else {
             // Started, nothing appended yet (a row, once there, expires when idle).
-            let (started, algorithm, mark) = row_less.ok_or_else(unknown)?;
+            let (started, algorithm, mark) = parse_upload_id(id).ok_or_else(unknown)?;
             if started < now_millis() - self.upload_expiry_ms || mark != repository_mark(repo) {
+                return Err(unknown());
+            }
+            if check_ended
+                && upload_tombstone::Entity::find_by_id(id)
+                    .one(&self.db)
+                    .await?
+                    .is_some()
+            {
                 return Err(unknown());
             }
             let hasher = Hasher::new(algorithm);
@@ -493,34 +496,14 @@ fn boot_id() -> &'static str {
     &BOOT
 }
 
-/// An upload being completed, cancelled or discarded.
-pub(crate) struct UploadEnd<'a> {
-    pub id: &'a str,
-    /// Bytes it held when loaded (its row's version).
-    pub size: i64,
-    pub has_row: bool,
-}
-
-/// Ends an upload inside the caller's transaction: its row goes, and an id of the
-/// row-less kind gets a tombstone. `UploadUnknown` if another request ended or
-/// extended it first.
-pub(crate) async fn end_upload(db: &impl ConnectionTrait, end: &UploadEnd<'_>) -> Result<()> {
-    if end.has_row {
-        delete_upload_row(db, end.id, end.size).await?;
+/// How the loaded upload ends (see `completions`).
+fn ending(loaded: &Loaded) -> EndingUpload {
+    EndingUpload {
+        id: loaded.row.id.clone(),
+        size: loaded.row.size,
+        has_row: loaded.has_row,
+        tombstone_since: parse_upload_id(&loaded.row.id).map(|(started, ..)| started),
     }
-    if let Some((started, ..)) = parse_upload_id(end.id) {
-        let inserted = upload_tombstone::Entity::insert(upload_tombstone::ActiveModel {
-            id: Set(end.id.to_owned()),
-            created_at: Set(started),
-        })
-        .on_conflict_do_nothing()
-        .exec(db)
-        .await?;
-        if !matches!(inserted, sea_orm::TryInsertResult::Inserted(_)) {
-            return Err(StorageError::UploadUnknown(end.id.to_owned()));
-        }
-    }
-    Ok(())
 }
 
 /// Deletes the upload row if it still has `size` bytes; `UploadUnknown` if another
