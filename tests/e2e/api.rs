@@ -25,6 +25,7 @@ crate::on_both_databases!(
     concurrent_pushes_of_one_blob_store_one_copy,
     resume_after_a_dropped_connection,
     downloads_pipelined_across_objects_and_abandoned,
+    concurrent_completions_share_commits_and_keep_their_outcomes,
 );
 
 async fn version_check_and_unknown_routes(s: Berthd) {
@@ -996,4 +997,73 @@ async fn read_response(conn: &mut (impl AsyncBufRead + Unpin)) -> (u16, Vec<u8>)
     let mut body = vec![0u8; length];
     conn.read_exact(&mut body).await.unwrap();
     (status, body)
+}
+
+/// Completions are written in batches (one transaction for whatever is queued): each
+/// push still gets its own outcome, whatever else shares its commit.
+async fn concurrent_completions_share_commits_and_keep_their_outcomes(s: Berthd) {
+    let c = s.client();
+    let blobs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 4096]).collect();
+    // 40 pushes of 10 distinct blobs into 4 new repositories, all at once.
+    let pushes = (0..40).map(|i| {
+        let (c, data) = (c.clone(), blobs[i % 10].clone());
+        async move { c.push_blob(&format!("batch/r{}", i % 4), &data).await }
+    });
+    futures::future::join_all(pushes).await;
+    assert_eq!(
+        count_files(&s.data_dir.join("blobs/data")),
+        10,
+        "one copy each"
+    );
+    for i in 0..40 {
+        let digest = sha256(&blobs[i % 10]);
+        let r = c
+            .call("GET", &format!("/v2/batch/r{}/blobs/{digest}", i % 4))
+            .await;
+        assert_eq!(r.bytes().await.unwrap(), blobs[i % 10]);
+    }
+    let r = c
+        .call(
+            "GET",
+            &format!("/v2/batch/other/blobs/{}", sha256(&blobs[0])),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+
+    // One upload completed twice at once, and another completed while cancelled: one
+    // request wins each race, the other finds the upload unknown.
+    let data = b"raced".to_vec();
+    let digest = sha256(&data);
+    let twice = c.start_upload("batch/race").await;
+    let put = |loc: String| {
+        let (c, data, digest) = (c.clone(), data.clone(), digest.clone());
+        async move {
+            c.request("PUT", &format!("{loc}?digest={digest}"))
+                .body(data)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = tokio::join!(put(twice.clone()), put(twice.clone()));
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 404]);
+    let cancelled = c.start_upload("batch/race").await;
+    let (done, cancel) = tokio::join!(put(cancelled.clone()), c.call("DELETE", &cancelled));
+    let outcomes = (done.status().as_u16(), cancel.status().as_u16());
+    assert!(
+        outcomes == (201, 404) || outcomes == (404, 204),
+        "complete vs cancel: {outcomes:?}"
+    );
+    // A completed upload's URL stays unknown, and a replayed body leaves nothing behind.
+    let files = count_files(&s.data_dir.join("blobs/data"));
+    let replay = put(twice).await;
+    assert_eq!(replay.status(), 404);
+    assert_eq!(error_code(replay).await, "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(count_files(&s.data_dir.join("blobs/data")), files);
+    let r = c
+        .call("GET", &format!("/v2/batch/race/blobs/{digest}"))
+        .await;
+    assert_eq!(r.bytes().await.unwrap(), data);
 }
