@@ -25,7 +25,7 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use crate::digest::Hasher;
+use crate::digest::{Hasher, StreamHasher};
 use crate::error::{Result, StorageError};
 use crate::group_sync::GroupSync;
 
@@ -211,6 +211,7 @@ impl Objects {
         E: std::fmt::Display,
     {
         let mut written = Written::default();
+        let mut hashing = StreamHasher::new(hasher);
         // Earlier segments' completions (their fsyncs), running while the next arrives.
         let mut completing: std::collections::VecDeque<tokio::task::JoinHandle<Result<()>>> =
             Default::default();
@@ -226,7 +227,7 @@ impl Objects {
             while segment.size < limit {
                 match body.next().await {
                     Some(Ok(chunk)) => {
-                        hasher.update(&chunk);
+                        hashing.update(&chunk).await?;
                         segment.write(chunk).await?;
                     }
                     Some(Err(e)) => {
@@ -256,6 +257,7 @@ impl Objects {
             completing.push_back(tokio::spawn(segment.complete(!ended)));
             limit = (limit * 2).min(max_size);
         }
+        hashing.finish().await?;
         for task in completing {
             if let Err(e) = join(task).await {
                 self.delete_all(&written.segments).await?;
