@@ -144,12 +144,8 @@ async fn write_batch(
                 .push(")");
         }
         sql.push(" RETURNING id");
-        let mut deleted = returned(&*txn, &sql, "id").await?;
-        for (i, u) in with_rows {
-            if !deleted.remove(&u.id) {
-                outcomes[i] = Err(StorageError::UploadUnknown(u.id.clone()));
-            }
-        }
+        let deleted = returned(&*txn, &sql, "id").await?;
+        fail_unreturned(&mut outcomes, with_rows, deleted);
     }
 
     // Row-less ids get their tombstone; one that has it already was ended before.
@@ -165,12 +161,8 @@ async fn write_batch(
                 .push(")");
         }
         sql.push(" ON CONFLICT DO NOTHING RETURNING id");
-        let mut inserted = returned(&*txn, &sql, "id").await?;
-        for (i, u) in tombstones {
-            if !inserted.remove(&u.id) {
-                outcomes[i] = Err(StorageError::UploadUnknown(u.id.clone()));
-            }
-        }
+        let inserted = returned(&*txn, &sql, "id").await?;
+        fail_unreturned(&mut outcomes, tombstones, inserted);
     }
 
     // Blobs, and their links to the repositories (created on their first push).
@@ -229,6 +221,20 @@ async fn write_batch(
     txn.execute_raw(links.build(backend)).await?;
     txn.commit().await?;
     Ok(outcomes)
+}
+
+/// The completions whose upload id a statement did not return lost a race: another
+/// request ended or extended that upload first (of two in one batch, the first wins).
+fn fail_unreturned(
+    outcomes: &mut [Result<Outcome>],
+    uploads: Vec<(usize, &EndingUpload)>,
+    mut returned: HashSet<String>,
+) {
+    for (i, upload) in uploads {
+        if !returned.remove(&upload.id) {
+            outcomes[i] = Err(StorageError::UploadUnknown(upload.id.clone()));
+        }
+    }
 }
 
 /// Runs `sql` and collects the text column `column` of the rows it returns.
