@@ -152,15 +152,13 @@ async fn write_batch(
     let tombstones = ending(&outcomes, |u| u.tombstone_since.is_some());
     if !tombstones.is_empty() {
         let mut sql = Sql::default();
-        sql.push("INSERT INTO upload_tombstones (id, created_at) VALUES ");
-        for (n, (_, u)) in tombstones.iter().enumerate() {
-            sql.push(if n == 0 { "(" } else { ", (" })
-                .bind(u.id.as_str())
-                .push(", ")
-                .bind(u.tombstone_since)
-                .push(")");
-        }
-        sql.push(" ON CONFLICT DO NOTHING RETURNING id");
+        sql.push("INSERT INTO upload_tombstones (id, created_at) VALUES ")
+            .rows(
+                tombstones
+                    .iter()
+                    .map(|(_, u)| vec![u.id.as_str().into(), u.tombstone_since.into()]),
+            )
+            .push(" ON CONFLICT DO NOTHING RETURNING id");
         let inserted = returned(&*txn, &sql, "id").await?;
         fail_unreturned(&mut outcomes, tombstones, inserted);
     }
@@ -187,37 +185,27 @@ async fn write_batch(
         }
     }
     let mut sql = Sql::default();
-    sql.push("INSERT INTO blobs (digest, size, segments, created_at) VALUES ");
-    for (n, (_, b)) in blobs.iter().enumerate() {
-        sql.push(if n == 0 { "(" } else { ", (" })
-            .bind(b.digest.as_str())
-            .push(", ")
-            .bind(b.size)
-            .push(", ")
-            .bind(b.segments.as_str())
-            .push(", ")
-            .bind(now)
-            .push(")");
-    }
-    sql.push(" ON CONFLICT DO NOTHING RETURNING digest");
+    sql.push("INSERT INTO blobs (digest, size, segments, created_at) VALUES ")
+        .rows(blobs.iter().map(|(_, b)| {
+            let (digest, segments) = (b.digest.as_str(), b.segments.as_str());
+            vec![digest.into(), b.size.into(), segments.into(), now.into()]
+        }))
+        .push(" ON CONFLICT DO NOTHING RETURNING digest");
     let mut inserted = returned(&*txn, &sql, "digest").await?;
-    let mut links = Sql::default();
-    links.push("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ");
-    for (n, (i, b)) in blobs.iter().enumerate() {
+    for (i, b) in &blobs {
         // The first of several pushes of the same bytes stores them.
         if !inserted.remove(&b.digest) {
             outcomes[*i] = Ok(Outcome::BlobExisted);
         }
-        links
-            .push(if n == 0 { "(" } else { ", (" })
-            .bind(repo_ids[b.repo.as_str()])
-            .push(", ")
-            .bind(b.digest.as_str())
-            .push(", ")
-            .bind(now)
-            .push(")");
     }
-    links.push(" ON CONFLICT DO NOTHING");
+    let mut links = Sql::default();
+    links
+        .push("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ")
+        .rows(blobs.iter().map(|(_, b)| {
+            let repo_id = repo_ids[b.repo.as_str()];
+            vec![repo_id.into(), b.digest.as_str().into(), now.into()]
+        }))
+        .push(" ON CONFLICT DO NOTHING");
     txn.execute_raw(links.build(backend)).await?;
     txn.commit().await?;
     Ok(outcomes)

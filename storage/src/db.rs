@@ -209,6 +209,21 @@ impl Sql {
         self
     }
 
+    /// Appends `(?, ?, …), (?, ?, …)`: one parenthesized list per row (multi-row VALUES).
+    pub fn rows(&mut self, rows: impl IntoIterator<Item = Vec<Value>>) -> &mut Sql {
+        for (n, row) in rows.into_iter().enumerate() {
+            self.push(if n == 0 { "(" } else { ", (" });
+            for (k, value) in row.into_iter().enumerate() {
+                if k > 0 {
+                    self.push(", ");
+                }
+                self.bind(value);
+            }
+            self.push(")");
+        }
+        self
+    }
+
     /// Appends another piece of SQL with its values.
     pub fn append(&mut self, other: &Sql) -> &mut Sql {
         self.text.push_str(&other.text);
@@ -250,6 +265,17 @@ mod tests {
             "a = $1 AND b = $2".to_string()
         );
         assert_eq!(sql.build(DbBackend::Sqlite).sql, "a = ? AND b = ?");
+    }
+
+    #[test]
+    fn rows_make_a_multi_row_values_list() {
+        let mut sql = Sql::default();
+        sql.push("VALUES ")
+            .rows([vec![1.into(), "x".into()], vec![2.into(), "y".into()]]);
+        assert_eq!(
+            sql.build(DbBackend::Postgres).sql,
+            "VALUES ($1, $2), ($3, $4)".to_string()
+        );
     }
 
     #[test]
