@@ -533,6 +533,28 @@ impl Client {
         assert_eq!(r.status(), 201, "PUT: {}", r.text().await.unwrap());
     }
 
+    /// Sends `data[range]` to the upload at `location` as one PATCH with its
+    /// Content-Range; it must be accepted. Returns the next Location.
+    pub async fn append_chunk(
+        &self,
+        location: &str,
+        data: &[u8],
+        range: std::ops::Range<usize>,
+    ) -> String {
+        let r = self
+            .request("PATCH", location)
+            .header(
+                "Content-Range",
+                format!("{}-{}", range.start, range.end - 1),
+            )
+            .body(data[range].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "PATCH: {}", r.text().await.unwrap());
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
     /// Uploads a blob with POST + PUT and returns its digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let digest = sha256(data);

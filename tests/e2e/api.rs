@@ -931,15 +931,7 @@ async fn downloads_pipelined_across_objects_and_abandoned(s: Berthd) {
     let digest = sha256(&data);
     let mut loc = c.start_upload("ns/zero-copy").await;
     for r in [0..1_000_000, 1_000_000..2_500_000, 2_500_000..3_000_000] {
-        let resp = c
-            .request("PATCH", &loc)
-            .header("Content-Range", format!("{}-{}", r.start, r.end - 1))
-            .body(data[r].to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        loc = resp.headers()["location"].to_str().unwrap().to_owned();
+        loc = c.append_chunk(&loc, &data, r).await;
     }
     let resp = c.call("PUT", &format!("{loc}?digest={digest}")).await;
     assert_eq!(resp.status(), 201);

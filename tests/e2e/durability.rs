@@ -151,18 +151,7 @@ async fn a_reboot_drops_only_the_unflushed_tail_of_an_upload() {
     let data: Vec<u8> = (0..15_000_000u32).map(|i| (i % 241) as u8).collect();
     let mut location = c.start_upload("crash/reboot").await;
     for range in [0..5_000_000, 5_000_000..10_000_000] {
-        let r = c
-            .request("PATCH", &location)
-            .header(
-                "Content-Range",
-                format!("{}-{}", range.start, range.end - 1),
-            )
-            .body(data[range].to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        location = r.headers()["location"].to_str().unwrap().to_owned();
+        location = c.append_chunk(&location, &data, range).await;
     }
     s.kill();
     // The second PATCH flushed the first one's bytes; its own were not flushed yet.
