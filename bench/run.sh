@@ -59,10 +59,15 @@ NGX
   nginx -c "$work/nginx.conf" & pids+=($!)
   sleep 0.5
   speed() { curl -s -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.1f", $1/1e6}'; }
-  for _ in 1 2 3; do
+  # Five alternating pairs (a transfer lasts a fraction of a second, so one pair is noise),
+  # then the ratio of the medians.
+  for _ in 1 2 3 4 5; do
     echo "curl_download_berth: $(speed "http://127.0.0.1:$berth_port/v2/bench/curl/blobs/$digest") MB/s"
     echo "curl_download_nginx: $(speed "http://127.0.0.1:$nginx_port/blob") MB/s"
   done | tee "$work/curl.txt"
+  median() { grep "^$1:" "$work/curl.txt" | awk '{print $2}' | sort -n | sed -n 3p; }
+  awk -v b="$(median curl_download_berth)" -v n="$(median curl_download_nginx)" \
+    'BEGIN {printf "curl_download_median: berth %.1f MB/s, nginx %.1f MB/s, %.0f %% of nginx\n", b, n, 100*b/n}'
 fi
 
 python3 - "$work/berth.txt" "$work/peer.txt" <<'PY'
