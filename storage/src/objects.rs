@@ -366,7 +366,9 @@ impl SegmentWriter {
     }
 
     /// Completes the object (a single put when it stayed small) and makes it durable,
-    /// or, when deferred and `more_follows`, starts a background flush that will.
+    /// or, when deferred, may start a background flush that will: when more objects
+    /// follow, or when it is large (the last of a big chunk: its flush then runs while
+    /// the answer travels and the next chunk arrives, instead of only once it arrived).
     async fn complete(self, more_follows: bool) -> Result<()> {
         match self.multipart {
             Some(writer) => {
@@ -388,7 +390,8 @@ impl SegmentWriter {
                 }
             }
         }
-        if let (true, true, Some(small)) = (self.deferred, more_follows, self.small) {
+        let flush_now = more_follows || self.size >= PART_SIZE as u64;
+        if let (true, true, Some(small)) = (self.deferred, flush_now, self.small) {
             // Errors surface at the awaited flush that follows.
             tokio::spawn(async move { small.flush.sync().await });
         }
