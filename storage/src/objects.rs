@@ -1,5 +1,7 @@
 //! The object layer: every byte of blob data goes through these few calls over an
-//! `object_store` backend, so local disk and S3 share all the logic above it.
+//! `object_store` backend, so local disk and S3 share all the logic above it. (One
+//! exception, for speed: on local disk a download opens the object files, which the
+//! server hands to the kernel to send — see [`Objects::open_files`].)
 //!
 //! Layout (the only place keys are made):
 //! - `data/<xx>/<uuid>`: one object per piece of an upload (at most [`SEGMENT_SIZE`]
