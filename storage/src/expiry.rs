@@ -5,10 +5,10 @@
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
+use crate::completions::{Completion, EndingUpload};
 use crate::entity::{now_millis, upload, upload_tombstone};
 use crate::error::{Result, StorageError};
 use crate::objects::Segment;
-use crate::uploads::delete_upload_row;
 use crate::Storage;
 
 /// Uploads looked at per database round trip.
@@ -28,9 +28,20 @@ impl Storage {
                 .await?;
             let full_batch = rows.len() as u64 == BATCH;
             for row in rows {
-                let txn = self.write().await?;
-                match delete_upload_row(&*txn, &row.id, row.size).await {
-                    Ok(()) => txn.commit().await?,
+                // The row goes if unchanged, as when an upload completes (no tombstone:
+                // an id this old is unknown anyway).
+                let ending = EndingUpload {
+                    id: row.id.clone(),
+                    size: row.size,
+                    has_row: true,
+                    tombstone_since: None,
+                };
+                let completion = Completion {
+                    upload: Some(ending),
+                    blob: None,
+                };
+                match self.completions.write(completion).await {
+                    Ok(_) => {}
                     // Extended, completed or expired elsewhere meanwhile: not ours.
                     Err(StorageError::UploadUnknown(_)) => continue,
                     Err(e) => return Err(e),

@@ -23,7 +23,7 @@
 use bytes::Bytes;
 use futures::Stream;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::completions::{Completion, EndingUpload};
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -504,24 +504,6 @@ fn ending(loaded: &Loaded) -> EndingUpload {
         has_row: loaded.has_row,
         tombstone_since: parse_upload_id(&loaded.row.id).map(|(started, ..)| started),
     }
-}
-
-/// Deletes the upload row if it still has `size` bytes; `UploadUnknown` if another
-/// request completed, cancelled or extended it first.
-pub(crate) async fn delete_upload_row(
-    db: &impl ConnectionTrait,
-    id: &str,
-    size: i64,
-) -> Result<()> {
-    let deleted = upload::Entity::delete_many()
-        .filter(upload::Column::Id.eq(id))
-        .filter(upload::Column::Size.eq(size))
-        .exec(db)
-        .await?;
-    if deleted.rows_affected == 0 {
-        return Err(StorageError::UploadUnknown(id.to_owned()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
