@@ -109,7 +109,8 @@ pub struct S3Server {
     pub bucket: String,
     /// The bucket's directory: one file per object.
     pub dir: PathBuf,
-    _root: tempfile::TempDir,
+    port: u16,
+    root: tempfile::TempDir,
 }
 
 pub const S3_ACCESS_KEY: &str = "berth-test-access";
@@ -126,10 +127,21 @@ impl S3Server {
         let dir = root.path().join(&bucket);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
+        Some(S3Server {
+            child: S3Server::spawn(root.path(), port),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket,
+            dir,
+            port,
+            root,
+        })
+    }
+
+    fn spawn(root: &Path, port: u16) -> Child {
         let child = Command::new("s3s-fs")
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(root.path())
+            .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -139,13 +151,13 @@ impl S3Server {
             assert!(Instant::now() < deadline, "s3s-fs did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            bucket,
-            dir,
-            _root: root,
-        })
+        child
+    }
+
+    /// Starts the server again (after [`S3Server::kill`]) on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = S3Server::spawn(self.root.path(), self.port);
     }
 
     /// The settings that point `berthd` at this server.
@@ -291,6 +303,11 @@ impl Berthd {
         }
     }
 
+    /// The server process's id, while it runs (e.g. to read its /proc/<pid>/status).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything the server printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -387,6 +404,19 @@ pub fn berthd_command_with_env(
         cmd.env("BERTH_DATABASE_URL", url);
     }
     run_with_input(&mut cmd, stdin)
+}
+
+/// Runs the `berth` CLI: `berth --home HOME args…` with `stdin`, away from the
+/// machine's own Docker configuration.
+pub fn berth(home: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    run_with_input(
+        Command::new(workspace_bin("berth"))
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .env("DOCKER_CONFIG", home.join("no-docker-config")),
+        stdin,
+    )
 }
 
 /// Runs `cmd` with piped output, writing `stdin` (plus a newline) to its input.
@@ -496,6 +526,25 @@ impl Client {
     /// Sends a request with no body and no extra headers.
     pub async fn call(&self, method: &str, path: &str) -> reqwest::Response {
         self.request(method, path).send().await.unwrap()
+    }
+
+    /// What `docker login` asks the token endpoint for (an offline token with Basic
+    /// credentials); returns the refresh token it keeps instead of the password.
+    pub async fn docker_login_token(&self, user: &str, password: &str) -> String {
+        let r = self
+            .request(
+                "GET",
+                "/auth/token?service=berth&offline_token=true&client_id=docker",
+            )
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned()
     }
 
     /// Starts an upload; returns its Location path.

@@ -2,7 +2,8 @@
 # Runs every test of the workspace against real services: installs what is missing
 # (Debian packages: PostgreSQL, skopeo, umoci, busybox, docker-registry, Chromium and
 # its WebDriver), starts a throwaway PostgreSQL, builds the binaries, runs
-# `cargo test --workspace`. Used as-is by .ci/run. Screenshots of the web UI's pages
+# `cargo test --workspace`, then fuzzes the request parser for a minute
+# (tests/fuzz.sh). Used as-is by .ci/run. Screenshots of the web UI's pages
 # are kept in target/test-artifacts/web/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ have skopeo || need+=(skopeo)
 have umoci || need+=(umoci)
 [ -x /bin/busybox ] || need+=(busybox-static)
 have openssl || need+=(openssl)
+have sqlite3 || need+=(sqlite3)
 have docker-registry || need+=(docker-registry)
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
@@ -46,3 +48,8 @@ export BERTH_TEST_POSTGRES_URL="$PG_ADMIN_URL"
 # --- build and test ---------------------------------------------------------
 cargo build --workspace --bins
 cargo test --workspace -- "$@"
+
+# --- fuzz the request parser for a bounded time (skipped when tests are filtered)
+if [ $# -eq 0 ]; then
+  bash tests/fuzz.sh "${BERTH_FUZZ_SECONDS:-60}"
+fi

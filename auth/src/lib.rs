@@ -3,10 +3,13 @@
 //! repository. The server calls it; it knows nothing of HTTP.
 
 pub mod access;
+pub mod cache;
 pub mod error;
 pub mod keys;
 pub mod limiter;
+pub mod login;
 mod migration;
+pub mod namespaces;
 pub mod orgs;
 pub mod password;
 pub mod pat;
@@ -22,6 +25,7 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 use sea_orm_migration::MigratorTrait;
 
 pub use error::AuthError;
+pub use login::Logins;
 pub use scope::{Access, Scope};
 pub use token::{Claims, TokenService};
 pub use users::User;

@@ -5,6 +5,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::ActiveValue::Set;
 
 use crate::error::AuthError;
+use crate::namespaces::{self, Kind};
 use crate::users::{self, validate_username};
 
 pub mod org {
@@ -78,23 +79,50 @@ impl Role {
 }
 
 /// Creates an organization with `owner` as its first admin. Its name shares the user
-/// namespace space: no user and no organization may have the same name.
+/// namespace space: no user and no organization may have the same name, and a removed
+/// user's name is reserved (see `namespaces`).
 pub async fn add(db: &DatabaseConnection, name: &str, owner: &str) -> Result<(), AuthError> {
+    create(db, name, owner, false).await
+}
+
+/// Like [`add`], and the name may be a removed user's (an administrator's decision).
+pub async fn add_reclaiming(
+    db: &DatabaseConnection,
+    name: &str,
+    owner: &str,
+) -> Result<(), AuthError> {
+    create(db, name, owner, true).await
+}
+
+async fn create(
+    db: &DatabaseConnection,
+    name: &str,
+    owner: &str,
+    reclaim: bool,
+) -> Result<(), AuthError> {
     validate_username(name)?;
-    if users::get(db, name).await?.is_some() || exists(db, name).await? {
-        return Err(AuthError::UserExists(name.to_owned()));
-    }
+    namespaces::check_free(db, name, Kind::Organization, reclaim).await?;
     if users::get(db, owner).await?.is_none() {
         return Err(AuthError::UserUnknown(owner.to_owned()));
     }
+    let txn = namespaces::write_transaction(db).await?;
+    namespaces::claim(&txn, name, Kind::Organization, reclaim).await?;
     org::Entity::insert(org::ActiveModel {
         name: Set(name.to_owned()),
         created_at: Set(chrono::Utc::now().timestamp_millis()),
         ..Default::default()
     })
-    .exec(db)
+    .exec(&txn)
     .await?;
-    set_member(db, name, owner, Role::Admin).await
+    member::Entity::insert(member::ActiveModel {
+        org_name: Set(name.to_owned()),
+        user_name: Set(owner.to_owned()),
+        role: Set(Role::Admin.name().to_owned()),
+    })
+    .exec(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 pub async fn exists(db: &DatabaseConnection, name: &str) -> Result<bool, AuthError> {

@@ -29,6 +29,8 @@ pub mod token {
         pub expires_at: Option<i64>,
         pub last_used_at: Option<i64>,
         pub created_at: i64,
+        /// `personal` (made by the user) or `login` (`docker login`'s refresh token).
+        pub kind: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -75,6 +77,31 @@ impl TokenScope {
     }
 }
 
+/// Where a token came from, which decides what ends it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenKind {
+    /// Made by the user (`berthd token create`, the settings page). A password change
+    /// keeps it; revocation or the user's removal ends it.
+    Personal,
+    /// The refresh ("identity") token `docker login` keeps in place of the password.
+    /// A password change ends it, as it ends web sessions.
+    Login,
+}
+
+impl TokenKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenKind::Personal => "personal",
+            TokenKind::Login => "login",
+        }
+    }
+}
+
+/// The name a login token is listed under.
+pub const LOGIN_TOKEN_NAME: &str = "docker login";
+/// How long a login token lasts.
+pub const LOGIN_TOKEN_DAYS: u32 = 90;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenInfo {
     pub id: i64,
@@ -83,19 +110,57 @@ pub struct TokenInfo {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub created_at: i64,
+    /// `personal` or `login` ([`TokenKind`]).
+    pub kind: String,
 }
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Creates a token for `user_name`; returns its id and the secret (shown only now).
+/// Creates a personal token for `user_name`; returns its id and the secret (shown only now).
 pub async fn create(
     db: &DatabaseConnection,
     user_name: &str,
     name: &str,
     scope: TokenScope,
     expires_in_days: Option<u32>,
+) -> Result<(i64, String), AuthError> {
+    insert(
+        db,
+        user_name,
+        name,
+        scope,
+        expires_in_days,
+        TokenKind::Personal,
+    )
+    .await
+}
+
+/// Creates the refresh token a `docker login` keeps (all of the user's rights,
+/// [`LOGIN_TOKEN_DAYS`] days, ended by a password change); returns its id and secret.
+pub async fn create_login(
+    db: &DatabaseConnection,
+    user_name: &str,
+) -> Result<(i64, String), AuthError> {
+    insert(
+        db,
+        user_name,
+        LOGIN_TOKEN_NAME,
+        TokenScope::ReadWriteDelete,
+        Some(LOGIN_TOKEN_DAYS),
+        TokenKind::Login,
+    )
+    .await
+}
+
+async fn insert(
+    db: &DatabaseConnection,
+    user_name: &str,
+    name: &str,
+    scope: TokenScope,
+    expires_in_days: Option<u32>,
+    kind: TokenKind,
 ) -> Result<(i64, String), AuthError> {
     if users::get(db, user_name).await?.is_none() {
         return Err(AuthError::UserUnknown(user_name.to_owned()));
@@ -109,6 +174,7 @@ pub async fn create(
         expires_at: Set(expires_in_days.map(|d| now() + i64::from(d) * 86_400_000)),
         last_used_at: Set(None),
         created_at: Set(now()),
+        kind: Set(kind.name().to_owned()),
         ..Default::default()
     })
     .exec(db)
@@ -130,6 +196,7 @@ pub async fn list(db: &DatabaseConnection, user_name: &str) -> Result<Vec<TokenI
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,
             created_at: t.created_at,
+            kind: t.kind,
         })
         .collect())
 }
@@ -145,6 +212,19 @@ pub async fn revoke(db: &DatabaseConnection, user_name: &str, id: i64) -> Result
             "{user_name} has no token {id}"
         )));
     }
+    Ok(())
+}
+
+/// Ends `user_name`'s login (refresh) tokens, inside a password change's transaction.
+pub(crate) async fn revoke_logins<C: ConnectionTrait>(
+    db: &C,
+    user_name: &str,
+) -> Result<(), AuthError> {
+    token::Entity::delete_many()
+        .filter(token::Column::UserName.eq(user_name))
+        .filter(token::Column::Kind.eq(TokenKind::Login.name()))
+        .exec(db)
+        .await?;
     Ok(())
 }
 

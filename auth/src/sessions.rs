@@ -90,8 +90,8 @@ pub async fn end(db: &DatabaseConnection, cookie: &str) -> Result<(), AuthError>
     Ok(())
 }
 
-/// Ends every session of `user_name`.
-pub async fn end_all(db: &DatabaseConnection, user_name: &str) -> Result<(), AuthError> {
+/// Ends every session of `user_name` (a password change or removal, in its transaction).
+pub async fn end_all<C: ConnectionTrait>(db: &C, user_name: &str) -> Result<(), AuthError> {
     session::Entity::delete_many()
         .filter(session::Column::UserName.eq(user_name))
         .exec(db)

@@ -4,6 +4,7 @@ use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, QueryOrder};
 
 use crate::error::AuthError;
+use crate::namespaces::{self, Kind};
 use crate::password;
 
 pub mod user {
@@ -88,11 +89,34 @@ pub async fn add(
     password: String,
     admin: bool,
 ) -> Result<User, AuthError> {
+    create(db, name, password, admin, false).await
+}
+
+/// Like [`add`], and the name may be a removed user's (reserved since): an
+/// administrator's decision to give it to a new account, which then owns whatever the
+/// old one left under `name/`.
+pub async fn add_reclaiming(
+    db: &DatabaseConnection,
+    name: &str,
+    password: String,
+    admin: bool,
+) -> Result<User, AuthError> {
+    create(db, name, password, admin, true).await
+}
+
+async fn create(
+    db: &DatabaseConnection,
+    name: &str,
+    password: String,
+    admin: bool,
+    reclaim: bool,
+) -> Result<User, AuthError> {
     validate_username(name)?;
+    // A taken name is refused before the slow hash; the transaction below decides.
+    namespaces::check_free(db, name, Kind::User, reclaim).await?;
     let password_hash = password::hash(password).await?;
-    if find(db, name).await?.is_some() {
-        return Err(AuthError::UserExists(name.to_owned()));
-    }
+    let txn = namespaces::write_transaction(db).await?;
+    namespaces::claim(&txn, name, Kind::User, reclaim).await?;
     user::Entity::insert(user::ActiveModel {
         name: Set(name.to_owned()),
         password_hash: Set(password_hash),
@@ -100,7 +124,7 @@ pub async fn add(
         created_at: Set(chrono::Utc::now().timestamp_millis()),
         ..Default::default()
     })
-    .exec(db)
+    .exec(&txn)
     .await
     .map_err(|e| match e.sql_err() {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
@@ -108,6 +132,7 @@ pub async fn add(
         }
         _ => AuthError::Database(e),
     })?;
+    txn.commit().await?;
     Ok(User {
         name: name.to_owned(),
         admin,
@@ -132,37 +157,54 @@ pub async fn count(db: &DatabaseConnection) -> Result<u64, AuthError> {
     Ok(user::Entity::find().count(db).await?)
 }
 
+/// Changes `name`'s password. Their web sessions and `docker login` refresh tokens
+/// end with the old password; personal access tokens they made stay valid (revoke
+/// those with `berthd token revoke`). Logins cached with the old password stop
+/// working at once on every server (see `cache`).
 pub async fn set_password(
     db: &DatabaseConnection,
     name: &str,
     password: String,
 ) -> Result<(), AuthError> {
     let password_hash = password::hash(password).await?;
+    let txn = namespaces::write_transaction(db).await?;
     let updated = user::Entity::update_many()
         .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
         .filter(user::Column::Name.eq(name))
-        .exec(db)
+        .exec(&txn)
         .await?;
     if updated.rows_affected == 0 {
         return Err(AuthError::UserUnknown(name.to_owned()));
     }
+    crate::pat::revoke_logins(&txn, name).await?;
+    crate::sessions::end_all(&txn, name).await?;
+    txn.commit().await?;
     Ok(())
 }
 
+/// Removes `name` with everything that signs in as them (sessions, every token) and
+/// their organization memberships. The name stays reserved: nobody gets it again
+/// unless an administrator reclaims it ([`add_reclaiming`]).
 pub async fn remove(db: &DatabaseConnection, name: &str) -> Result<(), AuthError> {
+    let txn = namespaces::write_transaction(db).await?;
     let deleted = user::Entity::delete_many()
         .filter(user::Column::Name.eq(name))
-        .exec(db)
+        .exec(&txn)
         .await?;
     if deleted.rows_affected == 0 {
         return Err(AuthError::UserUnknown(name.to_owned()));
     }
-    // A deleted user's tokens and web sessions die with them.
+    namespaces::reserve(&txn, name).await?;
     crate::pat::token::Entity::delete_many()
         .filter(crate::pat::token::Column::UserName.eq(name))
-        .exec(db)
+        .exec(&txn)
         .await?;
-    crate::sessions::end_all(db, name).await?;
+    crate::sessions::end_all(&txn, name).await?;
+    crate::orgs::member::Entity::delete_many()
+        .filter(crate::orgs::member::Column::UserName.eq(name))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -173,19 +215,15 @@ async fn find(db: &DatabaseConnection, name: &str) -> Result<Option<user::Model>
         .await?)
 }
 
-/// The user if `password` is theirs. Unknown users and wrong passwords take the same
-/// time and give the same error.
-pub async fn authenticate(
+/// The user and their stored password hash (for `login`, which checks passwords).
+pub(crate) async fn credentials(
     db: &DatabaseConnection,
     name: &str,
-    password: String,
-) -> Result<User, AuthError> {
-    let found = find(db, name).await?;
-    let ok = password::verify(password, found.as_ref().map(|u| u.password_hash.clone())).await;
-    match (ok, found) {
-        (true, Some(u)) => Ok(User::from(u)),
-        _ => Err(AuthError::BadCredentials),
-    }
+) -> Result<Option<(User, String)>, AuthError> {
+    Ok(find(db, name).await?.map(|row| {
+        let hash = row.password_hash.clone();
+        (User::from(row), hash)
+    }))
 }
 
 #[cfg(test)]

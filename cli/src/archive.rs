@@ -11,7 +11,9 @@ use std::path::Path;
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 
+use crate::build::rootfs;
 use crate::image::{self, Image};
+use crate::inroot::{Kind, Root};
 use crate::store::{Store, REF_NAME};
 
 /// Writes the images `names` (local names) to `out`.
@@ -61,19 +63,21 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads an archive into the store; returns the names it added.
+/// Reads an archive into the store; returns the names it added. The archive is
+/// unpacked in a temporary directory that every path it names is resolved in (its
+/// symbolic links followed inside that directory): a hostile archive can neither
+/// write outside it nor have a host file read into the store.
 pub fn load(store: &Store, input: &Path) -> anyhow::Result<Vec<String>> {
     let dir = tempfile::tempdir()?;
     let file = std::fs::File::open(input)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", input.display()))?;
-    tar::Archive::new(file)
-        .unpack(dir.path())
-        .map_err(|e| anyhow::anyhow!("{} is not an image archive: {e}", input.display()))?;
-    let root = dir.path();
-    if root.join("index.json").exists() {
-        load_oci(store, root)
-    } else if root.join("manifest.json").exists() {
-        load_docker(store, root)
+    let root = Root::open(dir.path())?;
+    rootfs::unpack_archive(&root, file)
+        .map_err(|e| anyhow::anyhow!("{} is not an image archive: {e:#}", input.display()))?;
+    if root.stat(Path::new("index.json"))?.is_some() {
+        load_oci(store, &root)
+    } else if root.stat(Path::new("manifest.json"))?.is_some() {
+        load_docker(store, &root)
     } else {
         anyhow::bail!(
             "{} has neither index.json nor manifest.json: not an image archive",
@@ -82,17 +86,46 @@ pub fn load(store: &Store, input: &Path) -> anyhow::Result<Vec<String>> {
     }
 }
 
-fn load_oci(store: &Store, root: &Path) -> anyhow::Result<Vec<String>> {
-    for file in std::fs::read_dir(root.join("blobs/sha256"))? {
-        let file = file?;
-        let digest = format!("sha256:{}", file.file_name().to_string_lossy());
+/// The file `name` names in the archive, open for reading.
+fn member(root: &Root, name: &str, named_by: &str) -> anyhow::Result<std::fs::File> {
+    anyhow::ensure!(!name.is_empty(), "{named_by} names an empty path");
+    match root.stat(Path::new(name))? {
+        Some(m) if m.kind == Kind::File => Ok(root.open_read(Path::new(name), true)?),
+        Some(_) => anyhow::bail!("{name} (named by {named_by}) is not a file in the archive"),
+        None => anyhow::bail!("{name} (named by {named_by}) is not in the archive"),
+    }
+}
+
+fn read_member(root: &Root, name: &str, named_by: &str) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    member(root, name, named_by)?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn load_oci(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
+    let blobs = Path::new("blobs/sha256");
+    let names = match root.stat(blobs)? {
+        Some(m) if m.is_dir() => root.read_dir(blobs)?,
+        _ => anyhow::bail!("the archive has no blobs/sha256 directory"),
+    };
+    for name in names {
+        let hex = name.to_string_lossy();
+        anyhow::ensure!(
+            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "blobs/sha256/{hex} in the archive is not named by a sha256 digest"
+        );
+        let digest = format!("sha256:{hex}");
         if !store.has_blob(&digest) {
             let mut w = store.blob_writer()?;
-            std::io::copy(&mut std::fs::File::open(file.path())?, &mut w)?;
+            std::io::copy(
+                &mut member(root, &format!("blobs/sha256/{hex}"), "the OCI layout")?,
+                &mut w,
+            )?;
             w.finish(Some(&digest))?;
         }
     }
-    let index: Value = serde_json::from_slice(&std::fs::read(root.join("index.json"))?)?;
+    let index: Value = serde_json::from_slice(&read_member(root, "index.json", "the archive")?)
+        .map_err(|e| anyhow::anyhow!("index.json in the archive is not valid: {e}"))?;
     let mut names = Vec::new();
     for descriptor in index["manifests"].as_array().into_iter().flatten() {
         let name = descriptor["annotations"]["io.containerd.image.name"]
@@ -101,30 +134,38 @@ fn load_oci(store: &Store, root: &Path) -> anyhow::Result<Vec<String>> {
             .ok_or_else(|| anyhow::anyhow!("an image in the archive has no name"))?;
         let name =
             crate::reference::Reference::parse(name, crate::reference::DOCKER_HUB)?.to_string();
+        let digest = descriptor["digest"].as_str().unwrap_or_default();
+        anyhow::ensure!(
+            store.has_blob(digest),
+            "the archive lacks blob {digest} (the manifest of {name})"
+        );
         // Every blob must have arrived before the name is listed.
-        image::blobs_of(store, descriptor["digest"].as_str().unwrap_or_default())?
-            .iter()
-            .try_for_each(|b| {
-                anyhow::ensure!(store.has_blob(b), "the archive lacks blob {b}");
-                Ok(())
-            })?;
+        image::blobs_of(store, digest)?.iter().try_for_each(|b| {
+            anyhow::ensure!(store.has_blob(b), "the archive lacks blob {b}");
+            Ok(())
+        })?;
         store.set(&name, descriptor.clone())?;
         names.push(name);
     }
     Ok(names)
 }
 
-fn load_docker(store: &Store, root: &Path) -> anyhow::Result<Vec<String>> {
-    let manifest: Value = serde_json::from_slice(&std::fs::read(root.join("manifest.json"))?)?;
+fn load_docker(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
+    let manifest: Value =
+        serde_json::from_slice(&read_member(root, "manifest.json", "the archive")?)
+            .map_err(|e| anyhow::anyhow!("manifest.json in the archive is not valid: {e}"))?;
     let mut names = Vec::new();
     for image in manifest.as_array().into_iter().flatten() {
-        let config_path = root.join(image["Config"].as_str().unwrap_or_default());
-        let config = std::fs::read(&config_path)?;
+        let config = read_member(
+            root,
+            image["Config"].as_str().unwrap_or_default(),
+            "manifest.json",
+        )?;
         let config_digest = store.put_blob(&config)?;
         let mut layers = Vec::new();
         for layer in image["Layers"].as_array().into_iter().flatten() {
-            let path = root.join(layer.as_str().unwrap_or_default());
-            let (digest, size) = store_compressed(store, &path)?;
+            let file = member(root, layer.as_str().unwrap_or_default(), "manifest.json")?;
+            let (digest, size) = store_compressed(store, file)?;
             layers.push(
                 json!({ "mediaType": image::OCI_LAYER_GZIP, "digest": digest, "size": size }),
             );
@@ -154,8 +195,7 @@ fn load_docker(store: &Store, root: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Stores a layer file gzip-compressed (as is when it already is); returns (digest, size).
-fn store_compressed(store: &Store, path: &Path) -> anyhow::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
+fn store_compressed(store: &Store, mut file: std::fs::File) -> anyhow::Result<(String, u64)> {
     let mut magic = [0u8; 2];
     let gzipped = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
     file.rewind()?;

@@ -4,6 +4,7 @@ mod archive;
 mod build;
 mod credentials;
 mod image;
+mod inroot;
 mod reference;
 mod registry;
 mod store;

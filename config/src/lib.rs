@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 /// Distribution purges abandoned uploads after a week; a day keeps less garbage and
 /// is still far longer than any real push.
 pub const DEFAULT_UPLOAD_EXPIRY_SECS: u64 = 24 * 3600;
+/// Free space kept for metadata commits: far more than any burst of manifest, tag and
+/// upload-row writes needs, and small next to any disk a registry runs on.
+pub const DEFAULT_MIN_FREE: MinFree = MinFree::Bytes(256 * 1024 * 1024);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +50,9 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Upload sessions untouched for this long are deleted with their data.
     pub upload_expiry_secs: u64,
+    /// Below this much free space in the data directory (and the blob root), new
+    /// uploads and pushes are refused, so metadata commits never meet a full disk.
+    pub min_free: MinFree,
     pub limits: Limits,
     pub auth: AuthConfig,
     pub log_format: LogFormat,
@@ -92,6 +98,59 @@ pub enum StorageConfig {
         /// single object, so the bytes do not pass through Berth.
         redirect: bool,
     },
+}
+
+/// A free-space reserve: bytes, or a share of the file system's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinFree {
+    Bytes(u64),
+    Percent(u8),
+}
+
+impl MinFree {
+    /// `"512MiB"`, `"2GiB"`, `"10%"`, a number of bytes (`"0"` turns the reserve off).
+    pub fn parse(text: &str) -> Result<MinFree, String> {
+        let text = text.trim();
+        if let Some(percent) = text.strip_suffix('%') {
+            return match percent.trim().parse::<u8>() {
+                Ok(p) if p < 100 => Ok(MinFree::Percent(p)),
+                _ => Err("expected a percentage below 100, e.g. 5%".into()),
+            };
+        }
+        let units = [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        let (number, unit) = units
+            .iter()
+            .find_map(|(suffix, size)| Some((text.strip_suffix(suffix)?, *size)))
+            .unwrap_or((text.strip_suffix('B').unwrap_or(text), 1));
+        number
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .map(MinFree::Bytes)
+            .ok_or_else(|| "expected a size such as 512MiB, 2GiB or 10%".into())
+    }
+
+    /// The reserve in bytes on a file system of `total` bytes.
+    pub fn bytes_of(self, total: u64) -> u64 {
+        match self {
+            MinFree::Bytes(n) => n,
+            MinFree::Percent(p) => total / 100 * u64::from(p),
+        }
+    }
+}
+
+/// A size in the TOML file: a string with a unit (`"512MiB"`, `"5%"`) or a number of bytes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +205,7 @@ pub struct StorageLayer {
     pub region: Option<String>,
     pub redirect: Option<bool>,
     pub upload_expiry_secs: Option<u64>,
+    pub min_free: Option<SizeSetting>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -186,6 +246,7 @@ impl Layer {
                 region: get("BERTH_STORAGE_REGION"),
                 redirect: bool_var("BERTH_STORAGE_REDIRECT")?,
                 upload_expiry_secs: u64_var("BERTH_STORAGE_UPLOAD_EXPIRY_SECS")?,
+                min_free: get("BERTH_STORAGE_MIN_FREE").map(SizeSetting::Text),
             },
             limits: LimitsLayer {
                 max_manifest_bytes: u64_var("BERTH_LIMITS_MAX_MANIFEST_BYTES")?,
@@ -222,6 +283,7 @@ impl Layer {
                     .storage
                     .upload_expiry_secs
                     .or(self.storage.upload_expiry_secs),
+                min_free: over.storage.min_free.or(self.storage.min_free),
             },
             limits: LimitsLayer {
                 max_manifest_bytes: over
@@ -302,6 +364,17 @@ impl Config {
                 reason: "must be positive".into(),
             });
         }
+        let min_free = match merged.storage.min_free.clone() {
+            None => DEFAULT_MIN_FREE,
+            Some(SizeSetting::Bytes(n)) => MinFree::Bytes(n),
+            Some(SizeSetting::Text(text)) => {
+                MinFree::parse(&text).map_err(|reason| ConfigError::Invalid {
+                    key: "storage.min_free",
+                    value: text,
+                    reason,
+                })?
+            }
+        };
         let log_format = match merged.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -343,6 +416,7 @@ impl Config {
             database_url: merged.database.url,
             storage,
             upload_expiry_secs,
+            min_free,
             limits: Limits { max_manifest_bytes },
             auth: AuthConfig {
                 enabled: merged.auth.enabled,
@@ -457,6 +531,38 @@ mod tests {
         assert_eq!(c.blob_root(), Some(PathBuf::from("./berth-data/blobs")));
         assert_eq!(c.upload_expiry_secs, DEFAULT_UPLOAD_EXPIRY_SECS);
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.min_free, MinFree::Bytes(256 * 1024 * 1024));
+    }
+
+    #[test]
+    fn the_free_space_reserve_takes_sizes_and_percentages_with_the_usual_precedence() {
+        let file: Layer = toml::from_str("[storage]\nmin_free = \"1GiB\"\n").unwrap();
+        let c = Config::resolve(file.clone(), Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.min_free, MinFree::Bytes(1 << 30));
+        let c = Config::resolve(
+            file,
+            env(&[("BERTH_STORAGE_MIN_FREE", "5%")]),
+            Layer::default(),
+        )
+        .unwrap();
+        assert_eq!(c.min_free, MinFree::Percent(5));
+        assert_eq!(c.min_free.bytes_of(1000), 50);
+        let bytes: Layer = toml::from_str("[storage]\nmin_free = 4096\n").unwrap();
+        let c = Config::resolve(bytes, Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.min_free, MinFree::Bytes(4096));
+        assert_eq!(MinFree::parse("0"), Ok(MinFree::Bytes(0)));
+        assert_eq!(MinFree::parse("64 MiB"), Ok(MinFree::Bytes(64 << 20)));
+        assert_eq!(MinFree::parse("300KiB"), Ok(MinFree::Bytes(300 << 10)));
+        for bad in ["lots", "150%", "-1", "12XB", ""] {
+            assert!(MinFree::parse(bad).is_err(), "{bad}");
+        }
+        let err = Config::resolve(
+            Layer::default(),
+            env(&[("BERTH_STORAGE_MIN_FREE", "plenty")]),
+            Layer::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("storage.min_free"), "{err}");
     }
 
     #[test]

@@ -1,162 +1,233 @@
-//! Authorization of registry requests, once, before any handler runs (handlers never
-//! check access themselves). With auth off, everything passes.
+//! The registry's gate: every `/v2/…` request is parsed once into a typed
+//! [`Action`] (`berth_oci::request`), authorized on that value, and handed to the
+//! handlers as that same value. Nothing else routes or authorizes registry requests:
+//! they never reach actix-web's router, and no handler makes an access decision.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest, ResponseError};
-use berth_auth::limiter::LoginLimiter;
+use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
+use berth_auth::Logins;
 use berth_auth::{Claims, TokenService};
+use berth_oci::request::{is_registry_path, Resource};
+use berth_oci::{Action, Need, OciError};
+use berth_storage::repos::Viewer;
 use sea_orm::DatabaseConnection;
 
 use crate::error::ApiError;
+use crate::AppState;
 
 /// Everything token auth needs at request time.
 pub struct AuthState {
     pub db: DatabaseConnection,
     pub tokens: TokenService,
-    /// Shared with the web UI's sign-in form.
-    pub limiter: Arc<LoginLimiter>,
+    /// Login checks (rate limits, remembered passwords), shared with the web UI's sign-in form.
+    pub logins: Arc<Logins>,
     pub external_url: Option<String>,
     /// Whether anyone may create an account.
     pub signup: bool,
 }
 
-/// One thing a request needs: `(type, name, action)`.
-type Need = (&'static str, String, &'static str);
+/// Whether token authentication is on. It only ever turns on: at start-up, or while
+/// the server runs, when the first user is added to an open registry.
+#[derive(Default)]
+pub struct Auth(OnceLock<Arc<AuthState>>);
 
-/// What a request to a registry route needs, from its method and path.
-/// `None`: not a registry route (no check here).
-pub fn needs(method: &str, path: &str) -> Option<Vec<Need>> {
-    let rest = path.strip_prefix("/v2")?;
-    if rest.is_empty() || rest == "/" {
-        return Some(Vec::new());
+impl Auth {
+    pub fn on(state: Arc<AuthState>) -> Auth {
+        let auth = Auth::default();
+        auth.turn_on(state);
+        auth
     }
-    if rest == "/_catalog" {
-        return Some(vec![("registry", "catalog".into(), "*")]);
+
+    /// `None`: the registry is open (anyone may push and pull).
+    pub fn current(&self) -> Option<&Arc<AuthState>> {
+        self.0.get()
     }
-    let rest = rest.strip_prefix('/')?;
-    let markers = [
-        "/blobs/uploads",
-        "/blobs/",
-        "/manifests/",
-        "/tags/list",
-        "/referrers/",
-    ];
-    // The marker found furthest along ends the name; on a tie the earlier-listed
-    // (more specific) marker wins.
-    let (_, name, marker) = markers
-        .iter()
-        .enumerate()
-        .filter_map(|(order, m)| {
-            rest.rfind(m)
-                .map(|i| ((i, std::cmp::Reverse(order)), &rest[..i], *m))
-        })
-        .max_by_key(|(key, _, _)| *key)?;
-    let action = match (method, marker) {
-        (_, "/blobs/uploads") => "push",
-        ("GET" | "HEAD", _) => "pull",
-        ("DELETE", "/blobs/" | "/manifests/") => "delete",
-        ("PUT", "/manifests/") => "push",
-        _ => "pull",
-    };
-    Some(vec![("repository", name.to_owned(), action)])
+
+    pub fn turn_on(&self, state: Arc<AuthState>) {
+        let _ = self.0.set(state);
+    }
 }
 
-/// The verified token of this request, when auth is on (see [`authorize`]).
-pub fn claims(req: &HttpRequest) -> Option<Arc<Claims>> {
-    req.extensions().get::<Arc<Claims>>().cloned()
+/// The route pattern of a registry request, for metrics (set by the gate).
+#[derive(Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
+/// What passed the gate: the action to perform and, for the catalog, whose listing
+/// it is (the one access decision that shapes a response rather than allowing it).
+pub struct Granted {
+    pub action: Action,
+    pub viewer: Viewer,
 }
 
-pub async fn authorize(
+/// Middleware: registry requests are parsed, authorized and dispatched here; every
+/// other request (web UI, token endpoint, health) goes on to actix-web's routes.
+pub async fn registry(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = req
-        .app_data::<actix_web::web::Data<crate::AppState>>()
-        .and_then(|s| s.auth.clone());
-    let (Some(auth), Some(needs)) = (state, needs(req.method().as_str(), req.path())) else {
+    if !is_registry_path(req.path()) {
         return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .expect("the app holds its state");
+    let parsed = Action::parse(req.method().as_str(), req.path(), req.query_string());
+    let route = parsed.as_ref().map_or("/v2 (no endpoint)", Action::route);
+    req.extensions_mut().insert(RouteLabel(route));
+    let (http, payload) = req.into_parts();
+    let res = match gate(&state, &http, parsed).await {
+        Ok(granted) => crate::routes::dispatch(&state, granted, &http, payload).await,
+        Err(e) => e.error_response(),
     };
-    let challenge = |error: Option<&str>| {
-        let realm = format!("{}/auth/token", external_url(&auth, req.request()));
-        let mut value = format!(
-            "Bearer realm=\"{realm}\",service=\"{}\"",
-            auth.tokens.service
-        );
-        if let Some((kind, name, action)) = needs.first() {
-            let actions = if *action == "pull" {
-                "pull".to_string()
-            } else {
-                format!("pull,{action}")
-            };
-            value.push_str(&format!(",scope=\"{kind}:{name}:{actions}\""));
-        }
-        if let Some(e) = error {
-            value.push_str(&format!(",error=\"{e}\""));
-        }
-        value
-    };
-    let bearer = req
-        .headers()
-        .get("Authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+    Ok(ServiceResponse::new(http, res))
+}
+
+/// Authenticates and authorizes one parsed request. With auth on, a request without
+/// a valid token is challenged before anything about its path is answered.
+async fn gate(
+    state: &AppState,
+    req: &HttpRequest,
+    parsed: Result<Action, OciError>,
+) -> Result<Granted, ApiError> {
+    let Some(auth) = state.auth.current() else {
+        return Ok(Granted {
+            action: parsed?,
+            viewer: Viewer::Everything,
         });
-    let claims = match bearer.map(|t| auth.tokens.verify(t.trim())) {
-        Some(Ok(c)) => c,
-        Some(Err(_)) => {
-            let e = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "invalid or expired token",
-            )
-            .with_header("WWW-Authenticate", challenge(Some("invalid_token")));
-            return Ok(req.into_response(e.error_response()));
-        }
-        None => {
-            let e = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "authentication required",
-            )
-            .with_header("WWW-Authenticate", challenge(None));
-            return Ok(req.into_response(e.error_response()));
-        }
     };
-    for (kind, name, action) in &needs {
+    let needs: &[Resource] = match &parsed {
+        Ok(action) => &action.requires(),
+        Err(_) => &[],
+    };
+    let challenge = |error: Option<&str>| challenge(auth, req, needs, error);
+    let claims = match bearer(req).map(|t| auth.tokens.verify(t)) {
+        Some(Ok(claims)) => claims,
+        Some(Err(_)) => {
+            return Err(unauthorized(
+                "invalid or expired token",
+                challenge(Some("invalid_token")),
+            ))
+        }
+        None => return Err(unauthorized("authentication required", challenge(None))),
+    };
+    for need in needs {
+        let (kind, name, action) = scope_of(need);
         if claims.allows(kind, name, action) {
             continue;
         }
-        // The token server already looked at this resource and refused the action:
-        // that is a denial; otherwise the client should ask for a wider token.
+        // The token server looked at this resource and granted something else: a
+        // denial. Otherwise the client should ask for a wider token. (A repository the
+        // caller may not pull gets no entry at all, exactly as one that does not exist.)
         let refused = claims
             .access
             .iter()
-            .any(|a| a.kind == *kind && a.name == *name);
-        let e = if refused {
+            .any(|a| a.kind == kind && a.name == name);
+        return Err(if refused {
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 "DENIED",
                 format!("requested access to the resource is denied: {action} on {name}"),
             )
         } else {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
+            unauthorized(
                 "authentication required",
+                challenge(Some("insufficient_scope")),
             )
-            .with_header("WWW-Authenticate", challenge(Some("insufficient_scope")))
-        };
-        return Ok(req.into_response(e.error_response()));
+        });
     }
-    req.extensions_mut().insert(Arc::new(claims));
-    Ok(next.call(req).await?.map_into_boxed_body())
+    let action = parsed?;
+    let viewer = match action {
+        Action::Catalog => viewer(auth, &claims).await?,
+        _ => Viewer::Everything,
+    };
+    Ok(Granted { action, viewer })
+}
+
+/// A resource as token scopes and access entries name it: (type, name, action).
+fn scope_of<'a>(need: &Resource<'a>) -> (&'static str, &'a str, &'static str) {
+    match need {
+        Resource::Repository(name, need) => ("repository", name.as_str(), need.as_str()),
+        Resource::Catalog => ("registry", "catalog", "*"),
+    }
+}
+
+/// `WWW-Authenticate: Bearer realm=…,service=…,scope="…"`, the scopes separated by
+/// spaces (a mount asks for the source repository too).
+fn challenge(
+    auth: &AuthState,
+    req: &HttpRequest,
+    needs: &[Resource],
+    error: Option<&str>,
+) -> String {
+    let realm = format!("{}/auth/token", external_url(auth, req));
+    let mut value = format!(
+        "Bearer realm=\"{realm}\",service=\"{}\"",
+        auth.tokens.service
+    );
+    let scopes: Vec<String> = needs
+        .iter()
+        .map(|need| {
+            let (kind, name, action) = scope_of(need);
+            match need {
+                Resource::Repository(_, Need::Pull) | Resource::Catalog => {
+                    format!("{kind}:{name}:{action}")
+                }
+                Resource::Repository(..) => format!("{kind}:{name}:pull,{action}"),
+            }
+        })
+        .collect();
+    if !scopes.is_empty() {
+        value.push_str(&format!(",scope=\"{}\"", scopes.join(" ")));
+    }
+    if let Some(e) = error {
+        value.push_str(&format!(",error=\"{e}\""));
+    }
+    value
+}
+
+fn unauthorized(message: &str, challenge: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+        .with_header("WWW-Authenticate", challenge)
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get("Authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whose catalog this is: everything for admins; otherwise what the token's subject
+/// may pull (public repositories, their own and their organizations' namespaces).
+async fn viewer(auth: &AuthState, claims: &Claims) -> Result<Viewer, ApiError> {
+    if claims.sub.is_empty() {
+        return Ok(Viewer::Public);
+    }
+    let Some(user) = berth_auth::users::get(&auth.db, &claims.sub)
+        .await
+        .map_err(internal)?
+    else {
+        return Ok(Viewer::Public);
+    };
+    let namespaces = berth_auth::access::private_namespaces(&auth.db, &user)
+        .await
+        .map_err(internal)?;
+    Ok(namespaces.map_or(Viewer::Everything, Viewer::PublicAndNamespaces))
+}
+
+fn internal(e: berth_auth::AuthError) -> ApiError {
+    tracing::error!(error = %e, "looking up the caller's access");
+    crate::observe::METRICS.backend_error("database");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "UNKNOWN",
+        "internal error; see the server log",
+    )
 }
 
 /// The URL clients reach us at: configured, or from the request.
@@ -167,54 +238,5 @@ pub fn external_url(auth: &AuthState, req: &HttpRequest) -> String {
             let info = req.connection_info();
             format!("{}://{}", info.scheme(), info.host())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_need_the_right_action() {
-        let one = |m: &str, p: &str| needs(m, p).unwrap().into_iter().next();
-        assert_eq!(needs("GET", "/v2/").unwrap(), vec![]);
-        assert_eq!(
-            one("GET", "/v2/a/b/manifests/latest"),
-            Some(("repository", "a/b".into(), "pull"))
-        );
-        assert_eq!(
-            one("PUT", "/v2/a/b/manifests/latest"),
-            Some(("repository", "a/b".into(), "push"))
-        );
-        assert_eq!(
-            one("DELETE", "/v2/a/b/manifests/x"),
-            Some(("repository", "a/b".into(), "delete"))
-        );
-        assert_eq!(
-            one("POST", "/v2/a/blobs/uploads/"),
-            Some(("repository", "a".into(), "push"))
-        );
-        assert_eq!(
-            one("PATCH", "/v2/a/b/blobs/uploads/123"),
-            Some(("repository", "a/b".into(), "push"))
-        );
-        assert_eq!(
-            one("HEAD", "/v2/x/blobs/sha256:00"),
-            Some(("repository", "x".into(), "pull"))
-        );
-        assert_eq!(
-            one("GET", "/v2/x/y/tags/list"),
-            Some(("repository", "x/y".into(), "pull"))
-        );
-        assert_eq!(
-            one("GET", "/v2/_catalog"),
-            Some(("registry", "catalog".into(), "*"))
-        );
-        // A repository whose name contains a marker word still resolves to the longest name.
-        assert_eq!(
-            one("GET", "/v2/a/manifests/b/manifests/t"),
-            Some(("repository", "a/manifests/b".into(), "pull"))
-        );
-        assert!(needs("GET", "/auth/token").is_none());
     }
 }

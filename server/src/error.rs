@@ -2,6 +2,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use berth_oci::OciError;
+use berth_storage::error::Backend;
 use berth_storage::StorageError;
 use serde_json::json;
 
@@ -68,16 +70,30 @@ pub fn upload_range(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
 }
 
+impl From<OciError> for ApiError {
+    fn from(e: OciError) -> ApiError {
+        use OciError as O;
+        let (status, code) = match &e {
+            O::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            O::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            O::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            O::DigestUnsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            O::UploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            O::EndpointUnknown(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
+            O::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
         use StorageError as S;
         let message = e.to_string();
         let (status, code) = match &e {
-            S::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            S::Oci(e) => return ApiError::from(e.clone()),
             S::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
-            S::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
             S::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-            S::DigestUnsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             S::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
             S::UploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
             S::RangeInvalid { size } => {
@@ -94,6 +110,17 @@ impl From<StorageError> for ApiError {
             S::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             S::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
             S::ManifestBlobUnknown { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            // The spec has no code for it; clients show the message (docker: "unknown:
+            // the registry is out of space …") and 507 tells machines what happened.
+            S::BelowReserve { .. } => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),
+            S::NoSpace(backend) => {
+                tracing::error!(error = %e, "out of space");
+                crate::observe::METRICS.backend_error(match backend {
+                    Backend::Database => "database",
+                    Backend::Objects => "objects",
+                });
+                (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN")
+            }
             S::Object(_) | S::Io(_) | S::Database(_) => {
                 tracing::error!(error = %e, "storage failure");
                 crate::observe::METRICS.backend_error(match e {

@@ -1,5 +1,12 @@
 //! Probes for load balancers and Kubernetes: `/healthz` says the process answers,
-//! `/readyz` that it can reach the database and the object store.
+//! `/readyz` that the database can commit, the object store answers, and how much
+//! room is left.
+//!
+//! Not ready (503) when the database cannot commit or the object store does not
+//! answer: such a replica would fail or could not acknowledge writes. Below the
+//! free-space reserve it stays ready (200, `"storage": "below reserve"`): it still
+//! serves pulls, deletes and cancels, refuses pushes with a clear 507, and taking it
+//! out would not help, since replicas share their storage.
 
 use actix_web::{web, HttpResponse};
 use berth_storage::StorageError;
@@ -12,17 +19,38 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.storage.check_ready().await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ok" })),
-        Err(e) => {
-            // The reason goes to the log; the probe answer names only the failing part.
-            tracing::warn!(error = %e, "not ready");
-            let failing = match e {
-                StorageError::Database(_) => "database",
-                _ => "object storage",
-            };
-            HttpResponse::ServiceUnavailable()
-                .json(json!({ "status": "unavailable", "failing": failing }))
+    let ready = state.storage.check_ready().await;
+    let mut body = json!({ "status": "ok" });
+    if let Some(space) = ready.space {
+        body["free_bytes"] = space.free.into();
+        body["min_free_bytes"] = space.reserve.into();
+        if space.below_reserve() {
+            body["storage"] = "below reserve".into();
+        }
+    }
+    // The reasons go to the log; the probe answer names only the failing part.
+    let failing = match (&ready.database, &ready.objects) {
+        (Err(e), _) => {
+            tracing::warn!(error = %e, "not ready: the database cannot commit");
+            body["database"] = match e {
+                StorageError::NoSpace(_) => "out of space",
+                _ => "cannot commit",
+            }
+            .into();
+            Some("database")
+        }
+        (Ok(()), Err(e)) => {
+            tracing::warn!(error = %e, "not ready: object storage does not answer");
+            Some("object storage")
+        }
+        (Ok(()), Ok(())) => None,
+    };
+    match failing {
+        None => HttpResponse::Ok().json(body),
+        Some(part) => {
+            body["status"] = "unavailable".into();
+            body["failing"] = part.into();
+            HttpResponse::ServiceUnavailable().json(body)
         }
     }
 }

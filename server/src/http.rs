@@ -1,31 +1,10 @@
-//! Request helpers shared by the handlers: path extractors, query and header parsing.
+//! Request helpers shared by the handlers: query and header parsing, ranges.
 
-use std::future::{ready, Ready};
-
-use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{FromRequest, HttpRequest, HttpResponse};
-use berth_storage::names::validate_name;
+use actix_web::{HttpRequest, HttpResponse};
 use berth_storage::repos::Page;
 
 use crate::error::{ApiError, ApiResult};
-
-/// The repository `<name>` of a `/v2/<name>/…` route, validated by the spec's grammar.
-pub struct RepoName(pub String);
-
-impl FromRequest for RepoName {
-    type Error = ApiError;
-    type Future = Ready<Result<RepoName, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let name = req.match_info().get("name").unwrap_or_default().to_owned();
-        ready(
-            validate_name(&name)
-                .map(|()| RepoName(name))
-                .map_err(ApiError::from),
-        )
-    }
-}
 
 /// The body of a HEAD response: announces `len` bytes, sends none.
 pub fn head_body(
@@ -107,19 +86,24 @@ pub fn byte_range(header: Option<&str>, size: u64) -> ApiResult<Option<std::ops:
         return Ok(None);
     };
     let (first, last) = (first.trim(), last.trim());
+    let unsatisfiable = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UNKNOWN",
+            format!("range {spec} is outside the blob's {size} bytes"),
+        )
+        .with_header("Content-Range", format!("bytes */{size}"))
+    };
     let range = match (first.parse::<u64>(), last.parse::<u64>()) {
         (Ok(a), Ok(b)) if a <= b => a..(b + 1).min(size),
+        // An invalid range (RFC 9110 §14.1.1: last before first) is refused.
+        (Ok(_), Ok(_)) => return Err(unsatisfiable()),
         (Ok(a), Err(_)) if last.is_empty() => a..size,
         (Err(_), Ok(n)) if first.is_empty() => size.saturating_sub(n)..size,
         _ => return Ok(None),
     };
     if range.start >= size || range.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "BLOB_UNKNOWN",
-            format!("range {spec} is outside the blob's {size} bytes"),
-        )
-        .with_header("Content-Range", format!("bytes */{size}")));
+        return Err(unsatisfiable());
     }
     Ok(Some(range))
 }
@@ -180,5 +164,7 @@ mod tests {
         let e = byte_range(Some("bytes=10-"), 10).unwrap_err();
         assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE);
         assert!(byte_range(Some("bytes=-0"), 10).is_err());
+        let reversed = byte_range(Some("bytes=5-0"), 10).unwrap_err();
+        assert_eq!(reversed.status, StatusCode::RANGE_NOT_SATISFIABLE);
     }
 }

@@ -33,8 +33,8 @@ const WRITE_BUFFER_SIZE: usize = 1024 * 1024;
 /// Shared by every request handler.
 pub struct AppState {
     pub storage: Storage,
-    /// Token authentication; `None` when the registry is open.
-    pub auth: Option<Arc<authz::AuthState>>,
+    /// Token authentication, once on.
+    pub auth: Arc<authz::Auth>,
 }
 
 /// A listening socket as actix-web makes one (address reuse, a deep accept queue).
@@ -52,12 +52,20 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// letting in-flight requests finish.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let storage = open_storage(&config).await?;
-    let auth = open_auth(&config, &storage).await?;
+    // One set of password checks (rate limits, remembered passwords) for the token
+    // endpoint and the web sign-in, whenever auth turns on.
+    let logins = Arc::new(berth_auth::Logins::default());
+    let auth = open_auth(&config, &storage, &logins).await?;
     actix_web::rt::spawn(expire_uploads(storage.clone(), config.upload_expiry_secs));
     actix_web::rt::spawn(flush_pulls(storage.clone()));
+    let accounts_on = {
+        let auth = auth.clone();
+        Arc::new(move || auth.current().is_some())
+    };
     let ui = web::Data::new(berth_web_ui::Web::new(
         storage.clone(),
-        auth.as_ref().map(|a| a.limiter.clone()),
+        logins,
+        accounts_on,
         config.auth.external_url.clone(),
     ));
     let state = web::Data::new(AppState {
@@ -75,7 +83,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(ui.clone())
-                .wrap(middleware::from_fn(authz::authorize))
+                .wrap(middleware::from_fn(authz::registry))
                 .wrap(
                     DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")),
                 )
@@ -170,19 +178,65 @@ async fn flush_pulls(storage: Storage) {
     }
 }
 
-/// Token auth, when on: explicitly by config, or because users exist.
+/// Token auth: on when the config says so, or because users exist. Left to the
+/// default, an open registry watches for its first user and turns auth on then, so
+/// an operator who adds one is protected without a restart.
 async fn open_auth(
     config: &Config,
     storage: &Storage,
-) -> anyhow::Result<Option<Arc<authz::AuthState>>> {
+    logins: &Arc<berth_auth::Logins>,
+) -> anyhow::Result<Arc<authz::Auth>> {
     let db = storage.db().clone();
     let users = berth_auth::users::count(&db).await?;
     let enabled = config.auth.enabled.unwrap_or(users > 0);
-    if !enabled {
-        tracing::warn!("authentication is off: anyone can push and pull (add a user with `berthd user add` to turn it on)");
-        return Ok(None);
+    if enabled {
+        tracing::info!("token authentication on ({users} users)");
+        let state = auth_state(config, db, logins.clone()).await?;
+        return Ok(Arc::new(authz::Auth::on(state)));
     }
-    tracing::info!("token authentication on ({users} users)");
+    tracing::warn!("authentication is off: anyone can push and pull (add a user with `berthd user add` to turn it on)");
+    let auth = Arc::new(authz::Auth::default());
+    if config.auth.enabled.is_none() {
+        let watch = watch_for_first_user(config.clone(), db, logins.clone(), auth.clone());
+        actix_web::rt::spawn(watch);
+    }
+    Ok(auth)
+}
+
+/// Polls (every second) until a user exists, then turns token authentication on.
+async fn watch_for_first_user(
+    config: Config,
+    db: sea_orm::DatabaseConnection,
+    logins: Arc<berth_auth::Logins>,
+    auth: Arc<authz::Auth>,
+) {
+    let mut ticker = actix_web::rt::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        match berth_auth::users::count(&db).await {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "checking for users failed; will retry");
+                continue;
+            }
+        }
+        match auth_state(&config, db.clone(), logins.clone()).await {
+            Ok(state) => {
+                auth.turn_on(state);
+                tracing::warn!("a user was added: token authentication is now on");
+                return;
+            }
+            Err(e) => tracing::error!(error = %e, "turning authentication on failed; will retry"),
+        }
+    }
+}
+
+async fn auth_state(
+    config: &Config,
+    db: sea_orm::DatabaseConnection,
+    logins: Arc<berth_auth::Logins>,
+) -> anyhow::Result<Arc<authz::AuthState>> {
     let keys = berth_auth::load_keys(config.auth.signing_key.as_deref(), &db).await?;
     let tokens = berth_auth::TokenService::new(
         keys,
@@ -190,11 +244,11 @@ async fn open_auth(
         config.auth.service.clone(),
         config.auth.token_ttl_secs,
     );
-    Ok(Some(Arc::new(authz::AuthState {
+    Ok(Arc::new(authz::AuthState {
         db,
         tokens,
-        limiter: Default::default(),
+        logins,
         external_url: config.auth.external_url.clone(),
         signup: config.auth.signup,
-    })))
+    }))
 }

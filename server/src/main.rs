@@ -42,10 +42,16 @@ enum Command {
 #[derive(Subcommand)]
 enum OrgCommand {
     /// Create organization NAME (its namespace NAME/*) with OWNER as its first admin.
+    ///
+    /// Users and organizations share one namespace: NAME may not be a user's.
     Add {
         name: String,
         #[arg(long)]
         owner: String,
+        /// Take over NAME if it belonged to a removed user (reserved since `berthd user
+        /// rm`). The organization owns whatever the user left under NAME/.
+        #[arg(long)]
+        reclaim: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -120,11 +126,18 @@ enum RepoCommand {
 #[derive(Subcommand)]
 enum UserCommand {
     /// Create a user; the password is read from standard input.
+    ///
+    /// Users and organizations share one namespace: NAME may not be an organization's.
+    /// A removed user's name stays reserved; --reclaim gives it to this new account.
     Add {
         name: String,
         /// May push and delete anywhere.
         #[arg(long)]
         admin: bool,
+        /// Take over NAME if it belonged to a removed user (reserved since `berthd user
+        /// rm`). The new account owns whatever the old one left under NAME/.
+        #[arg(long)]
+        reclaim: bool,
         /// Read the password from standard input (required: passwords never go on a command line).
         #[arg(long, required = true)]
         password_stdin: bool,
@@ -137,6 +150,9 @@ enum UserCommand {
         config: ConfigArgs,
     },
     /// Change a user's password, read from standard input.
+    ///
+    /// Ends the user's web sessions and `docker login` tokens (clients log in again);
+    /// personal access tokens they made keep working (see `berthd token revoke`).
     Passwd {
         name: String,
         #[arg(long, required = true)]
@@ -144,7 +160,12 @@ enum UserCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Delete a user.
+    /// Delete a user, with their web sessions, every token and their organization
+    /// memberships.
+    ///
+    /// The name stays reserved: sign-up and `berthd user add` refuse it, so nobody
+    /// inherits the user's repositories. Give it to a new account with
+    /// `berthd user add NAME --reclaim --password-stdin`.
     Rm {
         name: String,
         #[command(flatten)]
@@ -247,8 +268,18 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     };
     let db = open_auth_db(args).await?;
     match command {
-        UserCommand::Add { name, admin, .. } => {
-            let user = users::add(&db, &name, read_password()?, admin).await?;
+        UserCommand::Add {
+            name,
+            admin,
+            reclaim,
+            ..
+        } => {
+            let password = read_password()?;
+            let user = if reclaim {
+                users::add_reclaiming(&db, &name, password, admin).await?
+            } else {
+                users::add(&db, &name, password, admin).await?
+            };
             println!(
                 "created user {}{}",
                 user.name,
@@ -262,11 +293,11 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Passwd { name, .. } => {
             users::set_password(&db, &name, read_password()?).await?;
-            println!("password changed for {name}");
+            println!("password changed for {name}; their web sessions and docker logins ended");
         }
         UserCommand::Rm { name, .. } => {
             users::remove(&db, &name).await?;
-            println!("deleted user {name}");
+            println!("deleted user {name}; the name stays reserved (reclaim it with `berthd user add {name} --reclaim`)");
         }
     }
     Ok(())
@@ -327,9 +358,15 @@ async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
         OrgCommand::Add {
             name,
             owner,
+            reclaim,
             config,
         } => {
-            orgs::add(&open_auth_db(&config).await?, &name, &owner).await?;
+            let db = open_auth_db(&config).await?;
+            if reclaim {
+                orgs::add_reclaiming(&db, &name, &owner).await?;
+            } else {
+                orgs::add(&db, &name, &owner).await?;
+            }
             println!("created organization {name} (admin: {owner})");
         }
         OrgCommand::Member(OrgMemberCommand::Add {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
 use actix_web::HttpResponse;
@@ -21,6 +22,8 @@ use prometheus::{
 };
 use tracing::Instrument;
 
+use crate::authz::RouteLabel;
+
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -29,6 +32,8 @@ pub struct Metrics {
     bytes_out: IntCounter,
     uploads_in_progress: IntGauge,
     backend_errors: IntCounterVec,
+    free_bytes: IntGauge,
+    min_free_bytes: IntGauge,
 }
 
 /// One set per process: the HTTP edge and the error mapping both record into it.
@@ -73,6 +78,16 @@ impl Metrics {
             &["backend"],
         )
         .expect("valid metric");
+        let free_bytes = IntGauge::new(
+            "berth_storage_free_bytes",
+            "Free bytes on the fullest local file system Berth writes (data directory, blob root)",
+        )
+        .expect("valid metric");
+        let min_free_bytes = IntGauge::new(
+            "berth_storage_min_free_bytes",
+            "The free-space reserve there: below it, pushes are refused (storage.min_free)",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -80,6 +95,8 @@ impl Metrics {
             Box::new(bytes_out.clone()),
             Box::new(uploads_in_progress.clone()),
             Box::new(backend_errors.clone()),
+            Box::new(free_bytes.clone()),
+            Box::new(min_free_bytes.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
@@ -94,6 +111,8 @@ impl Metrics {
             bytes_out,
             uploads_in_progress,
             backend_errors,
+            free_bytes,
+            min_free_bytes,
         }
     }
 
@@ -109,7 +128,14 @@ impl Metrics {
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub async fn metrics() -> HttpResponse {
+pub async fn metrics(state: actix_web::web::Data<crate::AppState>) -> HttpResponse {
+    // Measured when scraped (one statvfs per file system); both stay 0 when Berth
+    // writes no local files (PostgreSQL and S3).
+    if let Some(space) = state.storage.free_space() {
+        let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        METRICS.free_bytes.set(gauge(space.free));
+        METRICS.min_free_bytes.set(gauge(space.reserve));
+    }
     let mut out = Vec::new();
     let encoder = TextEncoder::new();
     match encoder.encode(&METRICS.registry.gather(), &mut out) {
@@ -137,10 +163,11 @@ fn request_id(req: &ServiceRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
-struct InProgress;
+/// Counts an upload request (POST, PATCH, PUT) while it is being received.
+pub struct InProgress;
 
 impl InProgress {
-    fn start() -> InProgress {
+    pub fn start() -> InProgress {
         METRICS.uploads_in_progress.inc();
         InProgress
     }
@@ -158,12 +185,9 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = request_id(&req);
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     // The path only: query strings are the client's business (and never needed here).
     let path = req.path().to_owned();
-    let uploading = route.contains("/blobs/uploads") && method != "GET" && method != "DELETE";
-    let _in_progress = uploading.then(InProgress::start);
     let payload = req.take_payload();
     let counted = payload.inspect_ok(|chunk| METRICS.bytes_in.inc_by(chunk.len() as u64));
     req.set_payload(Payload::Stream {
@@ -174,13 +198,23 @@ pub async fn observe(
     let mut res = next.call(req).instrument(span.clone()).await?;
     let elapsed = started.elapsed();
     let status = res.status();
+    // Labels take bounded values only: route patterns (the gate's for registry
+    // requests, actix-web's for the rest) and known methods.
+    let route = match res.request().extensions().get::<RouteLabel>() {
+        Some(RouteLabel(route)) => (*route).to_owned(),
+        None => res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into()),
+    };
+    let method_label = method_label(&method);
     METRICS
         .requests
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .with_label_values(&[route.as_str(), method_label, status.as_str()])
         .inc();
     METRICS
         .latency
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method_label])
         .observe(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
@@ -208,6 +242,18 @@ pub async fn observe(
     Ok(res.map_body(|_, body| Counted { body }))
 }
 
+/// The `method` label: the methods HTTP defines, anything else `other` (a client
+/// may send any token as a method; labels must not grow with them).
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
+}
+
 pin_project_lite::pin_project! {
     /// A response body that adds what it sends to the bytes-out counter.
     struct Counted<B> {
@@ -232,5 +278,20 @@ impl<B: MessageBody> MessageBody for Counted<B> {
             METRICS.bytes_out.inc_by(chunk.len() as u64);
         }
         polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let junk = Method::from_bytes(b"FROBNICATE").unwrap();
+        assert_eq!(method_label(&junk), "other");
+        let long = Method::from_bytes("X".repeat(10_000).as_bytes()).unwrap();
+        assert_eq!(method_label(&long), "other");
     }
 }

@@ -84,10 +84,8 @@ impl Completions {
                         }
                     }
                     Err(e) => {
-                        let message = e.to_string();
                         for reply in replies {
-                            let e = DbErr::Custom(message.clone());
-                            let _ = reply.send(Err(StorageError::Database(e)));
+                            let _ = reply.send(Err(e.for_waiter()));
                         }
                     }
                 }

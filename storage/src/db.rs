@@ -38,8 +38,41 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true)
                 .create_if_missing(true)
-        });
+        })
+        .map_sqlx_sqlite_pool_opts(|o| {
+            let o = o.after_release(|conn, _| Box::pin(settled(conn)));
+            crate::test_faults::install(o)
+        })
+        .map_sqlx_postgres_pool_opts(|o| o.after_release(|conn, _| Box::pin(settled(conn))));
     Database::connect(options).await
+}
+
+/// Whether a connection going back to the pool is outside any transaction; if not, the
+/// pool closes it (closing rolls back whatever is open).
+///
+/// sqlx counts a connection's transaction depth and lowers it only when a COMMIT or
+/// ROLLBACK succeeds. When a COMMIT fails because the disk is full, SQLite has already
+/// rolled the transaction back itself, so the ROLLBACK sent when sea-orm drops the
+/// transaction fails too ("no transaction is active") and the depth stays at 1. Back
+/// in the pool, such a connection starts its next transaction with `SAVEPOINT` instead
+/// of `BEGIN IMMEDIATE`; if that one fails as well, its `ROLLBACK TO` leaves a real
+/// transaction open, and from then on every "commit" on the connection only releases a
+/// savepoint inside it: acknowledged, never written, and holding the write lock
+/// against everyone else. A connection whose depth is not 0 once its own queued
+/// rollback has run is in a state nothing can vouch for, so it is not reused.
+async fn settled<C: sea_orm::sqlx::Connection>(conn: &mut C) -> Result<bool, sea_orm::sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A transaction dropped without commit queues its rollback; a round trip runs it.
+    conn.ping().await?;
+    let settled = !conn.is_in_transaction();
+    if !settled {
+        tracing::warn!(
+            "a database connection was left inside a failed transaction (its COMMIT or ROLLBACK failed); closing it"
+        );
+    }
+    Ok(settled)
 }
 
 /// Storage's own migrations (for [`migrate_exclusively`]).
@@ -100,14 +133,7 @@ impl SqliteWriter {
     /// For a SQLite database file (`None` for PostgreSQL, whose commits are durable
     /// and grouped by the server itself, and for in-memory SQLite).
     pub fn for_url(url: &str) -> Option<SqliteWriter> {
-        let rest = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))?;
-        let path = rest.split('?').next().unwrap_or_default();
-        if path.is_empty() || path == ":memory:" {
-            return None;
-        }
-        let mut wal = std::ffi::OsString::from(path);
+        let mut wal = sqlite_file(url)?.into_os_string();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
         // Opened by path each time: SQLite may recreate the WAL file. A missing WAL was
@@ -122,6 +148,15 @@ impl SqliteWriter {
             wal: Arc::new(GroupSync::new(flush)),
         })
     }
+}
+
+/// The file of a SQLite database URL (`None` for PostgreSQL and in-memory SQLite).
+pub(crate) fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
 /// A write transaction; see [`SqliteWriter`].
@@ -283,5 +318,9 @@ mod tests {
         assert!(SqliteWriter::for_url("sqlite://./berth-data/berth.db?mode=rwc").is_some());
         assert!(SqliteWriter::for_url("sqlite::memory:").is_none());
         assert!(SqliteWriter::for_url("postgres://u@h/db").is_none());
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/berth/berth.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/berth/berth.db"))
+        );
     }
 }

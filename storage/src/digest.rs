@@ -1,115 +1,12 @@
-//! Content digests (`algorithm:hex`) and incremental hashing whose state can be
-//! saved between requests, so an upload can continue on any replica.
-
-use std::fmt;
-use std::str::FromStr;
+//! Incremental hashing whose state can be saved between requests, so an upload can
+//! continue on any replica. The digest types themselves are `berth_oci`'s.
 
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256, Sha512};
 
+pub use berth_oci::digest::{Algorithm, Digest};
+
 use crate::error::StorageError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    Sha256,
-    Sha512,
-}
-
-impl Algorithm {
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Sha256 => "sha256",
-            Algorithm::Sha512 => "sha512",
-        }
-    }
-
-    fn hex_len(self) -> usize {
-        match self {
-            Algorithm::Sha256 => 64,
-            Algorithm::Sha512 => 128,
-        }
-    }
-
-    /// Parses an algorithm name; a well-formed but unknown one is `DigestUnsupported`.
-    pub fn parse(name: &str) -> Result<Algorithm, StorageError> {
-        match name {
-            "sha256" => Ok(Algorithm::Sha256),
-            "sha512" => Ok(Algorithm::Sha512),
-            other if is_algorithm_grammar(other) => {
-                Err(StorageError::DigestUnsupported(other.to_owned()))
-            }
-            other => Err(StorageError::DigestInvalid(format!(
-                "malformed digest algorithm {other:?}"
-            ))),
-        }
-    }
-}
-
-/// `algorithm ::= component ([+._-] component)*`, `component ::= [a-z0-9]+`.
-fn is_algorithm_grammar(s: &str) -> bool {
-    !s.is_empty()
-        && s.split(['+', '.', '_', '-']).all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-}
-
-/// A validated digest of a supported algorithm, e.g. `sha256:9f86d0…`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(String);
-
-impl Digest {
-    pub fn algorithm(&self) -> Algorithm {
-        if self.0.starts_with("sha512:") {
-            Algorithm::Sha512
-        } else {
-            Algorithm::Sha256
-        }
-    }
-
-    pub fn hex(&self) -> &str {
-        &self.0[self.0.find(':').map_or(0, |i| i + 1)..]
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn of(algorithm: Algorithm, data: &[u8]) -> Digest {
-        let mut h = Hasher::new(algorithm);
-        h.update(data);
-        h.finish()
-    }
-}
-
-impl FromStr for Digest {
-    type Err = StorageError;
-
-    fn from_str(s: &str) -> Result<Digest, StorageError> {
-        let (alg, hex) = s
-            .split_once(':')
-            .ok_or_else(|| StorageError::DigestInvalid(format!("{s:?} is not algorithm:hex")))?;
-        let algorithm = Algorithm::parse(alg)?;
-        let valid_hex = hex.len() == algorithm.hex_len()
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !valid_hex {
-            return Err(StorageError::DigestInvalid(format!(
-                "{s:?}: {alg} needs {} lowercase hex characters",
-                algorithm.hex_len()
-            )));
-        }
-        Ok(Digest(s.to_owned()))
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A running hash of one algorithm.
 #[derive(Clone)]
@@ -145,7 +42,7 @@ impl Hasher {
             Hasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
             Hasher::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
         };
-        Digest(format!("{}:{}", alg.name(), hex::encode(bytes)))
+        Digest::from_hash(alg, &bytes)
     }
 
     /// The hash state, to be stored with an upload between requests.
@@ -258,39 +155,6 @@ mod tests {
             let whole = [data.as_slice(), b"more"].concat();
             assert_eq!(hasher.finish(), Digest::of(algorithm, &whole));
         }
-    }
-
-    #[test]
-    fn parses_and_rejects_digests() {
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            .parse()
-            .unwrap();
-        assert_eq!(d, Digest::of(Algorithm::Sha256, b""));
-        assert_eq!(d.algorithm(), Algorithm::Sha256);
-        assert!(matches!(
-            "sha256:abc".parse::<Digest>(),
-            Err(StorageError::DigestInvalid(_))
-        ));
-        assert!(matches!(
-            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
-                .parse::<Digest>(),
-            Err(StorageError::DigestInvalid(_))
-        ));
-        assert!(matches!(
-            "nodigest".parse::<Digest>(),
-            Err(StorageError::DigestInvalid(_))
-        ));
-        assert!(matches!(
-            "md5:abc".parse::<Digest>(),
-            Err(StorageError::DigestUnsupported(_))
-        ));
-        assert!(matches!(
-            "SHA256:abc".parse::<Digest>(),
-            Err(StorageError::DigestInvalid(_))
-        ));
-        let long = Digest::of(Algorithm::Sha512, b"x");
-        assert_eq!(long.hex().len(), 128);
-        assert_eq!(long.as_str().parse::<Digest>().unwrap(), long);
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! The storage crate's one error type. The HTTP edge maps each variant to a spec error code.
+//!
+//! Backend errors are sorted once, where they enter this type (the `From` impls below):
+//! a full disk, whichever backend reports it, becomes [`StorageError::NoSpace`], so
+//! nothing above has to recognise it in an error message.
+
+use sea_orm::sqlx;
 
 use crate::digest::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("invalid repository name: {0}")]
-    NameInvalid(String),
+    /// A name, tag, reference or digest that breaks the OCI grammars.
+    #[error(transparent)]
+    Oci(#[from] berth_oci::OciError),
     #[error("repository name not known to registry: {0}")]
     NameUnknown(String),
-    #[error("invalid tag: {0}")]
-    TagInvalid(String),
+    /// Content that does not match the digest it was given.
     #[error("invalid digest: {0}")]
     DigestInvalid(String),
-    #[error("unsupported digest algorithm: {0}")]
-    DigestUnsupported(String),
     #[error("blob unknown to registry: {0}")]
     BlobUnknown(Digest),
     #[error("blob upload unknown to registry: {0}")]
@@ -32,12 +36,184 @@ pub enum StorageError {
     BlobTooLarge { size: u64, limit: u64 },
     #[error("request body ended early: {0}")]
     BodyIncomplete(String),
+    /// Refused up front: free space is below the reserve kept for metadata commits.
+    #[error(
+        "the registry is out of space: {} MiB free, below the {} MiB kept in reserve; pushes are refused until space is freed",
+        free / MIB,
+        reserve / MIB
+    )]
+    BelowReserve { free: u64, reserve: u64 },
+    /// A backend ran out of space in the middle of a write (which was undone).
+    #[error("the registry is out of space: the {0} is full; the push was not stored")]
+    NoSpace(Backend),
     #[error("object storage error: {0}")]
-    Object(#[from] object_store::Error),
+    Object(object_store::Error),
     #[error("storage I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("database error: {0}")]
-    Database(#[from] sea_orm::DbErr),
+    Database(sea_orm::DbErr),
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Which backend failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Database,
+    Objects,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Database => "database",
+            Backend::Objects => "blob storage",
+        })
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl From<sea_orm::DbErr> for StorageError {
+    fn from(e: sea_orm::DbErr) -> StorageError {
+        let full = match sqlx_error(&e) {
+            // SQLITE_FULL; PostgreSQL's disk_full (class 53: insufficient resources).
+            Some(sqlx::Error::Database(d)) => matches!(d.code().as_deref(), Some("13" | "53100")),
+            Some(sqlx::Error::Io(io)) => is_no_space(io),
+            _ => false,
+        };
+        match full {
+            true => StorageError::NoSpace(Backend::Database),
+            false => StorageError::Database(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> StorageError {
+        match is_no_space(&e) {
+            true => StorageError::NoSpace(Backend::Objects),
+            false => StorageError::Io(e),
+        }
+    }
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(e: object_store::Error) -> StorageError {
+        // The local file system wraps the io::Error a few levels down.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.downcast_ref().is_some_and(is_no_space) {
+                return StorageError::NoSpace(Backend::Objects);
+            }
+            source = err.source();
+        }
+        StorageError::Object(e)
+    }
+}
+
+fn sqlx_error(e: &sea_orm::DbErr) -> Option<&sqlx::Error> {
+    use sea_orm::{DbErr, RuntimeErr};
+    match e {
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// ENOSPC or EDQUOT, also when wrapped in another `io::Error` (`io::Error::other`).
+fn is_no_space(e: &std::io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::NOSPC.raw_os_error())
+        || code == Some(rustix::io::Errno::DQUOT.raw_os_error())
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            .is_some_and(is_no_space)
+}
+
+impl StorageError {
+    /// Whether the database answered this error itself, so the write it ended was
+    /// rolled back and did not happen. `false` when the connection broke (a commit
+    /// may have happened before): then nothing it might refer to may be deleted.
+    pub fn rolled_back(&self) -> bool {
+        use sea_orm::DbErr;
+        let StorageError::Database(e) = self else {
+            return true;
+        };
+        match sqlx_error(e) {
+            // The server's own answer, or no connection was ever had.
+            Some(
+                sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed,
+            ) => true,
+            Some(_) => false,
+            None => !matches!(e, DbErr::Conn(_)),
+        }
+    }
+
+    /// The same failure again, for each of several waiters on one write (a batch of
+    /// completions): the kind is kept, the backend's error becomes its message.
+    pub(crate) fn for_waiter(&self) -> StorageError {
+        match self {
+            StorageError::NoSpace(backend) => StorageError::NoSpace(*backend),
+            StorageError::BelowReserve { free, reserve } => StorageError::BelowReserve {
+                free: *free,
+                reserve: *reserve,
+            },
+            // An unknown outcome stays unknown (see `rolled_back`).
+            other if !other.rolled_back() => StorageError::Database(sea_orm::DbErr::Conn(
+                sea_orm::RuntimeErr::Internal(other.to_string()),
+            )),
+            other => StorageError::Database(sea_orm::DbErr::Custom(other.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_recognised_whichever_backend_reports_it() {
+        let enospc = || std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        assert!(matches!(
+            StorageError::from(enospc()),
+            StorageError::NoSpace(Backend::Objects)
+        ));
+        let wrapped = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::other(enospc())),
+        };
+        assert!(matches!(
+            StorageError::from(wrapped),
+            StorageError::NoSpace(Backend::Objects)
+        ));
+        let db_io = sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(
+            sqlx::Error::Io(enospc()),
+        )));
+        assert!(matches!(
+            StorageError::from(db_io),
+            StorageError::NoSpace(Backend::Database)
+        ));
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(matches!(StorageError::from(other), StorageError::Io(_)));
+    }
+
+    fn broken_connection() -> sea_orm::DbErr {
+        sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()),
+        )))
+    }
+
+    #[test]
+    fn a_broken_connection_leaves_the_outcome_unknown() {
+        assert!(!StorageError::from(broken_connection()).rolled_back());
+        let custom = StorageError::Database(sea_orm::DbErr::Custom("x".into()));
+        assert!(custom.rolled_back());
+        assert!(!StorageError::from(broken_connection())
+            .for_waiter()
+            .rolled_back());
+        let full = StorageError::NoSpace(Backend::Database).for_waiter();
+        assert!(matches!(full, StorageError::NoSpace(Backend::Database)));
+    }
+}

@@ -17,11 +17,12 @@ pub mod gc;
 pub mod group_sync;
 pub mod manifests;
 pub mod migration;
-pub mod names;
 pub mod objects;
 pub mod platforms;
 pub mod pulls;
 pub mod repos;
+pub mod space;
+pub(crate) mod test_faults;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use berth_config::{Config, StorageConfig};
 use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 
+pub use berth_oci::names;
 pub use digest::{Algorithm, Digest};
 pub use error::{Result, StorageError};
 pub use objects::{ByteStream, Objects};
@@ -44,6 +46,7 @@ pub struct Storage {
     repo_ids: Arc<repos::RepoIds>,
     sqlite_writer: Option<db::SqliteWriter>,
     completions: completions::Completions,
+    space: space::Space,
     max_manifest_bytes: u64,
     private_by_default: bool,
     /// How long an upload may sit idle (and a row-less upload id stays valid).
@@ -91,6 +94,7 @@ impl Storage {
             pulls: Arc::default(),
             repo_ids: Arc::default(),
             sqlite_writer,
+            space: space::Space::for_config(config),
             max_manifest_bytes: config.limits.max_manifest_bytes,
             private_by_default: config.auth.private_by_default,
             upload_expiry_ms: config.upload_expiry_secs.saturating_mul(1000) as i64,
@@ -130,9 +134,61 @@ impl Storage {
         Ok(db::migrate_exclusively(&self.db, migrate).await?)
     }
 
-    /// Whether the database and the object store both answer (for `/readyz`).
-    pub async fn check_ready(&self) -> Result<()> {
-        self.db.ping().await?;
-        self.objects.check().await
+    /// What `/readyz` reports: whether the database can commit, whether the object
+    /// store answers, and the free space left.
+    pub async fn check_ready(&self) -> Readiness {
+        /// A probe stuck behind a held lock is an answer too: the database cannot commit.
+        const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+        let database = match tokio::time::timeout(PROBE_LIMIT, self.probe_commit()).await {
+            Ok(result) => result,
+            Err(_) => Err(StorageError::Database(DbErr::Custom(format!(
+                "a commit did not finish within {PROBE_LIMIT:?}"
+            )))),
+        };
+        Readiness {
+            database,
+            objects: self.objects.check().await,
+            space: self.free_space(),
+        }
     }
+
+    /// Commits a write that leaves nothing behind (a row inserted and deleted in one
+    /// transaction): the pages still go to the WAL, so a full disk or a held write lock
+    /// fails it, as they would a push.
+    async fn probe_commit(&self) -> Result<()> {
+        use sea_orm::{ActiveValue::Set, EntityTrait};
+        let id = format!("readyz-probe-{}", uuid::Uuid::new_v4().simple());
+        let txn = self.write().await?;
+        entity::upload_tombstone::Entity::insert(entity::upload_tombstone::ActiveModel {
+            id: Set(id.clone()),
+            created_at: Set(0),
+        })
+        .exec(&*txn)
+        .await?;
+        entity::upload_tombstone::Entity::delete_by_id(id)
+            .exec(&*txn)
+            .await?;
+        Ok(txn.commit().await?)
+    }
+
+    /// Free space on the fullest local file system Berth writes, against the reserve;
+    /// `None` when it writes none (PostgreSQL and S3) or it cannot be measured.
+    pub fn free_space(&self) -> Option<space::FreeSpace> {
+        self.space.measure().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot measure free space");
+            None
+        })
+    }
+
+    /// Refuses new data (`BelowReserve`) while free space is below the reserve.
+    pub(crate) fn ensure_room(&self) -> Result<()> {
+        self.space.ensure_room()
+    }
+}
+
+/// See [`Storage::check_ready`].
+pub struct Readiness {
+    pub database: Result<()>,
+    pub objects: Result<()>,
+    pub space: Option<space::FreeSpace>,
 }

@@ -29,23 +29,7 @@ const DOCKER_SCHEMA1: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ];
 
-/// A manifest reference in a URL: a tag or a digest.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reference {
-    Tag(String),
-    Digest(Digest),
-}
-
-impl Reference {
-    pub fn parse(s: &str) -> Result<Reference> {
-        if s.contains(':') {
-            Ok(Reference::Digest(s.parse()?))
-        } else {
-            validate_tag(s)?;
-            Ok(Reference::Tag(s.to_owned()))
-        }
-    }
-}
+pub use berth_oci::Reference;
 
 #[derive(Debug, Clone)]
 pub struct StoredManifest {
@@ -163,6 +147,7 @@ impl Storage {
                 tags,
             });
         }
+        self.ensure_room()?;
         let platform = self.image_platform(repo, &parsed).await?;
         let txn = self.write().await?;
         let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
@@ -623,32 +608,12 @@ fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
     d.digest()
         .to_string()
         .parse()
-        .map_err(|e: StorageError| invalid(format!("descriptor digest: {e}")))
+        .map_err(|e: berth_oci::OciError| invalid(format!("descriptor digest: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn references_are_tags_or_digests() {
-        assert_eq!(
-            Reference::parse("latest").unwrap(),
-            Reference::Tag("latest".into())
-        );
-        assert!(matches!(
-            Reference::parse(Digest::of(Algorithm::Sha256, b"").as_str()).unwrap(),
-            Reference::Digest(_)
-        ));
-        assert!(matches!(
-            Reference::parse("bad/tag"),
-            Err(StorageError::TagInvalid(_))
-        ));
-        assert!(matches!(
-            Reference::parse("sha256:zz"),
-            Err(StorageError::DigestInvalid(_))
-        ));
-    }
 
     #[test]
     fn manifest_parsing_checks_types_and_shape() {

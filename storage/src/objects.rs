@@ -201,7 +201,8 @@ impl Objects {
 
     /// Streams `body` into new objects, hashing it on the way; the listed segments are
     /// durable as `durability` says. A body error keeps what arrived before it (see
-    /// [`Written`]).
+    /// [`Written`]); any other failure (no space, an I/O or S3 error) deletes every
+    /// object this call wrote, finished or not, before returning it.
     pub async fn write<S, E>(
         &self,
         mut body: S,
@@ -217,6 +218,8 @@ impl Objects {
         // Earlier segments' completions (their fsyncs), running while the next arrives.
         let mut completing: std::collections::VecDeque<tokio::task::JoinHandle<Result<()>>> =
             Default::default();
+        // The segment being filled, until it is handed to `completing`.
+        let mut filling: Option<SegmentWriter> = None;
         let mut ended = false;
         // Sizes of the first and of later objects the body is split into.
         let (mut limit, max_size) = match (&self.small, durability) {
@@ -224,49 +227,64 @@ impl Objects {
             (Some(_), Durability::OnReturn) => (FIRST_SEGMENT_SIZE, SEGMENT_SIZE),
             (Some(_), Durability::Deferred) => (DEFERRED_FIRST_SEGMENT_SIZE, SEGMENT_SIZE),
         };
-        while !ended {
-            let mut segment = SegmentWriter::new(self, durability);
-            while segment.size < limit {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        hashing.update(&chunk).await?;
-                        segment.write(chunk).await?;
-                    }
-                    Some(Err(e)) => {
-                        written.interrupted = Some(e.to_string());
-                        ended = true;
-                        break;
-                    }
-                    None => {
-                        ended = true;
-                        break;
+        let mut outcome = async {
+            while !ended {
+                let segment = filling.insert(SegmentWriter::new(self, durability));
+                while segment.size < limit {
+                    match body.next().await {
+                        Some(Ok(chunk)) => {
+                            hashing.update(&chunk).await?;
+                            segment.write(chunk).await?;
+                        }
+                        Some(Err(e)) => {
+                            written.interrupted = Some(e.to_string());
+                            ended = true;
+                            break;
+                        }
+                        None => {
+                            ended = true;
+                            break;
+                        }
                     }
                 }
+                let segment = filling.take().expect("filled above");
+                if segment.size == 0 {
+                    break;
+                }
+                // A bounded number of completions in flight bounds memory.
+                if completing.len() >= COMPLETIONS_IN_FLIGHT {
+                    join(completing.pop_front().expect("non-empty")).await?;
+                }
+                written.segments.push(Segment {
+                    key: segment.key.clone(),
+                    size: segment.size,
+                });
+                // A full object is usually followed by more: flushing it in the
+                // background leaves less for the flush that must be waited for.
+                completing.push_back(tokio::spawn(segment.complete(!ended)));
+                limit = (limit * 2).min(max_size);
             }
-            if segment.size == 0 {
-                break;
-            }
-            // A bounded number of completions in flight bounds memory.
-            if completing.len() >= COMPLETIONS_IN_FLIGHT {
-                join(completing.pop_front().expect("non-empty")).await?;
-            }
-            written.segments.push(Segment {
-                key: segment.key.clone(),
-                size: segment.size,
-            });
-            // A full object is usually followed by more: flushing it in the background
-            // leaves less for the flush that must be waited for.
-            completing.push_back(tokio::spawn(segment.complete(!ended)));
-            limit = (limit * 2).min(max_size);
+            hashing.finish().await
         }
-        hashing.finish().await?;
+        .await;
+        // Every completion ends before anything is deleted: a delete must not race the
+        // put it is meant to undo.
         for task in completing {
-            if let Err(e) = join(task).await {
-                self.delete_all(&written.segments).await?;
-                return Err(e);
+            let completed = join(task).await;
+            if outcome.is_ok() {
+                outcome = completed;
             }
         }
-        Ok(written)
+        match outcome {
+            Ok(()) => Ok(written),
+            Err(e) => {
+                if let Some(segment) = filling {
+                    segment.abort().await;
+                }
+                self.discard(&written.segments).await;
+                Err(e)
+            }
+        }
     }
 
     /// Streams the bytes `range` of the blob made of `segments`.
@@ -312,6 +330,16 @@ impl Objects {
             self.delete(&seg.key).await?;
         }
         Ok(())
+    }
+
+    /// Deletes objects that a failed write leaves unreferenced. Best effort: the write's
+    /// own error is what the caller reports; a deletion that fails too is logged.
+    pub async fn discard(&self, segments: &[Segment]) {
+        for seg in segments {
+            if let Err(e) = self.delete(&seg.key).await {
+                tracing::warn!(key = %seg.key, error = %e, "cannot delete an object a failed write left behind");
+            }
+        }
     }
 }
 
@@ -365,6 +393,16 @@ impl SegmentWriter {
         writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
         writer.write(&chunk);
         Ok(())
+    }
+
+    /// Gives up on an object that will not be completed: a multipart upload in progress
+    /// is aborted, so neither its parts (S3) nor its staging file (local disk) remain.
+    async fn abort(self) {
+        if let Some(writer) = self.multipart {
+            if let Err(e) = writer.abort().await {
+                tracing::warn!(key = %self.key, error = %e, "cannot abort an unfinished object");
+            }
+        }
     }
 
     /// Completes the object (a single put when it stayed small) and makes it durable,

@@ -84,6 +84,7 @@ impl Storage {
     /// Starts an upload: nothing is written until its first chunk (see the module docs).
     pub async fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadState> {
         validate_name(repo)?;
+        self.ensure_room()?;
         Ok(UploadState {
             id: new_upload_id(repo, algorithm, now_millis()),
             size: 0,
@@ -112,6 +113,7 @@ impl Storage {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        self.ensure_room()?;
         let loaded = self.load_upload(repo, id, true).await?;
         let (loaded, interrupted) = self
             .append_loaded(loaded, start, body, Chunk::Intermediate)
@@ -142,7 +144,10 @@ impl Storage {
     {
         // Whether a row-less id has ended already shows in the completion's own commit
         // (its tombstone exists): no lookup for it before.
+        self.ensure_room()?;
         let loaded = self.load_upload(repo, id, false).await?;
+        // Segments past these are this request's own (its body, not in the row).
+        let recorded = loaded.segments.len();
         let (loaded, interrupted) = self.append_loaded(loaded, start, body, Chunk::Last).await?;
         if let Some(reason) = interrupted {
             return Err(StorageError::BodyIncomplete(reason));
@@ -162,9 +167,10 @@ impl Storage {
         let stored = self
             .store_blob(repo, digest, &loaded.segments, Some(ending(&loaded)))
             .await;
-        if let (Err(StorageError::UploadUnknown(_)), false) = (&stored, loaded.has_row) {
-            // Ended before: the objects of a row-less upload are all this request's.
-            self.objects.delete_all(&loaded.segments).await?;
+        // Not completed (ended by another request first, or the commit failed): the
+        // row, if any, still lists what it had; what this request added goes.
+        if stored.as_ref().is_err_and(StorageError::rolled_back) {
+            self.objects.discard(&loaded.segments[recorded..]).await;
         }
         stored
     }
@@ -176,6 +182,7 @@ impl Storage {
         E: std::fmt::Display,
     {
         validate_name(repo)?;
+        self.ensure_room()?;
         let mut hasher = Hasher::new(digest.algorithm());
         let written = self
             .objects
@@ -192,7 +199,11 @@ impl Storage {
                 )),
             });
         }
-        self.store_blob(repo, digest, &segments, None).await
+        let stored = self.store_blob(repo, digest, &segments, None).await;
+        if stored.as_ref().is_err_and(StorageError::rolled_back) {
+            self.objects.discard(&segments).await;
+        }
+        stored
     }
 
     pub async fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
@@ -363,12 +374,19 @@ impl Storage {
             Chunk::Last => Durability::OnReturn,
         };
         let written = self.objects.write(body, &mut hasher, durability).await;
-        if let Some(flush) = previous_flush {
-            flush
+        let flushed = match previous_flush {
+            Some(flush) => flush
                 .await
-                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
-        }
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))
+                .and_then(|flushed| flushed),
+            None => Ok(()),
+        };
+        // A failed write deleted its own objects; a failed flush leaves this one's.
         let written = written?;
+        if let Err(e) = flushed {
+            self.objects.discard(&written.segments).await;
+            return Err(e);
+        }
         let new_size = size + written.segments.iter().map(|s| s.size).sum::<u64>();
         segments.extend(written.segments.iter().cloned());
         // Nothing arrived, or a whole last chunk: nothing to record in the row.
@@ -396,51 +414,63 @@ impl Storage {
         };
         let now = now_millis();
         let turn = self.write_turn().await;
-        let recorded = if has_row {
-            upload::Entity::update_many()
-                .col_expr(upload::Column::Size, Expr::value(new_size as i64))
-                .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
-                .col_expr(
-                    upload::Column::Segments,
-                    Expr::value(segments_json(&segments)),
-                )
-                .col_expr(upload::Column::SyncedSize, Expr::value(synced_size))
-                .col_expr(
-                    upload::Column::SyncedHashState,
-                    Expr::value(synced_hash_state.clone()),
-                )
-                .col_expr(
-                    upload::Column::WrittenBoot,
-                    Expr::value(written_boot.clone()),
-                )
-                .col_expr(upload::Column::UpdatedAt, Expr::value(now))
-                .filter(upload::Column::Id.eq(row.id.as_str()))
-                .filter(upload::Column::Size.eq(row.size))
+        let recorded = async {
+            Ok::<_, StorageError>(if has_row {
+                upload::Entity::update_many()
+                    .col_expr(upload::Column::Size, Expr::value(new_size as i64))
+                    .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
+                    .col_expr(
+                        upload::Column::Segments,
+                        Expr::value(segments_json(&segments)),
+                    )
+                    .col_expr(upload::Column::SyncedSize, Expr::value(synced_size))
+                    .col_expr(
+                        upload::Column::SyncedHashState,
+                        Expr::value(synced_hash_state.clone()),
+                    )
+                    .col_expr(
+                        upload::Column::WrittenBoot,
+                        Expr::value(written_boot.clone()),
+                    )
+                    .col_expr(upload::Column::UpdatedAt, Expr::value(now))
+                    .filter(upload::Column::Id.eq(row.id.as_str()))
+                    .filter(upload::Column::Size.eq(row.size))
+                    .exec(&self.db)
+                    .await?
+                    .rows_affected
+                    > 0
+            } else {
+                // The first chunk: the row appears (unless another request made it first).
+                let inserted = upload::Entity::insert(upload::ActiveModel {
+                    id: Set(row.id.clone()),
+                    repository: Set(row.repository.clone()),
+                    algorithm: Set(row.algorithm.clone()),
+                    size: Set(new_size as i64),
+                    hash_state: Set(hasher.save()),
+                    segments: Set(segments_json(&segments)),
+                    created_at: Set(row.created_at),
+                    updated_at: Set(now),
+                    synced_size: Set(synced_size),
+                    synced_hash_state: Set(synced_hash_state.clone()),
+                    written_boot: Set(written_boot.clone()),
+                })
+                .on_conflict_do_nothing()
                 .exec(&self.db)
-                .await?
-                .rows_affected
-                > 0
-        } else {
-            // The first chunk: the row appears (unless another request made it first).
-            let inserted = upload::Entity::insert(upload::ActiveModel {
-                id: Set(row.id.clone()),
-                repository: Set(row.repository.clone()),
-                algorithm: Set(row.algorithm.clone()),
-                size: Set(new_size as i64),
-                hash_state: Set(hasher.save()),
-                segments: Set(segments_json(&segments)),
-                created_at: Set(row.created_at),
-                updated_at: Set(now),
-                synced_size: Set(synced_size),
-                synced_hash_state: Set(synced_hash_state.clone()),
-                written_boot: Set(written_boot.clone()),
+                .await?;
+                matches!(inserted, sea_orm::TryInsertResult::Inserted(_))
             })
-            .on_conflict_do_nothing()
-            .exec(&self.db)
-            .await?;
-            matches!(inserted, sea_orm::TryInsertResult::Inserted(_))
-        };
+        }
+        .await;
         drop(turn);
+        let recorded = match recorded {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                if e.rolled_back() {
+                    self.objects.discard(&written.segments).await;
+                }
+                return Err(e);
+            }
+        };
         if !recorded {
             // Another request extended or finished the upload meanwhile: ours loses.
             self.objects.delete_all(&written.segments).await?;

@@ -29,7 +29,7 @@ async fn token(c: &Client, user: Option<(&str, &str)>, scope: &str) -> reqwest::
     r.send().await.unwrap()
 }
 
-fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -93,6 +93,21 @@ async fn token_flow_and_namespace_rules(s: Berthd) {
         cl["access"][0]["actions"],
         serde_json::json!(["pull", "push"])
     );
+    // Before it exists, alice/app is nobody else's to pull: it is answered as a
+    // private repository would be (an entry without actions).
+    let early = bearer(&c, Some((BOB.0, BOB.1)), scope).await;
+    assert_eq!(
+        claims(&early)["access"],
+        serde_json::json!([{"type": "repository", "name": "alice/app", "actions": []}])
+    );
+
+    // alice pushes to alice/*; bob is denied there; anonymous pulls.
+    assert_eq!(
+        push_blob_with(&c, &alice, "alice/app", b"layer")
+            .await
+            .status(),
+        201
+    );
     let bob = bearer(&c, Some((BOB.0, BOB.1)), scope).await;
     assert_eq!(
         claims(&bob)["access"][0]["actions"],
@@ -103,14 +118,6 @@ async fn token_flow_and_namespace_rules(s: Berthd) {
     assert_eq!(
         claims(&anonymous)["access"][0]["actions"],
         serde_json::json!(["pull"])
-    );
-
-    // alice pushes to alice/*; bob is denied there; anonymous pulls.
-    assert_eq!(
-        push_blob_with(&c, &alice, "alice/app", b"layer")
-            .await
-            .status(),
-        201
     );
     let r = push_blob_with(&c, &bob, "alice/app", b"layer").await;
     assert_eq!(r.status(), 403);
@@ -346,7 +353,7 @@ async fn private_repositories(s: Berthd) {
         let t = bearer(&c, who, scope).await;
         assert_eq!(
             claims(&t)["access"],
-            serde_json::json!([]),
+            serde_json::json!([{"type": "repository", "name": "alice/secret", "actions": []}]),
             "no pull granted to {who:?}"
         );
         for path in [
@@ -354,7 +361,8 @@ async fn private_repositories(s: Berthd) {
             "/v2/alice/secret/tags/list",
         ] {
             let r = c.with_token(&t).call("GET", path).await;
-            assert_eq!(r.status(), 401, "{path} for {who:?}");
+            assert_eq!(r.status(), 403, "{path} for {who:?}");
+            assert_eq!(error_code(r).await, "DENIED");
         }
     }
     let t = bearer(&c, alice_creds, scope).await;
@@ -471,7 +479,7 @@ async fn organizations(s: Berthd) {
         .with_token(&anonymous)
         .call("GET", "/v2/acme/app/manifests/v1")
         .await;
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 403);
     // Members see the organization's private repository in the catalog; others do not.
     let listed = |body: Value| body.as_array().unwrap().iter().any(|r| r == "acme/app");
     assert!(listed(
@@ -558,20 +566,7 @@ async fn personal_access_tokens(s: Berthd) {
         .unwrap();
     assert!(r.json::<Value>().await.unwrap()["refresh_token"].is_null());
     // …a login (`docker login`: an offline token, no scope) gets a revocable one.
-    let r = c
-        .request(
-            "GET",
-            "/auth/token?service=berth&offline_token=true&client_id=docker",
-        )
-        .basic_auth(ALICE.0, Some(ALICE.1))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = r.json().await.unwrap();
-    let refresh = body["refresh_token"]
-        .as_str()
-        .expect("refresh_token")
-        .to_owned();
+    let refresh = c.docker_login_token(ALICE.0, ALICE.1).await;
     let exchange = |refresh: String| {
         let c = c.clone();
         async move {

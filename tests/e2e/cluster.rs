@@ -339,11 +339,11 @@ async fn replicas_starting_together_migrate_once() {
         .with_token(&token)
         .call("GET", "/v2/x/y/tags/list")
         .await;
-    assert_eq!(
-        r.status(),
-        404,
-        "authorized; the repository just does not exist"
-    );
+    // Verified (a token another replica cannot verify gets 401 invalid_token), then
+    // refused: x/y does not exist, which anonymous callers learn no more about than
+    // about a private repository.
+    assert_eq!(r.status(), 403, "the token verified on another replica");
+    assert_eq!(error_code(r).await, "DENIED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

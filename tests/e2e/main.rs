@@ -1,14 +1,18 @@
 //! End-to-end tests: each starts real `berthd` processes and talks to them over HTTP
 //! (and with real registry clients). One test binary, so it links once.
 
+mod accounts_security;
 mod api;
 mod auth;
 mod browser;
 mod cli;
 mod clients;
 mod cluster;
+mod disk_full;
 mod durability;
+mod hostile_images;
 mod image;
+mod security;
 mod serve;
 mod web;
 

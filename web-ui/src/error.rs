@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use berth_auth::AuthError;
+use berth_oci::OciError;
 use berth_storage::StorageError;
 use serde_json::json;
 
@@ -45,15 +46,23 @@ impl WebError {
             WebError::Storage(S::ManifestUnknown(_)) => {
                 (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", shown)
             }
-            WebError::Storage(S::NameInvalid(_)) => {
+            WebError::Storage(S::Oci(OciError::NameInvalid(_))) => {
                 (StatusCode::BAD_REQUEST, "NAME_INVALID", shown)
             }
-            WebError::Storage(S::TagInvalid(_)) => (StatusCode::BAD_REQUEST, "TAG_INVALID", shown),
+            WebError::Storage(S::Oci(OciError::TagInvalid(_))) => {
+                (StatusCode::BAD_REQUEST, "TAG_INVALID", shown)
+            }
             WebError::Auth(AuthError::ScopeInvalid(_)) => {
                 (StatusCode::BAD_REQUEST, "UNSUPPORTED", shown)
             }
             WebError::Auth(AuthError::RateLimited { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", shown)
+            }
+            WebError::Auth(AuthError::Overloaded { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", shown)
+            }
+            WebError::Auth(AuthError::BadCredentials) => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", shown)
             }
             _ => {
                 tracing::error!(error = %self, "web UI failure");
@@ -71,6 +80,13 @@ impl WebError {
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct Page(#[from] pub WebError);
+
+/// A grammar error is storage's to report (it carries the same variants).
+impl From<OciError> for WebError {
+    fn from(e: OciError) -> WebError {
+        WebError::Storage(StorageError::Oci(e))
+    }
+}
 
 impl ResponseError for Page {
     fn status_code(&self) -> StatusCode {
@@ -125,7 +141,7 @@ macro_rules! edge_from {
     )*};
 }
 
-edge_from!(StorageError, AuthError, minijinja::Error);
+edge_from!(StorageError, OciError, AuthError, minijinja::Error);
 
 pub type PageResult = Result<HttpResponse, Page>;
 pub type ApiResult = Result<HttpResponse, Api>;

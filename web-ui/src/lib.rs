@@ -17,17 +17,22 @@ mod view;
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use berth_auth::limiter::LoginLimiter;
+use berth_auth::Logins;
 use berth_storage::Storage;
 
 pub use error::WebError;
 
+/// Whether the registry has accounts (token authentication on), asked per request:
+/// an open registry turns them on when its first user is added.
+pub type AccountsOn = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// What the web UI's handlers share.
 pub struct Web {
     storage: Storage,
-    /// Failed sign-ins, shared with the token endpoint; `None` when the registry has
-    /// no accounts (authentication off).
-    login_limiter: Option<Arc<LoginLimiter>>,
+    /// Password checks (rate limits, remembered passwords), shared with the token
+    /// endpoint.
+    logins: Arc<Logins>,
+    accounts_on: AccountsOn,
     /// Where clients reach the registry (for pull commands); else the request's host.
     external_url: Option<String>,
 }
@@ -35,18 +40,20 @@ pub struct Web {
 impl Web {
     pub fn new(
         storage: Storage,
-        login_limiter: Option<Arc<LoginLimiter>>,
+        logins: Arc<Logins>,
+        accounts_on: AccountsOn,
         external_url: Option<String>,
     ) -> Web {
         Web {
             storage,
-            login_limiter,
+            logins,
+            accounts_on,
             external_url,
         }
     }
 
     fn accounts(&self) -> bool {
-        self.login_limiter.is_some()
+        (self.accounts_on)()
     }
 }
 

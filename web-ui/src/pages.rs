@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use berth_auth::{limiter, pat, sessions, users, AuthError};
+use berth_auth::{pat, sessions, AuthError};
 use berth_storage::explore::{Listing, Order, RepoDetail};
 use berth_storage::manifests::Reference;
 use berth_storage::repos::Viewer;
@@ -319,31 +319,33 @@ pub async fn signin(
     req: HttpRequest,
     form: web::Form<SigninForm>,
 ) -> PageResult {
-    let limiter = web.login_limiter.as_ref().ok_or(WebError::AccountsOff)?;
+    if !web.accounts() {
+        return Err(WebError::AccountsOff.into());
+    }
+    let logins = &web.logins;
     visitor.check_csrf(&form.csrf)?;
-    let keys = limiter::password_keys(&form.username, req.peer_addr().map(|a| a.ip()));
-    limiter.check(&keys)?;
     let db = web.storage.db();
-    match users::authenticate(db, &form.username, form.password.clone()).await {
+    let peer = req.peer_addr().map(|a| a.ip());
+    // The token endpoint's rules: rate limits, one check per name at a time, remembered passwords.
+    match logins
+        .password(db, &form.username, form.password.clone(), peer)
+        .await
+    {
         Ok(user) => {
-            limiter.succeeded(&keys[..1]);
             let (secret, _) = sessions::start(db, user).await?;
             let mut res = see_other("/");
             res.add_cookie(&visitor.session_cookie(secret))
                 .map_err(|e| WebError::BadRequest(e.to_string()))?;
             Ok(res)
         }
-        Err(AuthError::BadCredentials) => {
-            limiter.failed(&keys);
-            render(
-                &web,
-                &visitor,
-                &req,
-                StatusCode::UNAUTHORIZED,
-                "signin.html",
-                context! { error => "Wrong username or password.", username => form.username.clone() },
-            )
-        }
+        Err(AuthError::BadCredentials) => render(
+            &web,
+            &visitor,
+            &req,
+            StatusCode::UNAUTHORIZED,
+            "signin.html",
+            context! { error => "Wrong username or password.", username => form.username.clone() },
+        ),
         Err(e) => Err(e.into()),
     }
 }

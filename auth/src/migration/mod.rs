@@ -15,6 +15,8 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Organizations),
             Box::new(M0004SigningKeys),
             Box::new(M0005WebSessions),
+            Box::new(M0006Namespaces),
+            Box::new(M0007TokenKinds),
         ]
     }
 
@@ -170,5 +172,133 @@ impl MigrationTrait for M0005WebSessions {
                 .to_owned(),
         )
         .await
+    }
+}
+
+struct M0006Namespaces;
+
+impl MigrationName for M0006Namespaces {
+    fn name(&self) -> &str {
+        "m0006_namespaces"
+    }
+}
+
+/// One table of every name given to a user or an organization (see `namespaces`),
+/// filled from the existing rows. Should a name already be both (sign-up used to
+/// allow it), the user row wins here; nothing else changes.
+#[async_trait::async_trait]
+impl MigrationTrait for M0006Namespaces {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("namespaces")
+                .col(text("name").primary_key())
+                .col(text("kind"))
+                .to_owned(),
+        )
+        .await?;
+        let db = m.get_connection();
+        db.execute_unprepared("INSERT INTO namespaces (name, kind) SELECT name, 'user' FROM users")
+            .await?;
+        db.execute_unprepared(
+            "INSERT INTO namespaces (name, kind) SELECT name, 'organization' FROM organizations \
+             WHERE name NOT IN (SELECT name FROM namespaces)",
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+struct M0007TokenKinds;
+
+impl MigrationName for M0007TokenKinds {
+    fn name(&self) -> &str {
+        "m0007_token_kinds"
+    }
+}
+
+/// Tokens say what they are: `login` (the refresh token `docker login` keeps, ended by
+/// a password change) or `personal` (made by the user, kept). Existing login tokens
+/// are recognised by the name the token endpoint gave them.
+#[async_trait::async_trait]
+impl MigrationTrait for M0007TokenKinds {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("personal_access_tokens")
+                .add_column(text("kind").default("personal"))
+                .to_owned(),
+        )
+        .await?;
+        m.get_connection()
+            .execute_unprepared(
+                "UPDATE personal_access_tokens SET kind = 'login' WHERE name = 'docker login'",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ConnectionTrait, Database};
+
+    /// A database made before namespaces and token kinds: the migrations fill both
+    /// in from what is there.
+    #[tokio::test]
+    async fn namespaces_and_token_kinds_are_backfilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+        let db = Database::connect(url).await.unwrap();
+        Migrator::up(&db, Some(5)).await.unwrap();
+        for sql in [
+            "INSERT INTO users (name, password_hash, admin, created_at) VALUES ('alice', 'h', false, 0)",
+            // Sign-up used to let a user take an organization's name.
+            "INSERT INTO users (name, password_hash, admin, created_at) VALUES ('acme', 'h', false, 0)",
+            "INSERT INTO organizations (name, created_at) VALUES ('acme', 0)",
+            "INSERT INTO organizations (name, created_at) VALUES ('initech', 0)",
+            "INSERT INTO personal_access_tokens (user_name, name, secret_hash, scope, created_at) \
+             VALUES ('alice', 'docker login', 'a', 'read', 0), ('alice', 'ci', 'b', 'read', 0)",
+        ] {
+            db.execute_unprepared(sql).await.unwrap();
+        }
+        Migrator::up(&db, None).await.unwrap();
+        let rows = |sql: &'static str| {
+            let db = db.clone();
+            async move {
+                db.query_all_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    sql,
+                ))
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.try_get_by_index::<String>(0).unwrap(),
+                        r.try_get_by_index::<String>(1).unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+            }
+        };
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (String::from(*a), String::from(*b)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rows("SELECT name, kind FROM namespaces ORDER BY name").await,
+            pairs(&[
+                ("acme", "user"),
+                ("alice", "user"),
+                ("initech", "organization")
+            ])
+        );
+        assert_eq!(
+            rows("SELECT name, kind FROM personal_access_tokens ORDER BY name").await,
+            pairs(&[("ci", "personal"), ("docker login", "login")])
+        );
     }
 }

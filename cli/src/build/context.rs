@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 
+use crate::inroot::Root;
+
 /// `.dockerignore`: patterns in order, `!` re-includes, the last match wins; a pattern
 /// that matches a directory excludes everything below it.
 pub struct Ignore {
@@ -107,6 +109,48 @@ pub fn sources(root: &Path, source: &str, ignore: Option<&Ignore>) -> anyhow::Re
         "{source}: no such file or directory in the build context (or excluded by .dockerignore)"
     );
     Ok(found)
+}
+
+/// The paths (relative to that stage's root) a `COPY --from=<stage>` source names:
+/// the path itself, resolved in the stage's root (its symbolic links followed inside
+/// that root, as in a chroot), or every path a glob matches (symbolic links to
+/// directories are not descended into). Errors if nothing matches.
+pub fn stage_sources(root: &Root, source: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let cleaned = clean(source);
+    let mut found = Vec::new();
+    if cleaned.contains(['*', '?', '[']) {
+        let matcher = glob(&cleaned)?;
+        let mut all = Vec::new();
+        list_in_root(root, Path::new(""), &mut all)?;
+        found.extend(all.into_iter().filter(|p| matcher.is_match(p)));
+        found.sort();
+        found.dedup_by(|b, a| b.starts_with(&*a));
+    } else {
+        let rel = crate::inroot::clean(Path::new(&cleaned));
+        if root.lstat(&rel)?.is_some() {
+            found.push(if rel.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                rel
+            });
+        }
+    }
+    anyhow::ensure!(
+        !found.is_empty(),
+        "{source}: no such file or directory in that stage"
+    );
+    Ok(found)
+}
+
+fn list_in_root(root: &Root, rel: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for name in root.read_dir(rel)? {
+        let path = rel.join(name);
+        out.push(path.clone());
+        if root.lstat(&path)?.is_some_and(|m| m.is_dir()) {
+            list_in_root(root, &path, out)?;
+        }
+    }
+    Ok(())
 }
 
 fn list(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {

@@ -14,12 +14,14 @@ pub mod rootfs;
 pub mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::image::{self, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use crate::inroot::{self, Kind, Meta, Root};
 use crate::store::Store;
 use dockerfile::{Args, Instruction};
 
@@ -459,11 +461,13 @@ impl Builder<'_> {
     /// A temporary directory with `layers` unpacked in order.
     fn unpack(&self, layers: &[Value]) -> anyhow::Result<tempfile::TempDir> {
         let dir = tempfile::Builder::new().prefix("berth-build-").tempdir()?;
+        let root = Root::open(dir.path())?;
         for layer in layers {
             let digest = layer["digest"].as_str().unwrap_or_default();
             let file = std::fs::File::open(self.store.blob_path(digest)?)
                 .map_err(|e| anyhow::anyhow!("layer {digest} is not in the local store: {e}"))?;
-            rootfs::apply_layer(dir.path(), file)?;
+            rootfs::apply_layer(&root, file)
+                .map_err(|e| anyhow::anyhow!("layer {digest}: {e:#}"))?;
         }
         Ok(dir)
     }
@@ -876,34 +880,44 @@ impl Builder<'_> {
                 extract,
             } => {
                 let owner = chown.map(|c| run::resolve_user(root, &c)).transpose()?;
-                let (source_root, ignore) = match &from {
-                    None => (self.context.clone(), Some(&self.ignore)),
-                    Some(stage) => (self.stage_root(stage)?, None),
+                let dst = Root::open(root)?;
+                // Another stage's files are read through that stage's root, as the
+                // image's own are written through this one.
+                let stage_root = match &from {
+                    None => None,
+                    Some(stage) => Some(Root::open(&self.stage_root(stage)?)?),
+                };
+                let (source, ignore) = match &stage_root {
+                    None => (Source::Context(&self.context), Some(&self.ignore)),
+                    Some(r) => (Source::Stage(r), None),
                 };
                 let mut paths = Vec::new();
                 for s in &sources {
-                    paths.extend(context::sources(&source_root, s, ignore)?);
+                    match &stage_root {
+                        None => paths.extend(context::sources(&self.context, s, ignore)?),
+                        Some(r) => paths.extend(context::stage_sources(r, s).map_err(|e| {
+                            anyhow::anyhow!("COPY --from={}: {e}", from.as_deref().unwrap_or(""))
+                        })?),
+                    }
                 }
                 let to_dir = dest.ends_with('/') || paths.len() > 1;
                 let dest_rel = PathBuf::from(dest.trim_start_matches('/'));
                 for rel in paths {
-                    let src = source_root.join(&rel);
-                    let meta = src.symlink_metadata()?;
+                    let meta = source.lstat(&rel)?;
                     if meta.is_dir() {
-                        copy_tree(&src, &root.join(&dest_rel), owner, chmod, ignore, &rel)?;
-                    } else if extract && is_archive(&src)? {
-                        let target = root.join(&dest_rel);
-                        std::fs::create_dir_all(&target)?;
-                        rootfs::apply_layer(&target, std::fs::File::open(&src)?)?;
+                        copy_tree(&source, &rel, &dst, &dest_rel, owner, chmod, ignore)?;
+                    } else if extract && source.open(&rel).map_or(Ok(false), is_archive)? {
+                        // Unpacked with the destination as its root, as docker does.
+                        let target = dst.subroot(&dest_rel)?;
+                        rootfs::apply_layer(&target, source.open(&rel)?)?;
                     } else {
-                        let into_dir = to_dir || root.join(&dest_rel).is_dir();
+                        let into_dir = to_dir || dst.is_dir(&dest_rel)?;
                         let target = if into_dir {
-                            root.join(&dest_rel)
-                                .join(rel.file_name().unwrap_or_default())
+                            dest_rel.join(rel.file_name().unwrap_or_default())
                         } else {
-                            root.join(&dest_rel)
+                            dest_rel.clone()
                         };
-                        copy_entry(&src, &target, owner, chmod)?;
+                        copy_entry(&source, &rel, &dst, &target, owner, chmod)?;
                     }
                 }
                 Ok(())
@@ -1017,94 +1031,148 @@ fn child_path(rel: &Path, name: &std::ffi::OsStr) -> PathBuf {
     }
 }
 
-/// Copies a directory's contents into `dest` (created as needed).
+/// Where COPY reads: the build context (the user's own directory, read as it is) or
+/// an earlier stage's root (read through that root, its symbolic links followed
+/// inside it).
+enum Source<'a> {
+    Context(&'a Path),
+    Stage(&'a Root),
+}
+
+impl Source<'_> {
+    /// The metadata of `rel` itself (a symbolic link is not followed).
+    fn lstat(&self, rel: &Path) -> anyhow::Result<Meta> {
+        match self {
+            Source::Context(dir) => {
+                use std::os::unix::fs::MetadataExt;
+                let m = dir.join(rel).symlink_metadata()?;
+                let t = m.file_type();
+                Ok(Meta {
+                    kind: if t.is_symlink() {
+                        Kind::Symlink
+                    } else if t.is_dir() {
+                        Kind::Dir
+                    } else if t.is_file() {
+                        Kind::File
+                    } else {
+                        Kind::Other
+                    },
+                    mode: m.mode() & 0o7777,
+                    mtime: m.mtime(),
+                    mtime_nsec: m.mtime_nsec() as u32,
+                })
+            }
+            Source::Stage(root) => root
+                .lstat(rel)?
+                .ok_or_else(|| anyhow::anyhow!("{}: no such file or directory", rel.display())),
+        }
+    }
+
+    fn read_dir(&self, rel: &Path) -> anyhow::Result<Vec<std::ffi::OsString>> {
+        match self {
+            Source::Context(dir) => Ok(std::fs::read_dir(dir.join(rel))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()?),
+            Source::Stage(root) => Ok(root.read_dir(rel)?),
+        }
+    }
+
+    fn read_link(&self, rel: &Path) -> anyhow::Result<PathBuf> {
+        match self {
+            Source::Context(dir) => Ok(std::fs::read_link(dir.join(rel))?),
+            Source::Stage(root) => Ok(root.read_link(rel)?),
+        }
+    }
+
+    /// Opens the file `rel` for reading.
+    fn open(&self, rel: &Path) -> anyhow::Result<std::fs::File> {
+        match self {
+            Source::Context(dir) => Ok(std::fs::File::open(dir.join(rel))?),
+            Source::Stage(root) => Ok(root.open_read(rel, false)?),
+        }
+    }
+}
+
+/// Copies the directory `rel`'s contents into `dest` (created as needed, symbolic
+/// links on the way followed inside the root).
 fn copy_tree(
-    src: &Path,
+    src: &Source<'_>,
+    rel: &Path,
+    dst: &Root,
     dest: &Path,
     owner: Option<(u32, u32)>,
     chmod: Option<u32>,
     ignore: Option<&context::Ignore>,
-    rel: &Path,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dest)?;
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let child_rel = child_path(rel, &entry.file_name());
+    dst.create_dir_all(dest)?;
+    for name in src.read_dir(rel)? {
+        let child_rel = child_path(rel, &name);
         if ignore.is_some_and(|i| i.ignored(&child_rel)) {
             continue;
         }
-        let target = dest.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target, owner, chmod, ignore, &child_rel)?;
-            set_owner_mode(&target, owner, chmod, &entry.path())?;
+        let target = dest.join(&name);
+        let meta = src.lstat(&child_rel)?;
+        if meta.is_dir() {
+            copy_tree(src, &child_rel, dst, &target, owner, chmod, ignore)?;
+            // Without --chown, files belong to root, as in docker.
+            let owner = owner.or(rootfs::running_as_root().then_some((0, 0)));
+            dst.set_meta(&target, owner, chmod, Some((meta.mtime, meta.mtime_nsec)))?;
         } else {
-            copy_entry(&entry.path(), &target, owner, chmod)?;
+            copy_entry(src, &child_rel, dst, &target, owner, chmod)?;
         }
     }
     Ok(())
 }
 
-/// Copies one file or symlink, keeping its mode and modification time (as docker
-/// does), then applies --chown / --chmod.
+/// Copies one file or symlink to `dest` in the root, keeping its mode and
+/// modification time (as docker does), then applies --chown / --chmod.
 fn copy_entry(
-    src: &Path,
+    src: &Source<'_>,
+    rel: &Path,
+    dst: &Root,
     dest: &Path,
     owner: Option<(u32, u32)>,
     chmod: Option<u32>,
 ) -> anyhow::Result<()> {
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    if dest.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-        std::fs::remove_file(dest)?;
-    }
-    let meta = src.symlink_metadata()?;
-    if meta.file_type().is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(src)?, dest)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
+    let meta = src.lstat(rel)?;
+    match meta.kind {
+        Kind::Symlink => {
+            dst.symlink(dest, &src.read_link(rel)?)?;
+            if owner.is_some() {
+                dst.set_meta(dest, owner, None, None)?;
+            }
         }
-        return Ok(());
+        Kind::File => {
+            let mut from = src.open(rel)?;
+            let mut to = dst.create_file(dest, 0o600)?;
+            std::io::copy(&mut from, &mut to)?;
+            // Without --chown, files belong to root, as in docker.
+            let owner = owner.or(rootfs::running_as_root().then_some((0, 0)));
+            inroot::set_meta_fd(
+                to.as_fd(),
+                owner,
+                Some(chmod.unwrap_or(meta.mode)),
+                Some((meta.mtime, meta.mtime_nsec)),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot set the metadata of /{}: {e}", dest.display()))?;
+        }
+        Kind::Dir | Kind::Other => anyhow::bail!(
+            "{}: only files, directories and symbolic links can be copied",
+            rel.display()
+        ),
     }
-    std::fs::copy(src, dest)?;
-    set_owner_mode(dest, owner, chmod, src)?;
-    Ok(())
-}
-
-fn set_owner_mode(
-    path: &Path,
-    owner: Option<(u32, u32)>,
-    chmod: Option<u32>,
-    src: &Path,
-) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(mode) = chmod {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    match owner {
-        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))?,
-        // Without --chown, files belong to root, as in docker.
-        None if rootfs::running_as_root() => std::os::unix::fs::chown(path, Some(0), Some(0))?,
-        None => {}
-    }
-    let mtime = src.metadata()?.modified()?;
-    std::fs::File::options()
-        .write(!path.is_dir())
-        .read(true)
-        .open(path)
-        .and_then(|f| f.set_modified(mtime))?;
     Ok(())
 }
 
 /// Whether ADD unpacks this file: a tar archive, plain or gzip-compressed.
-fn is_archive(path: &Path) -> anyhow::Result<bool> {
-    use std::io::Read;
+fn is_archive(mut file: std::fs::File) -> anyhow::Result<bool> {
+    use std::io::{Read, Seek};
     let mut head = vec![0u8; 512];
-    let mut file = std::fs::File::open(path)?;
     let n = file.read(&mut head)?;
     head.truncate(n);
     if head.starts_with(&[0x1f, 0x8b]) {
-        let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(path)?);
+        file.rewind()?;
+        let mut gz = flate2::read::GzDecoder::new(file);
         let mut block = vec![0u8; 512];
         return Ok(gz.read_exact(&mut block).is_ok() && &block[257..262] == b"ustar");
     }

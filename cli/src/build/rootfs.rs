@@ -2,82 +2,173 @@
 //! snapshotted before and after a step, and the difference written as a new layer
 //! (changed and new files, whiteouts for deleted ones).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context as _;
 
 use flate2::read::GzDecoder;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
 
+use crate::inroot::{self, Root};
 use crate::store::Store;
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
+const AUFS_META: &str = ".wh..wh.";
 
-/// Unpacks one layer (gzip or plain tar) into `root`, applying its whiteouts.
-pub fn apply_layer(root: &Path, layer: impl Read) -> anyhow::Result<()> {
-    let mut layer = std::io::BufReader::new(layer);
-    let gzip = std::io::BufRead::fill_buf(&mut layer)?.starts_with(&[0x1f, 0x8b]);
+/// Unpacks one layer (gzip or plain tar) into `root`, applying its whiteouts. Every
+/// entry stays inside the root: names are cleaned (`..` at the root stays at the
+/// root, absolute names are taken from the root) and resolved through the root's
+/// own symbolic links as in a chroot, as containerd and BuildKit do.
+pub fn apply_layer(root: &Root, layer: impl Read) -> anyhow::Result<()> {
+    unpack(root, layer, true)
+}
+
+/// Unpacks an archive of files (an image archive for `berth image load`) into
+/// `root`: no whiteouts, and a member with an absolute name or a `..` component is
+/// refused, as `docker load` does.
+pub fn unpack_archive(root: &Root, archive: impl Read) -> anyhow::Result<()> {
+    unpack(root, archive, false)
+}
+
+fn unpack(root: &Root, input: impl Read, layer: bool) -> anyhow::Result<()> {
+    let mut input = std::io::BufReader::new(input);
+    let gzip = std::io::BufRead::fill_buf(&mut input)?.starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn Read> = if gzip {
-        Box::new(GzDecoder::new(layer))
+        Box::new(GzDecoder::new(input))
     } else {
-        Box::new(layer)
+        Box::new(input)
     };
+    // Owners matter in an image's layers, not in the temporary copy of an archive.
+    let set_owner = layer && running_as_root();
     let mut archive = tar::Archive::new(reader);
+    // The paths this layer made: an opaque marker empties what earlier layers left
+    // in its directory, not what this one put there before the marker.
+    let mut made: HashSet<PathBuf> = HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
-        let path = entry.path()?.into_owned();
+        let raw = entry.path()?.into_owned();
+        let kind = entry.header().entry_type();
+        let what = if layer {
+            "layer entry"
+        } else {
+            "archive member"
+        };
+        if !layer && (raw.has_root() || raw.components().any(|c| c == Component::ParentDir)) {
+            anyhow::bail!(
+                "{what} {} has an absolute name or a .. component: it would land outside the archive",
+                raw.display()
+            );
+        }
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue;
+        }
+        let path = inroot::clean(&raw);
+        let context = || format!("{what} {}", raw.display());
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let parent = root.join(path.parent().unwrap_or(Path::new("")));
-        match name.as_deref() {
-            Some(OPAQUE) => {
-                // Everything below this directory from earlier layers goes.
-                if parent.is_dir() {
-                    for child in std::fs::read_dir(&parent)? {
-                        remove_any(&child?.path())?;
-                    }
+        let parent = path.parent().unwrap_or(Path::new("")).to_owned();
+        if layer {
+            match name.as_deref() {
+                Some(OPAQUE) => {
+                    // Everything below this directory from earlier layers goes.
+                    root.clear_dir(&parent, |child| made.contains(&parent.join(child)))
+                        .with_context(context)?;
+                    continue;
                 }
-            }
-            Some(n) if n.starts_with(WHITEOUT) => {
-                remove_any(&parent.join(&n[WHITEOUT.len()..]))?;
-            }
-            _ => {
-                // A later layer may replace a directory with a file or the reverse.
-                let target = root.join(&path);
-                if let Ok(meta) = target.symlink_metadata() {
-                    let replacing_dir_with_dir =
-                        meta.is_dir() && entry.header().entry_type().is_dir();
-                    if !replacing_dir_with_dir {
-                        remove_any(&target)?;
-                    }
+                // Other AUFS metadata (hard link directories and the like).
+                Some(n) if n.starts_with(AUFS_META) => continue,
+                Some(n) if n.starts_with(WHITEOUT) => {
+                    let gone = &n[WHITEOUT.len()..];
+                    anyhow::ensure!(
+                        !gone.is_empty() && gone != "." && gone != "..",
+                        "{}: not a valid whiteout",
+                        context()
+                    );
+                    root.remove_all(&parent.join(gone)).with_context(context)?;
+                    continue;
                 }
-                entry.set_preserve_permissions(true);
-                entry.set_preserve_mtime(true);
-                entry.set_unpack_xattrs(false);
-                entry.unpack_in(root)?;
-                if running_as_root() {
-                    let (uid, gid) = (entry.header().uid()?, entry.header().gid()?);
-                    let _ = std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32));
-                }
+                _ => {}
             }
         }
+        write_entry(root, &path, &mut entry, layer, set_owner).with_context(context)?;
+        made.insert(path);
+    }
+    Ok(())
+}
+
+/// Writes one entry at `path` (cleaned) in `root`, replacing what was there (a
+/// directory stays when the entry is a directory too), with the entry's mode,
+/// modification time and (for a layer, as root) owner.
+fn write_entry(
+    root: &Root,
+    path: &Path,
+    entry: &mut tar::Entry<'_, impl Read>,
+    layer: bool,
+    set_owner: bool,
+) -> anyhow::Result<()> {
+    let header = entry.header();
+    let kind = header.entry_type();
+    // A layer's modes are the image's; an archive's (whose writers often leave the
+    // fields empty) only need to let berth read what it unpacked.
+    let mode = match header.mode() {
+        Ok(mode) => mode & 0o7777,
+        Err(e) if layer => return Err(e.into()),
+        Err(_) if kind.is_dir() => 0o755,
+        Err(_) => 0o644,
+    };
+    // As the tar crate does: a zero time would puzzle some tools.
+    let mtime = header.mtime().ok().map(|t| (t.max(1) as i64, 0));
+    let owner = if set_owner {
+        Some((header.uid()? as u32, header.gid()? as u32))
+    } else {
+        None
+    };
+    if path.as_os_str().is_empty() {
+        // `./`: the root itself is left as it is (as docker and containerd do).
+        return Ok(());
+    }
+    let existing = root.lstat(path)?;
+    if existing.is_some_and(|m| !(m.is_dir() && kind.is_dir())) {
+        root.remove_all(path)?;
+    }
+    if kind.is_dir() {
+        root.create_dir(path, 0o700)?;
+        root.set_meta(path, owner, Some(mode), mtime)?;
+    } else if kind.is_symlink() {
+        let target = entry
+            .link_name()?
+            .ok_or_else(|| anyhow::anyhow!("a symbolic link without a target"))?;
+        root.symlink(path, &target)?;
+        root.set_meta(path, owner, None, mtime)?;
+    } else if kind.is_hard_link() {
+        let target = entry
+            .link_name()?
+            .ok_or_else(|| anyhow::anyhow!("a hard link without a target"))?;
+        root.hard_link(path, &inroot::clean(&target))?;
+        // The link shares its target's inode: as before, only the owner is set.
+        root.set_meta(path, owner, None, None)?;
+    } else {
+        // Regular files, and (as the tar crate did) anything else (devices, FIFOs)
+        // as a regular file with the entry's data.
+        let mut file = root.create_file(path, 0o600)?;
+        std::io::copy(entry, &mut file)?;
+        inroot::set_meta_fd(file.as_fd(), owner, Some(mode), mtime)
+            .map_err(|e| anyhow::anyhow!("cannot set the metadata of {}: {e}", path.display()))?;
     }
     Ok(())
 }
 
 pub fn running_as_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-fn remove_any(path: &Path) -> std::io::Result<()> {
-    match path.symlink_metadata() {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// What identifies a file's state: a change to any of these is a change to the file.
@@ -183,6 +274,7 @@ pub fn write_diff(
             .write(store.blob_writer()?, Compression::default()),
         hasher: Sha256::new(),
     };
+    let files = Root::open(root)?;
     let mut tar = tar::Builder::new(tar_hash);
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Complete);
@@ -214,7 +306,7 @@ pub fn write_diff(
             header.set_size(0);
             tar.append_link(&mut header, &path, &target)?;
         } else if meta.is_file() {
-            tar.append_data(&mut header, &path, std::fs::File::open(&full)?)?;
+            tar.append_data(&mut header, &path, files.open_read(&path, false)?)?;
         } else {
             header.set_size(0);
             tar.append_data(&mut header, &path, std::io::empty())?;
@@ -254,6 +346,106 @@ impl<W: Write> Write for HashingWriter<W> {
 mod tests {
     use super::*;
 
+    /// A tar entry with raw name and link name (the tar crate refuses `..` names).
+    fn raw_entry(tar: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1);
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+
+    #[test]
+    fn hostile_layers_stay_in_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let (root_path, outside) = (base.join("root"), base.join("outside"));
+        std::fs::create_dir_all(&root_path).unwrap();
+        std::fs::create_dir_all(outside.join("dir/sub")).unwrap();
+        for f in ["file", "other", "dir/child", "dir/sub/deep", "hard"] {
+            std::fs::write(outside.join(f), f).unwrap();
+        }
+        let out = outside.to_str().unwrap();
+        let up = "../../../../../../../../..";
+        let mut layer = Vec::new();
+        use tar::EntryType::{Link, Regular, Symlink};
+        // Whiteouts through a symlinked directory, and with `..` and absolute names.
+        raw_entry(&mut layer, "wh", Symlink, out, b"");
+        raw_entry(&mut layer, "wh/.wh.file", Regular, "", b"");
+        raw_entry(&mut layer, "wh/.wh.dir", Regular, "", b"");
+        raw_entry(
+            &mut layer,
+            &format!("{up}{out}/.wh.other"),
+            Regular,
+            "",
+            b"",
+        );
+        raw_entry(&mut layer, &format!("{out}/.wh.hard"), Regular, "", b"");
+        // An opaque marker under a symlink to a host directory.
+        raw_entry(&mut layer, "opq", Symlink, &format!("{out}/dir"), b"");
+        raw_entry(&mut layer, "opq/.wh..wh..opq", Regular, "", b"");
+        // Writes through the symlink and with `..`: into the image's copy.
+        raw_entry(&mut layer, "wh/file", Regular, "", b"image file");
+        raw_entry(
+            &mut layer,
+            &format!("{up}{out}/dotdot"),
+            Regular,
+            "",
+            b"image dotdot",
+        );
+        // Hard links climbing out are confined to the image's file of that name.
+        raw_entry(&mut layer, "hl", Link, &format!("{up}{out}/file"), b"");
+        layer.extend_from_slice(&[0; 1024]);
+
+        apply_layer(&Root::open(&root_path).unwrap(), &layer[..]).unwrap();
+        for f in ["file", "other", "dir/child", "dir/sub/deep", "hard"] {
+            assert_eq!(std::fs::read_to_string(outside.join(f)).unwrap(), f);
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 4);
+        let in_root = root_path.join(out.trim_start_matches('/'));
+        assert_eq!(std::fs::read(in_root.join("file")).unwrap(), b"image file");
+        assert_eq!(
+            std::fs::read(in_root.join("dotdot")).unwrap(),
+            b"image dotdot"
+        );
+        assert_eq!(std::fs::read(root_path.join("hl")).unwrap(), b"image file");
+
+        // A second layer: the opaque marker and whiteouts act on the image's copy.
+        let mut second = Vec::new();
+        raw_entry(&mut second, "wh/.wh..wh..opq", Regular, "", b"");
+        raw_entry(&mut second, "wh/kept", Regular, "", b"same layer, after");
+        raw_entry(&mut second, "hl", Regular, "", b"replaced");
+        second.extend_from_slice(&[0; 1024]);
+        apply_layer(&Root::open(&root_path).unwrap(), &second[..]).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(&in_root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["kept"]);
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 4);
+        assert_eq!(
+            std::fs::read_to_string(outside.join("file")).unwrap(),
+            "file"
+        );
+
+        // A hard link to a file only the host has is refused, naming the entry.
+        let mut bad = Vec::new();
+        raw_entry(&mut bad, "steal", Link, &format!("{up}{out}/other"), b"");
+        bad.extend_from_slice(&[0; 1024]);
+        let e = apply_layer(&Root::open(&root_path).unwrap(), &bad[..]).unwrap_err();
+        assert!(format!("{e:#}").contains("layer entry steal"), "{e:#}");
+        assert!(!root_path.join("steal").exists());
+    }
+
     #[test]
     fn diffs_hold_changes_and_whiteouts() {
         let home = tempfile::tempdir().unwrap();
@@ -288,7 +480,7 @@ mod tests {
         std::fs::create_dir_all(copy.path().join("etc/conf.d")).unwrap();
         std::fs::write(copy.path().join("etc/conf.d/a"), "a").unwrap();
         std::fs::write(copy.path().join("etc/gone"), "x").unwrap();
-        apply_layer(copy.path(), &bytes[..]).unwrap();
+        apply_layer(&Root::open(copy.path()).unwrap(), &bytes[..]).unwrap();
         assert!(!copy.path().join("etc/conf.d").exists());
         assert!(!copy.path().join("etc/gone").exists());
         assert_eq!(

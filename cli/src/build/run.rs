@@ -7,6 +7,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
+use crate::inroot::Root;
+
 /// Runs `argv` in `root`; fails with the exit status if the command fails.
 pub fn run(
     root: &Path,
@@ -20,18 +22,26 @@ pub fn run(
         crate::build::rootfs::running_as_root(),
         "RUN needs root (it uses a mount namespace and chroot); run berth image build as root, or build without RUN"
     );
-    // Mount points must exist in the image; those made here are removed afterwards so
-    // they do not end up in the layer.
+    // Mount points must exist in the image, as directories (a symbolic link there
+    // would lead the mount elsewhere, as runc refuses too); those made here are removed
+    // afterwards so they do not end up in the layer.
+    let image = Root::open(root)?;
     let mut made = Vec::new();
     for dir in ["proc", "dev"] {
-        let path = root.join(dir);
-        if !path.exists() {
-            std::fs::create_dir(&path)?;
-            made.push(path);
+        match image.lstat(Path::new(dir))? {
+            None => {
+                image.create_dir(Path::new(dir), 0o755)?;
+                made.push(root.join(dir));
+            }
+            Some(m) if m.is_dir() => {}
+            Some(_) => anyhow::bail!(
+                "the image's /{dir} is not a directory (a symbolic link?): RUN mounts {dir} there"
+            ),
         }
     }
-    let workdir_path = root.join(workdir.trim_start_matches('/'));
-    std::fs::create_dir_all(&workdir_path)?;
+    // The working directory, made inside the image (its symbolic links followed
+    // inside the root).
+    image.create_dir_all(Path::new(workdir))?;
     // Everything the child needs is computed here: after fork, only system calls
     // (paths this short convert to C strings on the stack, without allocating).
     let (proc_dir, dev_dir, new_root) = (root.join("proc"), root.join("dev"), root.to_owned());
@@ -102,8 +112,9 @@ pub fn resolve_user(root: &Path, user: &str) -> anyhow::Result<(u32, u32)> {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
+    let image = Root::open(root)?;
     let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
-        let text = std::fs::read_to_string(root.join(file)).ok()?;
+        let text = read_text(&image, file)?;
         text.lines().find_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
             (fields.first() == Some(&key)).then(|| {
@@ -114,7 +125,7 @@ pub fn resolve_user(root: &Path, user: &str) -> anyhow::Result<(u32, u32)> {
         })
     };
     let (uid, primary_gid) = match name.parse::<u32>() {
-        Ok(uid) => (uid, lookup_by_uid(root, uid).unwrap_or(uid)),
+        Ok(uid) => (uid, lookup_by_uid(&image, uid).unwrap_or(uid)),
         Err(_) => lookup("etc/passwd", name).ok_or_else(|| {
             anyhow::anyhow!("unknown user {name:?} (not in the image's /etc/passwd)")
         })?,
@@ -131,8 +142,14 @@ pub fn resolve_user(root: &Path, user: &str) -> anyhow::Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
-fn lookup_by_uid(root: &Path, uid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(root.join("etc/passwd")).ok()?;
+/// A file of the image as text (read inside the image root), if it is there.
+fn read_text(image: &Root, file: &str) -> Option<String> {
+    let bytes = image.read(Path::new(file)).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn lookup_by_uid(image: &Root, uid: u32) -> Option<u32> {
+    let text = read_text(image, "etc/passwd")?;
     text.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
         (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| fields.get(3)?.parse().ok())?

@@ -2,7 +2,7 @@
 
 use actix_web::HttpResponse;
 
-pub async fn check() -> HttpResponse {
+pub fn check() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body("{}")

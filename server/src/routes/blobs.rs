@@ -4,18 +4,14 @@ use std::rc::Rc;
 
 use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
-use berth_storage::Digest;
+use actix_web::{HttpRequest, HttpResponse};
+use berth_oci::{Digest, RepoName};
 use futures::TryStreamExt;
 
 use crate::error::ApiResult;
-use crate::http::{byte_range, head_body, header, RepoName};
+use crate::http::{byte_range, head_body, header};
 use crate::zero_copy::{FileBody, Handoff};
 use crate::AppState;
-
-fn digest_of(path: &web::Path<(String, String)>) -> ApiResult<Digest> {
-    Ok(path.1.parse()?)
-}
 
 fn blob_headers(res: &mut actix_web::HttpResponseBuilder, digest: &Digest) {
     res.content_type("application/octet-stream")
@@ -25,24 +21,20 @@ fn blob_headers(res: &mut actix_web::HttpResponseBuilder, digest: &Digest) {
         .insert_header(("Cache-Control", "max-age=31536000"));
 }
 
-pub async fn head(
-    state: web::Data<AppState>,
-    RepoName(name): RepoName,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let blob = state.storage.blob(&name, &digest_of(&path)?).await?;
+pub async fn head(state: &AppState, name: &RepoName, digest: &Digest) -> ApiResult<HttpResponse> {
+    let blob = state.storage.blob(name, digest).await?;
     let mut res = HttpResponse::Ok();
     blob_headers(&mut res, &blob.digest);
     Ok(res.body(head_body(blob.size)))
 }
 
 pub async fn get(
-    state: web::Data<AppState>,
-    RepoName(name): RepoName,
-    path: web::Path<(String, String)>,
-    req: HttpRequest,
+    state: &AppState,
+    name: &RepoName,
+    digest: &Digest,
+    req: &HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let blob = state.storage.blob(&name, &digest_of(&path)?).await?;
+    let blob = state.storage.blob(name, digest).await?;
     if let Some(url) = state.storage.blob_redirect(&blob).await? {
         // The object store serves the bytes (and any Range) itself.
         return Ok(HttpResponse::TemporaryRedirect()
@@ -50,7 +42,7 @@ pub async fn get(
             .insert_header(("Docker-Content-Digest", blob.digest.as_str()))
             .finish());
     }
-    let range = byte_range(header(&req, "Range"), blob.size)?;
+    let range = byte_range(header(req, "Range"), blob.size)?;
     let mut res = HttpResponse::build(if range.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
@@ -85,11 +77,7 @@ pub async fn get(
     Ok(res.body(SizedStream::new(length, body)))
 }
 
-pub async fn delete(
-    state: web::Data<AppState>,
-    RepoName(name): RepoName,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    state.storage.delete_blob(&name, &digest_of(&path)?).await?;
+pub async fn delete(state: &AppState, name: &RepoName, digest: &Digest) -> ApiResult<HttpResponse> {
+    state.storage.delete_blob(name, digest).await?;
     Ok(HttpResponse::Accepted().finish())
 }

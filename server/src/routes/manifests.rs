@@ -1,18 +1,16 @@
 //! Manifests: `GET`/`HEAD` (end-3), `PUT` (end-7, with `?tag=`), `DELETE` (end-9 by
 //! digest, end-18 by tag).
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use berth_storage::manifests::{Reference, StoredManifest, DOCKER_MANIFEST_LIST, OCI_INDEX};
+use actix_web::dev::Payload;
+use actix_web::{HttpRequest, HttpResponse};
+use berth_oci::{Reference, RepoName};
+use berth_storage::manifests::{StoredManifest, DOCKER_MANIFEST_LIST, OCI_INDEX};
 use berth_storage::StorageError;
 use futures::StreamExt;
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::{head_body, header, query_all, RepoName};
+use crate::http::{head_body, header, query_all};
 use crate::AppState;
-
-fn reference_of(path: &web::Path<(String, String)>) -> ApiResult<Reference> {
-    Ok(Reference::parse(&path.1)?)
-}
 
 fn manifest_headers(res: &mut actix_web::HttpResponseBuilder, m: &StoredManifest) {
     res.content_type(m.media_type.as_str())
@@ -21,44 +19,42 @@ fn manifest_headers(res: &mut actix_web::HttpResponseBuilder, m: &StoredManifest
 }
 
 pub async fn get(
-    state: web::Data<AppState>,
-    RepoName(name): RepoName,
-    path: web::Path<(String, String)>,
+    state: &AppState,
+    name: &RepoName,
+    reference: &Reference,
 ) -> ApiResult<HttpResponse> {
-    let reference = reference_of(&path)?;
-    let m = state.storage.manifest(&name, &reference).await?;
+    let m = state.storage.manifest(name, reference).await?;
     let image_by_digest = matches!(reference, Reference::Digest(_))
         && !matches!(m.media_type.as_str(), OCI_INDEX | DOCKER_MANIFEST_LIST);
     state
         .storage
-        .record_pull(&name, image_by_digest.then_some(&m.digest));
+        .record_pull(name, image_by_digest.then_some(&m.digest));
     let mut res = HttpResponse::Ok();
     manifest_headers(&mut res, &m);
     Ok(res.body(m.content.clone()))
 }
 
 pub async fn head(
-    state: web::Data<AppState>,
-    RepoName(name): RepoName,
-    path: web::Path<(String, String)>,
+    state: &AppState,
+    name: &RepoName,
+    reference: &Reference,
 ) -> ApiResult<HttpResponse> {
-    let m = state.storage.manifest(&name, &reference_of(&path)?).await?;
+    let m = state.storage.manifest(name, reference).await?;
     let mut res = HttpResponse::Ok();
     manifest_headers(&mut res, &m);
     Ok(res.body(head_body(m.content.len() as u64)))
 }
 
 pub async fn put(
-    state: web::Data<AppState>,
-    RepoName(name): RepoName,
-    path: web::Path<(String, String)>,
-    req: HttpRequest,
-    mut body: web::Payload,
+    state: &AppState,
+    name: &RepoName,
+    reference: &Reference,
+    req: &HttpRequest,
+    mut body: Payload,
 ) -> ApiResult<HttpResponse> {
-    let reference = reference_of(&path)?;
     let limit = state.storage.max_manifest_bytes();
     let too_large = |size| ApiError::from(StorageError::ManifestTooLarge { size, limit });
-    if let Some(len) = header(&req, "Content-Length").and_then(|l| l.parse::<u64>().ok()) {
+    if let Some(len) = header(req, "Content-Length").and_then(|l| l.parse::<u64>().ok()) {
         if len > limit {
             return Err(too_large(len));
         }
@@ -74,13 +70,13 @@ pub async fn put(
             return Err(too_large(bytes.len() as u64));
         }
     }
-    let extra_tags = query_all(&req, "tag");
+    let extra_tags = query_all(req, "tag");
     let put = state
         .storage
         .put_manifest(
-            &name,
-            &reference,
-            header(&req, "Content-Type"),
+            name,
+            reference,
+            header(req, "Content-Type"),
             &bytes,
             &extra_tags,
         )
@@ -98,13 +94,10 @@ pub async fn put(
 }
 
 pub async fn delete(
-    state: web::Data<AppState>,
-    RepoName(name): RepoName,
-    path: web::Path<(String, String)>,
+    state: &AppState,
+    name: &RepoName,
+    reference: &Reference,
 ) -> ApiResult<HttpResponse> {
-    state
-        .storage
-        .delete_manifest(&name, &reference_of(&path)?)
-        .await?;
+    state.storage.delete_manifest(name, reference).await?;
     Ok(HttpResponse::Accepted().finish())
 }

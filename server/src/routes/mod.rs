@@ -1,7 +1,6 @@
-//! The route table: every endpoint of the distribution spec, one module per resource.
-//!
-//! `<name>` may contain slashes, so it is matched with `.+`; the more specific
-//! upload routes are registered before the blob routes.
+//! The handlers: every endpoint of the distribution spec, one module per resource,
+//! called by [`dispatch`] with the action the gate (`crate::authz`) parsed and
+//! authorized; and actix-web routes for the rest (token endpoint, health, metrics).
 
 mod base;
 mod blobs;
@@ -12,10 +11,14 @@ mod tags;
 mod token;
 mod uploads;
 
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use berth_oci::Action;
 
+use crate::authz::Granted;
 use crate::error::ApiError;
+use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(crate::health::healthz))
@@ -31,50 +34,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/auth/signup")
                 .route(web::post().to(token::signup))
                 .default_service(web::to(method_not_allowed)),
-        )
-        .route("/v2/", web::get().to(base::check))
-        .route("/v2", web::get().to(base::check))
-        .route("/v2/_catalog", web::get().to(catalog::list))
-        .service(
-            web::resource([
-                "/v2/{name:.+}/blobs/uploads/",
-                "/v2/{name:.+}/blobs/uploads",
-            ])
-            .route(web::post().to(uploads::start))
-            .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/blobs/uploads/{id}")
-                .route(web::get().to(uploads::status))
-                .route(web::patch().to(uploads::append))
-                .route(web::put().to(uploads::complete))
-                .route(web::delete().to(uploads::cancel))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/blobs/{digest}")
-                .route(web::get().to(blobs::get))
-                .route(web::head().to(blobs::head))
-                .route(web::delete().to(blobs::delete))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/manifests/{reference}")
-                .route(web::get().to(manifests::get))
-                .route(web::head().to(manifests::head))
-                .route(web::put().to(manifests::put))
-                .route(web::delete().to(manifests::delete))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/tags/list")
-                .route(web::get().to(tags::list))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v2/{name:.+}/referrers/{digest}")
-                .route(web::get().to(referrers::list))
-                .default_service(web::to(method_not_allowed)),
         );
 }
 
@@ -89,4 +48,39 @@ async fn method_not_allowed() -> HttpResponse {
 
 pub async fn not_found() -> HttpResponse {
     ApiError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such endpoint").error_response()
+}
+
+/// Performs an authorized registry action: the one place registry requests meet
+/// their handlers, matching on the parsed action (never on the path again).
+pub async fn dispatch(
+    state: &AppState,
+    granted: Granted,
+    req: &HttpRequest,
+    body: Payload,
+) -> HttpResponse {
+    use Action::*;
+    let _in_progress = matches!(
+        granted.action,
+        StartUpload(..) | AppendUpload(..) | CompleteUpload(..)
+    )
+    .then(crate::observe::InProgress::start);
+    let result = match granted.action {
+        Base => Ok(base::check()),
+        Catalog => catalog::list(state, &granted.viewer, req).await,
+        ListTags(name) => tags::list(state, &name, req).await,
+        GetManifest(name, reference) => manifests::get(state, &name, &reference).await,
+        HeadManifest(name, reference) => manifests::head(state, &name, &reference).await,
+        PutManifest(name, reference) => manifests::put(state, &name, &reference, req, body).await,
+        DeleteManifest(name, reference) => manifests::delete(state, &name, &reference).await,
+        GetBlob(name, digest) => blobs::get(state, &name, &digest, req).await,
+        HeadBlob(name, digest) => blobs::head(state, &name, &digest).await,
+        DeleteBlob(name, digest) => blobs::delete(state, &name, &digest).await,
+        StartUpload(name, start) => uploads::start(state, &name, start, body).await,
+        UploadStatus(name, id) => uploads::status(state, &name, &id).await,
+        AppendUpload(name, id) => uploads::append(state, &name, &id, req, body).await,
+        CompleteUpload(name, id) => uploads::complete(state, &name, &id, req, body).await,
+        CancelUpload(name, id) => uploads::cancel(state, &name, &id).await,
+        ListReferrers(name, digest) => referrers::list(state, &name, &digest, req).await,
+    };
+    result.unwrap_or_else(|e| e.error_response())
 }

@@ -1,25 +1,24 @@
 //! `GET /v2/<name>/referrers/<digest>` (end-12a/12b): manifests whose subject is `<digest>`.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
+use berth_oci::{Digest, RepoName};
 use berth_storage::manifests::OCI_INDEX;
-use berth_storage::Digest;
 use serde_json::json;
 
 use crate::error::ApiResult;
-use crate::http::{query_one, RepoName};
+use crate::http::query_one;
 use crate::AppState;
 
 pub async fn list(
-    state: web::Data<AppState>,
-    RepoName(name): RepoName,
-    path: web::Path<(String, String)>,
-    req: HttpRequest,
+    state: &AppState,
+    name: &RepoName,
+    digest: &Digest,
+    req: &HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let digest: Digest = path.1.parse()?;
-    let artifact_type = query_one(&req, "artifactType").filter(|t| !t.is_empty());
+    let artifact_type = query_one(req, "artifactType").filter(|t| !t.is_empty());
     let referrers = state
         .storage
-        .referrers(&name, &digest, artifact_type.as_deref())
+        .referrers(name, digest, artifact_type.as_deref())
         .await?;
     let mut res = HttpResponse::Ok();
     res.content_type(OCI_INDEX);

@@ -5,7 +5,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use berth_auth::{access, limiter, orgs, pat, users, AuthError, Scope};
+use berth_auth::Access;
+use berth_auth::{access, orgs, pat, users, AuthError, Scope};
+use berth_oci::RepoName;
 use serde_json::json;
 
 use crate::authz::AuthState;
@@ -14,7 +16,7 @@ use crate::http::{header, query_all, query_one};
 use crate::AppState;
 
 fn auth_of(state: &AppState) -> ApiResult<&AuthState> {
-    state.auth.as_deref().ok_or_else(|| {
+    state.auth.current().map(|a| a.as_ref()).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "UNSUPPORTED",
@@ -30,7 +32,12 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
         Some(b64) => Some(decode_basic(b64)?),
         None => None,
     };
-    let scopes = query_all(&req, "scope");
+    // Docker sends one `scope` parameter per scope; others put several in one,
+    // separated by spaces (as OAuth2 does): both are read.
+    let scopes: Vec<String> = query_all(&req, "scope")
+        .iter()
+        .flat_map(|s| s.split_whitespace().map(str::to_owned))
+        .collect();
     // A login (`docker login`: an offline token, no scope) gets a refresh token; ordinary
     // token requests never create one, whatever client sends `offline_token`.
     let offline = query_one(&req, "offline_token").as_deref() == Some("true");
@@ -57,16 +64,11 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
     });
     if let Some(user) = login {
         // `docker login` asks for an offline token and keeps it instead of the password:
-        // a revocable token (listed with `berthd token list`), valid 90 days.
-        let (_, secret) = pat::create(
-            &auth.db,
-            &user,
-            "docker login",
-            pat::TokenScope::ReadWriteDelete,
-            Some(90),
-        )
-        .await
-        .map_err(login_error)?;
+        // a revocable login token (listed with `berthd token list`), valid 90 days,
+        // ended by a password change.
+        let (_, secret) = pat::create_login(&auth.db, &user)
+            .await
+            .map_err(login_error)?;
         body["refresh_token"] = json!(secret);
     }
     Ok(HttpResponse::Ok().json(body))
@@ -173,41 +175,32 @@ async fn issue(
 ) -> ApiResult<(String, i64, String)> {
     let auth = auth_of(state)?;
     // A personal access token may stand in for the password; its scope caps the grant.
+    let peer = client_address(req);
     let (user, cap) = match credentials {
         None => (None, None),
         Some(Credentials::Refresh(secret)) => {
-            let keys = [limiter::address_key(client_address(req))];
-            auth.limiter.check(&keys).map_err(login_error)?;
-            match pat::authenticate(&auth.db, None, &secret).await {
-                Ok((user, cap)) => (Some(user), Some(cap)),
-                Err(e) => {
-                    auth.limiter.failed(&keys);
-                    return Err(login_error(e));
-                }
-            }
+            let (user, cap) = auth
+                .logins
+                .token(&auth.db, None, &secret, peer)
+                .await
+                .map_err(login_error)?;
+            (Some(user), Some(cap))
+        }
+        Some(Credentials::Password((name, password))) if password.starts_with(pat::PREFIX) => {
+            let (user, cap) = auth
+                .logins
+                .token(&auth.db, Some(&name), &password, peer)
+                .await
+                .map_err(login_error)?;
+            (Some(user), Some(cap))
         }
         Some(Credentials::Password((name, password))) => {
-            let keys = limiter::password_keys(&name, client_address(req));
-            auth.limiter.check(&keys).map_err(login_error)?;
-            let checked = if password.starts_with(pat::PREFIX) {
-                pat::authenticate(&auth.db, Some(&name), &password)
-                    .await
-                    .map(|(user, scope)| (user, Some(scope)))
-            } else {
-                users::authenticate(&auth.db, &name, password)
-                    .await
-                    .map(|user| (user, None))
-            };
-            match checked {
-                Ok((user, cap)) => {
-                    auth.limiter.succeeded(&keys[..1]);
-                    (Some(user), cap)
-                }
-                Err(e) => {
-                    auth.limiter.failed(&keys);
-                    return Err(login_error(e));
-                }
-            }
+            let user = auth
+                .logins
+                .password(&auth.db, &name, password, peer)
+                .await
+                .map_err(login_error)?;
+            (Some(user), None)
         }
     };
     let mut granted = Vec::new();
@@ -215,11 +208,19 @@ async fn issue(
         let scope =
             Scope::parse(s).map_err(|e| ApiError::bad_request("UNSUPPORTED", e.to_string()))?;
         let private = match scope.kind.as_str() {
-            "repository" => state
-                .storage
-                .repository_private(&scope.name)
-                .await?
-                .unwrap_or(state.storage.private_by_default()),
+            // Names are held to the registry's own grammar (the one its requests are
+            // parsed with): a name no request can address is granted nothing.
+            "repository" => match RepoName::parse(&scope.name) {
+                Err(_) => continue,
+                // A repository that does not exist is private: only those who may see
+                // its namespace learn that it is missing, everyone else is answered
+                // exactly as for a private repository they may not pull.
+                Ok(name) => state
+                    .storage
+                    .repository_private(&name)
+                    .await?
+                    .unwrap_or(true),
+            },
             _ => false,
         };
         let org_role = match (user.as_ref(), access::namespace(&scope.name)) {
@@ -228,13 +229,19 @@ async fn issue(
                 .map_err(login_error)?,
             _ => None,
         };
-        let Some(mut access) = access::grant(user.as_ref(), &scope, private, org_role) else {
-            continue;
-        };
+        let mut access =
+            access::grant(user.as_ref(), &scope, private, org_role).unwrap_or_else(|| Access {
+                kind: scope.kind.clone(),
+                name: scope.name.clone(),
+                actions: Vec::new(),
+            });
         if let Some(cap) = cap {
             access.actions.retain(|a| cap.permits(a));
         }
-        if !access.actions.is_empty() {
+        // A repository looked at and refused keeps its entry, without actions (as
+        // Docker Hub's tokens do): the registry then answers "denied" rather than
+        // asking for another token, the same for private and missing repositories.
+        if !access.actions.is_empty() || access.kind == "repository" {
             granted.push(access);
         }
     }
@@ -248,6 +255,7 @@ fn client_address(req: &HttpRequest) -> Option<std::net::IpAddr> {
     req.peer_addr().map(|a| a.ip())
 }
 
+/// The one mapping of auth errors to HTTP answers (token endpoint and sign-up).
 fn login_error(e: AuthError) -> ApiError {
     match e {
         AuthError::RateLimited { retry_after_secs } => ApiError::new(
@@ -256,9 +264,21 @@ fn login_error(e: AuthError) -> ApiError {
             e.to_string(),
         )
         .with_header("Retry-After", retry_after_secs.to_string()),
+        AuthError::Overloaded { retry_after_secs } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            e.to_string(),
+        )
+        .with_header("Retry-After", retry_after_secs.to_string()),
         AuthError::BadCredentials => {
             ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
         }
+        // Sign-up refusals: the reason is the client's to fix.
+        AuthError::UsernameInvalid(_)
+        | AuthError::PasswordTooShort
+        | AuthError::UserExists(_)
+        | AuthError::NameTaken { .. }
+        | AuthError::NameReserved(_) => ApiError::bad_request("DENIED", e.to_string()),
         other => {
             tracing::error!(error = %other, "token endpoint failure");
             ApiError::new(
@@ -291,20 +311,12 @@ pub async fn signup(
         ));
     }
     // Attempts count against the client address like failed logins: no account farming.
-    let peer = client_address(&req)
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let keys = [format!("signup:{peer}")];
-    auth.limiter.check(&keys).map_err(login_error)?;
-    auth.limiter.failed(&keys);
+    auth.logins
+        .signup(client_address(&req))
+        .map_err(login_error)?;
     let SignupForm { username, password } = form.into_inner();
-    match users::add(&auth.db, &username, password, false).await {
-        Ok(user) => Ok(HttpResponse::Created().json(json!({ "username": user.name }))),
-        Err(
-            e @ (AuthError::UsernameInvalid(_)
-            | AuthError::PasswordTooShort
-            | AuthError::UserExists(_)),
-        ) => Err(ApiError::bad_request("DENIED", e.to_string())),
-        Err(e) => Err(login_error(e)),
-    }
+    let user = users::add(&auth.db, &username, password, false)
+        .await
+        .map_err(login_error)?;
+    Ok(HttpResponse::Created().json(json!({ "username": user.name })))
 }

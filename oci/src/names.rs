@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::error::StorageError;
+use crate::error::OciError;
 
 static NAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")
@@ -16,21 +16,56 @@ static TAG: LazyLock<Regex> =
 /// Docker clients limit a full reference to 255 characters; the name is the bulk of it.
 const MAX_NAME_LEN: usize = 255;
 
-pub fn validate_name(name: &str) -> Result<(), StorageError> {
+/// A repository name that satisfies the spec's grammar: every value of this type was
+/// checked once, where it entered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoName(String);
+
+impl RepoName {
+    pub fn parse(name: &str) -> Result<RepoName, OciError> {
+        validate_name(name)?;
+        Ok(RepoName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The namespace of `alice/app` is `alice`; a name without one (`app`) has none.
+    pub fn namespace(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(ns, _)| ns)
+    }
+}
+
+impl std::fmt::Display for RepoName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for RepoName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+pub fn validate_name(name: &str) -> Result<(), OciError> {
     if name.len() <= MAX_NAME_LEN && NAME.is_match(name) {
         Ok(())
     } else {
-        Err(StorageError::NameInvalid(format!(
+        Err(OciError::NameInvalid(format!(
             "{name:?} must be lowercase path components of [a-z0-9] joined by '.', '_', '__' or '-', separated by '/', at most {MAX_NAME_LEN} characters"
         )))
     }
 }
 
-pub fn validate_tag(tag: &str) -> Result<(), StorageError> {
+pub fn validate_tag(tag: &str) -> Result<(), OciError> {
     if TAG.is_match(tag) {
         Ok(())
     } else {
-        Err(StorageError::TagInvalid(format!(
+        Err(OciError::TagInvalid(format!(
             "{tag:?} must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}"
         )))
     }

@@ -1,0 +1,335 @@
+//! Checking a login, the one way every entry point does it (the token endpoint's
+//! password and token grants, the web sign-in form):
+//!
+//! * Failed logins are limited per user name and per client address ([`LoginLimiter`]).
+//!   A password attempt is counted *before* its password is checked, and checks for
+//!   one user name run one at a time, so a burst of concurrent guesses gets no more
+//!   argon2 checks than the limit allows; the rest are refused with
+//!   [`AuthError::RateLimited`].
+//! * A correct password is remembered for a few minutes ([`CredentialCache`]): the
+//!   same login again (150 clients at once, say) costs a database read, not argon2.
+//!   The user row is read on every login and a remembered password only counts while
+//!   the row's password hash is the one it was verified against.
+//! * argon2 itself runs a few at a time process-wide (see `password`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sea_orm::DatabaseConnection;
+
+use crate::cache::CredentialCache;
+use crate::error::AuthError;
+use crate::limiter::{self, LoginLimiter};
+use crate::password;
+use crate::pat::{self, TokenScope};
+use crate::users::{self, User};
+
+/// Login checks, shared by the token endpoint and the web UI of one process.
+#[derive(Default)]
+pub struct Logins {
+    limiter: LoginLimiter,
+    cache: CredentialCache,
+    turns: Turns,
+    /// argon2 verifications made (the slow path), for tests and diagnostics.
+    checks: AtomicU64,
+}
+
+impl Logins {
+    pub fn new(cache: CredentialCache) -> Logins {
+        Logins {
+            cache,
+            ..Logins::default()
+        }
+    }
+
+    /// The user whose password `password` is. Refused with
+    /// [`AuthError::RateLimited`] after too many failures for this name or from this
+    /// address (even with the right password), with [`AuthError::BadCredentials`] for
+    /// a wrong password or an unknown user (alike, in answer and time), and with
+    /// [`AuthError::Overloaded`] when too many password checks are waiting.
+    pub async fn password(
+        &self,
+        db: &DatabaseConnection,
+        name: &str,
+        password: String,
+        peer: Option<IpAddr>,
+    ) -> Result<User, AuthError> {
+        let keys = limiter::password_keys(name, peer);
+        self.limiter.check(&keys)?;
+        let tag = self.cache.tag(name, &password);
+        if let Some(user) = self.remembered(db, name, &tag, &keys).await? {
+            return Ok(user);
+        }
+        // One check per name at a time: those queued behind a correct login find it
+        // remembered, those behind failures find the limit reached.
+        let _turn = self.turns.wait(name).await;
+        if let Some(user) = self.remembered(db, name, &tag, &keys).await? {
+            return Ok(user);
+        }
+        self.limiter.attempt(&keys)?;
+        let found = match users::credentials(db, name).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.limiter.refund(&keys);
+                return Err(e);
+            }
+        };
+        let stored = found.as_ref().map(|(_, hash)| hash.clone());
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        match (password::verify(password, stored).await, found) {
+            (Ok(true), Some((user, hash))) => {
+                self.cache.insert(tag, hash);
+                self.limiter.succeeded(&keys[..1]);
+                self.limiter.refund(&keys[1..]);
+                Ok(user)
+            }
+            // Stays counted.
+            (Ok(_), _) => Err(AuthError::BadCredentials),
+            // Not judged (overloaded): not the client's failure.
+            (Err(e), _) => {
+                self.limiter.refund(&keys);
+                Err(e)
+            }
+        }
+    }
+
+    /// The user if `tag` (their name and this password) was verified lately against
+    /// the password hash their row has now.
+    async fn remembered(
+        &self,
+        db: &DatabaseConnection,
+        name: &str,
+        tag: &crate::cache::Tag,
+        keys: &[String],
+    ) -> Result<Option<User>, AuthError> {
+        match users::credentials(db, name).await? {
+            Some((user, hash)) if self.cache.hit(tag, &hash) => {
+                self.limiter.succeeded(&keys[..1]);
+                Ok(Some(user))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The user and scope of a personal access token or login token: `secret` given as
+    /// `name`'s password, or (`name` None) as an OAuth2 refresh token. A token is a
+    /// cheap lookup (SHA-256), so failures are counted after the fact; they count
+    /// against the address (and the name, when given) like wrong passwords.
+    pub async fn token(
+        &self,
+        db: &DatabaseConnection,
+        name: Option<&str>,
+        secret: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(User, TokenScope), AuthError> {
+        let keys = match name {
+            Some(name) => limiter::password_keys(name, peer).to_vec(),
+            None => vec![limiter::address_key(peer)],
+        };
+        self.limiter.check(&keys)?;
+        match pat::authenticate(db, name, secret).await {
+            Ok(found) => {
+                if name.is_some() {
+                    self.limiter.succeeded(&keys[..1]);
+                }
+                Ok(found)
+            }
+            Err(e) => {
+                if matches!(e, AuthError::BadCredentials) {
+                    self.limiter.failed(&keys);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts a sign-up from `peer` (every attempt counts, so nobody farms accounts);
+    /// refused once the address made too many lately.
+    pub fn signup(&self, peer: Option<IpAddr>) -> Result<(), AuthError> {
+        let address = peer.map(|p| p.to_string()).unwrap_or_default();
+        self.limiter.attempt(&[format!("signup:{address}")])
+    }
+
+    /// Verified passwords remembered now.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Passwords checked with argon2 so far (remembered ones are not).
+    pub fn password_checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+}
+
+/// One turn at a time per user name. The map holds only names someone is checking
+/// or waiting for (with how many do), so it stays as small as the logins in flight.
+#[derive(Default)]
+struct Turns {
+    names: Mutex<HashMap<String, Line>>,
+}
+
+/// A name's lock, and how many hold it or wait for it.
+type Line = (Arc<tokio::sync::Mutex<()>>, usize);
+
+struct Turn<'a> {
+    turns: &'a Turns,
+    name: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turns {
+    async fn wait(&self, name: &str) -> Turn<'_> {
+        let lock = {
+            let mut names = self.names.lock().unwrap();
+            let entry = names.entry(name.to_owned()).or_default();
+            entry.1 += 1;
+            entry.0.clone()
+        };
+        // Counted from here: dropped while waiting (the client went away), the turn
+        // still leaves the map as it found it.
+        let mut turn = Turn {
+            turns: self,
+            name: name.to_owned(),
+            guard: None,
+        };
+        turn.guard = Some(lock.lock_owned().await);
+        turn
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut names = self.turns.names.lock().unwrap();
+        if let Some(entry) = names.get_mut(&self.name) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                names.remove(&self.name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn turns_serialize_one_name_and_clean_up() {
+        let turns = Arc::new(Turns::default());
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let (turns, inside) = (turns.clone(), inside.clone());
+                tokio::spawn(async move {
+                    let name = if i % 2 == 0 { "alice" } else { "bobby" };
+                    let _turn = turns.wait(name).await;
+                    let now = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    assert!(now < 2, "one per name, two names");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(turns.names.lock().unwrap().is_empty());
+        // A waiter that gives up leaves nothing behind either.
+        let held = turns.wait("alice").await;
+        let gave_up =
+            tokio::time::timeout(std::time::Duration::from_millis(20), turns.wait("alice")).await;
+        assert!(gave_up.is_err());
+        drop(held);
+        assert!(turns.names.lock().unwrap().is_empty());
+    }
+
+    async fn database() -> (tempfile::TempDir, DatabaseConnection) {
+        use sea_orm::TransactionTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display());
+        let db = sea_orm::Database::connect(url).await.unwrap();
+        let txn = db.begin().await.unwrap();
+        crate::migrate(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+        users::add(&db, "alice", "alice-password".into(), false)
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
+    const PEER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+
+    async fn burst(
+        logins: &Arc<Logins>,
+        db: &DatabaseConnection,
+        n: usize,
+        password: &str,
+    ) -> Vec<Result<User, AuthError>> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (logins, db, password) = (logins.clone(), db.clone(), password.to_owned());
+                tokio::spawn(async move { logins.password(&db, "alice", password, PEER).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        results
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_guesses_get_only_the_allowed_checks() {
+        let (_dir, db) = database().await;
+        let logins = Arc::new(Logins::default());
+        let results = burst(&logins, &db, 40, "wrong-password").await;
+        let checked = results
+            .iter()
+            .filter(|r| matches!(r, Err(AuthError::BadCredentials)))
+            .count();
+        let limited = results
+            .iter()
+            .filter(|r| matches!(r, Err(AuthError::RateLimited { .. })))
+            .count();
+        assert_eq!((checked, limited), (5, 35));
+        assert_eq!(logins.password_checks(), 5);
+        let right = logins
+            .password(&db, "alice", "alice-password".into(), PEER)
+            .await;
+        assert!(matches!(right, Err(AuthError::RateLimited { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_correct_logins_check_once_until_the_password_changes() {
+        let (_dir, db) = database().await;
+        let logins = Arc::new(Logins::default());
+        let results = burst(&logins, &db, 150, "alice-password").await;
+        assert!(results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|u| u.name == "alice")));
+        assert_eq!(logins.password_checks(), 1, "the rest were remembered");
+        assert_eq!(logins.cached(), 1);
+        // Changed elsewhere (another process): the remembered password stops working.
+        users::set_password(&db, "alice", "new-password".into())
+            .await
+            .unwrap();
+        let old = logins
+            .password(&db, "alice", "alice-password".into(), PEER)
+            .await;
+        assert!(matches!(old, Err(AuthError::BadCredentials)));
+        assert_eq!(logins.password_checks(), 2);
+        logins
+            .password(&db, "alice", "new-password".into(), PEER)
+            .await
+            .unwrap();
+        // Removed: the remembered password is refused too.
+        users::remove(&db, "alice").await.unwrap();
+        let gone = logins
+            .password(&db, "alice", "new-password".into(), PEER)
+            .await;
+        assert!(matches!(gone, Err(AuthError::BadCredentials)));
+    }
+}

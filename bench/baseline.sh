@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Compares this checkout's berthd with the berthd of an earlier revision, side by side
+# in one run, on regbench's request-rate tests (the metadata path): e.g.
+# `bash bench/baseline.sh HEAD~1`. Both are release builds (the earlier one is built in
+# a temporary worktree, sharing target/ for dependencies); each server is measured
+# twice, alternating, and the ratio (this / earlier) of the better run of each is
+# printed. Extra arguments go to regbench, e.g. `--duration 10`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rev=${1:?usage: bench/baseline.sh REVISION [regbench args]}
+shift
+regbench=${REGBENCH:-../shared/regbench}
+[ -e "$regbench" ] || { echo "regbench not found at $regbench (set REGBENCH)" >&2; exit 2; }
+for t in wrk:wrk ab:apache2-utils curl:curl; do
+  command -v "${t%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${t#*:}" >/dev/null; }
+done
+
+work=$(mktemp -d /tmp/berth-baseline.XXXXXX)
+pids=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true
+  git worktree remove --force "$work/src" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+git worktree add --detach "$work/src" "$rev" >/dev/null
+target=$(pwd)/target
+(cd "$work/src" && CARGO_TARGET_DIR="$target" cargo build --release -p berth-server)
+cp target/release/berthd "$work/berthd-baseline"
+cargo build --release -p berth-server
+cp target/release/berthd "$work/berthd-current"
+
+tests=manifest-put,manifest-get,head,tags
+port=5111
+for round in 1 2; do
+  for which in baseline current; do
+    port=$((port + 1))
+    "$work/berthd-$which" serve --listen 127.0.0.1:$port --data-dir "$work/data-$which-$round" >"$work/$which.log" 2>&1 &
+    pid=$!; pids+=($pid)
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+    python3 "$regbench" "http://127.0.0.1:$port" --server-pid $pid --only "$tests" "$@" | tee -a "$work/$which.txt"
+    kill $pid; wait $pid 2>/dev/null || true
+  done
+done
+
+python3 - "$work/current.txt" "$work/baseline.txt" "$rev" <<'PY'
+import sys
+def best(p):
+    out = {}
+    for line in open(p):
+        if ":" not in line:
+            continue
+        k, v = line.split(":", 1)
+        parts = v.split()
+        try:
+            value = float(parts[0])
+        except (ValueError, IndexError):
+            continue
+        k = k.strip()
+        # Rates: higher is better; latencies (ms): lower is better.
+        better = min if "ms" in parts[1:2] else max
+        out[k] = better(out.get(k, value), value)
+    return out
+c, b = best(sys.argv[1]), best(sys.argv[2])
+print(f"\n{'figure':40} {'current':>12} {sys.argv[3]:>12} {'ratio':>8}")
+for k in c:
+    if k in b and b[k]:
+        print(f"{k:40} {c[k]:12.2f} {b[k]:12.2f} {c[k] / b[k]:8.2f}")
+PY
