@@ -115,8 +115,9 @@ impl Logins {
 
     /// The user and scope of a personal access token or login token: `secret` given as
     /// `name`'s password, or (`name` None) as an OAuth2 refresh token. A token is a
-    /// cheap lookup (SHA-256), so failures are counted after the fact; they count
-    /// against the address (and the name, when given) like wrong passwords.
+    /// cheap lookup (SHA-256), so failures are counted after the fact, against the
+    /// address only: a token's 256 random bits need no per-user limit, and wrong
+    /// passwords sent for a user by someone else must not lock their CI's tokens out.
     pub async fn token(
         &self,
         db: &DatabaseConnection,
@@ -124,25 +125,13 @@ impl Logins {
         secret: &str,
         peer: Option<IpAddr>,
     ) -> Result<(User, TokenScope), AuthError> {
-        let keys = match name {
-            Some(name) => limiter::password_keys(name, peer).to_vec(),
-            None => vec![limiter::address_key(peer)],
-        };
+        let keys = [limiter::address_key(peer)];
         self.limiter.check(&keys)?;
-        match pat::authenticate(db, name, secret).await {
-            Ok(found) => {
-                if name.is_some() {
-                    self.limiter.succeeded(&keys[..1]);
-                }
-                Ok(found)
+        pat::authenticate(db, name, secret).await.inspect_err(|e| {
+            if matches!(e, AuthError::BadCredentials) {
+                self.limiter.failed(&keys);
             }
-            Err(e) => {
-                if matches!(e, AuthError::BadCredentials) {
-                    self.limiter.failed(&keys);
-                }
-                Err(e)
-            }
-        }
+        })
     }
 
     /// Counts a sign-up from `peer` (every attempt counts, so nobody farms accounts);

@@ -230,13 +230,60 @@ fn internal(e: berth_auth::AuthError) -> ApiError {
     )
 }
 
-/// The URL clients reach us at: configured, or from the request.
+/// The URL clients reach us at: configured, or the request's own `Host`. Forwarded
+/// hosts (`X-Forwarded-Host`, `Forwarded`) are the client's say-so and never used: a
+/// challenge's realm is where docker sends credentials. Behind a proxy, configure
+/// `auth.external_url`. A `Host` that is not a plain authority is not echoed.
 pub fn external_url(auth: &AuthState, req: &HttpRequest) -> String {
-    match &auth.external_url {
-        Some(url) => url.clone(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
+    if let Some(url) = &auth.external_url {
+        return url.clone();
+    }
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| is_authority(h))
+        .unwrap_or("localhost");
+    let scheme = match req.connection_info().scheme() {
+        "https" => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+/// `host[:port]` (names, IPv4, bracketed IPv6): nothing that could end a quoted
+/// header parameter or a URL's authority.
+fn is_authority(host: &str) -> bool {
+    (1..=255).contains(&host.len())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_authorities_make_the_realm() {
+        for ok in [
+            "registry.example:5000",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a\"b",
+            "a\",realm=\"http://x",
+            "a b",
+            "a/b",
+            "a@b",
+            &"a".repeat(256),
+        ] {
+            assert!(!is_authority(bad), "{bad}");
         }
     }
 }

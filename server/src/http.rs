@@ -95,7 +95,7 @@ pub fn byte_range(header: Option<&str>, size: u64) -> ApiResult<Option<std::ops:
         .with_header("Content-Range", format!("bytes */{size}"))
     };
     let range = match (first.parse::<u64>(), last.parse::<u64>()) {
-        (Ok(a), Ok(b)) if a <= b => a..(b + 1).min(size),
+        (Ok(a), Ok(b)) if a <= b => a..b.saturating_add(1).min(size),
         // An invalid range (RFC 9110 §14.1.1: last before first) is refused.
         (Ok(_), Ok(_)) => return Err(unsatisfiable()),
         (Ok(a), Err(_)) if last.is_empty() => a..size,
@@ -133,14 +133,13 @@ pub fn chunk_start(req: &HttpRequest) -> ApiResult<Option<u64>> {
     if end < start {
         return Err(invalid());
     }
+    // `0-18446744073709551615` covers one byte more than a u64 counts.
+    let covered = (end - start).checked_add(1).ok_or_else(invalid)?;
     if let Some(len) = header(req, "Content-Length").and_then(|l| l.parse::<u64>().ok()) {
-        if len != end - start + 1 {
+        if len != covered {
             return Err(ApiError::bad_request(
                 "SIZE_INVALID",
-                format!(
-                    "Content-Range {value} covers {} bytes but Content-Length is {len}",
-                    end - start + 1
-                ),
+                format!("Content-Range {value} covers {covered} bytes but Content-Length is {len}"),
             ));
         }
     }
@@ -166,5 +165,28 @@ mod tests {
         assert!(byte_range(Some("bytes=-0"), 10).is_err());
         let reversed = byte_range(Some("bytes=5-0"), 10).unwrap_err();
         assert_eq!(reversed.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        let last = u64::MAX;
+        assert_eq!(
+            byte_range(Some(&format!("bytes=0-{last}")), 10).unwrap(),
+            Some(0..10)
+        );
+    }
+
+    #[test]
+    fn chunk_ranges_never_overflow() {
+        let start = |range: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header(("Content-Range", range))
+                .insert_header(("Content-Length", "1"))
+                .to_http_request();
+            chunk_start(&req).map_err(|e| e.code)
+        };
+        assert_eq!(start("5-5"), Ok(Some(5)));
+        assert_eq!(
+            start(&format!("0-{}", u64::MAX)),
+            Err("BLOB_UPLOAD_INVALID")
+        );
+        assert_eq!(start("0-1"), Err("SIZE_INVALID"));
+        assert_eq!(start("3-1"), Err("BLOB_UPLOAD_INVALID"));
     }
 }

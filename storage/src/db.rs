@@ -1,8 +1,9 @@
 //! Connecting to the metadata database (SQLite or PostgreSQL) and migrating it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -43,8 +44,41 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
             let o = o.after_release(|conn, _| Box::pin(settled(conn)));
             crate::test_faults::install(o)
         })
-        .map_sqlx_postgres_pool_opts(|o| o.after_release(|conn, _| Box::pin(settled(conn))));
+        .map_sqlx_postgres_pool_opts(|o| o.after_release(|conn, _| Box::pin(settled(conn))))
+        .map_sqlx_postgres_before_acquire(|conn, meta| {
+            Box::pin(async move {
+                // An error here discards the connection and the pool takes another.
+                if released_before_breakage(meta.idle_for) {
+                    sea_orm::sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        });
     Database::connect(options).await
+}
+
+/// When a database connection was last found broken, in milliseconds since `EPOCH`
+/// (0: never).
+static BROKEN_AT: AtomicU64 = AtomicU64::new(0);
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn millis_since_epoch() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// Records that a PostgreSQL connection was found broken (a killed backend, a restarted
+/// server, a cut network). Connections released before then may be broken too: each is
+/// pinged on its next checkout, so one failed request is all a broken pool costs,
+/// instead of one per pooled connection. (Healthy pools are not pinged: see
+/// `test_before_acquire_if_idle_for` above.)
+pub(crate) fn connection_broken() {
+    BROKEN_AT.store(millis_since_epoch().max(1), Ordering::Relaxed);
+}
+
+fn released_before_breakage(idle_for: Duration) -> bool {
+    let broken_at = BROKEN_AT.load(Ordering::Relaxed);
+    let released_at = millis_since_epoch().saturating_sub(idle_for.as_millis() as u64);
+    broken_at != 0 && released_at <= broken_at
 }
 
 /// Whether a connection going back to the pool is outside any transaction; if not, the

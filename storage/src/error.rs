@@ -76,6 +76,9 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 impl From<sea_orm::DbErr> for StorageError {
     fn from(e: sea_orm::DbErr) -> StorageError {
+        if connection_lost(&e) {
+            crate::db::connection_broken();
+        }
         let full = match sqlx_error(&e) {
             // SQLITE_FULL; PostgreSQL's disk_full (class 53: insufficient resources).
             Some(sqlx::Error::Database(d)) => matches!(d.code().as_deref(), Some("13" | "53100")),
@@ -109,6 +112,19 @@ impl From<object_store::Error> for StorageError {
             source = err.source();
         }
         StorageError::Object(e)
+    }
+}
+
+/// Whether `e` says the connection itself is gone: an I/O or protocol failure, or the
+/// server ending the session (SQLSTATE class 08, connection exception; 57P01–57P03,
+/// shutdown or terminated by an administrator).
+fn connection_lost(e: &sea_orm::DbErr) -> bool {
+    match sqlx_error(e) {
+        Some(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)) => true,
+        Some(sqlx::Error::Database(d)) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 

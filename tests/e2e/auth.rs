@@ -493,7 +493,7 @@ async fn organizations(s: Berthd) {
 }
 
 /// `berthd token create` for a user; returns the secret it prints.
-fn create_token(s: &Berthd, user: &str, name: &str, scope: &str) -> String {
+pub(crate) fn create_token(s: &Berthd, user: &str, name: &str, scope: &str) -> String {
     let out = berthd_command(
         &s.data_dir,
         s.database_url.as_deref(),

@@ -636,8 +636,8 @@ async fn postgres_connections_killed_mid_transaction_acknowledge_nothing_lost() 
         acked.len()
     );
 
-    // Once the killing stops, the pool replaces dead connections (each fails at most
-    // one request) and then every push succeeds.
+    // Once the killing stops, at most one request fails (the one that finds a dead
+    // connection: the pool then pings the others) and then every push succeeds.
     let mut n = 90_000;
     let mut failures_after = 0;
     let mut in_a_row = 0;
@@ -658,9 +658,11 @@ async fn postgres_connections_killed_mid_transaction_acknowledge_nothing_lost() 
             }
             (status, body) => panic!("{status} {body}"),
         }
+        // The request that finds a killed connection fails; it makes the pool check
+        // the others, so the next one works.
         assert!(
-            failures_after <= 16,
-            "writes do not recover after the kills"
+            failures_after <= 1,
+            "writes do not recover after the kills: {failures_after} failures"
         );
         n += 1;
     }

@@ -18,6 +18,7 @@ crate::on_both_databases!(
     scope_names_follow_the_request_grammar,
     private_and_missing_repositories_answer_alike,
     uploads_and_mounts_with_auth_on,
+    realms_and_token_requests_resist_tampering,
 );
 
 const ALICE_CREDS: Option<(&str, &str)> = Some((ALICE.0, ALICE.1));
@@ -475,4 +476,110 @@ async fn the_first_user_turns_authentication_on_without_a_restart() {
     let t = bearer(&c, ALICE_CREDS, "repository:alice/app:pull,push").await;
     c.with_token(&t).push_blob("alice/app", b"hers").await;
     assert!(s.log().contains("token authentication is now on"));
+}
+
+/// The `WWW-Authenticate` header of a raw request with extra header lines.
+async fn challenge_with(s: &Berthd, headers: &str) -> String {
+    let mut conn = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let head =
+        format!("GET /v2/alice/secret/manifests/v1 HTTP/1.1\r\n{headers}Connection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("www-authenticate: "))
+        .unwrap_or_else(|| panic!("no challenge in {text}"))
+        .to_owned()
+}
+
+async fn realms_and_token_requests_resist_tampering(s: Berthd) {
+    // The realm is where docker sends credentials: never from forwarded headers, and
+    // never a Host that could end the quoted parameter.
+    let plain = challenge_with(&s, &format!("Host: {}\r\n", s.addr)).await;
+    assert!(
+        plain.starts_with(&format!("Bearer realm=\"http://{}/auth/token\"", s.addr)),
+        "{plain}"
+    );
+    let forwarded = challenge_with(
+        &s,
+        &format!(
+            "Host: {}\r\nX-Forwarded-Host: evil.example\r\nForwarded: host=evil.example\r\n",
+            s.addr
+        ),
+    )
+    .await;
+    assert!(!forwarded.contains("evil"), "{forwarded}");
+    let injected = challenge_with(&s, "Host: a\"b,realm=\"http://evil.example\r\n").await;
+    assert!(
+        !injected.contains("evil") && injected.matches("realm=").count() == 1,
+        "{injected}"
+    );
+
+    // A token request names a bounded number of scopes.
+    let c = s.client();
+    let many: Vec<String> = (0..65)
+        .map(|i| format!("scope=repository:x/r{i}:pull"))
+        .collect();
+    let r = c
+        .call(
+            "GET",
+            &format!("/auth/token?service=berth&{}", many.join("&")),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    // A lowercase `basic` scheme is still Basic: wrong credentials are refused, not
+    // quietly taken for an anonymous request.
+    let r = c
+        .request(
+            "GET",
+            "/auth/token?service=berth&scope=repository:alice/pub:pull",
+        )
+        .header(
+            "Authorization",
+            format!("basic {}", base64_of("alice:wrong-password")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Someone else's wrong passwords for alice (from another address) do not lock out
+    // her access tokens.
+    let pat = crate::auth::create_token(&s, "alice", "ci", "read");
+    let attacker = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    for _ in 0..6 {
+        let r = attacker
+            .get(format!("{}/auth/token?service=berth", s.url))
+            .basic_auth("alice", Some("not her password"))
+            .send()
+            .await
+            .unwrap();
+        assert!([401, 429].contains(&r.status().as_u16()));
+    }
+    let r = c
+        .request("GET", "/auth/token?service=berth")
+        .basic_auth("alice", Some("alice-secret-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "her password is rate-limited");
+    let r = c
+        .request(
+            "GET",
+            "/auth/token?service=berth&scope=repository:alice/pub:pull",
+        )
+        .basic_auth("alice", Some(&pat))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "her token still works");
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }

@@ -122,11 +122,14 @@ pub async fn visible_repository(
     visitor: &Visitor,
     name: &str,
 ) -> Result<Option<RepoDetail>, WebError> {
-    let Some(repo) = web.storage.repository_detail(name).await? else {
+    // A missing repository is judged as a private one, with the same lookups, and
+    // details are read only once access is settled: neither the answer nor its timing
+    // tells a private repository the visitor may not see from a missing one.
+    let private = web.storage.repository_private(name).await?;
+    if private != Some(false) && !visitor.may(web, name, true, "pull").await? {
         return Ok(None);
-    };
-    let visible = !repo.summary.private || visitor.may(web, name, true, "pull").await?;
-    Ok(visible.then_some(repo))
+    }
+    Ok(web.storage.repository_detail(name).await?)
 }
 
 pub fn pull_command(host: &str, repo: &str, tag: &str) -> String {

@@ -28,7 +28,11 @@ fn auth_of(state: &AppState) -> ApiResult<&AuthState> {
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
     let auth = auth_of(&state)?;
     check_service(auth, query_one(&req, "service"))?;
-    let credentials = match header(&req, "Authorization").and_then(|h| h.strip_prefix("Basic ")) {
+    let basic = header(&req, "Authorization")
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, credentials)| credentials);
+    let credentials = match basic {
         Some(b64) => Some(decode_basic(b64)?),
         None => None,
     };
@@ -167,6 +171,9 @@ fn decode_basic(b64: &str) -> ApiResult<(String, String)> {
 
 /// Authenticates (if credentials were given), grants the intersection of what was
 /// asked and what is allowed, and signs a token: (token, expires_in, issued_at).
+/// Scopes one token request may name (docker asks for one to three).
+const MAX_SCOPES: usize = 64;
+
 async fn issue(
     state: &AppState,
     req: &HttpRequest,
@@ -174,6 +181,13 @@ async fn issue(
     scopes: &[String],
 ) -> ApiResult<(String, i64, String)> {
     let auth = auth_of(state)?;
+    // Each scope costs database lookups: a token request names a bounded number.
+    if scopes.len() > MAX_SCOPES {
+        return Err(ApiError::bad_request(
+            "UNSUPPORTED",
+            format!("at most {MAX_SCOPES} scopes per token request"),
+        ));
+    }
     // A personal access token may stand in for the password; its scope caps the grant.
     let peer = client_address(req);
     let (user, cap) = match credentials {
