@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Compares this checkout's berthd with the berthd of an earlier revision, side by side
 # in one run, on regbench's request-rate tests (the metadata path): e.g.
-# `bash bench/baseline.sh HEAD~1`. Both are release builds (the earlier one is built in
-# a temporary worktree, sharing target/ for dependencies); each server is measured
+# `bash bench/baseline.sh HEAD~1`. Both are release builds (the earlier one in a
+# temporary worktree and target directory); each server is measured
 # twice, alternating, and the ratio (this / earlier) of the better run of each is
 # printed. Extra arguments go to regbench, e.g. `--duration 10`.
 set -euo pipefail
@@ -24,12 +24,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-git worktree add --detach "$work/src" "$rev" >/dev/null
-target=$(pwd)/target
-(cd "$work/src" && CARGO_TARGET_DIR="$target" cargo build --release -p berth-server)
-cp target/release/berthd "$work/berthd-baseline"
 cargo build --release -p berth-server
 cp target/release/berthd "$work/berthd-current"
+# The earlier revision builds in a target directory of its own (cargo names workspace
+# crates' artifacts by their path inside the workspace, so two checkouts sharing one
+# would overwrite each other's), seeded with a copy of this one's release build so
+# that only the workspace's crates compile again.
+git worktree add --detach "$work/src" "$rev" >/dev/null
+mkdir -p "$work/target" && cp -a target/release "$work/target/"
+(cd "$work/src" && CARGO_TARGET_DIR="$work/target" cargo build --release -p berth-server)
+cp "$work/target/release/berthd" "$work/berthd-baseline"
 
 tests=manifest-put,manifest-get,head,tags
 port=5111

@@ -406,6 +406,21 @@ pub fn berthd_command_with_env(
     run_with_input(&mut cmd, stdin)
 }
 
+/// Runs one SQL statement with `psql` against `url`; it must succeed. Its output,
+/// unaligned and without headers, trimmed.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-qtAc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Runs the `berth` CLI: `berth --home HOME args…` with `stdin`, away from the
 /// machine's own Docker configuration.
 pub fn berth(home: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {

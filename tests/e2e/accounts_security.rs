@@ -363,12 +363,14 @@ async fn a_burst_of_wrong_passwords_gets_only_the_allowed_checks(db: Db) {
         .text()
         .await
         .unwrap();
-    let marker = "name=\"csrf\" value=\"";
-    let start = page.find(marker).unwrap() + marker.len();
-    let csrf = &page[start..][..page[start..].find('"').unwrap()];
+    let csrf = crate::web::csrf_of(&page);
     let r = http
         .post(format!("{}/signin", s.url))
-        .form(&[("csrf", csrf), ("username", ALICE.0), ("password", ALICE.1)])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", ALICE.0),
+            ("password", ALICE.1),
+        ])
         .send()
         .await
         .unwrap();

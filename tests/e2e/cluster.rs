@@ -315,13 +315,7 @@ async fn replicas_starting_together_migrate_once() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .args([database_url.as_str(), "-tAc", sql])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let psql = |sql: &str| psql(&database_url, sql);
     // Every migration recorded exactly once (the lists grow; duplicates never may).
     for table in ["seaql_migrations", "berth_auth_migrations"] {
         let counts = psql(&format!(

@@ -610,16 +610,7 @@ async fn postgres_connections_killed_mid_transaction_acknowledge_nothing_lost() 
     );
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let out = Command::new("psql")
-            .arg(&admin)
-            .args(["-qtAc", &kill])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        psql(&admin, &kill);
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut acked = Vec::new();

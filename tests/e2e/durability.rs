@@ -156,18 +156,7 @@ async fn a_reboot_drops_only_the_unflushed_tail_of_an_upload() {
     s.kill();
     // The second PATCH flushed the first one's bytes; its own were not flushed yet.
     let url = s.database_url.clone().unwrap();
-    let psql = |sql: &str| {
-        let out = std::process::Command::new("psql")
-            .args([url.as_str(), "-tAc", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let psql = |sql: &str| psql(&url, sql);
     assert_eq!(
         psql("SELECT size, synced_size FROM uploads"),
         "10000000|5000000"

@@ -38,7 +38,7 @@ async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value) {
 }
 
 /// The CSRF token of the first form in `html`.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
     let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
     html[start..][..html[start..].find('"').unwrap()].to_owned()
