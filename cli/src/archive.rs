@@ -12,6 +12,8 @@ use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 
 use crate::build::rootfs;
+use berth_oci::media_types;
+
 use crate::image::{self, Image};
 use crate::inroot::{Kind, Root};
 use crate::store::{Store, REF_NAME};
@@ -39,7 +41,7 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
         // The platform image itself (for a pulled index, the one child that is here).
         let manifest_size = store.read_blob(&image.manifest_digest)?.len();
         index.push(json!({
-            "mediaType": image.manifest["mediaType"].as_str().unwrap_or(image::OCI_MANIFEST),
+            "mediaType": image.manifest["mediaType"].as_str().unwrap_or(media_types::OCI_MANIFEST),
             "digest": image.manifest_digest,
             "size": manifest_size,
             "annotations": { REF_NAME: name, "io.containerd.image.name": name },
@@ -56,7 +58,8 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
         }));
     }
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let index = json!({ "schemaVersion": 2, "mediaType": image::OCI_INDEX, "manifests": index });
+    let index =
+        json!({ "schemaVersion": 2, "mediaType": media_types::OCI_INDEX, "manifests": index });
     append_bytes(&mut tar, "index.json", &serde_json::to_vec(&index)?)?;
     append_bytes(&mut tar, "manifest.json", &serde_json::to_vec(&docker)?)?;
     tar.into_inner()?.sync_all()?;
@@ -167,13 +170,13 @@ fn load_docker(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
             let file = member(root, layer.as_str().unwrap_or_default(), "manifest.json")?;
             let (digest, size) = store_compressed(store, file)?;
             layers.push(
-                json!({ "mediaType": image::OCI_LAYER_GZIP, "digest": digest, "size": size }),
+                json!({ "mediaType": media_types::OCI_LAYER_GZIP, "digest": digest, "size": size }),
             );
         }
         let oci = json!({
             "schemaVersion": 2,
-            "mediaType": image::OCI_MANIFEST,
-            "config": { "mediaType": image::OCI_CONFIG, "digest": config_digest, "size": config.len() },
+            "mediaType": media_types::OCI_MANIFEST,
+            "config": { "mediaType": media_types::OCI_CONFIG, "digest": config_digest, "size": config.len() },
             "layers": layers,
         });
         let bytes = serde_json::to_vec(&oci)?;
@@ -186,7 +189,7 @@ fn load_docker(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
             .to_string();
             store.set(
                 &name,
-                json!({ "mediaType": image::OCI_MANIFEST, "digest": digest, "size": bytes.len() }),
+                json!({ "mediaType": media_types::OCI_MANIFEST, "digest": digest, "size": bytes.len() }),
             )?;
             names.push(name);
         }

@@ -8,19 +8,9 @@ use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
+use berth_oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+
 use crate::store::Store;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// Whether a manifest media type is an index (a list of per-platform manifests).
-pub fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_LIST
-}
 
 /// Every blob an image's manifest names (itself, config, layers; for an index, its
 /// children's too, where present).

@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
+use berth_oci::{media_types, Algorithm, Digest};
+
 use crate::credentials::Credentials;
 use crate::image::Image;
 use crate::reference::Reference;
@@ -416,11 +418,11 @@ async fn pull(
     let r = ctx.parse(text)?;
     let registry = ctx.registry(&r.registry)?;
     let (media_type, bytes) = registry.get_manifest(&r.repository, r.reference()).await?;
-    let top_digest = sha256(&bytes);
+    let top_digest = Digest::of(Algorithm::Sha256, &bytes).to_string();
     let mut manifest: Value = serde_json::from_slice(&bytes)?;
     let mut manifest_bytes = bytes;
     let mut manifest_type = media_type.clone();
-    if image::is_index(&media_type) || manifest["manifests"].is_array() {
+    if media_types::is_index(&media_type) || manifest["manifests"].is_array() {
         let wanted = platform.map_or_else(
             || format!("linux/{}", image::host_architecture()),
             str::to_owned,
@@ -437,7 +439,7 @@ async fn pull(
         let digest = child["digest"].as_str().unwrap_or_default().to_owned();
         let (t, b) = registry.get_manifest(&r.repository, &digest).await?;
         anyhow::ensure!(
-            sha256(&b) == digest,
+            Digest::of(Algorithm::Sha256, &b).as_str() == digest,
             "manifest {digest} does not match its digest"
         );
         manifest = serde_json::from_slice(&b)?;
@@ -509,7 +511,7 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
         .to_owned();
     let manifest_type = entry.descriptor["mediaType"]
         .as_str()
-        .unwrap_or(image::OCI_MANIFEST)
+        .unwrap_or(media_types::OCI_MANIFEST)
         .to_owned();
     let registry = ctx.registry(&r.registry)?;
     let manifest = ctx.store.read_json(&digest)?;
@@ -530,7 +532,9 @@ async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Result<()> {
                 .put_manifest(
                     &r.repository,
                     child_digest,
-                    child["mediaType"].as_str().unwrap_or(image::OCI_MANIFEST),
+                    child["mediaType"]
+                        .as_str()
+                        .unwrap_or(media_types::OCI_MANIFEST),
                     ctx.store.read_blob(child_digest)?,
                 )
                 .await?;
@@ -652,11 +656,6 @@ fn platform_of(p: &Value) -> String {
         s.push_str(v);
     }
     s
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// The first 12 hex digits, as docker shows ids.

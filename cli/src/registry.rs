@@ -15,7 +15,7 @@ use reqwest::header::{
 use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio_util::io::ReaderStream;
 
-use crate::image::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use berth_oci::media_types::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 
 pub struct Registry {
     host: String,
@@ -176,7 +176,13 @@ impl Registry {
         repo: &str,
         reference: &str,
     ) -> anyhow::Result<(String, Vec<u8>)> {
-        let accept = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", ");
+        let accept = [
+            OCI_INDEX,
+            OCI_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+            DOCKER_MANIFEST,
+        ]
+        .join(", ");
         let res = self
             .send(&pull_scope(repo), |c, b| {
                 Ok(c.get(format!("{b}/v2/{repo}/manifests/{reference}"))

@@ -7,6 +7,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod media_types;
 pub mod names;
 pub mod reference;
 pub mod request;

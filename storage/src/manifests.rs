@@ -17,17 +17,13 @@ use crate::entity::{
 };
 use crate::error::{Result, StorageError};
 use crate::names::validate_tag;
+use berth_oci::media_types::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, IMAGE_CONFIG_TYPES, OCI_INDEX,
+    OCI_MANIFEST,
+};
+
 use crate::repos::{ensure_repository, Page};
 use crate::Storage;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const DOCKER_SCHEMA1: [&str; 2] = [
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-];
 
 pub use berth_oci::Reference;
 
@@ -89,12 +85,6 @@ pub struct Platform {
     pub architecture: Option<String>,
     pub variant: Option<String>,
 }
-
-/// Config media types of container images (the others are artifacts').
-pub const IMAGE_CONFIG_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-];
 
 /// Image configurations larger than this are not read for their platform.
 const MAX_CONFIG_READ: u64 = 1024 * 1024;

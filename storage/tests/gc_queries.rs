@@ -1,7 +1,8 @@
 //! The garbage queries on a real database (SQLite, and PostgreSQL when configured).
 
 use berth_config::{Config, Layer};
-use berth_storage::manifests::{Reference, OCI_INDEX, OCI_MANIFEST};
+use berth_oci::media_types::{OCI_INDEX, OCI_MANIFEST};
+use berth_storage::manifests::Reference;
 use berth_storage::{Algorithm, Digest, Storage};
 use bytes::Bytes;
 use futures::stream;

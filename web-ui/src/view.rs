@@ -1,9 +1,10 @@
 //! What pages and the JSON API show, built once for both: a page renders these
 //! structures through a template, the API serializes them.
 
+use berth_oci::media_types::{is_index, IMAGE_CONFIG_TYPES};
 use berth_storage::digest::Digest;
 use berth_storage::explore::{RepoDetail, TagRow};
-use berth_storage::manifests::{Reference, DOCKER_MANIFEST_LIST, IMAGE_CONFIG_TYPES, OCI_INDEX};
+use berth_storage::manifests::Reference;
 use berth_storage::StorageError;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
@@ -189,7 +190,7 @@ pub async fn tag_detail(web: &Web, repo: &str, tag: &str) -> Result<TagDetail, W
             other => other.into(),
         })?;
     let mut images = Vec::new();
-    if [OCI_INDEX, DOCKER_MANIFEST_LIST].contains(&manifest.media_type.as_str()) {
+    if is_index(&manifest.media_type) {
         let index: ImageIndex = serde_json::from_slice(&manifest.content)
             .map_err(|e| WebError::BadRequest(format!("unreadable index: {e}")))?;
         for entry in index.manifests() {

@@ -20,7 +20,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::image::{self, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use berth_oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use berth_oci::{Algorithm, Digest};
+
+use crate::image;
 use crate::inroot::{self, Kind, Meta, Root};
 use crate::store::Store;
 use dockerfile::{Args, Instruction};
@@ -235,8 +238,9 @@ struct Builder<'a> {
     step_count: usize,
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+/// The step cache's key for a chain of steps: the hex SHA-256 of its description.
+fn chain_hash(data: &[u8]) -> String {
+    Digest::of(Algorithm::Sha256, data).hex().to_owned()
 }
 
 fn env_map(config: &Value) -> BTreeMap<String, String> {
@@ -315,7 +319,7 @@ impl Builder<'_> {
                     "rootfs": {"type": "layers", "diff_ids": []}, "history": [],
                 }),
                 layers: Vec::new(),
-                chain: sha256_hex(b"FROM scratch"),
+                chain: chain_hash(b"FROM scratch"),
             }
         } else if let Some(i) = self.stage_index(&base) {
             self.built(i).state.clone()
@@ -332,7 +336,7 @@ impl Builder<'_> {
                     .as_array()
                     .cloned()
                     .unwrap_or_default(),
-                chain: sha256_hex(format!("FROM {}", img.manifest_digest).as_bytes()),
+                chain: chain_hash(format!("FROM {}", img.manifest_digest).as_bytes()),
             }
         };
         let mut root: Option<tempfile::TempDir> = None;
@@ -351,7 +355,7 @@ impl Builder<'_> {
                 self.step_number, self.step_count, inst.keyword, inst.text
             ));
             let step = self.prepare(inst, &state, &args, &mut cmd_set_here)?;
-            let chain = sha256_hex(format!("{}\n{}", state.chain, step.key).as_bytes());
+            let chain = chain_hash(format!("{}\n{}", state.chain, step.key).as_bytes());
             if let Some(cached) = self.cached(&chain)? {
                 self.say(" ---> Using cache");
                 if cached.layers != state.layers {

@@ -3,8 +3,9 @@
 
 use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse};
+use berth_oci::media_types::is_index;
 use berth_oci::{Reference, RepoName};
-use berth_storage::manifests::{StoredManifest, DOCKER_MANIFEST_LIST, OCI_INDEX};
+use berth_storage::manifests::StoredManifest;
 use berth_storage::StorageError;
 use futures::StreamExt;
 
@@ -24,8 +25,7 @@ pub async fn get(
     reference: &Reference,
 ) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(name, reference).await?;
-    let image_by_digest = matches!(reference, Reference::Digest(_))
-        && !matches!(m.media_type.as_str(), OCI_INDEX | DOCKER_MANIFEST_LIST);
+    let image_by_digest = matches!(reference, Reference::Digest(_)) && !is_index(&m.media_type);
     state
         .storage
         .record_pull(name, image_by_digest.then_some(&m.digest));

@@ -1,8 +1,8 @@
 //! `GET /v2/<name>/referrers/<digest>` (end-12a/12b): manifests whose subject is `<digest>`.
 
 use actix_web::{HttpRequest, HttpResponse};
+use berth_oci::media_types::OCI_INDEX;
 use berth_oci::{Digest, RepoName};
-use berth_storage::manifests::OCI_INDEX;
 use serde_json::json;
 
 use crate::error::ApiResult;
