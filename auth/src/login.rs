@@ -59,23 +59,21 @@ impl Logins {
         let keys = limiter::password_keys(name, peer);
         self.limiter.check(&keys)?;
         let tag = self.cache.tag(name, &password);
-        if let Some(user) = self.remembered(db, name, &tag, &keys).await? {
+        if let Remembered::Yes(user) = self.remembered(db, name, &tag).await? {
+            self.limiter.succeeded(&keys[..1]);
             return Ok(user);
         }
         // One check per name at a time: those queued behind a correct login find it
         // remembered, those behind failures find the limit reached.
         let _turn = self.turns.wait(name).await;
-        if let Some(user) = self.remembered(db, name, &tag, &keys).await? {
-            return Ok(user);
-        }
-        self.limiter.attempt(&keys)?;
-        let found = match users::credentials(db, name).await {
-            Ok(found) => found,
-            Err(e) => {
-                self.limiter.refund(&keys);
-                return Err(e);
+        let found = match self.remembered(db, name, &tag).await? {
+            Remembered::Yes(user) => {
+                self.limiter.succeeded(&keys[..1]);
+                return Ok(user);
             }
+            Remembered::No(found) => found,
         };
+        self.limiter.attempt(&keys)?;
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
         self.checks.fetch_add(1, Ordering::Relaxed);
         match (password::verify(password, stored).await, found) {
@@ -95,22 +93,19 @@ impl Logins {
         }
     }
 
-    /// The user if `tag` (their name and this password) was verified lately against
-    /// the password hash their row has now.
+    /// Whether `tag` (their name and this password) was verified lately against the
+    /// password hash `name`'s row has now; if not, the row as read (the user and
+    /// their hash), so that checking the password needs no second read.
     async fn remembered(
         &self,
         db: &DatabaseConnection,
         name: &str,
         tag: &crate::cache::Tag,
-        keys: &[String],
-    ) -> Result<Option<User>, AuthError> {
-        match users::credentials(db, name).await? {
-            Some((user, hash)) if self.cache.hit(tag, &hash) => {
-                self.limiter.succeeded(&keys[..1]);
-                Ok(Some(user))
-            }
-            _ => Ok(None),
-        }
+    ) -> Result<Remembered, AuthError> {
+        Ok(match users::credentials(db, name).await? {
+            Some((user, hash)) if self.cache.hit(tag, &hash) => Remembered::Yes(user),
+            found => Remembered::No(found),
+        })
     }
 
     /// The user and scope of a personal access token or login token: `secret` given as
@@ -150,6 +145,12 @@ impl Logins {
     pub fn password_checks(&self) -> u64 {
         self.checks.load(Ordering::Relaxed)
     }
+}
+
+/// What [`Logins::remembered`] found.
+enum Remembered {
+    Yes(User),
+    No(Option<(User, String)>),
 }
 
 /// One turn at a time per user name. The map holds only names someone is checking

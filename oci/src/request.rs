@@ -126,27 +126,40 @@ const ENDINGS: [(Endpoint, &[Option<&str>]); 7] = [
     (Endpoint::Referrers, &[Some("referrers"), None]),
 ];
 
-/// Whether `path` (as sent, before decoding) is addressed to the registry API:
-/// `/v2` or anything under `/v2/`, however it is spelled.
-pub fn is_registry_path(path: &str) -> bool {
-    // Lossy: a path that is not UTF-8 once decoded is still the registry's to refuse.
-    let decoded = percent_decode_str(path).decode_utf8_lossy();
-    decoded == "/v2" || decoded.starts_with("/v2/")
-}
-
-fn decode(path: &str) -> Option<String> {
-    percent_decode_str(path)
-        .decode_utf8()
-        .ok()
-        .map(|p| p.into_owned())
+/// Parses a request when it is addressed to the registry API: `None` when its path,
+/// decoded, is neither `/v2` nor under `/v2/` (another service's), else the action or
+/// why there is none. `path` is the request target's path as sent (still
+/// percent-encoded), `query` its query string (without `?`). The path is decoded
+/// once, here, for both questions.
+pub fn registry_request(method: &str, path: &str, query: &str) -> Option<Result<Action, OciError>> {
+    let is_registry = |p: &str| p == "/v2" || p.starts_with("/v2/");
+    let bytes = percent_decode_str(path);
+    match bytes.clone().decode_utf8() {
+        Ok(decoded) => {
+            is_registry(&decoded).then(|| Action::from_decoded(method, &decoded, path, query))
+        }
+        // Not UTF-8 once decoded: no endpoint, but still the registry's to refuse.
+        Err(_) => is_registry(&bytes.decode_utf8_lossy())
+            .then(|| Err(OciError::EndpointUnknown(path.to_owned()))),
+    }
 }
 
 impl Action {
-    /// Parses a registry request. `path` is the request target's path as sent (still
-    /// percent-encoded), `query` its query string (without `?`).
+    /// Parses a registry request (see [`registry_request`]); a path outside `/v2` is
+    /// no endpoint.
     pub fn parse(method: &str, path: &str, query: &str) -> Result<Action, OciError> {
-        let unknown = || OciError::EndpointUnknown(path.to_owned());
-        let decoded = decode(path).ok_or_else(unknown)?;
+        registry_request(method, path, query)
+            .unwrap_or_else(|| Err(OciError::EndpointUnknown(path.to_owned())))
+    }
+
+    /// The action of a registry request whose path `decoded` is `raw` decoded.
+    fn from_decoded(
+        method: &str,
+        decoded: &str,
+        raw: &str,
+        query: &str,
+    ) -> Result<Action, OciError> {
+        let unknown = || OciError::EndpointUnknown(raw.to_owned());
         let rest = match decoded.strip_prefix("/v2") {
             Some("" | "/") => return allow(method, &["GET", "HEAD"], || Ok(Action::Base)),
             Some("/_catalog") => return allow(method, &["GET"], || Ok(Action::Catalog)),
@@ -451,6 +464,15 @@ mod tests {
             assert_eq!(parse("GET", path), Ok(private.clone()), "{path}");
         }
         assert_eq!(parse("GET", "/v2/%5Fcatalog"), Ok(Action::Catalog));
+        // Other services' paths are not the registry's; a registry path that is not
+        // UTF-8 once decoded is, and is refused.
+        for other in ["/", "/v2x", "/v", "/r/alice/app", "/%76%33/"] {
+            assert_eq!(registry_request("GET", other, ""), None, "{other}");
+        }
+        assert!(matches!(
+            registry_request("GET", "/v2/%ff", ""),
+            Some(Err(OciError::EndpointUnknown(_)))
+        ));
         for path in [
             "/v2/%2561lice/secret/manifests/latest", // double encoding stays encoded
             "/v2/alice/../bob/manifests/latest",

@@ -12,7 +12,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
 use berth_auth::Logins;
 use berth_auth::{Claims, TokenService};
-use berth_oci::request::{is_registry_path, Resource};
+use berth_oci::request::{registry_request, Resource};
 use berth_oci::{Action, Need, OciError};
 use berth_storage::repos::Viewer;
 use sea_orm::DatabaseConnection;
@@ -70,14 +70,14 @@ pub async fn registry(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if !is_registry_path(req.path()) {
+    let Some(parsed) = registry_request(req.method().as_str(), req.path(), req.query_string())
+    else {
         return Ok(next.call(req).await?.map_into_boxed_body());
-    }
+    };
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
         .expect("the app holds its state");
-    let parsed = Action::parse(req.method().as_str(), req.path(), req.query_string());
     let route = parsed.as_ref().map_or("/v2 (no endpoint)", Action::route);
     req.extensions_mut().insert(RouteLabel(route));
     let (http, payload) = req.into_parts();
@@ -121,9 +121,9 @@ async fn gate(
         if claims.allows(kind, name, action) {
             continue;
         }
-        // The token server looked at this resource and granted something else: a
-        // denial. Otherwise the client should ask for a wider token. (A repository the
-        // caller may not pull gets no entry at all, exactly as one that does not exist.)
+        // The token server looked at this resource and granted something else (for a
+        // repository the caller may not pull, private or missing alike: nothing): a
+        // denial. Otherwise the client should ask for a wider token.
         let refused = claims
             .access
             .iter()

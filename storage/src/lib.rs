@@ -116,11 +116,6 @@ impl Storage {
         self.max_manifest_bytes
     }
 
-    /// Whether a repository created by its first push is private.
-    pub fn private_by_default(&self) -> bool {
-        self.private_by_default
-    }
-
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }

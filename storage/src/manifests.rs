@@ -3,6 +3,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use berth_oci::media_types::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, IMAGE_CONFIG_TYPES, OCI_INDEX,
+    OCI_MANIFEST,
+};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
@@ -17,11 +21,6 @@ use crate::entity::{
 };
 use crate::error::{Result, StorageError};
 use crate::names::validate_tag;
-use berth_oci::media_types::{
-    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, IMAGE_CONFIG_TYPES, OCI_INDEX,
-    OCI_MANIFEST,
-};
-
 use crate::repos::{ensure_repository, Page};
 use crate::Storage;
 

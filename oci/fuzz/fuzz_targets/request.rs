@@ -1,10 +1,11 @@
 //! The registry's request parser on arbitrary input, `METHOD PATH[?QUERY]` as on a
-//! request line: it never panics, and whatever it accepts is a registry path with a
-//! valid repository name (also for a mount's source) and a bounded route label.
+//! request line: it never panics, it accepts only registry paths, and whatever it
+//! accepts has a valid repository name (also for a mount's source) and a bounded
+//! route label.
 
 #![no_main]
 
-use berth_oci::request::{is_registry_path, Resource};
+use berth_oci::request::{registry_request, Resource};
 use berth_oci::{Action, RepoName};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,10 +15,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let (method, target) = line.split_once(' ').unwrap_or(("GET", line));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let Ok(action) = Action::parse(method, path, query) else {
+    let parsed = Action::parse(method, path, query);
+    let Some(Ok(action)) = registry_request(method, path, query) else {
+        assert!(parsed.is_err(), "{path:?} parsed but is no registry request");
         return;
     };
-    assert!(is_registry_path(path), "{path:?} parsed but is no registry path");
+    assert_eq!(parsed.as_ref(), Ok(&action));
     if let Some(name) = action.repository() {
         assert!(RepoName::parse(name).is_ok(), "{name:?} escaped the grammar");
     }

@@ -169,11 +169,11 @@ fn decode_basic(b64: &str) -> ApiResult<(String, String)> {
     Ok((user.to_owned(), password.to_owned()))
 }
 
-/// Authenticates (if credentials were given), grants the intersection of what was
-/// asked and what is allowed, and signs a token: (token, expires_in, issued_at).
 /// Scopes one token request may name (docker asks for one to three).
 const MAX_SCOPES: usize = 64;
 
+/// Authenticates (if credentials were given), grants the intersection of what was
+/// asked and what is allowed, and signs a token: (token, expires_in, issued_at).
 async fn issue(
     state: &AppState,
     req: &HttpRequest,
