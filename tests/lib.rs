@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest as _, Sha256};
+use berth_oci::{Algorithm, Digest};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -491,7 +491,7 @@ pub fn slow_body(data: Vec<u8>, piece: usize, delay: Duration) -> reqwest::Body 
 }
 
 pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    Digest::of(Algorithm::Sha256, data).to_string()
 }
 
 /// A thin registry client over reqwest for the spec's calls.
@@ -764,4 +764,37 @@ async fn relay(
     }
     let _ = to_server.shutdown().await;
     let _ = back.await;
+}
+
+/// Reads one HTTP/1.1 response that has a Content-Length (never a chunked one, as
+/// blob downloads are): its status and body.
+pub async fn read_response(conn: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> (u16, Vec<u8>) {
+    let mut status = 0;
+    let mut length = None;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("HTTP/1.1 ") {
+            status = rest[..3].parse().unwrap();
+        } else if let Some((name, value)) = line.split_once(':') {
+            assert!(
+                !name.eq_ignore_ascii_case("transfer-encoding"),
+                "a file body is never chunked"
+            );
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.trim().parse().unwrap());
+            }
+        } else {
+            panic!("not a header line: {line:?}");
+        }
+    }
+    assert_ne!(status, 0, "no status line");
+    let mut body = vec![0u8; length.expect("a Content-Length")];
+    conn.read_exact(&mut body).await.unwrap();
+    (status, body)
 }

@@ -2,9 +2,9 @@
 # Runs every test of the workspace against real services: installs what is missing
 # (Debian packages: PostgreSQL, skopeo, umoci, busybox, docker-registry, Chromium and
 # its WebDriver), starts a throwaway PostgreSQL, builds the binaries, runs
-# `cargo test --workspace`, then fuzzes the request parser for a minute
-# (tests/fuzz.sh). Used as-is by .ci/run. Screenshots of the web UI's pages
-# are kept in target/test-artifacts/web/.
+# `cargo test --workspace`, then fuzzes every parser of outside input for 200 s
+# in all (tests/fuzz.sh; BERTH_FUZZ_SECONDS sets the total). Used as-is by .ci/run.
+# Screenshots of the web UI's pages are kept in target/test-artifacts/web/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -49,7 +49,7 @@ export BERTH_TEST_POSTGRES_URL="$PG_ADMIN_URL"
 cargo build --workspace --bins
 cargo test --workspace -- "$@"
 
-# --- fuzz the request parser for a bounded time (skipped when tests are filtered)
+# --- fuzz the parsers for a bounded time (skipped when tests are filtered)
 if [ $# -eq 0 ]; then
-  bash tests/fuzz.sh "${BERTH_FUZZ_SECONDS:-60}"
+  bash tests/fuzz.sh "${BERTH_FUZZ_SECONDS:-200}"
 fi

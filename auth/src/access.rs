@@ -4,10 +4,9 @@
 //! A public repository is pulled by anyone, signed in or not; a private one by its
 //! owner and admins only. A name without a namespace (`app`) belongs to admins.
 
-use sea_orm::DatabaseConnection;
-
+use crate::accounts::Accounts;
 use crate::error::AuthError;
-use crate::orgs::{self, Role};
+use crate::orgs::Role;
 use crate::scope::{Access, Scope};
 use crate::users::User;
 
@@ -52,39 +51,51 @@ pub fn grant(
     })
 }
 
-/// Whether `user` may do `action` (pull, push, delete) to repository `repo`, looking
-/// up their organization role when its namespace is an organization.
-pub async fn allowed(
-    db: &DatabaseConnection,
-    user: Option<&User>,
-    repo: &str,
-    private: bool,
-    action: &str,
-) -> Result<bool, AuthError> {
-    let org_role = match (user, namespace(repo)) {
-        (Some(u), Some(ns)) => orgs::role(db, ns, &u.name).await?,
-        _ => None,
-    };
-    let scope = Scope {
-        kind: "repository".into(),
-        name: repo.to_owned(),
-        actions: vec![action.to_owned()],
-    };
-    Ok(grant(user, &scope, private, org_role).is_some())
-}
-
-/// The namespaces whose private repositories `user` may pull besides public ones:
-/// their own and their organizations'. `None`: every repository (admins).
-pub async fn private_namespaces(
-    db: &DatabaseConnection,
-    user: &User,
-) -> Result<Option<Vec<String>>, AuthError> {
-    if user.admin {
-        return Ok(None);
+impl Accounts {
+    /// What of `requested` `user` (None: anonymous) is granted, by [`grant`], with
+    /// their organization role looked up when a repository's namespace is one.
+    /// `private` tells whether the requested repository is private.
+    pub async fn grant(
+        &self,
+        user: Option<&User>,
+        requested: &Scope,
+        private: bool,
+    ) -> Result<Option<Access>, AuthError> {
+        let org_role = match (user, namespace(&requested.name)) {
+            (Some(u), Some(ns)) if requested.kind == "repository" => {
+                self.org_role(ns, &u.name).await?
+            }
+            _ => None,
+        };
+        Ok(grant(user, requested, private, org_role))
     }
-    let mut namespaces = orgs::memberships(db, &user.name).await?;
-    namespaces.push(user.name.clone());
-    Ok(Some(namespaces))
+
+    /// Whether `user` may do `action` (pull, push, delete) to repository `repo`.
+    pub async fn allowed(
+        &self,
+        user: Option<&User>,
+        repo: &str,
+        private: bool,
+        action: &str,
+    ) -> Result<bool, AuthError> {
+        let scope = Scope {
+            kind: "repository".into(),
+            name: repo.to_owned(),
+            actions: vec![action.to_owned()],
+        };
+        Ok(self.grant(user, &scope, private).await?.is_some())
+    }
+
+    /// The namespaces whose private repositories `user` may pull besides public ones:
+    /// their own and their organizations'. `None`: every repository (admins).
+    pub async fn private_namespaces(&self, user: &User) -> Result<Option<Vec<String>>, AuthError> {
+        if user.admin {
+            return Ok(None);
+        }
+        let mut namespaces = self.memberships(&user.name).await?;
+        namespaces.push(user.name.clone());
+        Ok(Some(namespaces))
+    }
 }
 
 /// The namespace of `alice/app` is `alice`; a name without one (`app`) has none.

@@ -111,10 +111,12 @@ impl CredentialCache {
     }
 
     /// Entries held (expired ones included until they are dropped).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

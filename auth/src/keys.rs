@@ -3,6 +3,8 @@
 //! sharing the database signs and verifies with the same key, and tokens survive
 //! restarts.
 
+use std::path::Path;
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
@@ -10,6 +12,7 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
+use crate::accounts::Accounts;
 use crate::error::AuthError;
 
 pub struct SigningKeys {
@@ -29,7 +32,7 @@ impl SigningKeys {
 
     /// The database's key, created by whichever process asks first (concurrent first
     /// starts agree: the insert keeps the earlier row, and everyone reads it back).
-    pub async fn load_or_create(db: &DatabaseConnection) -> Result<SigningKeys, AuthError> {
+    async fn load_or_create(db: &DatabaseConnection) -> Result<SigningKeys, AuthError> {
         let insert = Query::insert()
             .into_table("signing_keys")
             .columns(["id", "pkcs8", "created_at"])
@@ -62,5 +65,19 @@ impl SigningKeys {
             decoding: DecodingKey::from_ed_components(&x)
                 .map_err(|e| AuthError::Key(e.to_string()))?,
         })
+    }
+}
+
+impl Accounts {
+    /// The token signing key: the configured key file, or the one kept in the database.
+    pub async fn signing_keys(&self, configured: Option<&Path>) -> Result<SigningKeys, AuthError> {
+        match configured {
+            Some(path) => {
+                let pkcs8 = std::fs::read(path)
+                    .map_err(|e| AuthError::Key(format!("cannot read {}: {e}", path.display())))?;
+                SigningKeys::from_pkcs8(&pkcs8)
+            }
+            None => SigningKeys::load_or_create(&self.db).await,
+        }
     }
 }

@@ -26,9 +26,10 @@ use crate::password;
 use crate::pat::{self, TokenScope};
 use crate::users::{self, User};
 
-/// Login checks, shared by the token endpoint and the web UI of one process.
+/// Login checks, shared by the token endpoint and the web UI of one process (they
+/// reach them through [`Accounts`](crate::Accounts)).
 #[derive(Default)]
-pub struct Logins {
+pub(crate) struct Logins {
     limiter: LoginLimiter,
     cache: CredentialCache,
     turns: Turns,
@@ -37,13 +38,6 @@ pub struct Logins {
 }
 
 impl Logins {
-    pub fn new(cache: CredentialCache) -> Logins {
-        Logins {
-            cache,
-            ..Logins::default()
-        }
-    }
-
     /// The user whose password `password` is. Refused with
     /// [`AuthError::RateLimited`] after too many failures for this name or from this
     /// address (even with the right password), with [`AuthError::BadCredentials`] for
@@ -137,11 +131,13 @@ impl Logins {
     }
 
     /// Verified passwords remembered now.
+    #[cfg(test)]
     pub fn cached(&self) -> usize {
         self.cache.len()
     }
 
     /// Passwords checked with argon2 so far (remembered ones are not).
+    #[cfg(test)]
     pub fn password_checks(&self) -> u64 {
         self.checks.load(Ordering::Relaxed)
     }
@@ -205,6 +201,7 @@ impl Drop for Turn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::testing;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn turns_serialize_one_name_and_clean_up() {
@@ -236,32 +233,26 @@ mod tests {
         assert!(turns.names.lock().unwrap().is_empty());
     }
 
-    async fn database() -> (tempfile::TempDir, DatabaseConnection) {
-        use sea_orm::TransactionTrait;
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display());
-        let db = sea_orm::Database::connect(url).await.unwrap();
-        let txn = db.begin().await.unwrap();
-        crate::migrate(&txn).await.unwrap();
-        txn.commit().await.unwrap();
-        users::add(&db, "alice", "alice-password".into(), false)
+    async fn accounts() -> (tempfile::TempDir, crate::Accounts) {
+        let (dir, accounts) = testing::accounts().await;
+        accounts
+            .add_user("alice", "alice-password".into(), false)
             .await
             .unwrap();
-        (dir, db)
+        (dir, accounts)
     }
 
     const PEER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
 
     async fn burst(
-        logins: &Arc<Logins>,
-        db: &DatabaseConnection,
+        accounts: &crate::Accounts,
         n: usize,
         password: &str,
     ) -> Vec<Result<User, AuthError>> {
         let tasks: Vec<_> = (0..n)
             .map(|_| {
-                let (logins, db, password) = (logins.clone(), db.clone(), password.to_owned());
-                tokio::spawn(async move { logins.password(&db, "alice", password, PEER).await })
+                let (accounts, password) = (accounts.clone(), password.to_owned());
+                tokio::spawn(async move { accounts.check_password("alice", password, PEER).await })
             })
             .collect();
         let mut results = Vec::new();
@@ -273,9 +264,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_guesses_get_only_the_allowed_checks() {
-        let (_dir, db) = database().await;
-        let logins = Arc::new(Logins::default());
-        let results = burst(&logins, &db, 40, "wrong-password").await;
+        let (_dir, accounts) = accounts().await;
+        let results = burst(&accounts, 40, "wrong-password").await;
         let checked = results
             .iter()
             .filter(|r| matches!(r, Err(AuthError::BadCredentials)))
@@ -285,40 +275,43 @@ mod tests {
             .filter(|r| matches!(r, Err(AuthError::RateLimited { .. })))
             .count();
         assert_eq!((checked, limited), (5, 35));
-        assert_eq!(logins.password_checks(), 5);
-        let right = logins
-            .password(&db, "alice", "alice-password".into(), PEER)
+        assert_eq!(accounts.logins.password_checks(), 5);
+        let right = accounts
+            .check_password("alice", "alice-password".into(), PEER)
             .await;
         assert!(matches!(right, Err(AuthError::RateLimited { .. })));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_correct_logins_check_once_until_the_password_changes() {
-        let (_dir, db) = database().await;
-        let logins = Arc::new(Logins::default());
-        let results = burst(&logins, &db, 150, "alice-password").await;
+        let (dir, accounts) = accounts().await;
+        let results = burst(&accounts, 150, "alice-password").await;
         assert!(results
             .iter()
             .all(|r| r.as_ref().is_ok_and(|u| u.name == "alice")));
+        let logins = &accounts.logins;
         assert_eq!(logins.password_checks(), 1, "the rest were remembered");
         assert_eq!(logins.cached(), 1);
-        // Changed elsewhere (another process): the remembered password stops working.
-        users::set_password(&db, "alice", "new-password".into())
+        // Changed elsewhere (another process, with a pool of its own): the remembered
+        // password stops working.
+        let elsewhere = crate::Accounts::connect(&testing::url(&dir)).await.unwrap();
+        elsewhere
+            .set_password("alice", "new-password".into())
             .await
             .unwrap();
-        let old = logins
-            .password(&db, "alice", "alice-password".into(), PEER)
+        let old = accounts
+            .check_password("alice", "alice-password".into(), PEER)
             .await;
         assert!(matches!(old, Err(AuthError::BadCredentials)));
         assert_eq!(logins.password_checks(), 2);
-        logins
-            .password(&db, "alice", "new-password".into(), PEER)
+        accounts
+            .check_password("alice", "new-password".into(), PEER)
             .await
             .unwrap();
         // Removed: the remembered password is refused too.
-        users::remove(&db, "alice").await.unwrap();
-        let gone = logins
-            .password(&db, "alice", "new-password".into(), PEER)
+        elsewhere.remove_user("alice").await.unwrap();
+        let gone = accounts
+            .check_password("alice", "new-password".into(), PEER)
             .await;
         assert!(matches!(gone, Err(AuthError::BadCredentials)));
     }

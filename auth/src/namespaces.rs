@@ -54,7 +54,10 @@ impl fmt::Display for Kind {
 }
 
 /// What `name` is, if it was ever given out.
-pub async fn kind<C: ConnectionTrait>(db: &C, name: &str) -> Result<Option<Kind>, AuthError> {
+pub(crate) async fn kind<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+) -> Result<Option<Kind>, AuthError> {
     let select = Query::select()
         .column("kind")
         .from("namespaces")
@@ -67,7 +70,7 @@ pub async fn kind<C: ConnectionTrait>(db: &C, name: &str) -> Result<Option<Kind>
 }
 
 /// The error for creating a `wanted` named `name` that is already `existing`.
-pub fn taken(name: &str, wanted: Kind, existing: Kind) -> AuthError {
+pub(crate) fn taken(name: &str, wanted: Kind, existing: Kind) -> AuthError {
     match (wanted, existing) {
         (_, Kind::Removed) => AuthError::NameReserved(name.to_owned()),
         (Kind::User, Kind::User) => AuthError::UserExists(name.to_owned()),
@@ -80,7 +83,7 @@ pub fn taken(name: &str, wanted: Kind, existing: Kind) -> AuthError {
 
 /// Fails early (before any slow work) when `name` cannot be given to a new `wanted`;
 /// [`claim`] is what decides, inside the creating transaction.
-pub async fn check_free<C: ConnectionTrait>(
+pub(crate) async fn check_free<C: ConnectionTrait>(
     db: &C,
     name: &str,
     wanted: Kind,

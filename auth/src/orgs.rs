@@ -4,11 +4,12 @@ use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::ActiveValue::Set;
 
+use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::namespaces::{self, Kind};
 use crate::users::{self, validate_username};
 
-pub mod org {
+mod org {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -27,7 +28,7 @@ pub mod org {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod member {
+mod member {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -78,20 +79,70 @@ impl Role {
     }
 }
 
-/// Creates an organization with `owner` as its first admin. Its name shares the user
-/// namespace space: no user and no organization may have the same name, and a removed
-/// user's name is reserved (see `namespaces`).
-pub async fn add(db: &DatabaseConnection, name: &str, owner: &str) -> Result<(), AuthError> {
-    create(db, name, owner, false).await
-}
+impl Accounts {
+    /// Creates an organization with `owner` as its first admin. Its name shares the
+    /// user namespace space: no user and no organization may have the same name, and a
+    /// removed user's name is reserved (see `namespaces`).
+    pub async fn add_org(&self, name: &str, owner: &str) -> Result<(), AuthError> {
+        create(&self.db, name, owner, false).await
+    }
 
-/// Like [`add`], and the name may be a removed user's (an administrator's decision).
-pub async fn add_reclaiming(
-    db: &DatabaseConnection,
-    name: &str,
-    owner: &str,
-) -> Result<(), AuthError> {
-    create(db, name, owner, true).await
+    /// Like [`Accounts::add_org`], and the name may be a removed user's (an
+    /// administrator's decision).
+    pub async fn add_org_reclaiming(&self, name: &str, owner: &str) -> Result<(), AuthError> {
+        create(&self.db, name, owner, true).await
+    }
+
+    pub async fn org_exists(&self, name: &str) -> Result<bool, AuthError> {
+        exists(&self.db, name).await
+    }
+
+    /// Adds `user` to `org` with `role`, or changes their role.
+    pub async fn set_member(&self, org: &str, user: &str, role: Role) -> Result<(), AuthError> {
+        let db = &self.db;
+        if !exists(db, org).await? {
+            return Err(AuthError::UserUnknown(format!("organization {org}")));
+        }
+        if users::get(db, user).await?.is_none() {
+            return Err(AuthError::UserUnknown(user.to_owned()));
+        }
+        member::Entity::insert(member::ActiveModel {
+            org_name: Set(org.to_owned()),
+            user_name: Set(user.to_owned()),
+            role: Set(role.name().to_owned()),
+        })
+        .on_conflict(
+            OnConflict::columns([member::Column::OrgName, member::Column::UserName])
+                .update_column(member::Column::Role)
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
+        Ok(())
+    }
+
+    /// `user`'s role in the organization `namespace`, if it is one and they are a
+    /// member.
+    pub async fn org_role(&self, namespace: &str, user: &str) -> Result<Option<Role>, AuthError> {
+        let found = member::Entity::find()
+            .filter(member::Column::OrgName.eq(namespace))
+            .filter(member::Column::UserName.eq(user))
+            .one(&self.db)
+            .await?;
+        found.map(|m| Role::parse(&m.role)).transpose()
+    }
+
+    /// The organizations `user` belongs to (any role: all may pull their private
+    /// repositories).
+    pub async fn memberships(&self, user: &str) -> Result<Vec<String>, AuthError> {
+        Ok(member::Entity::find()
+            .filter(member::Column::UserName.eq(user))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| m.org_name)
+            .collect())
+    }
 }
 
 async fn create(
@@ -125,7 +176,7 @@ async fn create(
     Ok(())
 }
 
-pub async fn exists(db: &DatabaseConnection, name: &str) -> Result<bool, AuthError> {
+async fn exists(db: &DatabaseConnection, name: &str) -> Result<bool, AuthError> {
     Ok(org::Entity::find()
         .filter(org::Column::Name.eq(name))
         .count(db)
@@ -133,55 +184,11 @@ pub async fn exists(db: &DatabaseConnection, name: &str) -> Result<bool, AuthErr
         > 0)
 }
 
-/// Adds `user` to `org` with `role`, or changes their role.
-pub async fn set_member(
-    db: &DatabaseConnection,
-    org: &str,
-    user: &str,
-    role: Role,
-) -> Result<(), AuthError> {
-    if !exists(db, org).await? {
-        return Err(AuthError::UserUnknown(format!("organization {org}")));
-    }
-    if users::get(db, user).await?.is_none() {
-        return Err(AuthError::UserUnknown(user.to_owned()));
-    }
-    member::Entity::insert(member::ActiveModel {
-        org_name: Set(org.to_owned()),
-        user_name: Set(user.to_owned()),
-        role: Set(role.name().to_owned()),
-    })
-    .on_conflict(
-        OnConflict::columns([member::Column::OrgName, member::Column::UserName])
-            .update_column(member::Column::Role)
-            .to_owned(),
-    )
-    .exec(db)
-    .await?;
-    Ok(())
-}
-
-/// `user`'s role in the organization `namespace`, if it is one and they are a member.
-pub async fn role(
-    db: &DatabaseConnection,
-    namespace: &str,
-    user: &str,
-) -> Result<Option<Role>, AuthError> {
-    let found = member::Entity::find()
-        .filter(member::Column::OrgName.eq(namespace))
+/// Ends `user`'s memberships, inside a user removal's transaction.
+pub(crate) async fn leave_all<C: ConnectionTrait>(db: &C, user: &str) -> Result<(), AuthError> {
+    member::Entity::delete_many()
         .filter(member::Column::UserName.eq(user))
-        .one(db)
+        .exec(db)
         .await?;
-    found.map(|m| Role::parse(&m.role)).transpose()
-}
-
-/// The organizations `user` belongs to (any role: all may pull their private repositories).
-pub async fn memberships(db: &DatabaseConnection, user: &str) -> Result<Vec<String>, AuthError> {
-    Ok(member::Entity::find()
-        .filter(member::Column::UserName.eq(user))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| m.org_name)
-        .collect())
+    Ok(())
 }

@@ -5,6 +5,7 @@
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, QueryOrder};
 
+use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::secret::{self, hash};
 use crate::users::{self, User};
@@ -12,7 +13,7 @@ use crate::users::{self, User};
 /// Every token starts with this, so a leaked one is easy to recognise and scan for.
 pub const PREFIX: &str = "berth_pat_";
 
-pub mod token {
+mod token {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -118,40 +119,77 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Creates a personal token for `user_name`; returns its id and the secret (shown only now).
-pub async fn create(
-    db: &DatabaseConnection,
-    user_name: &str,
-    name: &str,
-    scope: TokenScope,
-    expires_in_days: Option<u32>,
-) -> Result<(i64, String), AuthError> {
-    insert(
-        db,
-        user_name,
-        name,
-        scope,
-        expires_in_days,
-        TokenKind::Personal,
-    )
-    .await
-}
+impl Accounts {
+    /// Creates a personal token for `user_name`; returns its id and the secret (shown
+    /// only now).
+    pub async fn create_token(
+        &self,
+        user_name: &str,
+        name: &str,
+        scope: TokenScope,
+        expires_in_days: Option<u32>,
+    ) -> Result<(i64, String), AuthError> {
+        insert(
+            &self.db,
+            user_name,
+            name,
+            scope,
+            expires_in_days,
+            TokenKind::Personal,
+        )
+        .await
+    }
 
-/// Creates the refresh token a `docker login` keeps (all of the user's rights,
-/// [`LOGIN_TOKEN_DAYS`] days, ended by a password change); returns its id and secret.
-pub async fn create_login(
-    db: &DatabaseConnection,
-    user_name: &str,
-) -> Result<(i64, String), AuthError> {
-    insert(
-        db,
-        user_name,
-        LOGIN_TOKEN_NAME,
-        TokenScope::ReadWriteDelete,
-        Some(LOGIN_TOKEN_DAYS),
-        TokenKind::Login,
-    )
-    .await
+    /// Creates the refresh token a `docker login` keeps (all of the user's rights,
+    /// [`LOGIN_TOKEN_DAYS`] days, ended by a password change); returns its id and
+    /// secret.
+    pub async fn create_login_token(&self, user_name: &str) -> Result<(i64, String), AuthError> {
+        insert(
+            &self.db,
+            user_name,
+            LOGIN_TOKEN_NAME,
+            TokenScope::ReadWriteDelete,
+            Some(LOGIN_TOKEN_DAYS),
+            TokenKind::Login,
+        )
+        .await
+    }
+
+    /// `user_name`'s tokens (personal and login), oldest first.
+    pub async fn tokens(&self, user_name: &str) -> Result<Vec<TokenInfo>, AuthError> {
+        Ok(token::Entity::find()
+            .filter(token::Column::UserName.eq(user_name))
+            .order_by_asc(token::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|t| TokenInfo {
+                id: t.id,
+                name: t.name,
+                scope: t.scope,
+                expires_at: t.expires_at,
+                last_used_at: t.last_used_at,
+                created_at: t.created_at,
+                kind: t.kind,
+            })
+            .collect())
+    }
+
+    /// Revokes `user_name`'s token `id` ([`AuthError::TokenInvalid`] if they have none
+    /// such).
+    pub async fn revoke_token(&self, user_name: &str, id: i64) -> Result<(), AuthError> {
+        let deleted = token::Entity::delete_many()
+            .filter(token::Column::UserName.eq(user_name))
+            .filter(token::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(AuthError::TokenInvalid(format!(
+                "{user_name} has no token {id}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 async fn insert(
@@ -182,39 +220,6 @@ async fn insert(
     Ok((inserted.last_insert_id, secret))
 }
 
-pub async fn list(db: &DatabaseConnection, user_name: &str) -> Result<Vec<TokenInfo>, AuthError> {
-    Ok(token::Entity::find()
-        .filter(token::Column::UserName.eq(user_name))
-        .order_by_asc(token::Column::Id)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|t| TokenInfo {
-            id: t.id,
-            name: t.name,
-            scope: t.scope,
-            expires_at: t.expires_at,
-            last_used_at: t.last_used_at,
-            created_at: t.created_at,
-            kind: t.kind,
-        })
-        .collect())
-}
-
-pub async fn revoke(db: &DatabaseConnection, user_name: &str, id: i64) -> Result<(), AuthError> {
-    let deleted = token::Entity::delete_many()
-        .filter(token::Column::UserName.eq(user_name))
-        .filter(token::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    if deleted.rows_affected == 0 {
-        return Err(AuthError::TokenInvalid(format!(
-            "{user_name} has no token {id}"
-        )));
-    }
-    Ok(())
-}
-
 /// Ends `user_name`'s login (refresh) tokens, inside a password change's transaction.
 pub(crate) async fn revoke_logins<C: ConnectionTrait>(
     db: &C,
@@ -228,9 +233,21 @@ pub(crate) async fn revoke_logins<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Removes every token of `user_name`, inside a user removal's transaction.
+pub(crate) async fn remove_all<C: ConnectionTrait>(
+    db: &C,
+    user_name: &str,
+) -> Result<(), AuthError> {
+    token::Entity::delete_many()
+        .filter(token::Column::UserName.eq(user_name))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// The user and scope of a valid (known, unexpired) token given as `user_name`'s
 /// password, or (`user_name` None) as an OAuth2 refresh token.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     db: &DatabaseConnection,
     user_name: Option<&str>,
     secret: &str,

@@ -5,6 +5,7 @@
 use sea_orm::entity::prelude::*;
 use sea_orm::ActiveValue::Set;
 
+use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::secret;
 use crate::users::{self, User};
@@ -12,7 +13,7 @@ use crate::users::{self, User};
 /// How long a sign-in lasts.
 pub const LIFETIME_SECS: i64 = 7 * 24 * 3600;
 
-pub mod session {
+mod session {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -45,53 +46,57 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Starts a session for `user`; returns the cookie's secret and the session.
-pub async fn start(db: &DatabaseConnection, user: User) -> Result<(String, Session), AuthError> {
-    let cookie = secret::random()?;
-    let csrf_token = secret::random()?;
-    // Sessions nobody signed out of end here, when they have expired.
-    session::Entity::delete_many()
-        .filter(session::Column::ExpiresAt.lte(now()))
-        .exec(db)
+impl Accounts {
+    /// Starts a session for `user`; returns the cookie's secret and the session.
+    pub async fn start_session(&self, user: User) -> Result<(String, Session), AuthError> {
+        let cookie = secret::random()?;
+        let csrf_token = secret::random()?;
+        // Sessions nobody signed out of end here, when they have expired.
+        session::Entity::delete_many()
+            .filter(session::Column::ExpiresAt.lte(now()))
+            .exec(&self.db)
+            .await?;
+        session::Entity::insert(session::ActiveModel {
+            secret_hash: Set(secret::hash(&cookie)),
+            user_name: Set(user.name.clone()),
+            csrf_token: Set(csrf_token.clone()),
+            created_at: Set(now()),
+            expires_at: Set(now() + LIFETIME_SECS * 1000),
+        })
+        .exec(&self.db)
         .await?;
-    session::Entity::insert(session::ActiveModel {
-        secret_hash: Set(secret::hash(&cookie)),
-        user_name: Set(user.name.clone()),
-        csrf_token: Set(csrf_token.clone()),
-        created_at: Set(now()),
-        expires_at: Set(now() + LIFETIME_SECS * 1000),
-    })
-    .exec(db)
-    .await?;
-    Ok((cookie, Session { user, csrf_token }))
-}
+        Ok((cookie, Session { user, csrf_token }))
+    }
 
-/// The live session whose cookie holds `cookie`, if any (a removed user has none).
-pub async fn find(db: &DatabaseConnection, cookie: &str) -> Result<Option<Session>, AuthError> {
-    let Some(row) = session::Entity::find_by_id(secret::hash(cookie))
-        .filter(session::Column::ExpiresAt.gt(now()))
-        .one(db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(users::get(db, &row.user_name).await?.map(|user| Session {
-        user,
-        csrf_token: row.csrf_token,
-    }))
-}
+    /// The live session whose cookie holds `cookie`, if any (a removed user has none).
+    pub async fn session(&self, cookie: &str) -> Result<Option<Session>, AuthError> {
+        let Some(row) = session::Entity::find_by_id(secret::hash(cookie))
+            .filter(session::Column::ExpiresAt.gt(now()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(users::get(&self.db, &row.user_name)
+            .await?
+            .map(|user| Session {
+                user,
+                csrf_token: row.csrf_token,
+            }))
+    }
 
-/// Signs out the browser holding `cookie`.
-pub async fn end(db: &DatabaseConnection, cookie: &str) -> Result<(), AuthError> {
-    session::Entity::delete_many()
-        .filter(session::Column::SecretHash.eq(secret::hash(cookie)))
-        .exec(db)
-        .await?;
-    Ok(())
+    /// Signs out the browser holding `cookie`.
+    pub async fn end_session(&self, cookie: &str) -> Result<(), AuthError> {
+        session::Entity::delete_many()
+            .filter(session::Column::SecretHash.eq(secret::hash(cookie)))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Ends every session of `user_name` (a password change or removal, in its transaction).
-pub async fn end_all<C: ConnectionTrait>(db: &C, user_name: &str) -> Result<(), AuthError> {
+pub(crate) async fn end_all<C: ConnectionTrait>(db: &C, user_name: &str) -> Result<(), AuthError> {
     session::Entity::delete_many()
         .filter(session::Column::UserName.eq(user_name))
         .exec(db)

@@ -3,11 +3,12 @@
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, QueryOrder};
 
+use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::namespaces::{self, Kind};
 use crate::password;
 
-pub mod user {
+mod user {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -83,25 +84,89 @@ pub fn validate_username(name: &str) -> Result<(), AuthError> {
     }
 }
 
-pub async fn add(
-    db: &DatabaseConnection,
-    name: &str,
-    password: String,
-    admin: bool,
-) -> Result<User, AuthError> {
-    create(db, name, password, admin, false).await
-}
+impl Accounts {
+    /// Creates a user. Names are shared with organizations (see `namespaces`): a taken
+    /// name, or a removed user's (reserved), is refused.
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: String,
+        admin: bool,
+    ) -> Result<User, AuthError> {
+        create(&self.db, name, password, admin, false).await
+    }
 
-/// Like [`add`], and the name may be a removed user's (reserved since): an
-/// administrator's decision to give it to a new account, which then owns whatever the
-/// old one left under `name/`.
-pub async fn add_reclaiming(
-    db: &DatabaseConnection,
-    name: &str,
-    password: String,
-    admin: bool,
-) -> Result<User, AuthError> {
-    create(db, name, password, admin, true).await
+    /// Like [`Accounts::add_user`], and the name may be a removed user's (reserved
+    /// since): an administrator's decision to give it to a new account, which then owns
+    /// whatever the old one left under `name/`.
+    pub async fn add_user_reclaiming(
+        &self,
+        name: &str,
+        password: String,
+        admin: bool,
+    ) -> Result<User, AuthError> {
+        create(&self.db, name, password, admin, true).await
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<User>, AuthError> {
+        Ok(user::Entity::find()
+            .order_by_asc(user::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
+    pub async fn user(&self, name: &str) -> Result<Option<User>, AuthError> {
+        get(&self.db, name).await
+    }
+
+    pub async fn user_count(&self) -> Result<u64, AuthError> {
+        Ok(user::Entity::find().count(&self.db).await?)
+    }
+
+    /// Changes `name`'s password. Their web sessions and `docker login` refresh tokens
+    /// end with the old password; personal access tokens they made stay valid (revoke
+    /// those with `berthd token revoke`). Logins cached with the old password stop
+    /// working at once on every server (see `cache`).
+    pub async fn set_password(&self, name: &str, password: String) -> Result<(), AuthError> {
+        let password_hash = password::hash(password).await?;
+        let txn = namespaces::write_transaction(&self.db).await?;
+        let updated = user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
+            .filter(user::Column::Name.eq(name))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Err(AuthError::UserUnknown(name.to_owned()));
+        }
+        crate::pat::revoke_logins(&txn, name).await?;
+        crate::sessions::end_all(&txn, name).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Removes `name` with everything that signs in as them (sessions, every token) and
+    /// their organization memberships. The name stays reserved: nobody gets it again
+    /// unless an administrator reclaims it ([`Accounts::add_user_reclaiming`]).
+    pub async fn remove_user(&self, name: &str) -> Result<(), AuthError> {
+        let txn = namespaces::write_transaction(&self.db).await?;
+        let deleted = user::Entity::delete_many()
+            .filter(user::Column::Name.eq(name))
+            .exec(&txn)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(AuthError::UserUnknown(name.to_owned()));
+        }
+        namespaces::reserve(&txn, name).await?;
+        crate::pat::remove_all(&txn, name).await?;
+        crate::sessions::end_all(&txn, name).await?;
+        crate::orgs::leave_all(&txn, name).await?;
+        txn.commit().await?;
+        Ok(())
+    }
 }
 
 async fn create(
@@ -139,73 +204,9 @@ async fn create(
     })
 }
 
-pub async fn list(db: &DatabaseConnection) -> Result<Vec<User>, AuthError> {
-    Ok(user::Entity::find()
-        .order_by_asc(user::Column::Name)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(User::from)
-        .collect())
-}
-
-pub async fn get(db: &DatabaseConnection, name: &str) -> Result<Option<User>, AuthError> {
+/// The user named `name`, if any.
+pub(crate) async fn get(db: &DatabaseConnection, name: &str) -> Result<Option<User>, AuthError> {
     Ok(find(db, name).await?.map(User::from))
-}
-
-pub async fn count(db: &DatabaseConnection) -> Result<u64, AuthError> {
-    Ok(user::Entity::find().count(db).await?)
-}
-
-/// Changes `name`'s password. Their web sessions and `docker login` refresh tokens
-/// end with the old password; personal access tokens they made stay valid (revoke
-/// those with `berthd token revoke`). Logins cached with the old password stop
-/// working at once on every server (see `cache`).
-pub async fn set_password(
-    db: &DatabaseConnection,
-    name: &str,
-    password: String,
-) -> Result<(), AuthError> {
-    let password_hash = password::hash(password).await?;
-    let txn = namespaces::write_transaction(db).await?;
-    let updated = user::Entity::update_many()
-        .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
-        .filter(user::Column::Name.eq(name))
-        .exec(&txn)
-        .await?;
-    if updated.rows_affected == 0 {
-        return Err(AuthError::UserUnknown(name.to_owned()));
-    }
-    crate::pat::revoke_logins(&txn, name).await?;
-    crate::sessions::end_all(&txn, name).await?;
-    txn.commit().await?;
-    Ok(())
-}
-
-/// Removes `name` with everything that signs in as them (sessions, every token) and
-/// their organization memberships. The name stays reserved: nobody gets it again
-/// unless an administrator reclaims it ([`add_reclaiming`]).
-pub async fn remove(db: &DatabaseConnection, name: &str) -> Result<(), AuthError> {
-    let txn = namespaces::write_transaction(db).await?;
-    let deleted = user::Entity::delete_many()
-        .filter(user::Column::Name.eq(name))
-        .exec(&txn)
-        .await?;
-    if deleted.rows_affected == 0 {
-        return Err(AuthError::UserUnknown(name.to_owned()));
-    }
-    namespaces::reserve(&txn, name).await?;
-    crate::pat::token::Entity::delete_many()
-        .filter(crate::pat::token::Column::UserName.eq(name))
-        .exec(&txn)
-        .await?;
-    crate::sessions::end_all(&txn, name).await?;
-    crate::orgs::member::Entity::delete_many()
-        .filter(crate::orgs::member::Column::UserName.eq(name))
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(())
 }
 
 async fn find(db: &DatabaseConnection, name: &str) -> Result<Option<user::Model>, AuthError> {

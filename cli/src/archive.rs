@@ -9,14 +9,31 @@ use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 use flate2::write::GzEncoder;
-use serde_json::{json, Value};
+use oci_spec::image::ImageIndex;
+use serde::{Deserialize, Serialize};
 
-use crate::build::rootfs;
 use berth_oci::media_types;
 
+use crate::builder::rootfs;
 use crate::image::{self, Image};
 use crate::inroot::{Kind, Root};
+use crate::manifest::{self, digest_of};
 use crate::store::{Store, REF_NAME};
+
+/// One image in Docker's `manifest.json` (the archive format `docker save` wrote
+/// before OCI layouts; not an OCI type). Fields in the order they are written.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerArchiveImage {
+    /// The config's path in the archive.
+    #[serde(default)]
+    config: String,
+    /// The layers' paths in the archive (uncompressed or gzip tars).
+    #[serde(default)]
+    layers: Vec<String>,
+    #[serde(default)]
+    repo_tags: Vec<String>,
+}
 
 /// Writes the images `names` (local names) to `out`.
 pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
@@ -30,8 +47,7 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
         let entry = store
             .find(name)?
             .ok_or_else(|| anyhow::anyhow!("no such image: {name}"))?;
-        let digest = entry.descriptor["digest"].as_str().unwrap_or_default();
-        let image = Image::load(store, digest)?;
+        let image = Image::load(store, entry.digest())?;
         for blob in image::blobs_of(store, &image.manifest_digest)? {
             if written.insert(blob.clone()) {
                 let path = store.blob_path(&blob)?;
@@ -40,27 +56,32 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
         }
         // The platform image itself (for a pulled index, the one child that is here).
         let manifest_size = store.read_blob(&image.manifest_digest)?.len();
-        index.push(json!({
-            "mediaType": image.manifest["mediaType"].as_str().unwrap_or(media_types::OCI_MANIFEST),
-            "digest": image.manifest_digest,
-            "size": manifest_size,
-            "annotations": { REF_NAME: name, "io.containerd.image.name": name },
-        }));
-        docker.push(json!({
-            "Config": blob_name(&image.config_digest),
-            "RepoTags": [name],
-            "Layers": image.manifest["layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|l| blob_name(l["digest"].as_str().unwrap_or_default()))
-                .collect::<Vec<_>>(),
-        }));
+        let media_type = image
+            .manifest
+            .media_type()
+            .as_ref()
+            .map_or_else(|| media_types::OCI_MANIFEST.to_owned(), ToString::to_string);
+        let descriptor =
+            manifest::descriptor(&media_type, &image.manifest_digest, manifest_size as u64)?;
+        index.push(manifest::annotated(
+            descriptor,
+            &[(REF_NAME, name), ("io.containerd.image.name", name)],
+        ));
+        docker.push(DockerArchiveImage {
+            config: blob_name(&image.config_digest),
+            repo_tags: vec![name.clone()],
+            layers: image
+                .manifest
+                .layers()
+                .iter()
+                .map(|l| blob_name(digest_of(l)))
+                .collect(),
+        });
     }
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let index =
-        json!({ "schemaVersion": 2, "mediaType": media_types::OCI_INDEX, "manifests": index });
-    append_bytes(&mut tar, "index.json", &serde_json::to_vec(&index)?)?;
+    let mut index = manifest::index(index)?;
+    index.set_media_type(Some(media_types::OCI_INDEX.into()));
+    append_bytes(&mut tar, "index.json", &manifest::to_bytes(&index)?)?;
     append_bytes(&mut tar, "manifest.json", &serde_json::to_vec(&docker)?)?;
     tar.into_inner()?.sync_all()?;
     Ok(())
@@ -71,21 +92,24 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> anyhow::Result<()> {
 /// symbolic links followed inside that directory): a hostile archive can neither
 /// write outside it nor have a host file read into the store.
 pub fn load(store: &Store, input: &Path) -> anyhow::Result<Vec<String>> {
-    let dir = tempfile::tempdir()?;
     let file = std::fs::File::open(input)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", input.display()))?;
+    load_from(store, file, &input.display().to_string())
+}
+
+/// Reads the archive `input` (an OCI layout or `docker save` tar, as bytes or any
+/// reader) into the store, as [`load`] does; `what` names it in messages.
+pub fn load_from(store: &Store, input: impl Read, what: &str) -> anyhow::Result<Vec<String>> {
+    let dir = tempfile::tempdir()?;
     let root = Root::open(dir.path())?;
-    rootfs::unpack_archive(&root, file)
-        .map_err(|e| anyhow::anyhow!("{} is not an image archive: {e:#}", input.display()))?;
+    rootfs::unpack_archive(&root, input)
+        .map_err(|e| anyhow::anyhow!("{what} is not an image archive: {e:#}"))?;
     if root.stat(Path::new("index.json"))?.is_some() {
         load_oci(store, &root)
     } else if root.stat(Path::new("manifest.json"))?.is_some() {
         load_docker(store, &root)
     } else {
-        anyhow::bail!(
-            "{} has neither index.json nor manifest.json: not an image archive",
-            input.display()
-        )
+        anyhow::bail!("{what} has neither index.json nor manifest.json: not an image archive")
     }
 }
 
@@ -127,17 +151,17 @@ fn load_oci(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
             w.finish(Some(&digest))?;
         }
     }
-    let index: Value = serde_json::from_slice(&read_member(root, "index.json", "the archive")?)
-        .map_err(|e| anyhow::anyhow!("index.json in the archive is not valid: {e}"))?;
+    let index: ImageIndex =
+        serde_json::from_slice(&read_member(root, "index.json", "the archive")?)
+            .map_err(|e| anyhow::anyhow!("index.json in the archive is not valid: {e}"))?;
     let mut names = Vec::new();
-    for descriptor in index["manifests"].as_array().into_iter().flatten() {
-        let name = descriptor["annotations"]["io.containerd.image.name"]
-            .as_str()
-            .or_else(|| descriptor["annotations"][REF_NAME].as_str())
+    for descriptor in index.manifests() {
+        let name = manifest::annotation(descriptor, "io.containerd.image.name")
+            .or_else(|| manifest::annotation(descriptor, REF_NAME))
             .ok_or_else(|| anyhow::anyhow!("an image in the archive has no name"))?;
         let name =
             crate::reference::Reference::parse(name, crate::reference::DOCKER_HUB)?.to_string();
-        let digest = descriptor["digest"].as_str().unwrap_or_default();
+        let digest = digest_of(descriptor);
         anyhow::ensure!(
             store.has_blob(digest),
             "the archive lacks blob {digest} (the manifest of {name})"
@@ -154,43 +178,30 @@ fn load_oci(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
 }
 
 fn load_docker(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
-    let manifest: Value =
+    let images: Vec<DockerArchiveImage> =
         serde_json::from_slice(&read_member(root, "manifest.json", "the archive")?)
             .map_err(|e| anyhow::anyhow!("manifest.json in the archive is not valid: {e}"))?;
     let mut names = Vec::new();
-    for image in manifest.as_array().into_iter().flatten() {
-        let config = read_member(
-            root,
-            image["Config"].as_str().unwrap_or_default(),
-            "manifest.json",
-        )?;
+    for image in images {
+        let config = read_member(root, &image.config, "manifest.json")?;
         let config_digest = store.put_blob(&config)?;
         let mut layers = Vec::new();
-        for layer in image["Layers"].as_array().into_iter().flatten() {
-            let file = member(root, layer.as_str().unwrap_or_default(), "manifest.json")?;
+        for layer in &image.layers {
+            let file = member(root, layer, "manifest.json")?;
             let (digest, size) = store_compressed(store, file)?;
-            layers.push(
-                json!({ "mediaType": media_types::OCI_LAYER_GZIP, "digest": digest, "size": size }),
-            );
+            layers.push(manifest::descriptor(
+                media_types::OCI_LAYER_GZIP,
+                &digest,
+                size,
+            )?);
         }
-        let oci = json!({
-            "schemaVersion": 2,
-            "mediaType": media_types::OCI_MANIFEST,
-            "config": { "mediaType": media_types::OCI_CONFIG, "digest": config_digest, "size": config.len() },
-            "layers": layers,
-        });
-        let bytes = serde_json::to_vec(&oci)?;
-        let digest = store.put_blob(&bytes)?;
-        for tag in image["RepoTags"].as_array().into_iter().flatten() {
-            let name = crate::reference::Reference::parse(
-                tag.as_str().unwrap_or_default(),
-                crate::reference::DOCKER_HUB,
-            )?
-            .to_string();
-            store.set(
-                &name,
-                json!({ "mediaType": media_types::OCI_MANIFEST, "digest": digest, "size": bytes.len() }),
-            )?;
+        let config =
+            manifest::descriptor(media_types::OCI_CONFIG, &config_digest, config.len() as u64)?;
+        let descriptor = manifest::put(store, &manifest::image_manifest(config, layers)?)?;
+        for tag in &image.repo_tags {
+            let name =
+                crate::reference::Reference::parse(tag, crate::reference::DOCKER_HUB)?.to_string();
+            store.set(&name, descriptor.clone())?;
             names.push(name);
         }
     }

@@ -5,31 +5,31 @@ use std::io::Read;
 use std::path::Path;
 
 use flate2::write::GzEncoder;
+use oci_spec::image::ImageManifest;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use berth_oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use berth_oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP};
 
+use crate::manifest::{self, digest_of, Manifest};
 use crate::store::Store;
 
 /// Every blob an image's manifest names (itself, config, layers; for an index, its
 /// children's too, where present).
 pub fn blobs_of(store: &Store, manifest_digest: &str) -> anyhow::Result<Vec<String>> {
     let mut out = vec![manifest_digest.to_owned()];
-    let manifest = store.read_json(manifest_digest)?;
-    if let Some(children) = manifest["manifests"].as_array() {
-        for child in children {
-            let d = child["digest"].as_str().unwrap_or_default();
-            if store.has_blob(d) {
-                out.extend(blobs_of(store, d)?);
+    match store.read_manifest(manifest_digest)? {
+        Manifest::Index(index) => {
+            for child in index.manifests() {
+                if store.has_blob(digest_of(child)) {
+                    out.extend(blobs_of(store, digest_of(child))?);
+                }
             }
         }
-    }
-    if let Some(d) = manifest["config"]["digest"].as_str() {
-        out.push(d.to_owned());
-    }
-    for layer in manifest["layers"].as_array().into_iter().flatten() {
-        out.push(layer["digest"].as_str().unwrap_or_default().to_owned());
+        Manifest::Image(image) => {
+            out.push(digest_of(image.config()).to_owned());
+            out.extend(image.layers().iter().map(|l| digest_of(l).to_owned()));
+        }
     }
     Ok(out)
 }
@@ -37,30 +37,36 @@ pub fn blobs_of(store: &Store, manifest_digest: &str) -> anyhow::Result<Vec<Stri
 /// The platform image a listed entry stands for: its manifest and config.
 pub struct Image {
     pub manifest_digest: String,
-    pub manifest: Value,
+    pub manifest: ImageManifest,
     pub config_digest: String,
+    /// The image configuration as JSON, not oci-spec's `ImageConfiguration`: that type
+    /// drops the fields it does not know (Docker's `Healthcheck`, `Shell`, `OnBuild`,
+    /// `container_config`, …), keeps labels in a `HashMap` (so it would serialize in a
+    /// different order each time) and rewrites `ExposedPorts` and `Volumes`. A config
+    /// that `build` extends must keep every field of its base and serialize the same
+    /// way each time, and `inspect` shows the fields as they are.
     pub config: Value,
 }
 
 impl Image {
     /// Loads the image `manifest_digest` names (for an index, the first child present).
     pub fn load(store: &Store, manifest_digest: &str) -> anyhow::Result<Image> {
-        let manifest = store.read_json(manifest_digest)?;
-        if let Some(children) = manifest["manifests"].as_array() {
-            let child = children
-                .iter()
-                .filter_map(|c| c["digest"].as_str())
-                .find(|d| store.has_blob(d))
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no platform of this index is in the local store")
-                })?;
-            return Image::load(store, child);
-        }
-        let config_digest = manifest["config"]["digest"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("manifest {manifest_digest} has no config"))?
-            .to_owned();
-        let config = store.read_json(&config_digest)?;
+        let manifest = match store.read_manifest(manifest_digest)? {
+            Manifest::Image(manifest) => manifest,
+            Manifest::Index(index) => {
+                let child = index
+                    .manifests()
+                    .iter()
+                    .map(digest_of)
+                    .find(|d| store.has_blob(d))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no platform of this index is in the local store")
+                    })?;
+                return Image::load(store, child);
+            }
+        };
+        let config_digest = digest_of(manifest.config()).to_owned();
+        let config = store.read_config(&config_digest)?;
         Ok(Image {
             manifest_digest: manifest_digest.to_owned(),
             manifest,
@@ -71,13 +77,8 @@ impl Image {
 
     /// Compressed size: the config and layers as stored and transferred.
     pub fn size(&self) -> u64 {
-        let layers: u64 = self.manifest["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l["size"].as_u64())
-            .sum();
-        layers + self.manifest["config"]["size"].as_u64().unwrap_or(0)
+        let layers: u64 = self.manifest.layers().iter().map(|l| l.size()).sum();
+        layers + self.manifest.config().size()
     }
 
     /// Docker's image id: the config digest.
@@ -119,11 +120,7 @@ impl Image {
     /// `docker history` rows, newest first: (layer id or `<missing>`, created,
     /// created_by, size, comment). Empty-layer steps have size 0.
     pub fn history(&self) -> Vec<[String; 5]> {
-        let layers: Vec<&Value> = self.manifest["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect();
+        let layers = self.manifest.layers();
         let mut next_layer = 0;
         let mut rows = Vec::new();
         for step in self.config["history"].as_array().into_iter().flatten() {
@@ -134,11 +131,8 @@ impl Image {
                 let layer = layers.get(next_layer);
                 next_layer += 1;
                 (
-                    layer
-                        .and_then(|l| l["digest"].as_str())
-                        .unwrap_or("<missing>")
-                        .to_owned(),
-                    layer.and_then(|l| l["size"].as_u64()).unwrap_or(0),
+                    layer.map_or("<missing>", digest_of).to_owned(),
+                    layer.map_or(0, |l| l.size()),
                 )
             };
             rows.push([
@@ -194,18 +188,15 @@ pub fn import(store: &Store, rootfs: &Path, name: &str) -> anyhow::Result<String
     });
     let config_bytes = serde_json::to_vec(&config)?;
     let config_digest = store.put_blob(&config_bytes)?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config_bytes.len() },
-        "layers": [{ "mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": layer_size }],
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest)?;
-    let manifest_digest = store.put_blob(&manifest_bytes)?;
-    store.set(
-        name,
-        json!({ "mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest_bytes.len() }),
+    let manifest = manifest::image_manifest(
+        manifest::descriptor(OCI_CONFIG, &config_digest, config_bytes.len() as u64)?,
+        vec![manifest::descriptor(
+            OCI_LAYER_GZIP,
+            &layer_digest,
+            layer_size,
+        )?],
     )?;
+    store.set(name, manifest::put(store, &manifest)?)?;
     Ok(config_digest)
 }
 

@@ -12,8 +12,11 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use oci_spec::image::{Descriptor, ImageIndex};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+
+use crate::manifest::{self, Manifest};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -25,7 +28,14 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
-    pub descriptor: Value,
+    pub descriptor: Descriptor,
+}
+
+impl Entry {
+    /// The digest of the image's manifest (or index).
+    pub fn digest(&self) -> &str {
+        manifest::digest_of(&self.descriptor)
+    }
 }
 
 impl Store {
@@ -39,7 +49,7 @@ impl Store {
             root: root.to_owned(),
         };
         if !root.join("index.json").exists() {
-            store.write_index(&json!({"schemaVersion": 2, "manifests": []}))?;
+            store.write_index(&manifest::index(Vec::new())?)?;
         }
         Ok(store)
     }
@@ -67,8 +77,15 @@ impl Store {
             .map_err(|e| anyhow::anyhow!("blob {digest} is missing from the local store: {e}"))
     }
 
-    pub fn read_json(&self, digest: &str) -> anyhow::Result<Value> {
+    /// An image configuration, as JSON (see `image::Image::config` for why).
+    pub fn read_config(&self, digest: &str) -> anyhow::Result<Value> {
         Ok(serde_json::from_slice(&self.read_blob(digest)?)?)
+    }
+
+    /// The manifest or index `digest` (told apart by its content).
+    pub fn read_manifest(&self, digest: &str) -> anyhow::Result<Manifest> {
+        Manifest::parse(&self.read_blob(digest)?, None)
+            .map_err(|e| anyhow::anyhow!("manifest {digest} is not valid: {e}"))
     }
 
     /// Stores `bytes`; returns their digest.
@@ -91,13 +108,12 @@ impl Store {
 
     pub fn entries(&self) -> anyhow::Result<Vec<Entry>> {
         let index = self.read_index()?;
-        Ok(index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        Ok(index
+            .manifests()
+            .iter()
             .filter_map(|d| {
                 Some(Entry {
-                    name: d["annotations"][REF_NAME].as_str()?.to_owned(),
+                    name: manifest::annotation(d, REF_NAME)?.to_owned(),
                     descriptor: d.clone(),
                 })
             })
@@ -109,14 +125,14 @@ impl Store {
     }
 
     /// Points `name` at the manifest `descriptor` (replacing what it named before).
-    pub fn set(&self, name: &str, mut descriptor: Value) -> anyhow::Result<()> {
+    pub fn set(&self, name: &str, descriptor: Descriptor) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.has_blob(descriptor["digest"].as_str().unwrap_or_default()),
+            self.has_blob(manifest::digest_of(&descriptor)),
             "manifest is not in the local store"
         );
-        descriptor["annotations"] = json!({ REF_NAME: name });
+        let descriptor = manifest::annotated(descriptor, &[(REF_NAME, name)]);
         self.update_index(|manifests| {
-            manifests.retain(|d| d["annotations"][REF_NAME] != name);
+            manifests.retain(|d| manifest::annotation(d, REF_NAME) != Some(name));
             manifests.push(descriptor);
         })
     }
@@ -126,7 +142,7 @@ impl Store {
         let mut found = false;
         self.update_index(|manifests| {
             let before = manifests.len();
-            manifests.retain(|d| d["annotations"][REF_NAME] != name);
+            manifests.retain(|d| manifest::annotation(d, REF_NAME) != Some(name));
             found = manifests.len() != before;
         })?;
         Ok(found)
@@ -137,11 +153,7 @@ impl Store {
         let _lock = self.lock()?;
         let mut used = std::collections::HashSet::new();
         for entry in self.entries()? {
-            let digest = entry.descriptor["digest"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            for d in crate::image::blobs_of(self, &digest)? {
+            for d in crate::image::blobs_of(self, entry.digest())? {
                 used.insert(d);
             }
         }
@@ -157,26 +169,25 @@ impl Store {
         Ok(freed)
     }
 
-    fn read_index(&self) -> anyhow::Result<Value> {
-        Ok(serde_json::from_slice(&std::fs::read(
-            self.root.join("index.json"),
-        )?)?)
+    fn read_index(&self) -> anyhow::Result<ImageIndex> {
+        serde_json::from_slice(&std::fs::read(self.root.join("index.json"))?)
+            .map_err(|e| anyhow::anyhow!("the local store's index.json is not valid: {e}"))
     }
 
-    fn write_index(&self, index: &Value) -> anyhow::Result<()> {
+    fn write_index(&self, index: &ImageIndex) -> anyhow::Result<()> {
         let mut tmp = tempfile::NamedTempFile::new_in(&self.root)?;
-        tmp.write_all(&serde_json::to_vec_pretty(index)?)?;
+        tmp.write_all(&manifest::to_bytes_pretty(index)?)?;
         tmp.as_file().sync_all()?;
         tmp.persist(self.root.join("index.json"))?;
         Ok(())
     }
 
-    fn update_index(&self, change: impl FnOnce(&mut Vec<Value>)) -> anyhow::Result<()> {
+    fn update_index(&self, change: impl FnOnce(&mut Vec<Descriptor>)) -> anyhow::Result<()> {
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
-        let mut manifests: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+        let mut manifests = index.manifests().clone();
         change(&mut manifests);
-        index["manifests"] = Value::Array(manifests);
+        index.set_manifests(manifests);
         self.write_index(&index)
     }
 

@@ -340,6 +340,17 @@ fn parse_u64(key: &'static str, value: &str) -> Result<u64, ConfigError> {
 }
 
 impl Config {
+    /// The defaults, with data kept in `dir` (tests and tools that set up a store of
+    /// their own).
+    pub fn in_dir(dir: &std::path::Path) -> Config {
+        let flags = Layer {
+            data_dir: Some(dir.to_owned()),
+            ..Layer::default()
+        };
+        Config::resolve(Layer::default(), Layer::default(), flags)
+            .expect("the defaults with a data directory are valid")
+    }
+
     /// Folds the sources (file < env < flags) over the defaults.
     pub fn resolve(file: Layer, env: Layer, flags: Layer) -> Result<Config, ConfigError> {
         let merged = file.overlay(env).overlay(flags);

@@ -10,6 +10,8 @@ pub enum OciError {
     DigestInvalid(String),
     #[error("unsupported digest algorithm: {0}")]
     DigestUnsupported(String),
+    #[error("invalid manifest: {0}")]
+    ManifestInvalid(String),
     #[error("blob upload unknown to registry: {0}")]
     UploadUnknown(String),
     /// A path under `/v2/` that is no endpoint of the distribution API.

@@ -1,5 +1,6 @@
 //! OCI basics every Berth crate agrees on, defined once: repository names and tags
-//! (the distribution spec's grammars), digests, manifest references, and the request
+//! (the distribution spec's grammars), digests, manifest references, typed manifests
+//! (on oci-spec), media types, size formatting, and the request
 //! grammar of the distribution API (`/v2/…` paths to typed actions).
 //!
 //! Small and free of I/O on purpose: the HTTP edge, storage, accounts and the fuzz
@@ -7,10 +8,12 @@
 
 pub mod digest;
 pub mod error;
+pub mod manifest;
 pub mod media_types;
 pub mod names;
 pub mod reference;
 pub mod request;
+pub mod size;
 
 pub use digest::{Algorithm, Digest};
 pub use error::OciError;

@@ -10,22 +10,20 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
-use berth_auth::Logins;
-use berth_auth::{Claims, TokenService};
+use berth_auth::{Accounts, Claims, TokenService};
 use berth_oci::request::{registry_request, Resource};
 use berth_oci::{Action, Need, OciError};
 use berth_storage::repos::Viewer;
-use sea_orm::DatabaseConnection;
 
 use crate::error::ApiError;
 use crate::AppState;
 
 /// Everything token auth needs at request time.
 pub struct AuthState {
-    pub db: DatabaseConnection,
+    /// Users, tokens and access decisions; its login checks (rate limits, remembered
+    /// passwords) are shared with the web UI's sign-in form.
+    pub accounts: Accounts,
     pub tokens: TokenService,
-    /// Login checks (rate limits, remembered passwords), shared with the web UI's sign-in form.
-    pub logins: Arc<Logins>,
     pub external_url: Option<String>,
     /// Whether anyone may create an account.
     pub signup: bool,
@@ -208,13 +206,12 @@ async fn viewer(auth: &AuthState, claims: &Claims) -> Result<Viewer, ApiError> {
     if claims.sub.is_empty() {
         return Ok(Viewer::Public);
     }
-    let Some(user) = berth_auth::users::get(&auth.db, &claims.sub)
-        .await
-        .map_err(internal)?
-    else {
+    let Some(user) = auth.accounts.user(&claims.sub).await.map_err(internal)? else {
         return Ok(Viewer::Public);
     };
-    let namespaces = berth_auth::access::private_namespaces(&auth.db, &user)
+    let namespaces = auth
+        .accounts
+        .private_namespaces(&user)
         .await
         .map_err(internal)?;
     Ok(namespaces.map_or(Viewer::Everything, Viewer::PublicAndNamespaces))

@@ -78,6 +78,7 @@ impl From<OciError> for ApiError {
             O::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
             O::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
             O::DigestUnsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            O::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             O::UploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
             O::EndpointUnknown(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
             O::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),

@@ -1,5 +1,8 @@
 //! Request helpers shared by the handlers: query and header parsing, ranges.
 
+use std::ops::Range;
+
+use actix_web::http::header::{self, ByteRangeSpec};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use berth_storage::repos::Page;
@@ -72,69 +75,91 @@ impl Pagination {
     }
 }
 
-/// A single byte range of a `Range: bytes=…` header, resolved against `size`.
-/// `Ok(None)`: no usable range, serve everything (RFC 9110 lets a server ignore
-/// a malformed or multi-range header). `Err`: unsatisfiable, answer 416.
-pub fn byte_range(header: Option<&str>, size: u64) -> ApiResult<Option<std::ops::Range<u64>>> {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+/// The byte range a blob `GET` asks for with `Range`, resolved against the blob's
+/// `size`, parsed by actix-web ([`header::Range`]). `Ok(None)`: serve everything, for
+/// no header, a malformed one, another unit, or several ranges (any comma: berthd
+/// answers one range, never `multipart/byteranges`; RFC 9110 §14.2 lets a server
+/// ignore `Range`). `Err`: 416 with `Content-Range: bytes */<size>`, for a range
+/// that starts at or past the end, an empty suffix (`-0`), any range of an empty
+/// blob, and a range whose last position is before its first.
+pub fn byte_range(value: Option<&str>, size: u64) -> ApiResult<Option<Range<u64>>> {
+    let Some(value) = value else {
         return Ok(None);
     };
-    if spec.contains(',') {
+    if value.contains(',') {
         return Ok(None);
     }
-    let Some((first, last)) = spec.split_once('-') else {
-        return Ok(None);
-    };
-    let (first, last) = (first.trim(), last.trim());
     let unsatisfiable = || {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "BLOB_UNKNOWN",
-            format!("range {spec} is outside the blob's {size} bytes"),
+            format!("range {value} is outside the blob's {size} bytes"),
         )
         .with_header("Content-Range", format!("bytes */{size}"))
     };
-    let range = match (first.parse::<u64>(), last.parse::<u64>()) {
-        (Ok(a), Ok(b)) if a <= b => a..b.saturating_add(1).min(size),
-        // An invalid range (RFC 9110 §14.1.1: last before first) is refused.
-        (Ok(_), Ok(_)) => return Err(unsatisfiable()),
-        (Ok(a), Err(_)) if last.is_empty() => a..size,
-        (Err(_), Ok(n)) if first.is_empty() => size.saturating_sub(n)..size,
-        _ => return Ok(None),
+    let spec = match value.trim().parse::<header::Range>() {
+        Ok(header::Range::Bytes(specs)) => match <[ByteRangeSpec; 1]>::try_from(specs) {
+            Ok([spec]) => spec,
+            Err(_) => return Ok(None),
+        },
+        Ok(header::Range::Unregistered(..)) => return Ok(None),
+        // actix-web drops a range whose last position is before its first like any
+        // malformed one; RFC 9110 §14.1.1 calls it invalid, and berthd refuses it.
+        Err(_) if reversed(value) => return Err(unsatisfiable()),
+        Err(_) => return Ok(None),
     };
-    if range.start >= size || range.is_empty() {
-        return Err(unsatisfiable());
+    // Inclusive positions, `last < size`: `last + 1` cannot overflow.
+    match spec.to_satisfiable_range(size) {
+        Some((first, last)) => Ok(Some(first..last + 1)),
+        None => Err(unsatisfiable()),
     }
-    Ok(Some(range))
 }
 
-/// The start offset of a chunk from `Content-Range: <start>-<end>` (the spec's form;
-/// `bytes=` / `bytes ` prefixes and a `/total` suffix are tolerated), checked
-/// against `Content-Length` when both are present.
-pub fn chunk_start(req: &HttpRequest) -> ApiResult<Option<u64>> {
-    let Some(value) = header(req, "Content-Range") else {
-        return Ok(None);
+/// `bytes=<first>-<last>` with `last < first`.
+fn reversed(value: &str) -> bool {
+    let Some((first, last)) = value
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|spec| spec.split_once('-'))
+    else {
+        return false;
     };
-    let invalid = || {
-        ApiError::bad_request(
-            "BLOB_UPLOAD_INVALID",
-            format!("Content-Range must be <start>-<end>, got {value:?}"),
-        )
-    };
+    matches!(
+        (first.trim().parse::<u64>(), last.trim().parse::<u64>()),
+        (Ok(first), Ok(last)) if last < first
+    )
+}
+
+/// A chunk's `Content-Range: <start>-<end>` (the spec's form; `bytes=` / `bytes `
+/// prefixes and a `/total` suffix are tolerated): its start and the number of bytes
+/// it covers. `None` when malformed, reversed, or covering more bytes than a u64
+/// counts (`0-18446744073709551615`).
+pub fn content_range(value: &str) -> Option<(u64, u64)> {
     let spec = value.trim();
     let spec = spec
         .strip_prefix("bytes=")
         .or_else(|| spec.strip_prefix("bytes "))
         .unwrap_or(spec);
     let spec = spec.split('/').next().unwrap_or(spec);
-    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
-    let start: u64 = a.trim().parse().map_err(|_| invalid())?;
-    let end: u64 = b.trim().parse().map_err(|_| invalid())?;
-    if end < start {
-        return Err(invalid());
-    }
-    // `0-18446744073709551615` covers one byte more than a u64 counts.
-    let covered = (end - start).checked_add(1).ok_or_else(invalid)?;
+    let (a, b) = spec.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end: u64 = b.trim().parse().ok()?;
+    let covered = end.checked_sub(start)?.checked_add(1)?;
+    Some((start, covered))
+}
+
+/// The start offset of a chunk from its `Content-Range` ([`content_range`]), checked
+/// against `Content-Length` when both are present.
+pub fn chunk_start(req: &HttpRequest) -> ApiResult<Option<u64>> {
+    let Some(value) = header(req, "Content-Range") else {
+        return Ok(None);
+    };
+    let (start, covered) = content_range(value).ok_or_else(|| {
+        ApiError::bad_request(
+            "BLOB_UPLOAD_INVALID",
+            format!("Content-Range must be <start>-<end>, got {value:?}"),
+        )
+    })?;
     if let Some(len) = header(req, "Content-Length").and_then(|l| l.parse::<u64>().ok()) {
         if len != covered {
             return Err(ApiError::bad_request(
@@ -170,6 +195,104 @@ mod tests {
             byte_range(Some(&format!("bytes=0-{last}")), 10).unwrap(),
             Some(0..10)
         );
+    }
+
+    /// Hostile `Range` values: never a panic or an overflow; a range outside the blob
+    /// is a 416 naming the size, anything unparsable serves the whole blob.
+    #[test]
+    fn hostile_ranges() {
+        let max = u64::MAX;
+        let range = |value: &str, size| byte_range(Some(value), size);
+        let refused = |value: &str, size| {
+            let e = range(value, size).unwrap_err();
+            assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE, "{value}");
+            assert_eq!(e.headers, [("Content-Range", format!("bytes */{size}"))]);
+        };
+        // Positions at the edge of u64.
+        refused(&format!("bytes={max}-{max}"), max);
+        refused(&format!("bytes={max}-{max}"), 10);
+        refused(&format!("bytes={max}-"), 10);
+        assert_eq!(range(&format!("bytes=-{max}"), 10).unwrap(), Some(0..10));
+        assert_eq!(
+            range(&format!("bytes={}-{max}", max - 1), max).unwrap(),
+            Some(max - 1..max)
+        );
+        assert_eq!(range(&format!("bytes=0-{max}"), max).unwrap(), Some(0..max));
+        // Past u64: not a number, so not a range.
+        assert_eq!(range("bytes=0-18446744073709551616", 10).unwrap(), None);
+        assert_eq!(range("bytes=18446744073709551616-", 10).unwrap(), None);
+        assert_eq!(range(&format!("bytes=-{}0", max), 10).unwrap(), None);
+        // An empty blob has no satisfiable range.
+        for value in ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=-0"] {
+            refused(value, 0);
+        }
+        // Several ranges are answered whole, even when only one of them parses.
+        for value in [
+            "bytes=0-1,3-4",
+            "bytes=0-1,",
+            "bytes=0-1,zz",
+            "bytes=,0-1",
+            "bytes=5-0,1-2",
+        ] {
+            assert_eq!(range(value, 10).unwrap(), None, "{value}");
+        }
+        // Malformed or foreign: ignored.
+        for value in [
+            "",
+            "bytes",
+            "bytes=",
+            "bytes=-",
+            "bytes=--1",
+            "bytes=1-2-3",
+            "bytes=1--2",
+            "bytes==0-1",
+            "bytes=0-1=",
+            "Bytes=0-1",
+            "bytes =0-1",
+            "items=0-1",
+            "=0-1",
+            "bytes=0x1-2",
+            "bytes=-1-",
+            "bytes=\u{0}-1",
+            "bytes=1.5-2",
+        ] {
+            assert_eq!(range(value, 10).unwrap(), None, "{value:?}");
+        }
+        // A sign is a number's (as u64 parsing reads it).
+        assert_eq!(range("bytes=+2-+3", 10).unwrap(), Some(2..4));
+        // Whitespace around the header and the range, as actix-web trims it.
+        assert_eq!(range(" bytes= 2-3 ", 10).unwrap(), Some(2..4));
+        // Reversed, even with huge values: refused.
+        refused(&format!("bytes={max}-0"), 10);
+        refused("bytes= 9 - 3", 10);
+    }
+
+    #[test]
+    fn content_ranges_parse_or_are_refused() {
+        assert_eq!(content_range("0-0"), Some((0, 1)));
+        assert_eq!(content_range("bytes=5-9"), Some((5, 5)));
+        assert_eq!(content_range("bytes 5-9/100"), Some((5, 5)));
+        assert_eq!(content_range(" 5 - 9 /*"), Some((5, 5)));
+        let max = u64::MAX;
+        assert_eq!(content_range(&format!("{max}-{max}")), Some((max, 1)));
+        assert_eq!(content_range(&format!("1-{max}")), Some((1, max)));
+        for bad in [
+            "",
+            "-",
+            "5",
+            "5-",
+            "-5",
+            "9-5",
+            "a-b",
+            "bytes=",
+            "0-18446744073709551616",
+            &format!("0-{max}"),
+            "0x1-2",
+            "1-2-3",
+            "bytes */100",
+        ] {
+            assert_eq!(content_range(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

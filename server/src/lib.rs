@@ -11,9 +11,11 @@ pub mod zero_copy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::dev::{AppConfig, Extensions};
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, Extensions, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{self, DefaultHeaders};
 use actix_web::{web, App};
+use berth_auth::Accounts;
 use berth_config::{Config, StorageConfig};
 use berth_storage::Storage;
 use tokio::net::{TcpSocket, TcpStream};
@@ -53,9 +55,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let storage = open_storage(&config).await?;
     // One set of password checks (rate limits, remembered passwords) for the token
-    // endpoint and the web sign-in, whenever auth turns on.
-    let logins = Arc::new(berth_auth::Logins::default());
-    let auth = open_auth(&config, &storage, &logins).await?;
+    // endpoint and the web sign-in, whenever auth turns on: clones of one `Accounts`.
+    let accounts = Accounts::open(&config).await?;
+    let auth = open_auth(&config, &accounts).await?;
     actix_web::rt::spawn(expire_uploads(storage.clone(), config.upload_expiry_secs));
     actix_web::rt::spawn(flush_pulls(storage.clone()));
     let accounts_on = {
@@ -64,7 +66,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let ui = web::Data::new(berth_web_ui::Web::new(
         storage.clone(),
-        logins,
+        accounts,
         accounts_on,
         config.auth.external_url.clone(),
     ));
@@ -80,17 +82,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = builder.graceful_shutdown_signal();
     let server = builder
         .listen("berthd", listener, move || {
-            let app = App::new()
-                .app_data(state.clone())
+            let app = registry_app(state.clone())
                 .app_data(ui.clone())
-                .wrap(middleware::from_fn(authz::registry))
-                .wrap(
-                    DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")),
-                )
-                .wrap(middleware::from_fn(observe::observe))
-                .configure(routes::configure)
-                .configure(berth_web_ui::configure)
-                .default_service(web::to(routes::not_found));
+                .configure(berth_web_ui::configure);
             let shutdown = shutdown.clone();
             let http = HttpService::build()
                 .graceful_shutdown_signal(move || {
@@ -125,13 +119,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Storage with every component's tables in place (storage's and auth's).
+/// The registry's app: the gate (each `/v2` request parsed once, then authorized),
+/// the API version header, metrics, the routes and the 404 fallback. `serve` adds the
+/// web UI to it; the in-process tests use it as it is.
+pub fn registry_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .wrap(middleware::from_fn(authz::registry))
+        .wrap(DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")))
+        .wrap(middleware::from_fn(observe::observe))
+        .configure(routes::configure)
+        .default_service(web::to(routes::not_found))
+}
+
+/// Storage, its tables in place. (Accounts open their own pool on the same database:
+/// [`Accounts::open`].)
 pub async fn open_storage(config: &Config) -> anyhow::Result<Storage> {
-    let storage = Storage::open(config).await?;
-    storage
-        .migrate(|txn| Box::pin(berth_auth::migrate(txn)))
-        .await?;
-    Ok(storage)
+    Ok(Storage::open(config).await?)
 }
 
 /// Where the data lives, for the start-up line (never the database URL: it may hold a
@@ -181,39 +195,29 @@ async fn flush_pulls(storage: Storage) {
 /// Token auth: on when the config says so, or because users exist. Left to the
 /// default, an open registry watches for its first user and turns auth on then, so
 /// an operator who adds one is protected without a restart.
-async fn open_auth(
-    config: &Config,
-    storage: &Storage,
-    logins: &Arc<berth_auth::Logins>,
-) -> anyhow::Result<Arc<authz::Auth>> {
-    let db = storage.db().clone();
-    let users = berth_auth::users::count(&db).await?;
+async fn open_auth(config: &Config, accounts: &Accounts) -> anyhow::Result<Arc<authz::Auth>> {
+    let users = accounts.user_count().await?;
     let enabled = config.auth.enabled.unwrap_or(users > 0);
     if enabled {
         tracing::info!("token authentication on ({users} users)");
-        let state = auth_state(config, db, logins.clone()).await?;
+        let state = auth_state(config, accounts.clone()).await?;
         return Ok(Arc::new(authz::Auth::on(state)));
     }
     tracing::warn!("authentication is off: anyone can push and pull (add a user with `berthd user add` to turn it on)");
     let auth = Arc::new(authz::Auth::default());
     if config.auth.enabled.is_none() {
-        let watch = watch_for_first_user(config.clone(), db, logins.clone(), auth.clone());
+        let watch = watch_for_first_user(config.clone(), accounts.clone(), auth.clone());
         actix_web::rt::spawn(watch);
     }
     Ok(auth)
 }
 
 /// Polls (every second) until a user exists, then turns token authentication on.
-async fn watch_for_first_user(
-    config: Config,
-    db: sea_orm::DatabaseConnection,
-    logins: Arc<berth_auth::Logins>,
-    auth: Arc<authz::Auth>,
-) {
+async fn watch_for_first_user(config: Config, accounts: Accounts, auth: Arc<authz::Auth>) {
     let mut ticker = actix_web::rt::time::interval(std::time::Duration::from_secs(1));
     loop {
         ticker.tick().await;
-        match berth_auth::users::count(&db).await {
+        match accounts.user_count().await {
             Ok(0) => continue,
             Ok(_) => {}
             Err(e) => {
@@ -221,7 +225,7 @@ async fn watch_for_first_user(
                 continue;
             }
         }
-        match auth_state(&config, db.clone(), logins.clone()).await {
+        match auth_state(&config, accounts.clone()).await {
             Ok(state) => {
                 auth.turn_on(state);
                 tracing::warn!("a user was added: token authentication is now on");
@@ -232,12 +236,10 @@ async fn watch_for_first_user(
     }
 }
 
-async fn auth_state(
-    config: &Config,
-    db: sea_orm::DatabaseConnection,
-    logins: Arc<berth_auth::Logins>,
-) -> anyhow::Result<Arc<authz::AuthState>> {
-    let keys = berth_auth::load_keys(config.auth.signing_key.as_deref(), &db).await?;
+async fn auth_state(config: &Config, accounts: Accounts) -> anyhow::Result<Arc<authz::AuthState>> {
+    let keys = accounts
+        .signing_keys(config.auth.signing_key.as_deref())
+        .await?;
     let tokens = berth_auth::TokenService::new(
         keys,
         "berth".into(),
@@ -245,9 +247,8 @@ async fn auth_state(
         config.auth.token_ttl_secs,
     );
     Ok(Arc::new(authz::AuthState {
-        db,
+        accounts,
         tokens,
-        logins,
         external_url: config.auth.external_url.clone(),
         signup: config.auth.signup,
     }))

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use berth_auth::{Accounts, Role, TokenScope};
 use berth_config::{Config, Layer, LogFormat};
 use clap::{Args, Parser, Subcommand};
 
@@ -259,14 +260,13 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn user_command(command: UserCommand) -> anyhow::Result<()> {
-    use berth_auth::users;
     let args = match &command {
         UserCommand::Add { config, .. }
         | UserCommand::List { config }
         | UserCommand::Passwd { config, .. }
         | UserCommand::Rm { config, .. } => config,
     };
-    let db = open_auth_db(args).await?;
+    let accounts = open_accounts(args).await?;
     match command {
         UserCommand::Add {
             name,
@@ -276,9 +276,9 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
         } => {
             let password = read_password()?;
             let user = if reclaim {
-                users::add_reclaiming(&db, &name, password, admin).await?
+                accounts.add_user_reclaiming(&name, password, admin).await?
             } else {
-                users::add(&db, &name, password, admin).await?
+                accounts.add_user(&name, password, admin).await?
             };
             println!(
                 "created user {}{}",
@@ -287,16 +287,16 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             );
         }
         UserCommand::List { .. } => {
-            for u in users::list(&db).await? {
+            for u in accounts.users().await? {
                 println!("{}{}", u.name, if u.admin { "\tadmin" } else { "" });
             }
         }
         UserCommand::Passwd { name, .. } => {
-            users::set_password(&db, &name, read_password()?).await?;
+            accounts.set_password(&name, read_password()?).await?;
             println!("password changed for {name}; their web sessions and docker logins ended");
         }
         UserCommand::Rm { name, .. } => {
-            users::remove(&db, &name).await?;
+            accounts.remove_user(&name).await?;
             println!("deleted user {name}; the name stays reserved (reclaim it with `berthd user add {name} --reclaim`)");
         }
     }
@@ -304,13 +304,12 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
 }
 
 async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
-    use berth_auth::pat;
     let args = match &command {
         TokenCommand::Create { config, .. }
         | TokenCommand::List { config, .. }
         | TokenCommand::Revoke { config, .. } => config,
     };
-    let db = open_auth_db(args).await?;
+    let accounts = open_accounts(args).await?;
     match command {
         TokenCommand::Create {
             user,
@@ -319,20 +318,15 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             expires_days,
             ..
         } => {
-            let (id, secret) = pat::create(
-                &db,
-                &user,
-                &name,
-                pat::TokenScope::parse(&scope)?,
-                expires_days,
-            )
-            .await?;
+            let (id, secret) = accounts
+                .create_token(&user, &name, TokenScope::parse(&scope)?, expires_days)
+                .await?;
             eprintln!("token {id} for {user} ({scope}); it is shown only once:");
             println!("{secret}");
         }
         TokenCommand::List { user, .. } => {
             println!("ID\tNAME\tSCOPE\tEXPIRES\tLAST USED");
-            for t in pat::list(&db, &user).await? {
+            for t in accounts.tokens(&user).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     t.id,
@@ -345,7 +339,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { user, id, .. } => {
-            pat::revoke(&db, &user, id).await?;
+            accounts.revoke_token(&user, id).await?;
             println!("revoked token {id} of {user}");
         }
     }
@@ -353,7 +347,6 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
 }
 
 async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
-    use berth_auth::orgs;
     match command {
         OrgCommand::Add {
             name,
@@ -361,11 +354,11 @@ async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
             reclaim,
             config,
         } => {
-            let db = open_auth_db(&config).await?;
+            let accounts = open_accounts(&config).await?;
             if reclaim {
-                orgs::add_reclaiming(&db, &name, &owner).await?;
+                accounts.add_org_reclaiming(&name, &owner).await?;
             } else {
-                orgs::add(&db, &name, &owner).await?;
+                accounts.add_org(&name, &owner).await?;
             }
             println!("created organization {name} (admin: {owner})");
         }
@@ -375,8 +368,9 @@ async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
             role,
             config,
         }) => {
-            let role = orgs::Role::parse(&role)?;
-            orgs::set_member(&open_auth_db(&config).await?, &org, &user, role).await?;
+            let role = Role::parse(&role)?;
+            let accounts = open_accounts(&config).await?;
+            accounts.set_member(&org, &user, role).await?;
             println!("{user} is a member of {org} ({})", role.name());
         }
     }
@@ -387,10 +381,9 @@ fn millis_to_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
 }
 
-/// The metadata database of a data dir, with the auth tables in place.
-async fn open_auth_db(args: &ConfigArgs) -> anyhow::Result<sea_orm::DatabaseConnection> {
-    let storage = berth_server::open_storage(&args.resolve()?).await?;
-    Ok(storage.db().clone())
+/// The accounts of a data dir (or configured database), their tables in place.
+async fn open_accounts(args: &ConfigArgs) -> anyhow::Result<Accounts> {
+    Ok(Accounts::open(&args.resolve()?).await?)
 }
 
 async fn repo_command(command: RepoCommand) -> anyhow::Result<()> {

@@ -11,13 +11,16 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{begin_write, Sql, SqliteWriter};
-use crate::entity::now_millis;
+use crate::db::{begin_write, returned_text, SqliteWriter};
+use crate::entity::{blob, now_millis, repository_blob};
 use crate::error::{Result, StorageError};
 use crate::repos::ensure_repository;
+use crate::upload_row;
+pub(crate) use crate::upload_row::EndingUpload;
 
 /// At most this many completions share a transaction (well below both databases'
 /// limits on bound values per statement).
@@ -27,17 +30,6 @@ const MAX_BATCH: usize = 256;
 pub(crate) struct Completion {
     pub upload: Option<EndingUpload>,
     pub blob: Option<NewBlob>,
-}
-
-/// An upload being completed, cancelled or discarded.
-pub(crate) struct EndingUpload {
-    pub id: String,
-    /// Bytes it held when loaded (its row's version).
-    pub size: i64,
-    pub has_row: bool,
-    /// Ids of the row-less kind get a tombstone (see `uploads`); the start time
-    /// is when it may be swept.
-    pub tombstone_since: Option<i64>,
 }
 
 /// A blob whose bytes are durable, to be recorded and linked to `repo`.
@@ -117,48 +109,22 @@ async fn write_batch(
 ) -> Result<Vec<Result<Outcome>>> {
     let mut outcomes: Vec<Result<Outcome>> = batch.iter().map(|_| Ok(Outcome::Done)).collect();
     let txn = begin_write(db, sqlite).await?;
-    let backend = txn.get_database_backend();
     let now = now_millis();
-    // The completions (index, upload) whose upload matches `filter`, still going.
-    let ending = |outcomes: &[Result<Outcome>], filter: fn(&EndingUpload) -> bool| {
-        batch
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| outcomes[*i].is_ok())
-            .filter_map(|(i, c)| Some((i, c.upload.as_ref().filter(|u| filter(u))?)))
-            .collect::<Vec<_>>()
-    };
 
-    // Upload rows go, unless another request extended or ended them first.
-    let with_rows = ending(&outcomes, |u| u.has_row);
-    if !with_rows.is_empty() {
-        let mut sql = Sql::default();
-        sql.push("DELETE FROM uploads WHERE ");
-        for (n, (_, u)) in with_rows.iter().enumerate() {
-            sql.push(if n == 0 { "(id = " } else { " OR (id = " })
-                .bind(u.id.as_str())
-                .push(" AND size = ")
-                .bind(u.size)
-                .push(")");
+    // Uploads end, unless another request extended or ended them first.
+    let endings: Vec<(usize, &EndingUpload)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.upload.as_ref()?)))
+        .collect();
+    if !endings.is_empty() {
+        let uploads: Vec<&EndingUpload> = endings.iter().map(|(_, u)| *u).collect();
+        let ended = upload_row::end(&*txn, &uploads).await?;
+        for ((i, upload), ended) in endings.into_iter().zip(ended) {
+            if !ended {
+                outcomes[i] = Err(StorageError::UploadUnknown(upload.id.clone()));
+            }
         }
-        sql.push(" RETURNING id");
-        let deleted = returned(&*txn, &sql, "id").await?;
-        fail_unreturned(&mut outcomes, with_rows, deleted);
-    }
-
-    // Row-less ids get their tombstone; one that has it already was ended before.
-    let tombstones = ending(&outcomes, |u| u.tombstone_since.is_some());
-    if !tombstones.is_empty() {
-        let mut sql = Sql::default();
-        sql.push("INSERT INTO upload_tombstones (id, created_at) VALUES ")
-            .rows(
-                tombstones
-                    .iter()
-                    .map(|(_, u)| vec![u.id.as_str().into(), u.tombstone_since.into()]),
-            )
-            .push(" ON CONFLICT DO NOTHING RETURNING id");
-        let inserted = returned(&*txn, &sql, "id").await?;
-        fail_unreturned(&mut outcomes, tombstones, inserted);
     }
 
     // Blobs, and their links to the repositories (created on their first push).
@@ -182,57 +148,46 @@ async fn write_batch(
             repo_ids.insert(b.repo.as_str(), id);
         }
     }
-    let mut sql = Sql::default();
-    sql.push("INSERT INTO blobs (digest, size, segments, created_at) VALUES ")
-        .rows(blobs.iter().map(|(_, b)| {
-            let (digest, segments) = (b.digest.as_str(), b.segments.as_str());
-            vec![digest.into(), b.size.into(), segments.into(), now.into()]
-        }))
-        .push(" ON CONFLICT DO NOTHING RETURNING digest");
-    let mut inserted = returned(&*txn, &sql, "digest").await?;
+    let mut insert_blobs = Query::insert()
+        .into_table(blob::Entity)
+        .columns([
+            blob::Column::Digest,
+            blob::Column::Size,
+            blob::Column::Segments,
+            blob::Column::CreatedAt,
+        ])
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .returning_col(blob::Column::Digest)
+        .to_owned();
+    for (_, b) in &blobs {
+        insert_blobs.values_panic([
+            b.digest.as_str().into(),
+            b.size.into(),
+            b.segments.as_str().into(),
+            now.into(),
+        ]);
+    }
+    let mut inserted: HashSet<String> = returned_text(&*txn, &insert_blobs, "digest").await?;
     for (i, b) in &blobs {
         // The first of several pushes of the same bytes stores them.
         if !inserted.remove(&b.digest) {
             outcomes[*i] = Ok(Outcome::BlobExisted);
         }
     }
-    let mut links = Sql::default();
-    links
-        .push("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ")
-        .rows(blobs.iter().map(|(_, b)| {
-            let repo_id = repo_ids[b.repo.as_str()];
-            vec![repo_id.into(), b.digest.as_str().into(), now.into()]
-        }))
-        .push(" ON CONFLICT DO NOTHING");
-    txn.execute_raw(links.build(backend)).await?;
+    let mut links = Query::insert()
+        .into_table(repository_blob::Entity)
+        .columns([
+            repository_blob::Column::RepositoryId,
+            repository_blob::Column::Digest,
+            repository_blob::Column::CreatedAt,
+        ])
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .to_owned();
+    for (_, b) in &blobs {
+        let repo_id = repo_ids[b.repo.as_str()];
+        links.values_panic([repo_id.into(), b.digest.as_str().into(), now.into()]);
+    }
+    txn.execute(&links).await?;
     txn.commit().await?;
     Ok(outcomes)
-}
-
-/// The completions whose upload id a statement did not return lost a race: another
-/// request ended or extended that upload first (of two in one batch, the first wins).
-fn fail_unreturned(
-    outcomes: &mut [Result<Outcome>],
-    uploads: Vec<(usize, &EndingUpload)>,
-    mut returned: HashSet<String>,
-) {
-    for (i, upload) in uploads {
-        if !returned.remove(&upload.id) {
-            outcomes[i] = Err(StorageError::UploadUnknown(upload.id.clone()));
-        }
-    }
-}
-
-/// Runs `sql` and collects the text column `column` of the rows it returns.
-async fn returned(
-    db: &impl ConnectionTrait,
-    sql: &Sql,
-    column: &str,
-) -> Result<HashSet<String>, DbErr> {
-    let rows = db
-        .query_all_raw(sql.build(db.get_database_backend()))
-        .await?;
-    rows.iter()
-        .map(|row| row.try_get::<String>("", column))
-        .collect()
 }

@@ -1,5 +1,6 @@
 //! Connecting to the metadata database (SQLite or PostgreSQL) and migrating it.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -10,10 +11,12 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::group_sync::GroupSync;
 
 use futures::future::BoxFuture;
+use sea_orm::sea_query::{BinOper, Expr, Func, IntoIden, Query};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+    DbErr, FromQueryResult, SqliteTransactionMode, StatementBuilder, TransactionOptions,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -132,23 +135,25 @@ where
         })
         .await?;
     if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock($1)",
-            [MIGRATION_LOCK.into()],
-        ))
-        .await?;
+        let lock = Query::select()
+            .expr(Func::cust("pg_advisory_xact_lock").arg(MIGRATION_LOCK))
+            .to_owned();
+        txn.execute(&lock).await?;
     }
     migrate(&txn).await?;
     txn.commit().await
 }
 
-/// `ORDER BY` text in byte order on every backend (PostgreSQL would otherwise use
-/// the database's locale collation, and the spec wants lexical order).
-pub fn byte_order(db: &impl ConnectionTrait, column: &str) -> String {
+/// A text column compared and ordered in byte order on every backend (PostgreSQL
+/// would otherwise use the database's locale collation, and the spec wants lexical
+/// order).
+pub(crate) fn byte_order(db: &impl ConnectionTrait, column: impl IntoIden) -> Expr {
+    use sea_orm::sea_query::ExprTrait;
     match db.get_database_backend() {
-        DbBackend::Postgres => format!("\"{column}\" COLLATE \"C\""),
-        _ => format!("\"{column}\""),
+        DbBackend::Postgres => {
+            Expr::col(column).binary(BinOper::Custom("COLLATE"), Expr::custom_keyword("\"C\""))
+        }
+        _ => Expr::col(column),
     }
 }
 
@@ -258,94 +263,35 @@ pub async fn begin_write(
     })
 }
 
-/// SQL text with `?` placeholders and their values, made into a statement for the
-/// connection's backend (PostgreSQL numbers its placeholders).
-#[derive(Default)]
-pub(crate) struct Sql {
-    text: String,
-    values: Vec<Value>,
+/// Runs a query and reads its rows as `M` (for statements built with sea-query whose
+/// rows are not an entity's).
+pub(crate) async fn query_as<M: FromQueryResult>(
+    db: &impl ConnectionTrait,
+    stmt: &impl StatementBuilder,
+) -> Result<Vec<M>, DbErr> {
+    db.query_all(stmt)
+        .await?
+        .iter()
+        .map(|row| M::from_query_result(row, ""))
+        .collect()
 }
 
-impl Sql {
-    pub fn push(&mut self, text: &str) -> &mut Sql {
-        self.text.push_str(text);
-        self
-    }
-
-    pub fn bind(&mut self, value: impl Into<Value>) -> &mut Sql {
-        self.text.push('?');
-        self.values.push(value.into());
-        self
-    }
-
-    /// Appends `(?, ?, …), (?, ?, …)`: one parenthesized list per row (multi-row VALUES).
-    pub fn rows(&mut self, rows: impl IntoIterator<Item = Vec<Value>>) -> &mut Sql {
-        for (n, row) in rows.into_iter().enumerate() {
-            self.push(if n == 0 { "(" } else { ", (" });
-            for (k, value) in row.into_iter().enumerate() {
-                if k > 0 {
-                    self.push(", ");
-                }
-                self.bind(value);
-            }
-            self.push(")");
-        }
-        self
-    }
-
-    /// Appends another piece of SQL with its values.
-    pub fn append(&mut self, other: &Sql) -> &mut Sql {
-        self.text.push_str(&other.text);
-        self.values.extend(other.values.iter().cloned());
-        self
-    }
-
-    pub fn build(&self, backend: DbBackend) -> Statement {
-        let text = match backend {
-            DbBackend::Postgres => {
-                let mut out = String::with_capacity(self.text.len() + 16);
-                let mut n = 0;
-                for c in self.text.chars() {
-                    if c == '?' {
-                        n += 1;
-                        out.push_str(&format!("${n}"));
-                    } else {
-                        out.push(c);
-                    }
-                }
-                out
-            }
-            _ => self.text.clone(),
-        };
-        Statement::from_sql_and_values(backend, text, self.values.clone())
-    }
+/// Runs a statement with `RETURNING column` and collects the text values returned.
+pub(crate) async fn returned_text(
+    db: &impl ConnectionTrait,
+    stmt: &impl StatementBuilder,
+    column: &str,
+) -> Result<HashSet<String>, DbErr> {
+    db.query_all(stmt)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String>("", column))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn postgres_placeholders_are_numbered() {
-        let mut sql = Sql::default();
-        sql.push("a = ").bind(1).push(" AND b = ").bind("x");
-        assert_eq!(
-            sql.build(DbBackend::Postgres).sql,
-            "a = $1 AND b = $2".to_string()
-        );
-        assert_eq!(sql.build(DbBackend::Sqlite).sql, "a = ? AND b = ?");
-    }
-
-    #[test]
-    fn rows_make_a_multi_row_values_list() {
-        let mut sql = Sql::default();
-        sql.push("VALUES ")
-            .rows([vec![1.into(), "x".into()], vec![2.into(), "y".into()]]);
-        assert_eq!(
-            sql.build(DbBackend::Postgres).sql,
-            "VALUES ($1, $2), ($3, $4)".to_string()
-        );
-    }
 
     #[test]
     fn only_sqlite_files_get_a_writer() {

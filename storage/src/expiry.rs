@@ -1,14 +1,13 @@
 //! Abandoned uploads: sessions nobody touched for the configured time are deleted with
 //! the data they received. Every replica may run this; each deletion is conditional
-//! on the row being unchanged, so replicas never delete an upload twice or one that
-//! a client is extending right now.
+//! on the row being unchanged and still idle (see `upload_row`), so replicas never
+//! delete an upload twice or one that a client is extending right now.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-
-use crate::completions::{Completion, EndingUpload};
-use crate::entity::{now_millis, upload, upload_tombstone};
+use crate::completions::Completion;
+use crate::entity::now_millis;
 use crate::error::{Result, StorageError};
 use crate::objects::Segment;
+use crate::upload_row::{self, EndingUpload};
 use crate::Storage;
 
 /// Uploads looked at per database round trip.
@@ -20,24 +19,11 @@ impl Storage {
         let cutoff = now_millis() - max_age_ms;
         let mut expired = 0;
         loop {
-            let rows = upload::Entity::find()
-                .filter(upload::Column::UpdatedAt.lt(cutoff))
-                .order_by_asc(upload::Column::UpdatedAt)
-                .limit(BATCH)
-                .all(&self.db)
-                .await?;
+            let rows = upload_row::idle(&self.db, cutoff, BATCH).await?;
             let full_batch = rows.len() as u64 == BATCH;
             for row in rows {
-                // The row goes if unchanged, as when an upload completes (no tombstone:
-                // an id this old is unknown anyway).
-                let ending = EndingUpload {
-                    id: row.id.clone(),
-                    size: row.size,
-                    has_row: true,
-                    tombstone_since: None,
-                };
                 let completion = Completion {
-                    upload: Some(ending),
+                    upload: Some(EndingUpload::expire(&row, cutoff)),
                     blob: None,
                 };
                 match self.completions.write(completion).await {
@@ -55,18 +41,9 @@ impl Storage {
             }
             if !full_batch {
                 // Tombstones of ids that are past their expiry anyway.
-                let old = upload_tombstone::Column::CreatedAt.lt(cutoff);
-                if upload_tombstone::Entity::find()
-                    .filter(old.clone())
-                    .one(&self.db)
-                    .await?
-                    .is_some()
-                {
+                if upload_row::tombstones_before(&self.db, cutoff).await? {
                     let txn = self.write().await?;
-                    upload_tombstone::Entity::delete_many()
-                        .filter(old)
-                        .exec(&*txn)
-                        .await?;
+                    upload_row::forget_tombstones_before(&*txn, cutoff).await?;
                     txn.commit().await?;
                 }
                 return Ok(expired);

@@ -3,11 +3,21 @@
 //!
 //! Listings are single SQL queries (the full-text index is SQLite's FTS5 or a
 //! PostgreSQL tsvector, see migration m0004), filtered by what the viewer may pull.
+//! They are built with sea-query like every other statement; only the full-text parts
+//! differ per backend (FTS5's `MATCH` and `bm25`, PostgreSQL's `@@`, `to_tsquery` and
+//! `ts_rank`).
 
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult};
+use sea_orm::sea_query::extension::postgres::PgBinOper;
+use sea_orm::sea_query::extension::sqlite::SqliteBinOper;
+use sea_orm::sea_query::{
+    Alias, Asterisk, Condition, Expr, ExprTrait, Func, JoinType, LikeExpr, Order as Direction,
+    Query, SelectStatement,
+};
+use sea_orm::{ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter};
 use serde::Serialize;
 
-use crate::db::{Sql, WriteTxn};
+use crate::db::{query_as, WriteTxn};
+use crate::entity::{manifest, manifest_child, repository, tag};
 use crate::error::{Result, StorageError};
 use crate::repos::{find_repository, Viewer};
 use crate::Storage;
@@ -138,6 +148,15 @@ fn like_literal(s: &str) -> String {
     out
 }
 
+/// Rows skipped before page `page` (from 1) of `per_page` rows.
+fn offset(page: u64, per_page: u64) -> u64 {
+    // `Ord::`: sea-query's `ExprTrait` has a `max` and `min` too.
+    Ord::min(
+        (Ord::max(page, 1) - 1).saturating_mul(per_page),
+        i64::MAX as u64,
+    )
+}
+
 /// The words of a search: lower-case letters and digits, as both indexes split names.
 fn search_words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -147,124 +166,156 @@ fn search_words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Appends ` AND <repositories `r` that `viewer` may see>`.
-fn push_visible(sql: &mut Sql, viewer: &Viewer) {
+/// `LIKE` matching `pattern` (made with [`like_literal`]) with `\` as the escape.
+fn like(pattern: String) -> LikeExpr {
+    LikeExpr::new(pattern).escape('\\')
+}
+
+/// A column of the repository `r` that listings select from.
+fn r(column: repository::Column) -> Expr {
+    Expr::col((Alias::new("r"), column))
+}
+
+/// The repositories `r` that `viewer` may see.
+fn visible(viewer: &Viewer) -> Condition {
     match viewer {
-        Viewer::Everything => {}
-        Viewer::Public => {
-            sql.push(" AND r.private = ").bind(false);
-        }
+        Viewer::Everything => Condition::all(),
+        Viewer::Public => Condition::all().add(r(repository::Column::Private).eq(false)),
         Viewer::PublicAndNamespaces(namespaces) => {
-            sql.push(" AND (r.private = ").bind(false);
+            let mut any = Condition::any().add(r(repository::Column::Private).eq(false));
             for ns in namespaces {
-                sql.push(" OR r.name LIKE ")
-                    .bind(format!("{}/%", like_literal(ns)))
-                    .push(" ESCAPE '\\'");
+                any = any
+                    .add(r(repository::Column::Name).like(like(format!("{}/%", like_literal(ns)))));
             }
-            sql.push(")");
+            any
         }
     }
 }
 
-const SUMMARY_COLUMNS: &str = "r.name, r.description, r.private, r.pull_count, r.pushed_at, \
-     (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count";
+/// `SELECT … FROM repositories r`, to which listings add what they select.
+fn from_repositories() -> SelectStatement {
+    Query::select()
+        .from_as(repository::Entity, Alias::new("r"))
+        .to_owned()
+}
+
+/// Selects a [`RepoSummary`] of the repository `r`.
+fn summary_columns(select: &mut SelectStatement) -> &mut SelectStatement {
+    use repository::Column as R;
+    let t = Alias::new("t");
+    let tag_count = Query::select()
+        .expr(Func::count(Expr::col(Asterisk)))
+        .from_as(tag::Entity, t.clone())
+        .and_where(Expr::col((t, tag::Column::RepositoryId)).equals((Alias::new("r"), R::Id)))
+        .to_owned();
+    select
+        .exprs([
+            r(R::Name),
+            r(R::Description),
+            r(R::Private),
+            r(R::PullCount),
+            r(R::PushedAt),
+        ])
+        .expr_as(tag_count, Alias::new("tag_count"))
+}
 
 impl Storage {
     /// One page of the repositories `viewer` may see that match `listing`.
     pub async fn list_repositories(&self, viewer: &Viewer, listing: &Listing) -> Result<RepoPage> {
+        use repository::Column as R;
         let backend = self.db.get_database_backend();
         let words = search_words(&listing.text);
         let searching = !words.is_empty();
-        let mut from = String::from(" FROM repositories r");
-        let mut filter = Sql::default();
-        filter.push(" WHERE 1 = 1");
-        let mut rank = Sql::default();
+        let mut from = from_repositories();
+        let mut filter = Condition::all();
+        // How well a repository matches the words, and which way is better.
+        let mut rank = None;
         if searching {
             match backend {
                 DbBackend::Sqlite => {
-                    from.push_str(" JOIN repository_search s ON s.rowid = r.id");
+                    // The FTS5 table's hidden column named after it, for MATCH and bm25.
+                    let index = Alias::new("repository_search");
+                    let s = Alias::new("s");
+                    from.join_as(
+                        JoinType::InnerJoin,
+                        index.clone(),
+                        s.clone(),
+                        Expr::col((s, Alias::new("rowid"))).equals((Alias::new("r"), R::Id)),
+                    );
                     let query: Vec<String> = words.iter().map(|w| format!("\"{w}\"*")).collect();
-                    filter
-                        .push(" AND repository_search MATCH ")
-                        .bind(query.join(" "));
-                    rank.push("bm25(repository_search)");
+                    filter = filter.add(
+                        Expr::col(index.clone()).binary(SqliteBinOper::Match, query.join(" ")),
+                    );
+                    rank = Some((
+                        Expr::from(Func::cust("bm25").arg(Expr::col(index))),
+                        Direction::Asc,
+                    ));
                 }
                 _ => {
                     let query: Vec<String> = words.iter().map(|w| format!("{w}:*")).collect();
                     let query = query.join(" & ");
-                    filter
-                        .push(" AND r.search @@ to_tsquery('simple', ")
-                        .bind(query.clone())
-                        .push(")");
-                    rank.push("-ts_rank(r.search, to_tsquery('simple', ")
-                        .bind(query)
-                        .push("))");
+                    let tsquery = || {
+                        Func::cust("to_tsquery")
+                            .arg(Expr::Constant("simple".into()))
+                            .arg(query.clone())
+                    };
+                    let search = || Expr::col((Alias::new("r"), Alias::new("search")));
+                    filter = filter.add(search().binary(PgBinOper::Matches, tsquery()));
+                    let ts_rank = Func::cust("ts_rank").arg(search()).arg(tsquery());
+                    rank = Some((Expr::from(ts_rank), Direction::Desc));
                 }
             }
         }
-        push_visible(&mut filter, viewer);
+        filter = filter.add(visible(viewer));
         if let Some(ns) = &listing.namespace {
-            filter
-                .push(" AND r.name LIKE ")
-                .bind(format!("{}/%", like_literal(ns)))
-                .push(" ESCAPE '\\'");
+            filter = filter.add(r(R::Name).like(like(format!("{}/%", like_literal(ns)))));
         }
         if listing.os.is_some() || listing.architecture.is_some() {
-            filter
-                .push(" AND r.platforms LIKE ")
-                .bind(crate::platforms::filter_pattern(
-                    listing.os.as_deref(),
-                    listing.architecture.as_deref(),
-                ));
+            filter = filter.add(r(R::Platforms).like(crate::platforms::filter_pattern(
+                listing.os.as_deref(),
+                listing.architecture.as_deref(),
+            )));
         }
 
-        let mut count = Sql::default();
-        count.push("SELECT COUNT(*) AS n").push(&from);
-        count.append(&filter);
-        let total = Count::find_by_statement(count.build(backend))
-            .one(&self.db)
+        let mut count = from.clone();
+        count
+            .expr_as(Func::count(Expr::col(Asterisk)), Alias::new("n"))
+            .cond_where(filter.clone());
+        let total = query_as::<Count>(&self.db, &count)
             .await?
+            .first()
             .map_or(0, |c| c.n as u64);
 
-        let mut select = Sql::default();
-        select.push("SELECT ").push(SUMMARY_COLUMNS).push(&from);
-        select.append(&filter);
-        select.push(" ORDER BY ");
-        match (listing.order, searching) {
-            (Order::Relevance, true) => {
+        let mut select = from;
+        summary_columns(&mut select).cond_where(filter);
+        match (listing.order, rank) {
+            (Order::Relevance, Some((rank, rank_order))) => {
                 // An exact name (`alice/app`, or `app` in any namespace) first.
                 let phrase = listing.text.trim().to_lowercase();
+                let exact = r(R::Name)
+                    .eq(phrase.clone())
+                    .or(r(R::Name).like(like(format!("%/{}", like_literal(&phrase)))));
                 select
-                    .push("CASE WHEN r.name = ")
-                    .bind(phrase.clone())
-                    .push(" OR r.name LIKE ")
-                    .bind(format!("%/{}", like_literal(&phrase)))
-                    .push(" ESCAPE '\\' THEN 0 ELSE 1 END, ");
-                select.append(&rank);
-                select.push(", r.pull_count DESC");
+                    .order_by_expr(Expr::case(exact, 0).finally(1).into(), Direction::Asc)
+                    .order_by_expr(rank, rank_order)
+                    .order_by_expr(r(R::PullCount), Direction::Desc);
             }
             (Order::Relevance | Order::MostPulled, _) => {
-                select.push("r.pull_count DESC, r.pushed_at DESC");
+                select
+                    .order_by_expr(r(R::PullCount), Direction::Desc)
+                    .order_by_expr(r(R::PushedAt), Direction::Desc);
             }
             (Order::RecentlyPushed, _) => {
-                select.push("r.pushed_at DESC");
+                select.order_by_expr(r(R::PushedAt), Direction::Desc);
             }
             (Order::Name, _) => {}
         }
-        select.push(if listing.order == Order::Name {
-            "r.name"
-        } else {
-            ", r.name"
-        });
         let per_page = listing.per_page.clamp(1, 100);
         select
-            .push(" LIMIT ")
-            .bind(per_page as i64)
-            .push(" OFFSET ")
-            .bind((listing.page.max(1) - 1).saturating_mul(per_page) as i64);
-        let items = RepoSummary::find_by_statement(select.build(backend))
-            .all(&self.db)
-            .await?;
+            .order_by_expr(r(R::Name), Direction::Asc)
+            .limit(per_page)
+            .offset(offset(listing.page, per_page));
+        let items = query_as(&self.db, &select).await?;
         Ok(RepoPage { items, total })
     }
 
@@ -280,14 +331,11 @@ impl Storage {
             tag_count: i64,
             readme: String,
         }
-        let mut sql = Sql::default();
-        sql.push("SELECT ")
-            .push(SUMMARY_COLUMNS)
-            .push(", r.readme FROM repositories r WHERE r.name = ")
-            .bind(name.to_owned());
-        let row = Row::find_by_statement(sql.build(self.db.get_database_backend()))
-            .one(&self.db)
-            .await?;
+        let mut select = from_repositories();
+        summary_columns(&mut select)
+            .expr(r(repository::Column::Readme))
+            .and_where(r(repository::Column::Name).eq(name));
+        let row = query_as::<Row>(&self.db, &select).await?.into_iter().next();
         Ok(row.map(|r| RepoDetail {
             summary: RepoSummary {
                 name: r.name,
@@ -303,23 +351,38 @@ impl Storage {
 
     /// One page of `repo`'s tags, most recently pushed first, each with its images.
     pub async fn tag_rows(&self, repo: &str, page: u64, per_page: u64) -> Result<Vec<TagRow>> {
-        let backend = self.db.get_database_backend();
+        use manifest::Column as M;
         let repo_id = self.repository_id(repo).await?;
         let per_page = per_page.clamp(1, 100);
-        let mut sql = Sql::default();
-        sql.push(
-            "SELECT t.name, t.updated_at, m.id AS manifest_id, m.digest, m.media_type, m.os, \
-             m.architecture, m.variant, m.image_size FROM tags t \
-             JOIN manifests m ON m.id = t.manifest_id WHERE t.repository_id = ",
-        )
-        .bind(repo_id)
-        .push(" ORDER BY t.updated_at DESC, t.name LIMIT ")
-        .bind(per_page as i64)
-        .push(" OFFSET ")
-        .bind((page.max(1) - 1).saturating_mul(per_page) as i64);
-        let rows = TagQueryRow::find_by_statement(sql.build(backend))
-            .all(&self.db)
-            .await?;
+        let (t, m) = (Alias::new("t"), Alias::new("m"));
+        let select = Query::select()
+            .columns([
+                (t.clone(), tag::Column::Name),
+                (t.clone(), tag::Column::UpdatedAt),
+            ])
+            .expr_as(Expr::col((m.clone(), M::Id)), Alias::new("manifest_id"))
+            .columns([
+                (m.clone(), M::Digest),
+                (m.clone(), M::MediaType),
+                (m.clone(), M::Os),
+                (m.clone(), M::Architecture),
+                (m.clone(), M::Variant),
+                (m.clone(), M::ImageSize),
+            ])
+            .from_as(tag::Entity, t.clone())
+            .join_as(
+                JoinType::InnerJoin,
+                manifest::Entity,
+                m.clone(),
+                Expr::col((m.clone(), M::Id)).equals((t.clone(), tag::Column::ManifestId)),
+            )
+            .and_where(Expr::col((t.clone(), tag::Column::RepositoryId)).eq(repo_id))
+            .order_by((t.clone(), tag::Column::UpdatedAt), Direction::Desc)
+            .order_by((t, tag::Column::Name), Direction::Asc)
+            .limit(per_page)
+            .offset(offset(page, per_page))
+            .to_owned();
+        let rows: Vec<TagQueryRow> = query_as(&self.db, &select).await?;
         let indexes: Vec<i64> = rows
             .iter()
             .filter(|r| r.image_size.is_none())
@@ -327,24 +390,31 @@ impl Storage {
             .collect();
         let mut children: Vec<ChildRow> = Vec::new();
         if !indexes.is_empty() {
-            let mut sql = Sql::default();
-            sql.push(
-                "SELECT c.manifest_id AS parent_id, cm.digest, cm.os, cm.architecture, \
-                 cm.variant, cm.image_size AS size FROM manifest_children c \
-                 JOIN manifests cm ON cm.digest = c.child_digest AND cm.repository_id = ",
-            )
-            .bind(repo_id)
-            .push(" WHERE c.manifest_id IN (");
-            for (i, id) in indexes.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(*id);
-            }
-            sql.push(")");
-            children = ChildRow::find_by_statement(sql.build(backend))
-                .all(&self.db)
-                .await?;
+            let (c, cm) = (Alias::new("c"), Alias::new("cm"));
+            let select = Query::select()
+                .expr_as(
+                    Expr::col((c.clone(), manifest_child::Column::ManifestId)),
+                    Alias::new("parent_id"),
+                )
+                .columns([
+                    (cm.clone(), M::Digest),
+                    (cm.clone(), M::Os),
+                    (cm.clone(), M::Architecture),
+                    (cm.clone(), M::Variant),
+                ])
+                .expr_as(Expr::col((cm.clone(), M::ImageSize)), Alias::new("size"))
+                .from_as(manifest_child::Entity, c.clone())
+                .join_as(
+                    JoinType::InnerJoin,
+                    manifest::Entity,
+                    cm.clone(),
+                    Expr::col((cm.clone(), M::Digest))
+                        .equals((c.clone(), manifest_child::Column::ChildDigest))
+                        .and(Expr::col((cm, M::RepositoryId)).eq(repo_id)),
+                )
+                .and_where(Expr::col((c, manifest_child::Column::ManifestId)).is_in(indexes))
+                .to_owned();
+            children = query_as(&self.db, &select).await?;
         }
         Ok(rows
             .into_iter()
@@ -392,14 +462,11 @@ impl Storage {
         let Some(id) = find_repository(&*txn, repo).await? else {
             return Err(StorageError::NameUnknown(repo.to_owned()));
         };
-        let mut sql = Sql::default();
-        sql.push("UPDATE repositories SET description = ")
-            .bind(description.to_owned())
-            .push(", readme = ")
-            .bind(readme.to_owned())
-            .push(" WHERE id = ")
-            .bind(id);
-        txn.execute_raw(sql.build(txn.get_database_backend()))
+        repository::Entity::update_many()
+            .col_expr(repository::Column::Description, Expr::value(description))
+            .col_expr(repository::Column::Readme, Expr::value(readme))
+            .filter(repository::Column::Id.eq(id))
+            .exec(&*txn)
             .await?;
         txn.commit().await?;
         Ok(())

@@ -1,35 +1,58 @@
 //! Berth's storage: blobs kept once in an object store, registry metadata in SQL.
 //!
-//! [`Storage`] is the one entry point the server uses; its operations are split by
-//! resource: [`repos`], [`blobs`], [`uploads`], [`manifests`], and for the web UI
-//! [`explore`] and [`pulls`].
+//! [`Storage`] is the one entry point the server and the web UI use. Its operations,
+//! one `impl Storage` block per resource, each in its own file:
+//!
+//! | resource | file | operations |
+//! |---|---|---|
+//! | the store | `lib.rs` | `open`, `check_ready`, `free_space`, `max_manifest_bytes` |
+//! | repositories | `repos.rs` | `repository_id`, `repository_private`, `set_private`, `catalog` |
+//! | blobs | `blobs.rs` | `blob`, `blob_redirect`, `read_blob`, `open_blob_files`, `read_small_blob`, `mount_blob`, `delete_blob` |
+//! | uploads | `uploads.rs` | `start_upload`, `upload_state`, `append_upload`, `complete_upload`, `put_blob`, `cancel_upload` |
+//! | upload expiry | `expiry.rs` | `expire_uploads` |
+//! | manifests and tags | `manifests.rs` | `put_manifest`, `manifest`, `delete_manifest`, `tags`, `referrers` |
+//! | the web UI's views | `explore.rs` | `list_repositories`, `repository_detail`, `tag_rows`, `set_description` |
+//! | pull counts | `pulls.rs` | `record_pull`, `flush_pulls` |
+//! | garbage (what a collector would remove) | `gc.rs` | `unreferenced_blobs`, `orphan_manifests` |
+//!
+//! Below it: [`objects`] (blob data over an object store, behind the contract of
+//! `objects/backend.rs`), the metadata schema (`entity/`, `migration/`), and the
+//! database plumbing (`db.rs`), whose connection never leaves this crate.
 
-pub mod blobs;
-pub mod cache;
+pub(crate) mod blobs;
+pub(crate) mod cache;
 pub(crate) mod completions;
-pub mod db;
+pub(crate) mod db;
 pub mod digest;
-pub mod entity;
+pub(crate) mod entity;
 pub mod error;
-pub mod expiry;
+pub(crate) mod expiry;
 pub mod explore;
-pub mod gc;
-pub mod group_sync;
+pub(crate) mod gc;
+pub(crate) mod group_sync;
+pub(crate) mod manifest_refs;
 pub mod manifests;
-pub mod migration;
+pub(crate) mod migration;
 pub mod objects;
-pub mod platforms;
+pub(crate) mod platforms;
 pub mod pulls;
 pub mod repos;
-pub mod space;
+pub(crate) mod space;
 pub(crate) mod test_faults;
+pub(crate) mod upload_row;
 pub mod uploads;
+
+/// Opening a database the way storage opens its own (SQLite pragmas, PostgreSQL pool
+/// hooks) and migrating it one process at a time: for components that keep their own
+/// tables beside storage's, on their own pool (accounts).
+pub mod database {
+    pub use crate::db::{connect, migrate_exclusively};
+}
 
 use std::sync::Arc;
 
 use berth_config::{Config, StorageConfig};
-use futures::future::BoxFuture;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
+use sea_orm::{DatabaseConnection, DbErr};
 
 pub use berth_oci::names;
 pub use digest::{Algorithm, Digest};
@@ -65,14 +88,20 @@ impl Storage {
         db::migrate_exclusively(&db, |txn| Box::pin(db::migrate_storage(txn))).await?;
         let objects = match &config.storage {
             StorageConfig::Filesystem { .. } => {
-                Objects::local(&config.blob_root().expect("filesystem storage has a root"))?
+                let root = config.blob_root().expect("filesystem storage has a root");
+                Objects::new(objects::LocalDisk::new(&root)?)
             }
             StorageConfig::S3 {
                 bucket,
                 endpoint,
                 region,
                 redirect,
-            } => Objects::s3(bucket, endpoint.as_deref(), region, *redirect)?,
+            } => Objects::new(objects::S3::from_env(
+                bucket,
+                endpoint.as_deref(),
+                region,
+                *redirect,
+            )?),
         };
         let sqlite_writer = db::SqliteWriter::for_url(&url);
         // Only a SQLite database has a single server process writing to it; replicas
@@ -114,19 +143,6 @@ impl Storage {
 
     pub fn max_manifest_bytes(&self) -> u64 {
         self.max_manifest_bytes
-    }
-
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
-    /// Runs another component's schema migrations the way storage's own run: one
-    /// process at a time (see [`db::migrate_exclusively`]).
-    pub async fn migrate<F>(&self, migrate: F) -> Result<()>
-    where
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, std::result::Result<(), DbErr>>,
-    {
-        Ok(db::migrate_exclusively(&self.db, migrate).await?)
     }
 
     /// What `/readyz` reports: whether the database can commit, whether the object

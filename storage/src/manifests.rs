@@ -1,13 +1,10 @@
-//! Manifests, tags and referrers.
+//! Manifests, tags and referrers: storing and reading them (a pushed manifest is
+//! parsed by `berth_oci::manifest`, its references read by `manifest_refs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use berth_oci::media_types::{
-    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, IMAGE_CONFIG_TYPES, OCI_INDEX,
-    OCI_MANIFEST,
-};
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use berth_oci::manifest::Manifest;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
@@ -20,6 +17,7 @@ use crate::entity::{
     manifest, manifest_blob, manifest_child, now_millis, repository, repository_blob, tag,
 };
 use crate::error::{Result, StorageError};
+use crate::manifest_refs::ManifestRefs;
 use crate::names::validate_tag;
 use crate::repos::{ensure_repository, Page};
 use crate::Storage;
@@ -62,32 +60,6 @@ struct ReferrerRow {
     annotations: Option<String>,
 }
 
-/// What a manifest says about itself and what it references.
-struct Parsed {
-    media_type: String,
-    artifact_type: Option<String>,
-    subject: Option<Digest>,
-    annotations: Option<HashMap<String, String>>,
-    blobs: Vec<Digest>,
-    children: Vec<Digest>,
-    /// An image manifest's config plus layers, in bytes.
-    image_size: Option<i64>,
-    /// An image manifest's config when it is an image configuration (which names the
-    /// platform), with its size.
-    image_config: Option<(Digest, u64)>,
-}
-
-/// The platform an image configuration names.
-#[derive(Debug, Default, PartialEq)]
-pub struct Platform {
-    pub os: Option<String>,
-    pub architecture: Option<String>,
-    pub variant: Option<String>,
-}
-
-/// Image configurations larger than this are not read for their platform.
-const MAX_CONFIG_READ: u64 = 1024 * 1024;
-
 impl Storage {
     /// Stores a manifest after checking it parses and that everything it references is
     /// in the repository, then points `reference` (if a tag) and `extra_tags` at it.
@@ -127,7 +99,7 @@ impl Storage {
                 tags.push(t.clone());
             }
         }
-        let parsed = parse_manifest(content_type, body)?;
+        let parsed = ManifestRefs::of(&Manifest::parse_pushed(content_type, body)?)?;
         if self.already_stored(repo, &digest, &tags).await? {
             // Re-pushing what is already there (CI does it all the time) writes nothing.
             return Ok(PutManifest {
@@ -137,7 +109,9 @@ impl Storage {
             });
         }
         self.ensure_room()?;
-        let platform = self.image_platform(repo, &parsed).await?;
+        let platform = self
+            .image_platform(repo, parsed.image_config.as_ref())
+            .await?;
         let txn = self.write().await?;
         let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         check_references(&*txn, repo_id, &parsed).await?;
@@ -173,36 +147,6 @@ impl Storage {
             digest,
             subject: parsed.subject,
             tags,
-        })
-    }
-
-    /// The platform an image manifest's configuration names; nothing for other
-    /// manifests, or when the config is missing (the reference check reports that),
-    /// large, or says nothing.
-    async fn image_platform(&self, repo: &str, parsed: &Parsed) -> Result<Platform> {
-        let Some((digest, size)) = &parsed.image_config else {
-            return Ok(Platform::default());
-        };
-        if *size > MAX_CONFIG_READ {
-            return Ok(Platform::default());
-        }
-        let config = match self.read_small_blob(repo, digest, MAX_CONFIG_READ).await {
-            Ok(bytes) => bytes,
-            Err(StorageError::BlobUnknown(_)) => return Ok(Platform::default()),
-            Err(e) => return Err(e),
-        };
-        let value: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
-        let field = |name: &str| {
-            value
-                .get(name)
-                .and_then(|v| v.as_str())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        };
-        Ok(Platform {
-            os: field("os"),
-            architecture: field("architecture"),
-            variant: field("variant"),
         })
     }
 
@@ -377,8 +321,8 @@ async fn insert_manifest(
     db: &impl ConnectionTrait,
     repo_id: i64,
     digest: &Digest,
-    parsed: &Parsed,
-    platform: &Platform,
+    parsed: &ManifestRefs,
+    platform: &crate::platforms::Platform,
     body: &[u8],
 ) -> Result<i64> {
     manifest::Entity::insert(manifest::ActiveModel {
@@ -438,7 +382,11 @@ async fn insert_manifest(
 }
 
 /// Every blob must be linked to the repository and every child manifest stored in it.
-async fn check_references(db: &impl ConnectionTrait, repo_id: i64, parsed: &Parsed) -> Result<()> {
+async fn check_references(
+    db: &impl ConnectionTrait,
+    repo_id: i64,
+    parsed: &ManifestRefs,
+) -> Result<()> {
     let wanted = |ds: &[Digest]| ds.iter().map(|d| d.to_string()).collect::<BTreeSet<_>>();
     let blobs = wanted(&parsed.blobs);
     if !blobs.is_empty() {
@@ -479,161 +427,4 @@ async fn check_references(db: &impl ConnectionTrait, repo_id: i64, parsed: &Pars
         }
     }
     Ok(())
-}
-
-fn invalid(msg: impl Into<String>) -> StorageError {
-    StorageError::ManifestInvalid(msg.into())
-}
-
-/// Media type parameters (`; charset=…`) are ignored, as the spec says.
-fn essence(media_type: &str) -> &str {
-    media_type.split(';').next().unwrap_or("").trim()
-}
-
-fn is_known(media_type: &str) -> bool {
-    [
-        OCI_MANIFEST,
-        OCI_INDEX,
-        DOCKER_MANIFEST,
-        DOCKER_MANIFEST_LIST,
-    ]
-    .contains(&media_type)
-}
-
-fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| invalid("a manifest must be a JSON object"))?;
-    if object.get("schemaVersion").and_then(|v| v.as_u64()) != Some(2) {
-        return Err(invalid(
-            "schemaVersion must be 2 (Docker schema 1 manifests are not supported)",
-        ));
-    }
-    let declared = match object.get("mediaType") {
-        None => None,
-        Some(v) => Some(
-            v.as_str()
-                .ok_or_else(|| invalid("mediaType must be a string"))?,
-        ),
-    };
-    let header = content_type
-        .map(essence)
-        .filter(|c| is_known(c) || DOCKER_SCHEMA1.contains(c));
-    if let (Some(d), Some(h)) = (declared, header) {
-        if d != h {
-            return Err(invalid(format!(
-                "Content-Type {h} does not match the manifest's mediaType {d}"
-            )));
-        }
-    }
-    let shape = if object.contains_key("manifests") {
-        OCI_INDEX
-    } else {
-        OCI_MANIFEST
-    };
-    let media_type = declared.or(header).unwrap_or(shape).to_owned();
-    if DOCKER_SCHEMA1.contains(&media_type.as_str()) {
-        return Err(invalid("Docker schema 1 manifests are not supported"));
-    }
-    match media_type.as_str() {
-        OCI_MANIFEST | DOCKER_MANIFEST => {
-            let m: ImageManifest = serde_json::from_slice(body).map_err(|e| invalid(format!("invalid image manifest: {e}")))?;
-            let artifact_type = m
-                .artifact_type()
-                .as_ref()
-                .map(|t| t.to_string())
-                .or_else(|| Some(m.config().media_type().to_string()));
-            let config_digest = descriptor_digest(m.config())?;
-            let image_config = IMAGE_CONFIG_TYPES
-                .contains(&m.config().media_type().to_string().as_str())
-                .then(|| (config_digest.clone(), m.config().size()));
-            let image_size = m
-                .layers()
-                .iter()
-                .chain([m.config()])
-                .map(|d| d.size() as i64)
-                .sum();
-            let mut blobs = vec![config_digest];
-            for layer in m.layers() {
-                // Foreign/non-distributable layers live elsewhere (their `urls`).
-                if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) {
-                    continue;
-                }
-                blobs.push(descriptor_digest(layer)?);
-            }
-            Ok(Parsed {
-                media_type,
-                artifact_type,
-                subject: m.subject().as_ref().map(descriptor_digest).transpose()?,
-                annotations: m.annotations().clone(),
-                blobs,
-                children: Vec::new(),
-                image_size: Some(image_size),
-                image_config,
-            })
-        }
-        OCI_INDEX | DOCKER_MANIFEST_LIST => {
-            let i: ImageIndex = serde_json::from_slice(body).map_err(|e| invalid(format!("invalid image index: {e}")))?;
-            Ok(Parsed {
-                media_type,
-                artifact_type: i.artifact_type().as_ref().map(|t| t.to_string()),
-                subject: i.subject().as_ref().map(descriptor_digest).transpose()?,
-                annotations: i.annotations().clone(),
-                blobs: Vec::new(),
-                children: i.manifests().iter().map(descriptor_digest).collect::<Result<_>>()?,
-                image_size: None,
-                image_config: None,
-            })
-        }
-        other => Err(invalid(format!(
-            "unsupported manifest media type {other:?}; expected one of {OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_MANIFEST_LIST}"
-        ))),
-    }
-}
-
-fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
-    d.digest()
-        .to_string()
-        .parse()
-        .map_err(|e: berth_oci::OciError| invalid(format!("descriptor digest: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_parsing_checks_types_and_shape() {
-        let cfg = Digest::of(Algorithm::Sha256, b"{}");
-        let body = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[]}}"#
-        );
-        let p = parse_manifest(Some(OCI_MANIFEST), body.as_bytes()).unwrap();
-        assert_eq!(p.blobs, vec![cfg.clone()]);
-        assert_eq!(
-            p.artifact_type.as_deref(),
-            Some("application/vnd.oci.image.config.v1+json")
-        );
-        assert!(matches!(
-            parse_manifest(Some(OCI_INDEX), body.as_bytes()),
-            Err(StorageError::ManifestInvalid(_))
-        ));
-        assert!(matches!(
-            parse_manifest(None, b"not json"),
-            Err(StorageError::ManifestInvalid(_))
-        ));
-        assert!(matches!(
-            parse_manifest(None, br#"{"schemaVersion":1}"#),
-            Err(StorageError::ManifestInvalid(_))
-        ));
-        let no_layers = format!(
-            r#"{{"schemaVersion":2,"config":{{"mediaType":"x/y","digest":"{cfg}","size":2}}}}"#
-        );
-        assert!(matches!(
-            parse_manifest(None, no_layers.as_bytes()),
-            Err(StorageError::ManifestInvalid(_))
-        ));
-    }
 }

@@ -105,10 +105,10 @@ impl Storage {
             }
         }
         if let Some(last) = last {
-            q = q.filter(Expr::cust(byte_order(&self.db, "name")).gt(last));
+            q = q.filter(byte_order(&self.db, repository::Column::Name).gt(last));
         }
         let mut items: Vec<String> = q
-            .order_by_asc(Expr::cust(byte_order(&self.db, "name")))
+            .order_by_asc(byte_order(&self.db, repository::Column::Name))
             .limit(n + 1)
             .into_tuple()
             .all(&self.db)

@@ -3,6 +3,8 @@
 //! An upload's state lives in its database row (size, chunk objects, saved hash
 //! state), so any replica can continue it. Each chunk becomes one object; the row's
 //! size doubles as a version so two writers can never both extend the same offset.
+//! The row's transitions, and that rule, are `upload_row`'s; this module decides which
+//! to make.
 //!
 //! On local disk a PATCH is answered once its bytes are written, before they are
 //! flushed: the flush runs while the next request on the upload arrives, and that
@@ -22,15 +24,14 @@
 
 use bytes::Bytes;
 use futures::Stream;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use crate::completions::{Completion, EndingUpload};
+use crate::completions::Completion;
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::entity::{now_millis, upload, upload_tombstone};
+use crate::entity::{now_millis, upload};
 use crate::error::{Result, StorageError};
 use crate::names::validate_name;
 use crate::objects::{Durability, Segment};
+use crate::upload_row::{self, EndingUpload};
 use crate::Storage;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,45 +49,13 @@ struct Loaded {
     has_row: bool,
 }
 
-/// A fresh upload's id: `<32 random hex>.<started, Unix ms>.<algorithm>.<repository
-/// mark>`; the mark (16 hex of the name's SHA-256) keeps the id to its repository.
-fn new_upload_id(repo: &str, algorithm: Algorithm, now: i64) -> String {
-    format!(
-        "{}.{now}.{}.{}",
-        uuid::Uuid::new_v4().simple(),
-        algorithm.name(),
-        repository_mark(repo)
-    )
-}
-
-fn repository_mark(repo: &str) -> String {
-    Digest::of(Algorithm::Sha256, repo.as_bytes()).hex()[..16].to_owned()
-}
-
-/// What an upload id of the row-less kind says: when it started, its algorithm, and
-/// the mark of its repository.
-fn parse_upload_id(id: &str) -> Option<(i64, Algorithm, &str)> {
-    let mut parts = id.split('.');
-    let (random, started, algorithm, mark) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if parts.next().is_some() || !hex(random, 32) || !hex(mark, 16) {
-        return None;
-    }
-    Some((
-        started.parse().ok()?,
-        Algorithm::parse(algorithm).ok()?,
-        mark,
-    ))
-}
-
 impl Storage {
     /// Starts an upload: nothing is written until its first chunk (see the module docs).
     pub async fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadState> {
         validate_name(repo)?;
         self.ensure_room()?;
         Ok(UploadState {
-            id: new_upload_id(repo, algorithm, now_millis()),
+            id: upload_row::new_id(repo, algorithm, now_millis()),
             size: 0,
         })
     }
@@ -225,35 +194,16 @@ impl Storage {
     /// goes when the upload ends).
     async fn load_upload(&self, repo: &str, id: &str, check_ended: bool) -> Result<Loaded> {
         let unknown = || StorageError::UploadUnknown(id.to_owned());
-        let Some(row) = upload::Entity::find_by_id(id).one(&self.db).await? else {
+        let Some(row) = upload_row::find(&self.db, id).await? else {
             // Started, nothing appended yet (a row, once there, expires when idle).
-            let (started, algorithm, mark) = parse_upload_id(id).ok_or_else(unknown)?;
-            if started < now_millis() - self.upload_expiry_ms || mark != repository_mark(repo) {
+            let not_before = now_millis() - self.upload_expiry_ms;
+            let row = upload_row::fresh(id, repo, not_before).ok_or_else(unknown)?;
+            if check_ended && upload_row::ended(&self.db, id).await? {
                 return Err(unknown());
             }
-            if check_ended
-                && upload_tombstone::Entity::find_by_id(id)
-                    .one(&self.db)
-                    .await?
-                    .is_some()
-            {
-                return Err(unknown());
-            }
-            let hasher = Hasher::new(algorithm);
+            let hasher = Hasher::new(Algorithm::parse(&row.algorithm)?);
             return Ok(Loaded {
-                row: upload::Model {
-                    id: id.to_owned(),
-                    repository: repo.to_owned(),
-                    algorithm: algorithm.name().to_owned(),
-                    size: 0,
-                    hash_state: hasher.save(),
-                    segments: "[]".to_owned(),
-                    created_at: started,
-                    updated_at: started,
-                    synced_size: None,
-                    synced_hash_state: None,
-                    written_boot: None,
-                },
+                row,
                 segments: Vec::new(),
                 hasher,
                 has_row: false,
@@ -303,32 +253,23 @@ impl Storage {
             to = offset,
             "the machine restarted before this upload's last chunk was flushed; resuming from the last durable offset"
         );
-        let mut row = loaded.row;
+        let expected = loaded.row.size;
+        let row = upload::Model {
+            size: offset as i64,
+            hash_state: hasher.save(),
+            segments: segments_json(&kept),
+            synced_size: None,
+            synced_hash_state: None,
+            written_boot: None,
+            ..loaded.row
+        };
         let txn = self.write().await?;
-        let updated = upload::Entity::update_many()
-            .col_expr(upload::Column::Size, Expr::value(offset as i64))
-            .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
-            .col_expr(upload::Column::Segments, Expr::value(segments_json(&kept)))
-            .col_expr(upload::Column::SyncedSize, Expr::value(None::<i64>))
-            .col_expr(
-                upload::Column::SyncedHashState,
-                Expr::value(None::<Vec<u8>>),
-            )
-            .col_expr(upload::Column::WrittenBoot, Expr::value(None::<String>))
-            .filter(upload::Column::Id.eq(row.id.as_str()))
-            .filter(upload::Column::Size.eq(row.size))
-            .exec(&*txn)
-            .await?;
+        let rewound = upload_row::rewind(&*txn, expected, &row).await?;
         txn.commit().await?;
-        if updated.rows_affected == 0 {
+        if !rewound {
             return Err(StorageError::RangeInvalid { size: offset });
         }
         self.objects.delete_all(&dropped).await?;
-        row.size = offset as i64;
-        row.hash_state = hasher.save();
-        row.synced_size = None;
-        row.synced_hash_state = None;
-        row.written_boot = None;
         Ok(Loaded {
             row,
             segments: kept,
@@ -354,7 +295,7 @@ impl Storage {
         E: std::fmt::Display,
     {
         let Loaded {
-            mut row,
+            row,
             mut segments,
             mut hasher,
             has_row,
@@ -412,55 +353,24 @@ impl Storage {
         } else {
             (None, None, None)
         };
-        let now = now_millis();
+        let next = upload::Model {
+            size: new_size as i64,
+            hash_state: hasher.save(),
+            segments: segments_json(&segments),
+            updated_at: now_millis(),
+            synced_size,
+            synced_hash_state,
+            written_boot,
+            ..row
+        };
         let turn = self.write_turn().await;
-        let recorded = async {
-            Ok::<_, StorageError>(if has_row {
-                upload::Entity::update_many()
-                    .col_expr(upload::Column::Size, Expr::value(new_size as i64))
-                    .col_expr(upload::Column::HashState, Expr::value(hasher.save()))
-                    .col_expr(
-                        upload::Column::Segments,
-                        Expr::value(segments_json(&segments)),
-                    )
-                    .col_expr(upload::Column::SyncedSize, Expr::value(synced_size))
-                    .col_expr(
-                        upload::Column::SyncedHashState,
-                        Expr::value(synced_hash_state.clone()),
-                    )
-                    .col_expr(
-                        upload::Column::WrittenBoot,
-                        Expr::value(written_boot.clone()),
-                    )
-                    .col_expr(upload::Column::UpdatedAt, Expr::value(now))
-                    .filter(upload::Column::Id.eq(row.id.as_str()))
-                    .filter(upload::Column::Size.eq(row.size))
-                    .exec(&self.db)
-                    .await?
-                    .rows_affected
-                    > 0
-            } else {
-                // The first chunk: the row appears (unless another request made it first).
-                let inserted = upload::Entity::insert(upload::ActiveModel {
-                    id: Set(row.id.clone()),
-                    repository: Set(row.repository.clone()),
-                    algorithm: Set(row.algorithm.clone()),
-                    size: Set(new_size as i64),
-                    hash_state: Set(hasher.save()),
-                    segments: Set(segments_json(&segments)),
-                    created_at: Set(row.created_at),
-                    updated_at: Set(now),
-                    synced_size: Set(synced_size),
-                    synced_hash_state: Set(synced_hash_state.clone()),
-                    written_boot: Set(written_boot.clone()),
-                })
-                .on_conflict_do_nothing()
-                .exec(&self.db)
-                .await?;
-                matches!(inserted, sea_orm::TryInsertResult::Inserted(_))
-            })
+        let recorded = if has_row {
+            upload_row::append(&self.db, size as i64, &next).await
+        } else {
+            // The first chunk: the row appears (unless another request made it first).
+            upload_row::create(&self.db, &next).await
         }
-        .await;
+        .map_err(StorageError::from);
         drop(turn);
         let recorded = match recorded {
             Ok(recorded) => recorded,
@@ -476,13 +386,9 @@ impl Storage {
             self.objects.delete_all(&written.segments).await?;
             return Err(StorageError::RangeInvalid { size });
         }
-        row.size = new_size as i64;
-        row.synced_size = synced_size;
-        row.synced_hash_state = synced_hash_state;
-        row.written_boot = written_boot;
         Ok((
             Loaded {
-                row,
+                row: next,
                 segments,
                 hasher,
                 has_row: true,
@@ -526,34 +432,7 @@ fn boot_id() -> &'static str {
     &BOOT
 }
 
-/// How the loaded upload ends (see `completions`).
+/// How the loaded upload ends when completed or cancelled (see `upload_row`).
 fn ending(loaded: &Loaded) -> EndingUpload {
-    EndingUpload {
-        id: loaded.row.id.clone(),
-        size: loaded.row.size,
-        has_row: loaded.has_row,
-        tombstone_since: parse_upload_id(&loaded.row.id).map(|(started, ..)| started),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upload_ids_carry_their_start_and_algorithm() {
-        let id = new_upload_id("ns/app", Algorithm::Sha512, 1234);
-        let mark = repository_mark("ns/app");
-        assert_eq!(
-            parse_upload_id(&id),
-            Some((1234, Algorithm::Sha512, mark.as_str()))
-        );
-        assert_ne!(repository_mark("ns/other"), mark);
-        assert_eq!(
-            parse_upload_id("3f2a0c6e-0000-4000-8000-000000000000"),
-            None
-        );
-        assert_eq!(parse_upload_id("zz.1.sha256"), None);
-        assert_eq!(parse_upload_id(&format!("{}.x", id)), None);
-    }
+    EndingUpload::finish(&loaded.row.id, loaded.row.size, loaded.has_row)
 }

@@ -1,6 +1,6 @@
 //! The garbage queries on a real database (SQLite, and PostgreSQL when configured).
 
-use berth_config::{Config, Layer};
+use berth_config::Config;
 use berth_oci::media_types::{OCI_INDEX, OCI_MANIFEST};
 use berth_storage::manifests::Reference;
 use berth_storage::{Algorithm, Digest, Storage};
@@ -39,11 +39,7 @@ async fn put(s: &Storage, repo: &str, reference: Reference, body: &[u8]) -> Dige
 
 async fn check(database_url: Option<String>) {
     let tmp = tempfile::tempdir().unwrap();
-    let flags = Layer {
-        data_dir: Some(tmp.path().to_owned()),
-        ..Layer::default()
-    };
-    let mut config = Config::resolve(Layer::default(), Layer::default(), flags).unwrap();
+    let mut config = Config::in_dir(tmp.path());
     config.database_url = database_url;
     let s = Storage::open(&config).await.unwrap();
     let cfg = blob(&s, "gc/app", b"{}").await;

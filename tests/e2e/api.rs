@@ -2,7 +2,7 @@
 
 use berth_tests::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 crate::on_both_databases!(
     version_check_and_unknown_routes,
@@ -947,13 +947,13 @@ async fn downloads_pipelined_across_objects_and_abandoned(s: Berthd) {
     let mut conn = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
     conn.write_all(requests.concat().as_bytes()).await.unwrap();
     let mut conn = tokio::io::BufReader::new(conn);
-    let (status, body) = read_response(&mut conn).await;
+    let (status, body) = berth_tests::read_response(&mut conn).await;
     assert_eq!(status, 200);
     assert!(body == data, "the whole blob");
-    let (status, body) = read_response(&mut conn).await;
+    let (status, body) = berth_tests::read_response(&mut conn).await;
     assert_eq!(status, 206);
     assert!(body == data[999_990..2_500_010], "a range across objects");
-    let (status, body) = read_response(&mut conn).await;
+    let (status, body) = berth_tests::read_response(&mut conn).await;
     assert_eq!((status, body.as_slice()), (200, &b"{}"[..]));
 
     // Clients that leave mid-download do not disturb the others.
@@ -965,30 +965,6 @@ async fn downloads_pipelined_across_objects_and_abandoned(s: Berthd) {
     }
     let got = c.call("GET", &blob).await.bytes().await.unwrap();
     assert!(got == data, "the blob after abandoned downloads");
-}
-
-/// Reads one HTTP/1.1 response with a Content-Length: its status and body.
-async fn read_response(conn: &mut (impl AsyncBufRead + Unpin)) -> (u16, Vec<u8>) {
-    let mut status = 0;
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        conn.read_line(&mut line).await.unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(rest) = line.strip_prefix("HTTP/1.1 ") {
-            status = rest[..3].parse().unwrap();
-        } else if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    conn.read_exact(&mut body).await.unwrap();
-    (status, body)
 }
 
 /// Completions are written in batches (one transaction for whatever is queued): each

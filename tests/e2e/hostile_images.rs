@@ -12,9 +12,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use berth_oci::{Algorithm, Digest};
 use berth_tests::*;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 
 fn show(out: &Output) -> String {
     format!(
@@ -133,7 +133,7 @@ fn busybox_layer() -> Tar {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+    Digest::of(Algorithm::Sha256, data).hex().to_owned()
 }
 
 fn architecture() -> &'static str {
@@ -149,22 +149,22 @@ fn oci_archive(name: &str, layers: &[Vec<u8>]) -> Vec<u8> {
     let mut blobs: Vec<Vec<u8>> = Vec::new();
     let config = serde_json::to_vec(&json!({
         "architecture": architecture(), "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect::<Vec<_>>()},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| sha256(l)).collect::<Vec<_>>()},
         "history": [],
     }))
     .unwrap();
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
-        "layers": layers.iter().map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{}", sha256_hex(l)), "size": l.len()})).collect::<Vec<_>>(),
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": layers.iter().map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(l), "size": l.len()})).collect::<Vec<_>>(),
     }))
     .unwrap();
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "manifests": [{
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{}", sha256_hex(&manifest)), "size": manifest.len(),
+            "digest": sha256(&manifest), "size": manifest.len(),
             "annotations": {"org.opencontainers.image.ref.name": name},
         }],
     }))

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use berth_tests::sha256;
 use futures::StreamExt;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 const WORDS: [&str; 20] = [
     "nginx",
@@ -35,10 +35,6 @@ const WORDS: [&str; 20] = [
     "runner",
 ];
 const PARALLEL: usize = 16;
-
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
 
 fn repo_name(i: usize) -> String {
     format!(

@@ -17,7 +17,7 @@ mod view;
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use berth_auth::Logins;
+use berth_auth::Accounts;
 use berth_storage::Storage;
 
 pub use error::WebError;
@@ -29,9 +29,9 @@ pub type AccountsOn = Arc<dyn Fn() -> bool + Send + Sync>;
 /// What the web UI's handlers share.
 pub struct Web {
     storage: Storage,
-    /// Password checks (rate limits, remembered passwords), shared with the token
-    /// endpoint.
-    logins: Arc<Logins>,
+    /// Users, tokens, sessions and access decisions; its password checks (rate limits,
+    /// remembered passwords) are the token endpoint's.
+    accounts: Accounts,
     accounts_on: AccountsOn,
     /// Where clients reach the registry (for pull commands); else the request's host.
     external_url: Option<String>,
@@ -40,19 +40,20 @@ pub struct Web {
 impl Web {
     pub fn new(
         storage: Storage,
-        logins: Arc<Logins>,
+        accounts: Accounts,
         accounts_on: AccountsOn,
         external_url: Option<String>,
     ) -> Web {
         Web {
             storage,
-            logins,
+            accounts,
             accounts_on,
             external_url,
         }
     }
 
-    fn accounts(&self) -> bool {
+    /// Whether the registry has accounts now (token authentication on).
+    fn accounts_on(&self) -> bool {
         (self.accounts_on)()
     }
 }

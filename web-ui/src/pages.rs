@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use berth_auth::{pat, sessions, AuthError};
+use berth_auth::{AuthError, TokenScope};
 use berth_storage::explore::{Listing, Order, RepoDetail};
 use berth_storage::manifests::Reference;
 use berth_storage::repos::Viewer;
@@ -319,20 +319,19 @@ pub async fn signin(
     req: HttpRequest,
     form: web::Form<SigninForm>,
 ) -> PageResult {
-    if !web.accounts() {
+    if !web.accounts_on() {
         return Err(WebError::AccountsOff.into());
     }
-    let logins = &web.logins;
     visitor.check_csrf(&form.csrf)?;
-    let db = web.storage.db();
     let peer = req.peer_addr().map(|a| a.ip());
     // The token endpoint's rules: rate limits, one check per name at a time, remembered passwords.
-    match logins
-        .password(db, &form.username, form.password.clone(), peer)
+    match web
+        .accounts
+        .check_password(&form.username, form.password.clone(), peer)
         .await
     {
         Ok(user) => {
-            let (secret, _) = sessions::start(db, user).await?;
+            let (secret, _) = web.accounts.start_session(user).await?;
             let mut res = see_other("/");
             res.add_cookie(&visitor.session_cookie(secret))
                 .map_err(|e| WebError::BadRequest(e.to_string()))?;
@@ -364,7 +363,7 @@ pub async fn signout(
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
     if let Some(cookie) = req.cookie(crate::session::SESSION_COOKIE) {
-        sessions::end(web.storage.db(), cookie.value()).await?;
+        web.accounts.end_session(cookie.value()).await?;
     }
     let mut res = see_other("/");
     res.add_cookie(&visitor.removed_session_cookie())
@@ -384,7 +383,9 @@ async fn settings_page(
     extra: Value,
 ) -> PageResult {
     let user = visitor.signed_in()?;
-    let tokens: Vec<Value> = pat::list(web.storage.db(), &user.name)
+    let tokens: Vec<Value> = web
+        .accounts
+        .tokens(&user.name)
         .await?
         .into_iter()
         .map(|t| {
@@ -437,7 +438,7 @@ pub async fn create_token(
     if name.is_empty() || name.chars().count() > 100 {
         return problem("A token needs a name of 1 to 100 characters.".into()).await;
     }
-    let scope = match pat::TokenScope::parse(&form.scope) {
+    let scope = match TokenScope::parse(&form.scope) {
         Ok(s) => s,
         Err(e) => return problem(e.to_string()).await,
     };
@@ -448,7 +449,10 @@ pub async fn create_token(
             _ => return problem("Expiry must be 1 to 3650 days, or empty for never.".into()).await,
         },
     };
-    let (_, secret) = pat::create(web.storage.db(), &user.name, name, scope, days).await?;
+    let (_, secret) = web
+        .accounts
+        .create_token(&user.name, name, scope, days)
+        .await?;
     settings_page(
         &web,
         &visitor,
@@ -473,7 +477,7 @@ pub async fn revoke_token(
 ) -> PageResult {
     let user = visitor.signed_in()?;
     visitor.check_csrf(&form.csrf)?;
-    match pat::revoke(web.storage.db(), &user.name, form.id).await {
+    match web.accounts.revoke_token(&user.name, form.id).await {
         Ok(()) => Ok(see_other("/settings")),
         Err(AuthError::TokenInvalid(_)) => Err(WebError::NotFound("token".into()).into()),
         Err(e) => Err(e.into()),

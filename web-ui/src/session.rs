@@ -8,8 +8,7 @@
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponseBuilder};
-use berth_auth::sessions::{self, Session};
-use berth_auth::{access, secret, User};
+use berth_auth::{secret, sessions, Session, User};
 use berth_storage::repos::Viewer;
 use std::future::Future;
 use std::pin::Pin;
@@ -54,8 +53,8 @@ impl FromRequest for Visitor {
 }
 
 async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, WebError> {
-    let session = match (web.accounts(), req.cookie(SESSION_COOKIE)) {
-        (true, Some(cookie)) => sessions::find(web.storage.db(), cookie.value()).await?,
+    let session = match (web.accounts_on(), req.cookie(SESSION_COOKIE)) {
+        (true, Some(cookie)) => web.accounts.session(cookie.value()).await?,
         _ => None,
     };
     let (anonymous_csrf, new_csrf_cookie) = match req.cookie(CSRF_COOKIE) {
@@ -72,7 +71,7 @@ async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, WebError> {
         anonymous_csrf,
         new_csrf_cookie,
         secure,
-        accounts: web.accounts(),
+        accounts: web.accounts_on(),
     })
 }
 
@@ -118,7 +117,7 @@ impl Visitor {
         let Some(user) = self.user() else {
             return Ok(Viewer::Public);
         };
-        let namespaces = access::private_namespaces(web.storage.db(), user).await?;
+        let namespaces = web.accounts.private_namespaces(user).await?;
         Ok(namespaces.map_or(Viewer::Everything, Viewer::PublicAndNamespaces))
     }
 
@@ -134,7 +133,10 @@ impl Visitor {
         if !self.accounts {
             return Ok(true);
         }
-        Ok(access::allowed(web.storage.db(), self.user(), repo, private, action).await?)
+        Ok(web
+            .accounts
+            .allowed(self.user(), repo, private, action)
+            .await?)
     }
 
     /// Adds the cookies this visitor needs to a response.

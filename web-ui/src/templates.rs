@@ -2,6 +2,7 @@
 
 use std::sync::LazyLock;
 
+use berth_oci::size::{human_size, SizeFormat};
 use minijinja::{Environment, Value};
 
 use crate::error::WebError;
@@ -46,22 +47,16 @@ pub fn render(name: &str, context: Value) -> Result<String, WebError> {
     Ok(TEMPLATES.get_template(name)?.render(context)?)
 }
 
-/// Bytes in decimal units, as registries and Docker Hub show sizes.
+/// Bytes in decimal units with one decimal and a space (`2.5 MB`), as registries and
+/// Docker Hub show sizes.
 pub fn size(bytes: Option<i64>) -> String {
     let Some(bytes) = bytes else {
         return "—".into();
     };
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < units.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
+    match u64::try_from(bytes) {
+        Ok(unsigned) => human_size(unsigned, SizeFormat::OneDecimal),
+        // A negative size is never stored; shown as it is rather than hidden.
+        Err(_) => format!("{bytes} B"),
     }
 }
 

@@ -5,8 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use berth_auth::Access;
-use berth_auth::{access, orgs, pat, users, AuthError, Scope};
+use berth_auth::{pat, Access, AuthError, Scope};
 use berth_oci::RepoName;
 use serde_json::json;
 
@@ -70,7 +69,9 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
         // `docker login` asks for an offline token and keeps it instead of the password:
         // a revocable login token (listed with `berthd token list`), valid 90 days,
         // ended by a password change.
-        let (_, secret) = pat::create_login(&auth.db, &user)
+        let (_, secret) = auth
+            .accounts
+            .create_login_token(&user)
             .await
             .map_err(login_error)?;
         body["refresh_token"] = json!(secret);
@@ -194,24 +195,24 @@ async fn issue(
         None => (None, None),
         Some(Credentials::Refresh(secret)) => {
             let (user, cap) = auth
-                .logins
-                .token(&auth.db, None, &secret, peer)
+                .accounts
+                .check_token(None, &secret, peer)
                 .await
                 .map_err(login_error)?;
             (Some(user), Some(cap))
         }
         Some(Credentials::Password((name, password))) if password.starts_with(pat::PREFIX) => {
             let (user, cap) = auth
-                .logins
-                .token(&auth.db, Some(&name), &password, peer)
+                .accounts
+                .check_token(Some(&name), &password, peer)
                 .await
                 .map_err(login_error)?;
             (Some(user), Some(cap))
         }
         Some(Credentials::Password((name, password))) => {
             let user = auth
-                .logins
-                .password(&auth.db, &name, password, peer)
+                .accounts
+                .check_password(&name, password, peer)
                 .await
                 .map_err(login_error)?;
             (Some(user), None)
@@ -237,14 +238,12 @@ async fn issue(
             },
             _ => false,
         };
-        let org_role = match (user.as_ref(), access::namespace(&scope.name)) {
-            (Some(u), Some(ns)) if scope.kind == "repository" => orgs::role(&auth.db, ns, &u.name)
-                .await
-                .map_err(login_error)?,
-            _ => None,
-        };
-        let mut access =
-            access::grant(user.as_ref(), &scope, private, org_role).unwrap_or_else(|| Access {
+        let mut access = auth
+            .accounts
+            .grant(user.as_ref(), &scope, private)
+            .await
+            .map_err(login_error)?
+            .unwrap_or_else(|| Access {
                 kind: scope.kind.clone(),
                 name: scope.name.clone(),
                 actions: Vec::new(),
@@ -325,11 +324,10 @@ pub async fn signup(
         ));
     }
     // Attempts count against the client address like failed logins: no account farming.
-    auth.logins
-        .signup(client_address(&req))
-        .map_err(login_error)?;
     let SignupForm { username, password } = form.into_inner();
-    let user = users::add(&auth.db, &username, password, false)
+    let user = auth
+        .accounts
+        .sign_up(&username, password, client_address(&req))
         .await
         .map_err(login_error)?;
     Ok(HttpResponse::Created().json(json!({ "username": user.name })))

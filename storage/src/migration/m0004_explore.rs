@@ -44,9 +44,16 @@ impl MigrationTrait for Migration {
             )
             .await?;
         }
+        m.exec_stmt(
+            Query::update()
+                .table("repositories")
+                .value("pushed_at", Expr::col("created_at"))
+                .to_owned(),
+        )
+        .await?;
         let db = m.get_connection();
-        db.execute_unprepared("UPDATE repositories SET pushed_at = created_at")
-            .await?;
+        // Raw DDL, as sea-query has no FTS5 virtual tables, no triggers, and no generated
+        // column over full-text functions.
         let statements: &[&str] = match db.get_database_backend() {
             DbBackend::Sqlite => &[
                 "CREATE VIRTUAL TABLE repository_search USING fts5(name, description, \
@@ -70,11 +77,21 @@ impl MigrationTrait for Migration {
                 "ALTER TABLE repositories ADD COLUMN search tsvector GENERATED ALWAYS AS \
                  (to_tsvector('simple', regexp_replace(name, '[^a-zA-Z0-9]+', ' ', 'g') \
                  || ' ' || description)) STORED",
-                "CREATE INDEX idx_repositories_search ON repositories USING GIN (search)",
             ],
         };
         for sql in statements {
             db.execute_unprepared(sql).await?;
+        }
+        if db.get_database_backend() == DbBackend::Postgres {
+            m.create_index(
+                Index::create()
+                    .name("idx_repositories_search")
+                    .table("repositories")
+                    .col("search")
+                    .full_text() // USING GIN
+                    .to_owned(),
+            )
+            .await?;
         }
         m.create_index(
             Index::create()

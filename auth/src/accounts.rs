@@ -1,0 +1,216 @@
+//! [`Accounts`]: the one entry point to users, tokens, organizations, sessions and
+//! access decisions. It owns its database pool (beside storage's, on the same
+//! database) and the process's login checks; the rest of Berth never sees a
+//! connection. Its operations live with their resource: users in `users`, personal
+//! access tokens in `pat`, organizations in `orgs`, web sessions in `sessions`,
+//! access decisions in `access`, the token signing key in `keys`, and sign-in below.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use berth_config::Config;
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
+
+use crate::error::AuthError;
+use crate::login::Logins;
+use crate::pat::TokenScope;
+use crate::users::User;
+
+/// Accounts and access, over their own connection pool. Cheap to clone: clones share
+/// the pool and the login checks (rate limits, remembered passwords).
+#[derive(Clone)]
+pub struct Accounts {
+    pub(crate) db: DatabaseConnection,
+    /// Login checks, shared by every entry point of the process (token endpoint, web
+    /// sign-in).
+    pub(crate) logins: Arc<Logins>,
+}
+
+impl Accounts {
+    /// Opens the database the config names (the data directory's SQLite file unless a
+    /// URL is configured) and brings the account tables up to date.
+    pub async fn open(config: &Config) -> Result<Accounts, AuthError> {
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir)?;
+        }
+        Accounts::connect(&config.database_url()).await
+    }
+
+    /// Opens a pool of its own on the database at `url`, set up as storage sets up its
+    /// own (on SQLite: WAL, so both pools read beside one writer, and a busy timeout
+    /// that queues their writers), and runs the account tables' migrations (their own
+    /// history, beside storage's), one process at a time.
+    pub async fn connect(url: &str) -> Result<Accounts, AuthError> {
+        let db = berth_storage::database::connect(url).await?;
+        berth_storage::database::migrate_exclusively(&db, |txn| {
+            Box::pin(crate::migration::Migrator::up(txn, None))
+        })
+        .await?;
+        Ok(Accounts {
+            db,
+            logins: Arc::default(),
+        })
+    }
+
+    /// The user whose password `password` is, checked the one way every entry point
+    /// checks it (see `login`): refused with [`AuthError::RateLimited`] after too many
+    /// failures for this name or from this address (even with the right password),
+    /// with [`AuthError::BadCredentials`] for a wrong password or an unknown user
+    /// (alike, in answer and time), and with [`AuthError::Overloaded`] when too many
+    /// password checks are waiting.
+    pub async fn check_password(
+        &self,
+        name: &str,
+        password: String,
+        peer: Option<IpAddr>,
+    ) -> Result<User, AuthError> {
+        self.logins.password(&self.db, name, password, peer).await
+    }
+
+    /// The user and scope of a personal access token or login token: `secret` given as
+    /// `name`'s password, or (`name` None) as an OAuth2 refresh token. Failures count
+    /// against the client address only.
+    pub async fn check_token(
+        &self,
+        name: Option<&str>,
+        secret: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(User, TokenScope), AuthError> {
+        self.logins.token(&self.db, name, secret, peer).await
+    }
+
+    /// Self sign-up from `peer`: every attempt counts against the address (nobody farms
+    /// accounts), then the account is made as [`Accounts::add_user`] makes one.
+    pub async fn sign_up(
+        &self,
+        name: &str,
+        password: String,
+        peer: Option<IpAddr>,
+    ) -> Result<User, AuthError> {
+        self.logins.signup(peer)?;
+        self.add_user(name, password, false).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Accounts;
+
+    /// Accounts on a fresh SQLite file in a temporary directory.
+    pub async fn accounts() -> (tempfile::TempDir, Accounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = Accounts::connect(&url(&dir)).await.unwrap();
+        (dir, accounts)
+    }
+
+    /// The database URL of [`accounts`]'s directory, to open another pool on it.
+    pub fn url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing;
+    use super::*;
+    use crate::{Role, Scope};
+
+    /// The server's accounts and an admin command (or a replica) each hold a pool on
+    /// one SQLite file: each sees the other's writes, and writes from both at once
+    /// wait for each other instead of failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_pools_on_one_file_share_the_accounts() {
+        let (dir, server) = testing::accounts().await;
+        let admin = Accounts::connect(&testing::url(&dir)).await.unwrap();
+        let alice = admin
+            .add_user("alice", "alice-password".into(), false)
+            .await
+            .unwrap();
+        admin
+            .add_user("bobby", "bobby-password".into(), false)
+            .await
+            .unwrap();
+        assert_eq!(server.user("alice").await.unwrap(), Some(alice.clone()));
+        assert_eq!(server.user_count().await.unwrap(), 2);
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let (accounts, alice) = match i % 2 {
+                    0 => (server.clone(), alice.clone()),
+                    _ => (admin.clone(), alice.clone()),
+                };
+                tokio::spawn(async move {
+                    accounts.start_session(alice.clone()).await?;
+                    accounts
+                        .create_token(&alice.name, &format!("t{i}"), TokenScope::Read, None)
+                        .await
+                })
+            })
+            .collect();
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(server.tokens("alice").await.unwrap().len(), 40);
+        // A password change elsewhere ends the sessions this pool started.
+        let (cookie, _) = server.start_session(alice.clone()).await.unwrap();
+        assert!(server.session(&cookie).await.unwrap().is_some());
+        admin
+            .set_password("alice", "another-password".into())
+            .await
+            .unwrap();
+        assert!(server.session(&cookie).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn access_follows_organization_roles() {
+        let (_dir, accounts) = testing::accounts().await;
+        let alice = accounts
+            .add_user("alice", "alice-password".into(), false)
+            .await
+            .unwrap();
+        let bobby = accounts
+            .add_user("bobby", "bobby-password".into(), false)
+            .await
+            .unwrap();
+        accounts.add_org("acme", "alice").await.unwrap();
+        let scope = Scope::parse("repository:acme/app:pull,push,delete").unwrap();
+        let granted = |user: User| {
+            let (accounts, scope) = (accounts.clone(), scope.clone());
+            async move {
+                accounts
+                    .grant(Some(&user), &scope, true)
+                    .await
+                    .unwrap()
+                    .map(|a| a.actions)
+            }
+        };
+        assert_eq!(
+            granted(alice.clone()).await.unwrap(),
+            ["pull", "push", "delete"]
+        );
+        assert_eq!(granted(bobby.clone()).await, None);
+        accounts
+            .set_member("acme", "bobby", Role::Read)
+            .await
+            .unwrap();
+        assert_eq!(granted(bobby.clone()).await.unwrap(), ["pull"]);
+        assert!(accounts
+            .allowed(Some(&bobby), "acme/app", true, "pull")
+            .await
+            .unwrap());
+        assert!(!accounts
+            .allowed(Some(&bobby), "acme/app", false, "push")
+            .await
+            .unwrap());
+        assert_eq!(
+            accounts.private_namespaces(&bobby).await.unwrap(),
+            Some(vec!["acme".to_owned(), "bobby".to_owned()])
+        );
+        // A removed member keeps nothing.
+        accounts.remove_user("bobby").await.unwrap();
+        assert_eq!(
+            accounts.memberships("bobby").await.unwrap(),
+            Vec::<String>::new()
+        );
+    }
+}

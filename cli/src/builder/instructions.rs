@@ -1,0 +1,555 @@
+//! One function per Dockerfile instruction: what the instruction does and its cache
+//! key (with its inputs: the files a COPY reads, the environment a RUN sees). Most
+//! change the image config only; RUN, COPY and ADD give a [`FileStep`] that the
+//! builder runs on the stage's root filesystem.
+//!
+//! The config is JSON (`serde_json::Value`), not oci-spec's `ImageConfiguration`:
+//! see [`crate::image::Image::config`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::copy::CopyStep;
+use super::dockerfile::{self, Args, Instruction, ParseError};
+
+/// What a step does, once its cache key is known not to be cached.
+pub(super) enum Action {
+    Config(Box<dyn FnOnce(&mut Value)>),
+    Files(FileStep),
+}
+
+pub(super) enum FileStep {
+    Run {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        workdir: String,
+        user: Option<String>,
+    },
+    Copy(CopyStep),
+}
+
+pub(super) struct Step {
+    pub key: String,
+    pub created_by: String,
+    pub action: Action,
+}
+
+fn config_step(key: String, change: impl FnOnce(&mut Value) + 'static) -> Step {
+    Step {
+        created_by: key.clone(),
+        key,
+        action: Action::Config(Box::new(change)),
+    }
+}
+
+/// An instruction and what it is prepared with.
+pub(super) struct Input<'a> {
+    pub inst: &'a Instruction,
+    /// The stage's config after the steps before this one.
+    pub config: &'a Value,
+    /// The stage's ARGs so far.
+    pub args: &'a BTreeMap<String, String>,
+    /// The variables for expansion: the ARGs, overridden by the config's ENV.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Input<'_> {
+    fn expand(&self, text: &str) -> Result<String, ParseError> {
+        dockerfile::expand(text, &self.vars).map_err(|e| self.inst.invalid(e))
+    }
+
+    /// The exec form's words, or the shell form run by the config's shell.
+    fn exec_or_shell(&self) -> Vec<String> {
+        match &self.inst.args {
+            Args::Exec(words) => words.clone(),
+            Args::Shell(text) => {
+                let mut shell = shell_of(self.config);
+                shell.push(text.clone());
+                shell
+            }
+        }
+    }
+
+    fn working_dir(&self) -> &str {
+        self.config["config"]["WorkingDir"].as_str().unwrap_or("/")
+    }
+}
+
+/// Works out what `input`'s instruction does. `cmd_set_here` records whether the
+/// stage has set CMD (an ENTRYPOINT resets only an inherited one); `copy_inputs`
+/// describes what a COPY or ADD reads (see [`copy`]).
+pub(super) fn prepare(
+    input: &Input<'_>,
+    cmd_set_here: &mut bool,
+    copy_inputs: impl FnOnce(Option<&str>, &[String]) -> anyhow::Result<String>,
+) -> anyhow::Result<Step> {
+    match input.inst.keyword.as_str() {
+        "ENV" => env(input),
+        "LABEL" => label(input),
+        "MAINTAINER" => Ok(maintainer(input)),
+        "WORKDIR" => workdir(input),
+        "USER" => user(input),
+        "STOPSIGNAL" => stop_signal(input),
+        "EXPOSE" => expose(input),
+        "VOLUME" => volume(input),
+        "SHELL" => shell(input),
+        "CMD" => {
+            *cmd_set_here = true;
+            cmd(input)
+        }
+        "ENTRYPOINT" => entrypoint(input, !*cmd_set_here),
+        "ONBUILD" => Ok(onbuild(input)),
+        "HEALTHCHECK" => healthcheck(input),
+        "RUN" => Ok(run(input)),
+        "COPY" | "ADD" => copy(input, copy_inputs),
+        other => Err(input
+            .inst
+            .invalid(format!("{other} is not supported here"))
+            .into()),
+    }
+}
+
+/// ENV's or LABEL's pairs, and how the step shows them (`KEYWORD k=v k2=v2`).
+fn pairs(input: &Input<'_>) -> anyhow::Result<(Vec<(String, String)>, String)> {
+    let inst = input.inst;
+    let pairs = dockerfile::key_values(&inst.raw(), &input.vars).map_err(|e| inst.invalid(e))?;
+    anyhow::ensure!(!pairs.is_empty(), inst.invalid("expected KEY=value"));
+    let shown: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Ok((pairs, format!("{} {}", inst.keyword, shown.join(" "))))
+}
+
+fn env(input: &Input<'_>) -> anyhow::Result<Step> {
+    let (pairs, shown) = pairs(input)?;
+    Ok(config_step(shown, move |c| {
+        for (k, v) in pairs {
+            set_env(c, &k, &v);
+        }
+    }))
+}
+
+fn label(input: &Input<'_>) -> anyhow::Result<Step> {
+    let (pairs, shown) = pairs(input)?;
+    Ok(config_step(shown, move |c| {
+        if !c["config"]["Labels"].is_object() {
+            c["config"]["Labels"] = json!({});
+        }
+        for (k, v) in pairs {
+            c["config"]["Labels"][k] = json!(v);
+        }
+    }))
+}
+
+fn maintainer(input: &Input<'_>) -> Step {
+    let who = input.inst.raw();
+    config_step(format!("MAINTAINER {who}"), move |c| {
+        c["author"] = json!(who)
+    })
+}
+
+fn workdir(input: &Input<'_>) -> anyhow::Result<Step> {
+    let dir = input.expand(&input.inst.raw())?;
+    let dir = clean_path(&Path::new(input.working_dir()).join(dir));
+    Ok(config_step(format!("WORKDIR {dir}"), move |c| {
+        c["config"]["WorkingDir"] = json!(dir)
+    }))
+}
+
+fn user(input: &Input<'_>) -> anyhow::Result<Step> {
+    let user = input.expand(&input.inst.raw())?;
+    Ok(config_step(format!("USER {user}"), move |c| {
+        c["config"]["User"] = json!(user)
+    }))
+}
+
+fn stop_signal(input: &Input<'_>) -> anyhow::Result<Step> {
+    let signal = input.expand(&input.inst.raw())?;
+    Ok(config_step(format!("STOPSIGNAL {signal}"), move |c| {
+        c["config"]["StopSignal"] = json!(signal)
+    }))
+}
+
+fn expose(input: &Input<'_>) -> anyhow::Result<Step> {
+    let ports: Vec<String> = input
+        .expand(&input.inst.raw())?
+        .split_whitespace()
+        .map(|p| {
+            if p.contains('/') {
+                p.to_lowercase()
+            } else {
+                format!("{p}/tcp")
+            }
+        })
+        .collect();
+    Ok(config_step(
+        format!("EXPOSE {}", ports.join(" ")),
+        move |c| add_to_set(c, "ExposedPorts", ports),
+    ))
+}
+
+fn volume(input: &Input<'_>) -> anyhow::Result<Step> {
+    let volumes: Vec<String> = match &input.inst.args {
+        Args::Exec(v) => v
+            .iter()
+            .map(|v| input.expand(v))
+            .collect::<Result<_, _>>()?,
+        Args::Shell(s) => input
+            .expand(s)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    };
+    Ok(config_step(
+        format!("VOLUME {}", serde_json::to_string(&volumes)?),
+        move |c| add_to_set(c, "Volumes", volumes),
+    ))
+}
+
+fn shell(input: &Input<'_>) -> anyhow::Result<Step> {
+    let Args::Exec(shell) = &input.inst.args else {
+        return Err(input
+            .inst
+            .invalid("SHELL needs the JSON form: SHELL [\"/bin/sh\", \"-c\"]")
+            .into());
+    };
+    let shell = shell.clone();
+    Ok(config_step(
+        format!("SHELL {}", serde_json::to_string(&shell)?),
+        move |c| c["config"]["Shell"] = json!(shell),
+    ))
+}
+
+fn cmd(input: &Input<'_>) -> anyhow::Result<Step> {
+    let cmd = input.exec_or_shell();
+    Ok(config_step(
+        format!("CMD {}", serde_json::to_string(&cmd)?),
+        move |c| c["config"]["Cmd"] = json!(cmd),
+    ))
+}
+
+/// ENTRYPOINT; `reset_cmd` when the CMD is inherited from the base image (an
+/// ENTRYPOINT resets it).
+fn entrypoint(input: &Input<'_>, reset_cmd: bool) -> anyhow::Result<Step> {
+    let entrypoint = input.exec_or_shell();
+    Ok(config_step(
+        format!("ENTRYPOINT {}", serde_json::to_string(&entrypoint)?),
+        move |c| {
+            c["config"]["Entrypoint"] = json!(entrypoint);
+            if reset_cmd {
+                c["config"]["Cmd"] = Value::Null;
+            }
+        },
+    ))
+}
+
+fn onbuild(input: &Input<'_>) -> Step {
+    let trigger = input.inst.raw();
+    config_step(format!("ONBUILD {trigger}"), move |c| {
+        let mut all = c["config"]["OnBuild"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        all.push(json!(trigger));
+        c["config"]["OnBuild"] = Value::Array(all);
+    })
+}
+
+fn healthcheck(input: &Input<'_>) -> anyhow::Result<Step> {
+    let inst = input.inst;
+    let text = inst.raw();
+    let test: Vec<String> = if text.trim().eq_ignore_ascii_case("none") {
+        vec!["NONE".into()]
+    } else {
+        let cmd = text
+            .trim()
+            .strip_prefix("CMD")
+            .ok_or_else(|| inst.invalid("expected HEALTHCHECK CMD command, or NONE"))?
+            .trim();
+        match serde_json::from_str::<Vec<String>>(cmd) {
+            Ok(words) => std::iter::once("CMD".to_owned()).chain(words).collect(),
+            Err(_) => vec!["CMD-SHELL".into(), cmd.to_owned()],
+        }
+    };
+    let mut check = json!({ "Test": test });
+    for (flag, field) in [
+        ("interval", "Interval"),
+        ("timeout", "Timeout"),
+        ("start-period", "StartPeriod"),
+        ("start-interval", "StartInterval"),
+    ] {
+        if let Some(value) = inst.flag(flag) {
+            let ns = dockerfile::duration_ns(value).map_err(|e| inst.invalid(e))?;
+            check[field] = json!(ns);
+        }
+    }
+    if let Some(retries) = inst.flag("retries") {
+        let n: u32 = retries
+            .parse()
+            .map_err(|_| inst.invalid(format!("--retries={retries} is not a number")))?;
+        check["Retries"] = json!(n);
+    }
+    Ok(config_step(format!("HEALTHCHECK {check}"), move |c| {
+        c["config"]["Healthcheck"] = check
+    }))
+}
+
+fn run(input: &Input<'_>) -> Step {
+    let argv = input.exec_or_shell();
+    // Build arguments reach the command as environment variables, as in docker; the
+    // image's ENV wins over an ARG of the same name.
+    let config_env = env_map(input.config);
+    let mut env: BTreeMap<String, String> = input
+        .args
+        .iter()
+        .filter(|(k, _)| !config_env.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let used_args: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend(config_env);
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let workdir = input.working_dir().to_owned();
+    let user = input.config["config"]["User"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned);
+    let shown = if used_args.is_empty() {
+        format!("RUN {}", argv.join(" "))
+    } else {
+        format!(
+            "RUN |{} {} {}",
+            used_args.len(),
+            used_args.join(" "),
+            argv.join(" ")
+        )
+    };
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    Step {
+        key: format!("{shown}\n{env:?}\n{workdir}\n{user:?}"),
+        created_by: shown,
+        action: Action::Files(FileStep::Run {
+            argv,
+            env,
+            workdir,
+            user,
+        }),
+    }
+}
+
+/// COPY and ADD. `inputs` gives what the sources are made of, for the cache key:
+/// called with the `--from` stage (or `None` for the build context) and the sources.
+fn copy(
+    input: &Input<'_>,
+    inputs: impl FnOnce(Option<&str>, &[String]) -> anyhow::Result<String>,
+) -> anyhow::Result<Step> {
+    let inst = input.inst;
+    let words = match &inst.args {
+        Args::Exec(words) => words
+            .iter()
+            .map(|w| input.expand(w))
+            .collect::<Result<Vec<_>, _>>()?,
+        Args::Shell(text) => {
+            dockerfile::words(&input.expand(text)?).map_err(|e| inst.invalid(e))?
+        }
+    };
+    anyhow::ensure!(
+        words.len() >= 2,
+        inst.invalid("expected one or more sources and a destination")
+    );
+    let (dest, sources) = words.split_last().expect("two words at least");
+    if inst.keyword == "ADD" {
+        if let Some(url) = sources.iter().find(|s| s.contains("://")) {
+            return Err(inst
+                .invalid(format!("ADD from a URL ({url}) is not supported; download it in a RUN step, or next to the Dockerfile"))
+                .into());
+        }
+    }
+    let expand_flag = |name: &str| inst.flag(name).map(|v| input.expand(v)).transpose();
+    let from = expand_flag("from")?;
+    let chown = expand_flag("chown")?;
+    let chmod = inst
+        .flag("chmod")
+        .map(|m| {
+            u32::from_str_radix(m, 8)
+                .map_err(|_| inst.invalid(format!("--chmod={m} is not an octal mode")))
+        })
+        .transpose()?;
+    let dest_path = if dest.starts_with('/') {
+        dest.clone()
+    } else {
+        format!("{}/{dest}", input.working_dir().trim_end_matches('/'))
+    };
+    let dest_path = if dest.ends_with('/') && !dest_path.ends_with('/') {
+        format!("{dest_path}/")
+    } else {
+        dest_path
+    };
+    // The inputs: the content of every source, or the source stage's identity.
+    let inputs = inputs(from.as_deref(), sources)?;
+    let mut flags = String::new();
+    for (k, v) in &inst.flags {
+        flags.push_str(&format!("--{k}={v} "));
+    }
+    let shown = format!("{} {flags}{} {dest}", inst.keyword, sources.join(" "));
+    Ok(Step {
+        key: format!("{shown}\n{dest_path}\n{inputs}"),
+        created_by: shown,
+        action: Action::Files(FileStep::Copy(CopyStep {
+            from,
+            sources: sources.to_vec(),
+            dest: dest_path,
+            chown,
+            chmod,
+            extract: inst.keyword == "ADD",
+        })),
+    })
+}
+
+/// Adds `items` to the config's set `field` (`ExposedPorts`, `Volumes`: objects whose
+/// keys are the members, each `{}`).
+fn add_to_set(config: &mut Value, field: &str, items: Vec<String>) {
+    if !config["config"][field].is_object() {
+        config["config"][field] = json!({});
+    }
+    for item in items {
+        config["config"][field][item] = json!({});
+    }
+}
+
+/// The config's ENV as a map.
+pub(super) fn env_map(config: &Value) -> BTreeMap<String, String> {
+    config["config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str()?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn set_env(config: &mut Value, key: &str, value: &str) {
+    let mut env: Vec<Value> = config["config"]["Env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let entry = json!(format!("{key}={value}"));
+    match env.iter().position(|e| {
+        e.as_str()
+            .is_some_and(|s| s.split_once('=').map(|(k, _)| k) == Some(key))
+    }) {
+        Some(i) => env[i] = entry,
+        None => env.push(entry),
+    }
+    config["config"]["Env"] = Value::Array(env);
+}
+
+/// The shell for shell-form RUN, CMD and ENTRYPOINT: SHELL, else `/bin/sh -c`.
+fn shell_of(config: &Value) -> Vec<String> {
+    config["config"]["Shell"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|w| w.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+}
+
+/// `/a/./b/../c` → `/a/c`.
+fn clean_path(path: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned() {
+        assert_eq!(clean_path(Path::new("/a/./b/../c")), "/a/c");
+        assert_eq!(clean_path(Path::new("/")), "/");
+    }
+
+    #[test]
+    fn env_replaces_by_key() {
+        let mut c = json!({"config": {"Env": ["A=1", "B=2"]}});
+        set_env(&mut c, "A", "3");
+        set_env(&mut c, "C", "4");
+        assert_eq!(c["config"]["Env"], json!(["A=3", "B=2", "C=4"]));
+    }
+
+    /// Prepares the one instruction `line` on `config`, with no ARGs.
+    fn prepared(line: &str, config: &Value) -> anyhow::Result<Step> {
+        let inst = dockerfile::parse(line).unwrap().remove(0);
+        let args = BTreeMap::new();
+        let input = Input {
+            inst: &inst,
+            config,
+            args: &args,
+            vars: env_map(config),
+        };
+        prepare(&input, &mut false, |_, _| Ok("inputs".into()))
+    }
+
+    fn applied(line: &str, config: &Value) -> Value {
+        let step = prepared(line, config).unwrap();
+        let Action::Config(change) = step.action else {
+            panic!("{line} changes the config only");
+        };
+        let mut config = config.clone();
+        change(&mut config);
+        config
+    }
+
+    #[test]
+    fn config_instructions_change_the_config() {
+        let base = json!({"config": {"Env": ["HOME=/root"], "Cmd": ["sh"]}, "unknown": 1});
+        let c = applied("WORKDIR $HOME/app/../src", &base);
+        assert_eq!(c["config"]["WorkingDir"], "/root/src");
+        assert_eq!(c["unknown"], 1, "fields the builder does not know are kept");
+        let c = applied("EXPOSE 80 53/UDP", &base);
+        assert_eq!(
+            c["config"]["ExposedPorts"],
+            json!({"80/tcp": {}, "53/udp": {}})
+        );
+        let c = applied("ENTRYPOINT [\"/app\"]", &base);
+        assert_eq!(c["config"]["Entrypoint"], json!(["/app"]));
+        assert!(c["config"]["Cmd"].is_null(), "an inherited CMD is reset");
+        let c = applied("CMD run", &base);
+        assert_eq!(c["config"]["Cmd"], json!(["/bin/sh", "-c", "run"]));
+        let c = applied("HEALTHCHECK --retries=3 CMD [\"true\"]", &base);
+        assert_eq!(
+            c["config"]["Healthcheck"],
+            json!({"Test": ["CMD", "true"], "Retries": 3})
+        );
+        let c = applied("LABEL a=1 b=\"two words\"", &base);
+        assert_eq!(c["config"]["Labels"], json!({"a": "1", "b": "two words"}));
+    }
+
+    #[test]
+    fn file_steps_carry_their_inputs_in_the_key() {
+        let config = json!({"config": {"WorkingDir": "/app"}});
+        let step = prepared("COPY --chmod=644 a b dest/", &config).unwrap();
+        assert_eq!(step.created_by, "COPY --chmod=644 a b dest/");
+        assert!(step.key.ends_with("\n/app/dest/\ninputs"), "{}", step.key);
+        let Action::Files(FileStep::Copy(CopyStep { dest, chmod, .. })) = step.action else {
+            panic!("COPY copies files");
+        };
+        assert_eq!((dest.as_str(), chmod), ("/app/dest/", Some(0o644)));
+        let step = prepared("RUN make", &config).unwrap();
+        assert_eq!(step.created_by, "RUN /bin/sh -c make");
+        assert!(prepared("ADD https://example.com/x /x", &config).is_err());
+        assert!(prepared("SHELL sh -c", &config).is_err());
+    }
+}

@@ -1,0 +1,406 @@
+//! `berth image build`: a Dockerfile builder. Each stage starts from `scratch`, an
+//! earlier stage or an image (from the local store, else pulled); every instruction
+//! is a step whose result (image config and layers) is cached under a key made of the
+//! previous step's key and the instruction with its inputs, so a rebuild with nothing
+//! changed reuses every step and gives the same image digest.
+//!
+//! Steps that change files (RUN, COPY, ADD) run on the stage's root filesystem,
+//! unpacked on demand in a temporary directory; their changes become one gzip layer
+//! with whiteouts for deletions. Other instructions change the config only.
+//!
+//! Here: running the stages and their steps, and writing the image. Elsewhere:
+//! `plan` (stages, targets, ARGs), `instructions` (one function per instruction),
+//! `copy` (COPY and ADD on the file system), `cache` (the step cache), and the
+//! Dockerfile parser, build context, layers and RUN in their own modules.
+
+pub(crate) mod context;
+pub mod dockerfile;
+pub(crate) mod rootfs;
+pub(crate) mod run;
+
+mod cache;
+mod copy;
+mod instructions;
+mod plan;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::Descriptor;
+use serde_json::{json, Value};
+
+use berth_oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP};
+
+use crate::image;
+use crate::inroot::Root;
+use crate::manifest::{self, digest_of};
+use crate::store::Store;
+use cache::{chain_hash, StepCache};
+use dockerfile::Instruction;
+use instructions::{Action, FileStep, Input};
+use plan::Stage;
+
+/// What `berth image build` was asked.
+pub(crate) struct Options {
+    pub context: PathBuf,
+    pub dockerfile: Option<PathBuf>,
+    /// Full references (`registry/repo:tag`) to name the image.
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub quiet: bool,
+}
+
+/// Where base images come from: the local store, pulling when absent.
+pub(crate) trait Bases {
+    /// The manifest digest (in the local store) of the image `reference` names.
+    async fn base(&self, reference: &str, platform: Option<&str>) -> anyhow::Result<String>;
+}
+
+/// The result of the steps so far in one stage.
+#[derive(Clone)]
+struct State {
+    /// The image config as JSON (see [`crate::image::Image::config`]).
+    config: Value,
+    layers: Vec<Descriptor>,
+    /// The cache key of the last step (hex).
+    chain: String,
+}
+
+/// Builds the image; returns its manifest digest (the image is in the store under
+/// every tag).
+pub(crate) async fn build(
+    store: &Store,
+    bases: &impl Bases,
+    options: &Options,
+) -> anyhow::Result<String> {
+    let dockerfile_path = options
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| options.context.join("Dockerfile"));
+    let text = std::fs::read_to_string(&dockerfile_path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dockerfile_path.display()))?;
+    let instructions = dockerfile::parse(&text)?;
+    let (global_args, stages) = plan::split_stages(instructions)?;
+    let meta_args = plan::global_args(&global_args, &options.build_args)?;
+    let target = plan::target_index(&stages, options.target.as_deref())?;
+    let needed = plan::needed_stages(&stages, target);
+    let mut builder = Builder {
+        store,
+        ignore: context::Ignore::load(&options.context)?,
+        context: options
+            .context
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("build context {}: {e}", options.context.display()))?,
+        cache: StepCache::open(&store.build_cache_dir())?,
+        options,
+        finished: Vec::new(),
+        clamp: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.parse().ok()),
+        step_number: 0,
+        step_count: plan::step_count(&stages, &needed),
+    };
+    for (i, stage) in stages.iter().enumerate() {
+        if !needed.contains(&i) {
+            builder.finished.push(None);
+            continue;
+        }
+        let (state, root) = builder.stage(stage, bases, &meta_args).await?;
+        builder.finished.push(Some(Finished {
+            name: stage.name.clone(),
+            state,
+            root,
+        }));
+    }
+    let target = builder.finished[target]
+        .take()
+        .expect("the target stage was built");
+    builder.write_image(&target.state)
+}
+
+/// A built stage: its name, final state, and its root filesystem when unpacked.
+struct Finished {
+    name: Option<String>,
+    state: State,
+    root: Option<tempfile::TempDir>,
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    cache: StepCache,
+    ignore: context::Ignore,
+    context: PathBuf,
+    options: &'a Options,
+    /// Each stage's name and final state (and its unpacked root, when made), by index.
+    finished: Vec<Option<Finished>>,
+    clamp: Option<u64>,
+    step_number: usize,
+    step_count: usize,
+}
+
+impl Builder<'_> {
+    fn say(&self, line: impl AsRef<str>) {
+        if !self.options.quiet {
+            println!("{}", line.as_ref());
+        }
+    }
+
+    async fn stage(
+        &mut self,
+        stage: &Stage,
+        bases: &impl Bases,
+        meta_args: &BTreeMap<String, String>,
+    ) -> anyhow::Result<(State, Option<tempfile::TempDir>)> {
+        self.step_number += 1;
+        self.say(format!(
+            "Step {}/{} : FROM {}",
+            self.step_number,
+            self.step_count,
+            stage.from.raw()
+        ));
+        let mut state = self.from(stage, bases, meta_args).await?;
+        let mut root: Option<tempfile::TempDir> = None;
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        let mut cmd_set_here = false;
+        for inst in &stage.steps {
+            if inst.keyword == "ARG" {
+                let vars = self.vars(&state, &args);
+                let (name, value) =
+                    plan::declare_arg(inst, &self.options.build_args, meta_args, &vars)?;
+                args.insert(name, value.unwrap_or_default());
+                continue;
+            }
+            self.step_number += 1;
+            self.say(format!(
+                "Step {}/{} : {} {}",
+                self.step_number, self.step_count, inst.keyword, inst.text
+            ));
+            let input = Input {
+                inst,
+                config: &state.config,
+                args: &args,
+                vars: self.vars(&state, &args),
+            };
+            let step = instructions::prepare(&input, &mut cmd_set_here, |from, sources| {
+                self.copy_inputs(inst, from, sources)
+            })?;
+            let chain = chain_hash(format!("{}\n{}", state.chain, step.key).as_bytes());
+            if let Some(cached) = self.cache.get(self.store, &chain) {
+                self.say(" ---> Using cache");
+                if cached.layers != state.layers {
+                    root = None;
+                }
+                state = cached;
+                continue;
+            }
+            let mut config = state.config.clone();
+            let mut layers = state.layers.clone();
+            let created = image::created_now();
+            let mut history = json!({"created": created, "created_by": step.created_by});
+            match step.action {
+                Action::Config(change) => {
+                    change(&mut config);
+                    history["empty_layer"] = json!(true);
+                }
+                Action::Files(kind) => {
+                    if root.is_none() {
+                        root = Some(self.unpack(&layers)?);
+                    }
+                    let dir = root.as_ref().expect("unpacked").path().to_owned();
+                    let before = rootfs::snapshot(&dir)?;
+                    self.apply(kind, &dir, inst)?;
+                    match rootfs::write_diff(self.store, &dir, &before, self.clamp)? {
+                        Some(layer) => {
+                            layers.push(manifest::descriptor(
+                                OCI_LAYER_GZIP,
+                                &layer.digest,
+                                layer.size,
+                            )?);
+                            let mut diff_ids = config["rootfs"]["diff_ids"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default();
+                            diff_ids.push(json!(layer.diff_id));
+                            config["rootfs"]["diff_ids"] = Value::Array(diff_ids);
+                            self.say(format!(" ---> layer {}", &layer.digest[..19]));
+                        }
+                        None => history["empty_layer"] = json!(true),
+                    }
+                }
+            }
+            config["created"] = json!(created);
+            let mut all = config["history"].as_array().cloned().unwrap_or_default();
+            all.push(history);
+            config["history"] = Value::Array(all);
+            state = State {
+                config,
+                layers,
+                chain,
+            };
+            self.cache.put(&state)?;
+        }
+        Ok((state, root))
+    }
+
+    /// The state a stage starts from: `scratch`, an earlier stage, or an image.
+    async fn from(
+        &self,
+        stage: &Stage,
+        bases: &impl Bases,
+        meta_args: &BTreeMap<String, String>,
+    ) -> anyhow::Result<State> {
+        let from =
+            dockerfile::expand(&stage.from.raw(), meta_args).map_err(|e| stage.from.invalid(e))?;
+        let base = from.split_whitespace().next().unwrap_or("").to_owned();
+        let platform = stage
+            .from
+            .flag("platform")
+            .map(|p| dockerfile::expand(p, meta_args))
+            .transpose()
+            .map_err(|e| stage.from.invalid(e))?
+            .or_else(|| self.options.platform.clone());
+        if base.eq_ignore_ascii_case("scratch") {
+            let (os, arch) = match &platform {
+                Some(p) => {
+                    let mut parts = p.split('/');
+                    (
+                        parts.next().unwrap_or("linux").to_owned(),
+                        parts
+                            .next()
+                            .unwrap_or(image::host_architecture())
+                            .to_owned(),
+                    )
+                }
+                None => ("linux".to_owned(), image::host_architecture().to_owned()),
+            };
+            Ok(State {
+                config: json!({
+                    "architecture": arch, "os": os, "config": {},
+                    "rootfs": {"type": "layers", "diff_ids": []}, "history": [],
+                }),
+                layers: Vec::new(),
+                chain: chain_hash(b"FROM scratch"),
+            })
+        } else if let Some(i) = self.stage_index(&base) {
+            Ok(self.built(i).state.clone())
+        } else {
+            let digest = bases.base(&base, platform.as_deref()).await?;
+            let img = image::Image::load(self.store, &digest)?;
+            let mut config = img.config;
+            if !config["config"].is_object() {
+                config["config"] = json!({});
+            }
+            Ok(State {
+                config,
+                layers: img.manifest.layers().clone(),
+                chain: chain_hash(format!("FROM {}", img.manifest_digest).as_bytes()),
+            })
+        }
+    }
+
+    fn stage_index(&self, name: &str) -> Option<usize> {
+        let name = name.to_lowercase();
+        self.finished
+            .iter()
+            .position(|s| {
+                s.as_ref()
+                    .is_some_and(|f| f.name.as_deref() == Some(name.as_str()))
+            })
+            .or_else(|| {
+                name.parse()
+                    .ok()
+                    .filter(|&i: &usize| i < self.finished.len() && self.finished[i].is_some())
+            })
+    }
+
+    /// Variables for expansion: the stage's ARGs, overridden by its ENV.
+    fn vars(&self, state: &State, args: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut vars = args.clone();
+        vars.extend(instructions::env_map(&state.config));
+        vars
+    }
+
+    /// A temporary directory with `layers` unpacked in order.
+    fn unpack(&self, layers: &[Descriptor]) -> anyhow::Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new().prefix("berth-build-").tempdir()?;
+        let root = Root::open(dir.path())?;
+        for layer in layers {
+            let digest = digest_of(layer);
+            let file = std::fs::File::open(self.store.blob_path(digest)?)
+                .map_err(|e| anyhow::anyhow!("layer {digest} is not in the local store: {e}"))?;
+            rootfs::apply_layer(&root, file)
+                .map_err(|e| anyhow::anyhow!("layer {digest}: {e:#}"))?;
+        }
+        Ok(dir)
+    }
+
+    /// Stage `i`, which a later stage depends on and so was built before it.
+    fn built(&self, i: usize) -> &Finished {
+        self.finished[i]
+            .as_ref()
+            .expect("dependencies are built first")
+    }
+
+    /// The root filesystem of finished stage `name` (unpacked now if needed).
+    fn stage_root(&mut self, name: &str) -> anyhow::Result<PathBuf> {
+        let i = self
+            .stage_index(name)
+            .ok_or_else(|| anyhow::anyhow!("COPY --from={name}: no earlier stage of that name"))?;
+        if self.built(i).root.is_none() {
+            let dir = self.unpack(&self.built(i).state.layers)?;
+            self.finished[i].as_mut().expect("built").root = Some(dir);
+        }
+        Ok(self
+            .built(i)
+            .root
+            .as_ref()
+            .expect("unpacked")
+            .path()
+            .to_owned())
+    }
+
+    /// Runs a step that changes files on the stage's root `root`.
+    fn apply(&mut self, step: FileStep, root: &Path, inst: &Instruction) -> anyhow::Result<()> {
+        match step {
+            FileStep::Run {
+                argv,
+                env,
+                workdir,
+                user,
+            } => {
+                let user = user.map(|u| run::resolve_user(root, &u)).transpose()?;
+                run::run(root, &argv, &env, &workdir, user).map_err(|e| {
+                    anyhow::anyhow!("Dockerfile line {}: RUN {}: {e}", inst.line, inst.text)
+                })
+            }
+            FileStep::Copy(copy) => self.copy_files(root, copy),
+        }
+    }
+
+    /// Writes the final config and manifest and names the image.
+    fn write_image(&self, state: &State) -> anyhow::Result<String> {
+        let config = serde_json::to_vec(&state.config)?;
+        let config_digest = self.store.put_blob(&config)?;
+        let manifest = manifest::image_manifest(
+            manifest::descriptor(OCI_CONFIG, &config_digest, config.len() as u64)?,
+            state.layers.clone(),
+        )?;
+        let descriptor = manifest::put(self.store, &manifest)?;
+        for tag in &self.options.tags {
+            self.store.set(tag, descriptor.clone())?;
+        }
+        let digest = digest_of(&descriptor);
+        if self.options.quiet {
+            println!("{config_digest}");
+        } else {
+            println!("Successfully built {}", &config_digest[7..19]);
+            for tag in &self.options.tags {
+                println!("Successfully tagged {tag}");
+            }
+            println!("Digest: {digest}");
+        }
+        Ok(digest.to_owned())
+    }
+}

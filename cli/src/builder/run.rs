@@ -1,0 +1,179 @@
+//! `RUN`: a command executed in a chroot of the stage's root filesystem, in its own
+//! mount namespace with a fresh /proc and the host's /dev bound in (the mounts vanish
+//! with the namespace when the command ends), as the stage's user, in its working
+//! directory, with its environment.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::inroot::Root;
+
+/// Runs `argv` in `root`; fails with the exit status if the command fails.
+pub fn run(
+    root: &Path,
+    argv: &[String],
+    env: &[(String, String)],
+    workdir: &str,
+    user: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!argv.is_empty(), "RUN needs a command");
+    anyhow::ensure!(
+        crate::builder::rootfs::running_as_root(),
+        "RUN needs root (it uses a mount namespace and chroot); run berth image build as root, or build without RUN"
+    );
+    // Mount points must exist in the image, as directories (a symbolic link there
+    // would lead the mount elsewhere, as runc refuses too); those made here are removed
+    // afterwards so they do not end up in the layer.
+    let image = Root::open(root)?;
+    let mut made = Vec::new();
+    for dir in ["proc", "dev"] {
+        match image.lstat(Path::new(dir))? {
+            None => {
+                image.create_dir(Path::new(dir), 0o755)?;
+                made.push(root.join(dir));
+            }
+            Some(m) if m.is_dir() => {}
+            Some(_) => anyhow::bail!(
+                "the image's /{dir} is not a directory (a symbolic link?): RUN mounts {dir} there"
+            ),
+        }
+    }
+    // The working directory, made inside the image (its symbolic links followed
+    // inside the root).
+    image.create_dir_all(Path::new(workdir))?;
+    // Everything the child needs is computed here: after fork, only system calls
+    // (paths this short convert to C strings on the stack, without allocating).
+    let (proc_dir, dev_dir, new_root) = (root.join("proc"), root.join("dev"), root.to_owned());
+    let cwd = Path::new("/").join(workdir.trim_start_matches('/'));
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: the closure runs in the forked child before exec and only makes system
+    // calls on values prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            use rustix::mount::{
+                mount, mount_bind_recursive, mount_change, MountFlags, MountPropagationFlags,
+            };
+            use rustix::thread::{unshare_unsafe, UnshareFlags};
+            let io = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+            unshare_unsafe(UnshareFlags::NEWNS).map_err(io)?;
+            // Nothing mounted here propagates back to the host.
+            mount_change(
+                "/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )
+            .map_err(io)?;
+            mount("proc", &proc_dir, "proc", MountFlags::empty(), None).map_err(io)?;
+            mount_bind_recursive("/dev", &dev_dir).map_err(io)?;
+            rustix::process::chroot(&new_root).map_err(io)?;
+            rustix::process::chdir(&cwd).map_err(io)?;
+            if let Some((uid, gid)) = user {
+                rustix::thread::set_thread_groups(&[]).map_err(io)?;
+                rustix::thread::set_thread_res_gid(
+                    rustix::process::Gid::from_raw(gid),
+                    rustix::process::Gid::from_raw(gid),
+                    rustix::process::Gid::from_raw(gid),
+                )
+                .map_err(io)?;
+                rustix::thread::set_thread_res_uid(
+                    rustix::process::Uid::from_raw(uid),
+                    rustix::process::Uid::from_raw(uid),
+                    rustix::process::Uid::from_raw(uid),
+                )
+                .map_err(io)?;
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status();
+    for path in made {
+        let _ = std::fs::remove_dir(path);
+    }
+    let status =
+        status.map_err(|e| anyhow::anyhow!("cannot run {:?} in the image: {e}", argv[0]))?;
+    anyhow::ensure!(
+        status.success(),
+        "the command {:?} returned a non-zero code: {}",
+        argv.join(" "),
+        status
+            .code()
+            .map_or("killed by a signal".into(), |c| c.to_string())
+    );
+    Ok(())
+}
+
+/// A user name or id (`name`, `uid`, `name:group`, `uid:gid`) as numbers, looked up
+/// in the image's /etc/passwd and /etc/group.
+pub fn resolve_user(root: &Path, user: &str) -> anyhow::Result<(u32, u32)> {
+    let (name, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let image = Root::open(root)?;
+    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
+        let text = read_text(&image, file)?;
+        text.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&key)).then(|| {
+                let id = fields.get(2).and_then(|f| f.parse().ok()).unwrap_or(0);
+                let gid = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(id);
+                (id, gid)
+            })
+        })
+    };
+    let (uid, primary_gid) = match name.parse::<u32>() {
+        Ok(uid) => (uid, lookup_by_uid(&image, uid).unwrap_or(uid)),
+        Err(_) => lookup("etc/passwd", name).ok_or_else(|| {
+            anyhow::anyhow!("unknown user {name:?} (not in the image's /etc/passwd)")
+        })?,
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup("etc/group", g).map(|(gid, _)| gid).ok_or_else(|| {
+                anyhow::anyhow!("unknown group {g:?} (not in the image's /etc/group)")
+            })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// A file of the image as text (read inside the image root), if it is there.
+fn read_text(image: &Root, file: &str) -> Option<String> {
+    let bytes = image.read(Path::new(file)).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn lookup_by_uid(image: &Root, uid: u32) -> Option<u32> {
+    let text = read_text(image, "etc/passwd")?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| fields.get(3)?.parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_by_name_and_number() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(root.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(resolve_user(root.path(), "app").unwrap(), (1000, 1001));
+        assert_eq!(resolve_user(root.path(), "1000").unwrap(), (1000, 1001));
+        assert_eq!(resolve_user(root.path(), "app:staff").unwrap(), (1000, 50));
+        assert_eq!(resolve_user(root.path(), "42:7").unwrap(), (42, 7));
+        assert!(resolve_user(root.path(), "nobody").is_err());
+    }
+}

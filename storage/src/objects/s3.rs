@@ -1,0 +1,88 @@
+//! Objects in an S3 bucket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::signer::{Method, Signer};
+use object_store::ObjectStore;
+
+use super::backend::{Durability, ObjectWriter, UrlSigner};
+use super::store_io::{self, StoreWriter};
+use crate::error::Result;
+
+/// A multipart upload already overlaps storing with receiving, so a body is one
+/// object (which a redirect can point at), capped well below the 10,000 parts that
+/// S3 allows an object.
+const OBJECT_SIZE: u64 = 32 * 1024 * 1024 * 1024;
+
+/// An S3 bucket. Every finished write is durable by itself (S3 acknowledges a PUT or
+/// CompleteMultipartUpload once stored).
+pub struct S3 {
+    store: Arc<AmazonS3>,
+    /// Pre-signed redirects for downloads are on.
+    redirect: bool,
+}
+
+impl S3 {
+    /// The bucket `bucket`, with credentials from the `AWS_*` environment variables.
+    pub fn from_env(
+        bucket: &str,
+        endpoint: Option<&str>,
+        region: &str,
+        redirect: bool,
+    ) -> Result<S3> {
+        let builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(region);
+        S3::new(builder, endpoint, redirect)
+    }
+
+    /// The bucket `builder` names; `endpoint` is a self-hosted S3 server's URL.
+    pub fn new(builder: AmazonS3Builder, endpoint: Option<&str>, redirect: bool) -> Result<S3> {
+        let builder = match endpoint {
+            // A self-hosted S3 server: path-style URLs, plain HTTP allowed.
+            Some(endpoint) => builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(true),
+            None => builder,
+        };
+        Ok(S3 {
+            store: Arc::new(builder.build()?),
+            redirect,
+        })
+    }
+
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+}
+
+store_io::object_store_backend!(S3 {
+    fn object_sizes(&self, _: Durability) -> (u64, u64) {
+        (OBJECT_SIZE, OBJECT_SIZE)
+    }
+
+    fn create(&self, key: &str, _: Durability) -> Box<dyn ObjectWriter> {
+        Box::new(StoreWriter::new(key, self.store(), self.store(), None))
+    }
+
+    fn signer(&self) -> Option<&dyn UrlSigner> {
+        self.redirect.then_some(self as &dyn UrlSigner)
+    }
+});
+
+#[async_trait]
+impl UrlSigner for S3 {
+    async fn signed_get(&self, key: &str, ttl: Duration) -> Result<String> {
+        let url = self
+            .store
+            .signed_url(Method::GET, &Path::from(key), ttl)
+            .await?;
+        Ok(url.to_string())
+    }
+}
