@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -19,6 +20,12 @@ pub const DEFAULT_UPLOAD_EXPIRY_SECS: u64 = 24 * 3600;
 /// Free space kept for metadata commits: far more than any burst of manifest, tag and
 /// upload-row writes needs, and small next to any disk a registry runs on.
 pub const DEFAULT_MIN_FREE: MinFree = MinFree::Bytes(256 * 1024 * 1024);
+/// Garbage collection: a pass every 10 minutes keeps little garbage and costs little
+/// (a pass over a quiet registry is a few index lookups and a listing of the store).
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// What a blob nothing references is given before it is collected: far longer than
+/// any push takes between uploading its layers and its manifest.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,7 +62,24 @@ pub struct Config {
     pub min_free: MinFree,
     pub limits: Limits,
     pub auth: AuthConfig,
+    pub gc: GcConfig,
+    /// The storage quota of every namespace without one of its own (`[quota] default`);
+    /// `None`: unlimited.
+    pub default_quota: Option<u64>,
     pub log_format: LogFormat,
+}
+
+/// Garbage collection (`[gc]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcConfig {
+    /// Time between background passes; `None` (`"off"`) runs none (`berthd gc` still works).
+    pub interval: Option<Duration>,
+    /// Unreferenced blobs, and objects no row names, are kept this long after their
+    /// last use (upload, mount, HEAD/GET) before they are deleted.
+    pub grace: Duration,
+    /// Untagged manifests (not listed by a tagged index, not pulled within the grace)
+    /// older than this are deleted with their referrers; `None`: kept forever.
+    pub delete_untagged_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,23 +141,9 @@ impl MinFree {
                 _ => Err("expected a percentage below 100, e.g. 5%".into()),
             };
         }
-        let units = [
-            ("TiB", 1u64 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
-        let (number, unit) = units
-            .iter()
-            .find_map(|(suffix, size)| Some((text.strip_suffix(suffix)?, *size)))
-            .unwrap_or((text.strip_suffix('B').unwrap_or(text), 1));
-        number
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(unit))
+        parse_bytes(text)
             .map(MinFree::Bytes)
-            .ok_or_else(|| "expected a size such as 512MiB, 2GiB or 10%".into())
+            .map_err(|_| "expected a size such as 512MiB, 2GiB or 10%".into())
     }
 
     /// The reserve in bytes on a file system of `total` bytes.
@@ -143,6 +153,32 @@ impl MinFree {
             MinFree::Percent(p) => total / 100 * u64::from(p),
         }
     }
+}
+
+/// A size: `"50GiB"`, `"512MiB"`, `"20GB"` (decimal units too), or a number of bytes.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let units = [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("TB", 1_000_000_000_000),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("kB", 1_000),
+        ("KB", 1_000),
+    ];
+    let (number, unit) = units
+        .iter()
+        .find_map(|(suffix, size)| Some((text.strip_suffix(suffix)?, *size)))
+        .unwrap_or((text.strip_suffix('B').unwrap_or(text), 1));
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{text:?} is not a size such as 50GiB, 512MiB or 20GB"))
 }
 
 /// A size in the TOML file: a string with a unit (`"512MiB"`, `"5%"`) or a number of bytes.
@@ -174,6 +210,17 @@ pub struct Layer {
     pub limits: LimitsLayer,
     #[serde(default)]
     pub auth: AuthLayer,
+    #[serde(default)]
+    pub gc: GcLayer,
+    #[serde(default)]
+    pub quota: QuotaLayer,
+}
+
+/// `[quota]`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaLayer {
+    pub default: Option<SizeSetting>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -206,6 +253,15 @@ pub struct StorageLayer {
     pub redirect: Option<bool>,
     pub upload_expiry_secs: Option<u64>,
     pub min_free: Option<SizeSetting>,
+}
+
+/// `[gc]`: durations as text, e.g. `"10m"`, `"1h"`, `"30days"`, or `"off"`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GcLayer {
+    pub interval: Option<String>,
+    pub grace: Option<String>,
+    pub delete_untagged_after: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -260,6 +316,14 @@ impl Layer {
                 signup: bool_var("BERTH_AUTH_SIGNUP")?,
                 signing_key: get("BERTH_AUTH_SIGNING_KEY").map(PathBuf::from),
             },
+            quota: QuotaLayer {
+                default: get("BERTH_QUOTA_DEFAULT").map(SizeSetting::Text),
+            },
+            gc: GcLayer {
+                interval: get("BERTH_GC_INTERVAL"),
+                grace: get("BERTH_GC_GRACE"),
+                delete_untagged_after: get("BERTH_GC_DELETE_UNTAGGED_AFTER"),
+            },
         })
     }
 
@@ -303,6 +367,17 @@ impl Layer {
                 signup: over.auth.signup.or(self.auth.signup),
                 signing_key: over.auth.signing_key.or(self.auth.signing_key),
             },
+            quota: QuotaLayer {
+                default: over.quota.default.or(self.quota.default),
+            },
+            gc: GcLayer {
+                interval: over.gc.interval.or(self.gc.interval),
+                grace: over.gc.grace.or(self.gc.grace),
+                delete_untagged_after: over
+                    .gc
+                    .delete_untagged_after
+                    .or(self.gc.delete_untagged_after),
+            },
         }
     }
 }
@@ -328,6 +403,20 @@ fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A duration such as `"90s"`, `"10m"`, `"1h 30m"`, `"30days"`; `"off"` (or `"0"`) is `None`.
+pub fn parse_duration(key: &'static str, value: &str) -> Result<Option<Duration>, ConfigError> {
+    match value.trim() {
+        "off" | "0" => Ok(None),
+        text => humantime::parse_duration(text)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key,
+                value: value.to_owned(),
+                reason: format!("{e} (expected a duration such as 10m, 1h or 30days, or off)"),
+            }),
+    }
+}
+
 fn parse_u64(key: &'static str, value: &str) -> Result<u64, ConfigError> {
     value
         .trim()
@@ -337,6 +426,25 @@ fn parse_u64(key: &'static str, value: &str) -> Result<u64, ConfigError> {
             value: value.to_owned(),
             reason: e.to_string(),
         })
+}
+
+fn gc_config(layer: &GcLayer) -> Result<GcConfig, ConfigError> {
+    let setting = |key, value: &Option<String>, default: Option<Duration>| match value {
+        Some(text) => parse_duration(key, text),
+        None => Ok(default),
+    };
+    let grace = setting("gc.grace", &layer.grace, Some(DEFAULT_GC_GRACE))?
+        // No grace at all: a blob may go between its upload and its manifest.
+        .unwrap_or_default();
+    Ok(GcConfig {
+        interval: setting("gc.interval", &layer.interval, Some(DEFAULT_GC_INTERVAL))?,
+        grace,
+        delete_untagged_after: setting(
+            "gc.delete_untagged_after",
+            &layer.delete_untagged_after,
+            None,
+        )?,
+    })
 }
 
 impl Config {
@@ -419,6 +527,18 @@ impl Config {
                 })
             }
         };
+        let gc = gc_config(&merged.gc)?;
+        let default_quota = match merged.quota.default.clone() {
+            None => None,
+            Some(SizeSetting::Bytes(n)) => Some(n),
+            Some(SizeSetting::Text(text)) => {
+                Some(parse_bytes(&text).map_err(|reason| ConfigError::Invalid {
+                    key: "quota.default",
+                    value: text,
+                    reason,
+                })?)
+            }
+        };
         Ok(Config {
             listen,
             data_dir: merged
@@ -441,6 +561,8 @@ impl Config {
                 signup: merged.auth.signup.unwrap_or(false),
                 signing_key: merged.auth.signing_key,
             },
+            gc,
+            default_quota,
             log_format,
         })
     }
@@ -668,5 +790,31 @@ mod tests {
         assert!(env_err
             .to_string()
             .contains("BERTH_LIMITS_MAX_MANIFEST_BYTES"));
+    }
+
+    #[test]
+    fn gc_durations_parse_and_turn_off() {
+        let resolve = |toml_text: &str| {
+            let file: Layer = toml::from_str(toml_text).unwrap();
+            Config::resolve(file, Layer::default(), Layer::default())
+        };
+        let defaults = resolve("").unwrap().gc;
+        assert_eq!(defaults.interval, Some(DEFAULT_GC_INTERVAL));
+        assert_eq!(defaults.grace, DEFAULT_GC_GRACE);
+        assert_eq!(defaults.delete_untagged_after, None);
+        let set = resolve(
+            "[gc]\ninterval = \"off\"\ngrace = \"90s\"\ndelete_untagged_after = \"30days\"\n",
+        )
+        .unwrap()
+        .gc;
+        assert_eq!(set.interval, None);
+        assert_eq!(set.grace, Duration::from_secs(90));
+        assert_eq!(
+            set.delete_untagged_after,
+            Some(Duration::from_secs(30 * 86400))
+        );
+        let err = resolve("[gc]\ngrace = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("gc.grace") && err.contains("soon"), "{err}");
+        assert!(toml::from_str::<Layer>("[gc]\nperiod = \"1h\"\n").is_err());
     }
 }

@@ -111,6 +111,12 @@ impl From<StorageError> for ApiError {
             S::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             S::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
             S::ManifestBlobUnknown { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            // Docker shows the message: "denied: tag v1 is immutable (rule "v*" on acme/*)…".
+            S::TagImmutable { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+            S::QuotaExceeded { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+            // Rules are managed by `berthd repo immutable` and the web UI, not over /v2.
+            S::TagRuleInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            S::TagRuleUnknown(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
             // The spec has no code for it; clients show the message (docker: "unknown:
             // the registry is out of space …") and 507 tells machines what happened.
             S::BelowReserve { .. } => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),

@@ -2,6 +2,7 @@
 
 pub mod authz;
 pub mod error;
+pub mod gc;
 pub mod health;
 pub mod http;
 pub mod observe;
@@ -60,6 +61,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let auth = open_auth(&config, &accounts).await?;
     actix_web::rt::spawn(expire_uploads(storage.clone(), config.upload_expiry_secs));
     actix_web::rt::spawn(flush_pulls(storage.clone()));
+    if let Some(interval) = config.gc.interval {
+        actix_web::rt::spawn(gc::run(storage.clone(), interval));
+    }
     let accounts_on = {
         let auth = auth.clone();
         Arc::new(move || auth.current().is_some())

@@ -17,8 +17,8 @@ use actix_web::HttpResponse;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tracing::Instrument;
 
@@ -34,7 +34,28 @@ pub struct Metrics {
     backend_errors: IntCounterVec,
     free_bytes: IntGauge,
     min_free_bytes: IntGauge,
+    gc_runs: IntCounterVec,
+    gc_deleted: IntCounterVec,
+    gc_freed_bytes: IntCounter,
+    gc_duration: Histogram,
+    gc_last_success: IntGauge,
+    usage: UsageGauges,
 }
+
+/// Storage use, measured at most once a minute (the sums read whole tables).
+struct UsageGauges {
+    measured: std::sync::Mutex<Option<Instant>>,
+    blobs: IntGauge,
+    stored_bytes: IntGauge,
+    logical_bytes: IntGauge,
+    /// Namespaces with a quota of their own only: an operator sets each, so the label
+    /// set stays as small as their list (the default quota would make it unbounded).
+    quota_used: IntGaugeVec,
+    quota_limit: IntGaugeVec,
+}
+
+/// How often `/metrics` re-measures storage use.
+const USAGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One set per process: the HTTP edge and the error mapping both record into it.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -88,6 +109,63 @@ impl Metrics {
             "The free-space reserve there: below it, pushes are refused (storage.min_free)",
         )
         .expect("valid metric");
+        let gc_runs = IntCounterVec::new(
+            Opts::new(
+                "berth_gc_runs_total",
+                "Garbage collection passes, by outcome (ok, failed, busy: another process held the lease)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let gc_deleted = IntCounterVec::new(
+            Opts::new(
+                "berth_gc_deleted_total",
+                "What garbage collection deleted, by kind (blobs, manifests, orphan_objects)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let gc_freed_bytes = IntCounter::new(
+            "berth_gc_freed_bytes_total",
+            "Bytes of blobs and orphan objects garbage collection deleted",
+        )
+        .expect("valid metric");
+        let gc_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "berth_gc_duration_seconds",
+                "Time a garbage collection pass took",
+            )
+            .buckets(vec![0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0]),
+        )
+        .expect("valid metric");
+        let gc_last_success = IntGauge::new(
+            "berth_gc_last_success_timestamp_seconds",
+            "When the last garbage collection pass of this process finished without error",
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let usage = UsageGauges {
+            measured: std::sync::Mutex::new(None),
+            blobs: gauge("berth_storage_blobs", "Blobs stored (each once)"),
+            stored_bytes: gauge("berth_storage_stored_bytes", "Bytes of the blobs stored"),
+            logical_bytes: gauge(
+                "berth_storage_logical_bytes",
+                "Bytes the repositories reference, each repository's distinct blobs summed (stored_bytes without deduplication)",
+            ),
+            quota_used: IntGaugeVec::new(
+                Opts::new(
+                    "berth_quota_used_bytes",
+                    "Bytes of distinct blobs a namespace with its own quota references",
+                ),
+                &["namespace"],
+            )
+            .expect("valid metric"),
+            quota_limit: IntGaugeVec::new(
+                Opts::new("berth_quota_limit_bytes", "A namespace's own quota"),
+                &["namespace"],
+            )
+            .expect("valid metric"),
+        };
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -97,11 +175,27 @@ impl Metrics {
             Box::new(backend_errors.clone()),
             Box::new(free_bytes.clone()),
             Box::new(min_free_bytes.clone()),
+            Box::new(gc_runs.clone()),
+            Box::new(gc_deleted.clone()),
+            Box::new(gc_freed_bytes.clone()),
+            Box::new(gc_duration.clone()),
+            Box::new(gc_last_success.clone()),
+            Box::new(usage.blobs.clone()),
+            Box::new(usage.stored_bytes.clone()),
+            Box::new(usage.logical_bytes.clone()),
+            Box::new(usage.quota_used.clone()),
+            Box::new(usage.quota_limit.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
         for backend in ["database", "objects"] {
             backend_errors.with_label_values(&[backend]);
+        }
+        for outcome in ["ok", "failed", "busy"] {
+            gc_runs.with_label_values(&[outcome]);
+        }
+        for kind in ["blobs", "manifests", "orphan_objects"] {
+            gc_deleted.with_label_values(&[kind]);
         }
         Metrics {
             registry,
@@ -113,7 +207,76 @@ impl Metrics {
             backend_errors,
             free_bytes,
             min_free_bytes,
+            gc_runs,
+            gc_deleted,
+            gc_freed_bytes,
+            gc_duration,
+            gc_last_success,
+            usage,
         }
+    }
+
+    /// Re-measures storage use when the last measure is older than a minute.
+    async fn measure_usage(&self, storage: &berth_storage::Storage) {
+        {
+            let mut measured = self.usage.measured.lock().expect("usage lock");
+            if measured.is_some_and(|at| at.elapsed() < USAGE_EVERY) {
+                return;
+            }
+            *measured = Some(Instant::now());
+        }
+        let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        let measure = async {
+            let registry = storage.registry_usage().await?;
+            self.usage.blobs.set(gauge(registry.blobs));
+            self.usage.stored_bytes.set(gauge(registry.stored_bytes));
+            self.usage.logical_bytes.set(gauge(registry.logical_bytes));
+            let mut quotas = Vec::new();
+            for (namespace, limit) in storage.quotas().await? {
+                let used = storage.namespace_usage(&namespace).await?.bytes;
+                quotas.push((namespace, limit, used));
+            }
+            self.usage.quota_used.reset();
+            self.usage.quota_limit.reset();
+            for (namespace, limit, used) in quotas {
+                self.usage
+                    .quota_used
+                    .with_label_values(&[&namespace])
+                    .set(gauge(used));
+                self.usage
+                    .quota_limit
+                    .with_label_values(&[&namespace])
+                    .set(gauge(limit));
+            }
+            Ok::<_, berth_storage::StorageError>(())
+        };
+        if let Err(e) = measure.await {
+            tracing::warn!(error = %e, "cannot measure storage use for /metrics");
+        }
+    }
+
+    /// Records a garbage collection pass (`None`: another process held the lease).
+    pub fn gc_pass(&self, outcome: Result<Option<&berth_storage::gc::GcReport>, ()>) {
+        let label = match outcome {
+            Ok(Some(report)) => {
+                self.gc_deleted
+                    .with_label_values(&["blobs"])
+                    .inc_by(report.blobs);
+                self.gc_deleted
+                    .with_label_values(&["manifests"])
+                    .inc_by(report.manifests);
+                self.gc_deleted
+                    .with_label_values(&["orphan_objects"])
+                    .inc_by(report.orphan_objects);
+                self.gc_freed_bytes.inc_by(report.freed_bytes());
+                self.gc_duration.observe(report.duration.as_secs_f64());
+                self.gc_last_success.set(chrono::Utc::now().timestamp());
+                "ok"
+            }
+            Ok(None) => "busy",
+            Err(()) => "failed",
+        };
+        self.gc_runs.with_label_values(&[label]).inc();
     }
 
     /// Counts a failure of `backend` (`database` or `objects`).
@@ -136,6 +299,7 @@ pub async fn metrics(state: actix_web::web::Data<crate::AppState>) -> HttpRespon
         METRICS.free_bytes.set(gauge(space.free));
         METRICS.min_free_bytes.set(gauge(space.reserve));
     }
+    METRICS.measure_usage(&state.storage).await;
     let mut out = Vec::new();
     let encoder = TextEncoder::new();
     match encoder.encode(&METRICS.registry.gather(), &mut out) {

@@ -3,58 +3,133 @@
 use std::ops::Range;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter};
 
 use crate::completions::{Completion, EndingUpload, NewBlob, Outcome};
+use crate::db::query_as;
 use crate::digest::Digest;
 use crate::entity::{blob, now_millis, repository, repository_blob};
 use crate::error::{Result, StorageError};
+use crate::liveness;
 use crate::objects::{ByteStream, Segment};
 use crate::repos::ensure_repository;
 use crate::Storage;
 
+/// A blob as one repository sees it.
 #[derive(Debug, Clone)]
 pub struct BlobInfo {
     pub digest: Digest,
     pub size: u64,
     segments: Vec<Segment>,
+    repo_id: i64,
+    /// When the repository's link to it was last touched (see `liveness`).
+    touched_at: i64,
 }
 
-/// Filters `blobs` rows to those linked to repository `repo`.
-fn linked_to(repo: &str) -> Expr {
-    Expr::exists(
-        Query::select()
-            .expr(Expr::val(1))
-            .from(repository_blob::Entity)
-            .inner_join(
-                repository::Entity,
-                Expr::col((repository::Entity, repository::Column::Id)).equals((
-                    repository_blob::Entity,
-                    repository_blob::Column::RepositoryId,
-                )),
-            )
-            .and_where(
-                Expr::col((repository_blob::Entity, repository_blob::Column::Digest))
-                    .equals((blob::Entity, blob::Column::Digest)),
-            )
-            .and_where(Expr::col((repository::Entity, repository::Column::Name)).eq(repo))
-            .to_owned(),
-    )
+#[derive(FromQueryResult)]
+struct LinkedBlob {
+    digest: String,
+    size: i64,
+    segments: String,
+    repository_id: i64,
+    touched_at: i64,
+}
+
+/// The blob `digest` with its link to repository `repo`, if linked.
+async fn find_linked(
+    db: &impl ConnectionTrait,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Option<BlobInfo>> {
+    let query = Query::select()
+        .columns([
+            (blob::Entity, blob::Column::Digest),
+            (blob::Entity, blob::Column::Size),
+            (blob::Entity, blob::Column::Segments),
+        ])
+        .columns([
+            (
+                repository_blob::Entity,
+                repository_blob::Column::RepositoryId,
+            ),
+            (repository_blob::Entity, repository_blob::Column::TouchedAt),
+        ])
+        .from(blob::Entity)
+        .inner_join(
+            repository_blob::Entity,
+            Expr::col((repository_blob::Entity, repository_blob::Column::Digest))
+                .equals((blob::Entity, blob::Column::Digest)),
+        )
+        .inner_join(
+            repository::Entity,
+            Expr::col((repository::Entity, repository::Column::Id)).equals((
+                repository_blob::Entity,
+                repository_blob::Column::RepositoryId,
+            )),
+        )
+        .and_where(Expr::col((blob::Entity, blob::Column::Digest)).eq(digest.as_str()))
+        .and_where(Expr::col((repository::Entity, repository::Column::Name)).eq(repo))
+        .to_owned();
+    let Some(row) = query_as::<LinkedBlob>(db, &query).await?.pop() else {
+        return Ok(None);
+    };
+    Ok(Some(BlobInfo {
+        digest: row.digest.parse()?,
+        size: row.size as u64,
+        segments: parse_segments(&row.digest, &row.segments)?,
+        repo_id: row.repository_id,
+        touched_at: row.touched_at,
+    }))
 }
 
 impl Storage {
-    /// The blob if `repo` may see it, else `BlobUnknown`.
+    /// The blob if `repo` may see it, else `BlobUnknown`. Confirms the repository's
+    /// link to it for garbage collection, writing only when the last confirmation is
+    /// older than a quarter of the grace period (so a link seen here stays for at
+    /// least three quarters of it).
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<BlobInfo> {
-        if let Some(hit) = self.cache.blob(repo, digest.as_str()) {
-            return Ok(hit);
+        let info = match self.cache.blob(repo, digest.as_str()) {
+            Some(hit) => hit,
+            None => {
+                let ticket = self.cache.ticket(repo);
+                let info = find_linked(&self.db, repo, digest)
+                    .await?
+                    .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
+                self.cache.put_blob(repo, ticket, info.clone());
+                info
+            }
+        };
+        let now = now_millis();
+        if now - info.touched_at <= self.gc.touch_every_ms() {
+            return Ok(info);
         }
+        self.touch_blob(repo, info, now).await
+    }
+
+    /// Refreshes a link's touch time; `BlobUnknown` if it was collected meanwhile. A
+    /// touch that cannot be written (a full disk, a database refusing writes) does not
+    /// fail the read: pulls keep working when pushes cannot, and a manifest referring
+    /// to the blob could not be written either.
+    async fn touch_blob(&self, repo: &str, mut info: BlobInfo, now: i64) -> Result<BlobInfo> {
+        let touched = async {
+            let txn = self.write().await?;
+            let alive = liveness::touch(&*txn, info.repo_id, info.digest.as_str(), now).await?;
+            txn.commit().await?;
+            Ok::<_, StorageError>(alive)
+        };
+        let alive = match touched.await {
+            Ok(alive) => alive,
+            Err(e) => {
+                tracing::warn!(error = %e, digest = %info.digest, "cannot record a blob read for garbage collection; serving it anyway");
+                return Ok(info);
+            }
+        };
+        if !alive {
+            self.cache.invalidate(repo);
+            return Err(StorageError::BlobUnknown(info.digest));
+        }
+        info.touched_at = now;
         let ticket = self.cache.ticket(repo);
-        let row = blob::Entity::find_by_id(digest.as_str())
-            .filter(linked_to(repo))
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
-        let info = blob_info(row)?;
         self.cache.put_blob(repo, ticket, info.clone());
         Ok(info)
     }
@@ -122,15 +197,23 @@ impl Storage {
     /// (then the client uploads instead): a blob is never found through a repository
     /// that does not have it.
     pub async fn mount_blob(&self, repo: &str, from: &str, digest: &Digest) -> Result<bool> {
-        match self.blob(from, digest).await {
-            Ok(_) => {}
+        let source = match self.blob(from, digest).await {
+            Ok(info) => info,
             Err(StorageError::BlobUnknown(_)) => return Ok(false),
             Err(e) => return Err(e),
-        }
+        };
         let txn = self.write().await?;
+        // The source's link, locked: a blob collected since the lookup is not mounted.
+        let alive = liveness::lock_linked_blobs(&*txn, source.repo_id, [digest.to_string()])
+            .await?
+            .contains(digest.as_str());
+        if !alive {
+            return Ok(false);
+        }
         let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
-        link_blob(&*txn, repo_id, digest).await?;
+        liveness::link(&*txn, [(repo_id, digest.to_string())], now_millis()).await?;
         txn.commit().await?;
+        self.cache.invalidate(repo);
         Ok(true)
     }
 
@@ -151,6 +234,7 @@ impl Storage {
             digest: digest.to_string(),
             size: segments.iter().map(|s| s.size as i64).sum(),
             segments: serde_json::to_string(segments).expect("segments serialize"),
+            keys: segments.iter().map(|s| s.key.clone()).collect(),
         };
         // Completing consumes the upload, in the same commit that makes the blob visible.
         let outcome = self
@@ -168,27 +252,11 @@ impl Storage {
     }
 }
 
-async fn link_blob(db: &impl ConnectionTrait, repo_id: i64, digest: &Digest) -> Result<()> {
-    repository_blob::Entity::insert(repository_blob::ActiveModel {
-        repository_id: Set(repo_id),
-        digest: Set(digest.to_string()),
-        created_at: Set(now_millis()),
-    })
-    .on_conflict_do_nothing()
-    .exec(db)
-    .await?;
-    Ok(())
-}
-
-fn blob_info(row: blob::Model) -> Result<BlobInfo> {
-    Ok(BlobInfo {
-        digest: row.digest.parse()?,
-        size: row.size as u64,
-        segments: serde_json::from_str(&row.segments).map_err(|e| {
-            StorageError::Io(std::io::Error::other(format!(
-                "corrupt segments of {}: {e}",
-                row.digest
-            )))
-        })?,
+/// A blob row's object list.
+pub(crate) fn parse_segments(digest: &str, segments: &str) -> Result<Vec<Segment>> {
+    serde_json::from_str(segments).map_err(|e| {
+        StorageError::Io(std::io::Error::other(format!(
+            "corrupt segments of {digest}: {e}"
+        )))
     })
 }

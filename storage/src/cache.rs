@@ -111,6 +111,15 @@ impl MetaCache {
         self.fill(repo, ticket, size, |r| r.tags.replace(tags).is_none());
     }
 
+    /// Drops everything cached (garbage collection deletes across repositories).
+    pub fn invalidate_all(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.repos.clear();
+        inner.manifest_bytes = 0;
+        inner.entries = 0;
+        inner.epoch += 1;
+    }
+
     /// Drops everything cached for `repo`: call after (or instead of) any write to it.
     pub fn invalidate(&self, repo: &str) {
         let mut inner = self.inner.lock().unwrap();

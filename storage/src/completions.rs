@@ -16,8 +16,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{begin_write, returned_text, SqliteWriter};
-use crate::entity::{blob, now_millis, repository_blob};
+use crate::entity::{blob, blob_object, now_millis};
 use crate::error::{Result, StorageError};
+use crate::liveness;
 use crate::repos::ensure_repository;
 use crate::upload_row;
 pub(crate) use crate::upload_row::EndingUpload;
@@ -41,6 +42,8 @@ pub(crate) struct NewBlob {
     pub size: i64,
     /// The object list, as JSON.
     pub segments: String,
+    /// The objects' keys (for `blob_objects`).
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +151,60 @@ async fn write_batch(
             repo_ids.insert(b.repo.as_str(), id);
         }
     }
-    let mut insert_blobs = Query::insert()
+    // Each blob is either inserted by this batch (its first completion's objects become
+    // it) or already stored and then share-locked, so a collector cannot take it before
+    // this commit links it (see `liveness`). One the collector deleted between the two
+    // statements is inserted on the next round.
+    let mut unsettled: Vec<&(usize, &NewBlob)> = blobs.iter().collect();
+    let mut inserted: HashSet<String> = HashSet::new();
+    while !unsettled.is_empty() {
+        let mut round = insert_blobs(&*txn, &unsettled, now).await?;
+        let stored_before: Vec<String> = unsettled
+            .iter()
+            .filter(|(_, b)| !round.contains(&b.digest))
+            .map(|(_, b)| b.digest.clone())
+            .collect();
+        let existing = match stored_before.is_empty() {
+            true => HashSet::new(),
+            false => liveness::lock_blobs(&*txn, stored_before).await?,
+        };
+        unsettled.retain(|(_, b)| !round.contains(&b.digest) && !existing.contains(&b.digest));
+        inserted.extend(round.drain());
+    }
+    let mut objects = Query::insert()
+        .into_table(blob_object::Entity)
+        .columns([blob_object::Column::Key, blob_object::Column::Digest])
+        .to_owned();
+    let mut any_objects = false;
+    for (i, b) in &blobs {
+        // The first of several pushes of the same bytes stores them.
+        if inserted.remove(&b.digest) {
+            for key in &b.keys {
+                objects.values_panic([key.as_str().into(), b.digest.as_str().into()]);
+                any_objects = true;
+            }
+        } else {
+            outcomes[*i] = Ok(Outcome::BlobExisted);
+        }
+    }
+    if any_objects {
+        txn.execute(&objects).await?;
+    }
+    let links = blobs
+        .iter()
+        .map(|(_, b)| (repo_ids[b.repo.as_str()], b.digest.clone()));
+    liveness::link(&*txn, links, now).await?;
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+/// Inserts the blobs not stored yet; returns the digests inserted.
+async fn insert_blobs(
+    db: &impl ConnectionTrait,
+    blobs: &[&(usize, &NewBlob)],
+    now: i64,
+) -> Result<HashSet<String>> {
+    let mut insert = Query::insert()
         .into_table(blob::Entity)
         .columns([
             blob::Column::Digest,
@@ -159,35 +215,13 @@ async fn write_batch(
         .on_conflict(OnConflict::new().do_nothing().to_owned())
         .returning_col(blob::Column::Digest)
         .to_owned();
-    for (_, b) in &blobs {
-        insert_blobs.values_panic([
+    for (_, b) in blobs {
+        insert.values_panic([
             b.digest.as_str().into(),
             b.size.into(),
             b.segments.as_str().into(),
             now.into(),
         ]);
     }
-    let mut inserted: HashSet<String> = returned_text(&*txn, &insert_blobs, "digest").await?;
-    for (i, b) in &blobs {
-        // The first of several pushes of the same bytes stores them.
-        if !inserted.remove(&b.digest) {
-            outcomes[*i] = Ok(Outcome::BlobExisted);
-        }
-    }
-    let mut links = Query::insert()
-        .into_table(repository_blob::Entity)
-        .columns([
-            repository_blob::Column::RepositoryId,
-            repository_blob::Column::Digest,
-            repository_blob::Column::CreatedAt,
-        ])
-        .on_conflict(OnConflict::new().do_nothing().to_owned())
-        .to_owned();
-    for (_, b) in &blobs {
-        let repo_id = repo_ids[b.repo.as_str()];
-        links.values_panic([repo_id.into(), b.digest.as_str().into(), now.into()]);
-    }
-    txn.execute(&links).await?;
-    txn.commit().await?;
-    Ok(outcomes)
+    Ok(returned_text(db, &insert, "digest").await?)
 }

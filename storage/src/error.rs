@@ -36,6 +36,27 @@ pub enum StorageError {
     BlobTooLarge { size: u64, limit: u64 },
     #[error("request body ended early: {0}")]
     BodyIncomplete(String),
+    /// An existing tag an immutable rule protects (`rule`: its pattern and scope).
+    #[error("tag {tag} is immutable (rule {rule}): it can be neither overwritten nor deleted")]
+    TagImmutable { tag: String, rule: String },
+    /// A push that would take a namespace over its storage quota (nothing was stored).
+    #[error(
+        "namespace {namespace} is over its storage quota: {} used of {}, and this push adds {}",
+        human_size(*usage),
+        human_size(*quota),
+        human_size(*adding)
+    )]
+    QuotaExceeded {
+        namespace: String,
+        usage: u64,
+        quota: u64,
+        adding: u64,
+    },
+    /// An immutable tag rule with a bad scope or pattern.
+    #[error("invalid immutable tag rule: {0}")]
+    TagRuleInvalid(String),
+    #[error("no immutable tag rule {0}")]
+    TagRuleUnknown(i64),
     /// Refused up front: free space is below the reserve kept for metadata commits.
     #[error(
         "the registry is out of space: {} MiB free, below the {} MiB kept in reserve; pushes are refused until space is freed",
@@ -55,6 +76,10 @@ pub enum StorageError {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+fn human_size(bytes: u64) -> String {
+    berth_oci::size::human_size(bytes, berth_oci::size::SizeFormat::OneDecimal)
+}
 
 /// Which backend failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,11 @@
 //! | upload expiry | `expiry.rs` | `expire_uploads` |
 //! | manifests and tags | `manifests.rs` | `put_manifest`, `manifest`, `delete_manifest`, `tags`, `referrers` |
 //! | the web UI's views | `explore.rs` | `list_repositories`, `repository_detail`, `tag_rows`, `set_description` |
+//! | immutable tags | `tag_rules.rs` | `add_immutable_rule`, `immutable_rules`, `immutable_rule`, `remove_immutable_rule` (checked by the manifest writes) |
 //! | pull counts | `pulls.rs` | `record_pull`, `flush_pulls` |
-//! | garbage (what a collector would remove) | `gc.rs` | `unreferenced_blobs`, `orphan_manifests` |
+//! | quotas and usage | `quotas.rs` | `set_quota`, `remove_quota`, `quotas`, `quota_of`, `namespace_usage`, `namespace_usages`, `repository_usage`, `registry_usage` |
+//! | retention policies | `retention.rs` | `set_retention`, `retention_policies`, `remove_retention`, `retention_preview`, `apply_retention` |
+//! | garbage collection | `gc/` (the protocol beside pushes: `liveness.rs`) | `collect_garbage` |
 //!
 //! Below it: [`objects`] (blob data over an object store, behind the contract of
 //! `objects/backend.rs`), the metadata schema (`entity/`, `migration/`), and the
@@ -28,17 +31,23 @@ pub(crate) mod entity;
 pub mod error;
 pub(crate) mod expiry;
 pub mod explore;
-pub(crate) mod gc;
+pub mod gc;
 pub(crate) mod group_sync;
+pub(crate) mod invalidations;
+pub(crate) mod liveness;
 pub(crate) mod manifest_refs;
 pub mod manifests;
 pub(crate) mod migration;
 pub mod objects;
 pub(crate) mod platforms;
 pub mod pulls;
+pub mod quotas;
 pub mod repos;
+pub mod retention;
 pub(crate) mod space;
+pub mod tag_rules;
 pub(crate) mod test_faults;
+pub mod untagged;
 pub(crate) mod upload_row;
 pub mod uploads;
 
@@ -74,6 +83,8 @@ pub struct Storage {
     private_by_default: bool,
     /// How long an upload may sit idle (and a row-less upload id stays valid).
     upload_expiry_ms: i64,
+    gc: gc::GcSettings,
+    quotas: Arc<quotas::Quotas>,
 }
 
 impl Storage {
@@ -106,10 +117,13 @@ impl Storage {
         let sqlite_writer = db::SqliteWriter::for_url(&url);
         // Only a SQLite database has a single server process writing to it; replicas
         // sharing PostgreSQL would each miss the others' writes.
-        let cache = match sqlite_writer {
+        let cache = Arc::new(match sqlite_writer {
             Some(_) => cache::MetaCache::default(),
             None => cache::MetaCache::disabled(),
-        };
+        });
+        if sqlite_writer.is_some() {
+            invalidations::watch(db.clone(), cache.clone());
+        }
         let completions = completions::Completions::start(
             db.clone(),
             sqlite_writer.clone(),
@@ -119,7 +133,7 @@ impl Storage {
             db,
             objects,
             completions,
-            cache: Arc::new(cache),
+            cache,
             pulls: Arc::default(),
             repo_ids: Arc::default(),
             sqlite_writer,
@@ -127,6 +141,8 @@ impl Storage {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             private_by_default: config.auth.private_by_default,
             upload_expiry_ms: config.upload_expiry_secs.saturating_mul(1000) as i64,
+            gc: gc::GcSettings::for_config(config),
+            quotas: Arc::new(quotas::Quotas::new(config.default_quota)),
         })
     }
 

@@ -13,9 +13,7 @@ use sea_orm::{
 use serde::Serialize;
 
 use crate::digest::{Algorithm, Digest};
-use crate::entity::{
-    manifest, manifest_blob, manifest_child, now_millis, repository, repository_blob, tag,
-};
+use crate::entity::{manifest, manifest_blob, manifest_child, now_millis, repository, tag};
 use crate::error::{Result, StorageError};
 use crate::manifest_refs::ManifestRefs;
 use crate::names::validate_tag;
@@ -100,7 +98,9 @@ impl Storage {
             }
         }
         let parsed = ManifestRefs::of(&Manifest::parse_pushed(content_type, body)?)?;
-        if self.already_stored(repo, &digest, &tags).await? {
+        if self.already_stored(repo, &digest, &tags).await?
+            && (!tags.is_empty() || self.repushed_untagged(repo, &digest).await?)
+        {
             // Re-pushing what is already there (CI does it all the time) writes nothing.
             return Ok(PutManifest {
                 digest,
@@ -109,12 +109,16 @@ impl Storage {
             });
         }
         self.ensure_room()?;
+        self.check_quota(repo, crate::quotas::Adding::Blobs(&parsed.blobs))
+            .await?;
         let platform = self
             .image_platform(repo, parsed.image_config.as_ref())
             .await?;
         let txn = self.write().await?;
         let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         check_references(&*txn, repo_id, &parsed).await?;
+        crate::tag_rules::check_tags_mutable(&*txn, repo, repo_id, &tags, Some(digest.as_str()))
+            .await?;
         let manifest_id =
             insert_manifest(&*txn, repo_id, &digest, &parsed, &platform, body).await?;
         let now = now_millis();
@@ -129,6 +133,7 @@ impl Storage {
                 name: Set(t.clone()),
                 manifest_id: Set(manifest_id),
                 updated_at: Set(now),
+                ..Default::default()
             })
             .on_conflict(
                 OnConflict::columns([tag::Column::RepositoryId, tag::Column::Name])
@@ -148,6 +153,27 @@ impl Storage {
             subject: parsed.subject,
             tags,
         })
+    }
+
+    /// A manifest pushed again by digest alone is pushed now, as far as the untagged
+    /// policy goes (the push's 201 must not be followed by its collection): its push
+    /// time is renewed, under the row's lock. False when it is gone (collected
+    /// meanwhile): then it is stored again. Writes nothing without the policy.
+    async fn repushed_untagged(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        if !self.gc.deletes_untagged() {
+            return Ok(true);
+        }
+        let repo_id = self.repository_id(repo).await?;
+        let txn = self.write().await?;
+        let renewed = manifest::Entity::update_many()
+            .col_expr(manifest::Column::CreatedAt, Expr::value(now_millis()))
+            .filter(manifest::Column::RepositoryId.eq(repo_id))
+            .filter(manifest::Column::Digest.eq(digest.as_str()))
+            .exec(&*txn)
+            .await?;
+        txn.commit().await?;
+        self.cache.invalidate(repo);
+        Ok(renewed.rows_affected > 0)
     }
 
     /// Is the manifest `digest` in `repo`, with every one of `tags` already on it?
@@ -190,6 +216,7 @@ impl Storage {
     pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
         let repo_id = self.repository_id(repo).await?;
         let txn = self.write().await?;
+        crate::tag_rules::check_deletable(&*txn, repo, repo_id, reference).await?;
         let deleted = match reference {
             Reference::Tag(t) => {
                 tag::Entity::delete_many()
@@ -390,16 +417,8 @@ async fn check_references(
     let wanted = |ds: &[Digest]| ds.iter().map(|d| d.to_string()).collect::<BTreeSet<_>>();
     let blobs = wanted(&parsed.blobs);
     if !blobs.is_empty() {
-        let have: BTreeSet<String> = repository_blob::Entity::find()
-            .select_only()
-            .column(repository_blob::Column::Digest)
-            .filter(repository_blob::Column::RepositoryId.eq(repo_id))
-            .filter(repository_blob::Column::Digest.is_in(blobs.iter().cloned()))
-            .into_tuple::<String>()
-            .all(db)
-            .await?
-            .into_iter()
-            .collect();
+        // Locked until the manifest's references are committed (see `liveness`).
+        let have = crate::liveness::lock_linked_blobs(db, repo_id, blobs.iter().cloned()).await?;
         if let Some(missing) = blobs.difference(&have).next() {
             return Err(StorageError::ManifestBlobUnknown {
                 kind: "blob",
@@ -414,6 +433,8 @@ async fn check_references(
             .column(manifest::Column::Digest)
             .filter(manifest::Column::RepositoryId.eq(repo_id))
             .filter(manifest::Column::Digest.is_in(children.iter().cloned()))
+            // Locked like blobs, against the untagged-manifest collector.
+            .lock_shared()
             .into_tuple::<String>()
             .all(db)
             .await?

@@ -51,3 +51,26 @@ fn take_one(file: &std::path::Path) -> bool {
     );
     true
 }
+
+/// `BERTH_TEST_GC_PAUSE=<dir>`: at each named point of a collection pass, while
+/// `<dir>/<point>` exists, the collector marks `<dir>/<point>.reached` and waits — so a
+/// test can race a push against a decided collection, or kill the process mid-pass.
+#[cfg(debug_assertions)]
+pub(crate) async fn gc_pause(point: &str) {
+    let Some(dir) = std::env::var_os("BERTH_TEST_GC_PAUSE") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let hold = dir.join(point);
+    if !hold.exists() {
+        return;
+    }
+    let _ = std::fs::write(dir.join(format!("{point}.reached")), b"");
+    tracing::warn!(point, "garbage collection paused (BERTH_TEST_GC_PAUSE)");
+    while hold.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(not(debug_assertions))]
+pub(crate) async fn gc_pause(_point: &str) {}

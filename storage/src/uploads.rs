@@ -31,6 +31,7 @@ use crate::entity::{now_millis, upload};
 use crate::error::{Result, StorageError};
 use crate::names::validate_name;
 use crate::objects::{Durability, Segment};
+use crate::quotas::Adding;
 use crate::upload_row::{self, EndingUpload};
 use crate::Storage;
 
@@ -133,6 +134,11 @@ impl Storage {
                 "upload content has digest {actual}, not {digest}; the upload was discarded"
             )));
         }
+        let size = loaded.segments.iter().map(|s| s.size).sum();
+        if let Err(e) = self.check_quota(repo, Adding::Blob { digest, size }).await {
+            self.discard_upload(&loaded).await?;
+            return Err(e);
+        }
         let stored = self
             .store_blob(repo, digest, &loaded.segments, Some(ending(&loaded)))
             .await;
@@ -154,8 +160,7 @@ impl Storage {
         self.ensure_room()?;
         let mut hasher = Hasher::new(digest.algorithm());
         let written = self
-            .objects
-            .write(body, &mut hasher, Durability::OnReturn)
+            .write_objects(body, &mut hasher, Durability::OnReturn)
             .await?;
         let segments = written.segments;
         let actual = hasher.finish();
@@ -167,6 +172,11 @@ impl Storage {
                     "content has digest {actual}, not {digest}"
                 )),
             });
+        }
+        let size = segments.iter().map(|s| s.size).sum();
+        if let Err(e) = self.check_quota(repo, Adding::Blob { digest, size }).await {
+            self.objects.delete_all(&segments).await?;
+            return Err(e);
         }
         let stored = self.store_blob(repo, digest, &segments, None).await;
         if stored.as_ref().is_err_and(StorageError::rolled_back) {
@@ -314,7 +324,7 @@ impl Storage {
             Chunk::Intermediate => Durability::Deferred,
             Chunk::Last => Durability::OnReturn,
         };
-        let written = self.objects.write(body, &mut hasher, durability).await;
+        let written = self.write_objects(body, &mut hasher, durability).await;
         let flushed = match previous_flush {
             Some(flush) => flush
                 .await
@@ -395,6 +405,31 @@ impl Storage {
             },
             written.interrupted,
         ))
+    }
+
+    /// [`Objects::write`], refused when it took so long that the orphan sweep might
+    /// already take its first objects (see `gc::GcSettings::max_write_ms`).
+    async fn write_objects<S, E>(
+        &self,
+        body: S,
+        hasher: &mut Hasher,
+        durability: Durability,
+    ) -> Result<crate::objects::Written>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let started = std::time::Instant::now();
+        let written = self.objects.write(body, hasher, durability).await?;
+        let limit_ms = self.gc.max_write_ms();
+        if started.elapsed().as_millis() > limit_ms as u128 {
+            self.objects.discard(&written.segments).await;
+            return Err(StorageError::BodyIncomplete(format!(
+                "the request sent data for longer than {} s; it was discarded (send the blob in smaller chunks)",
+                limit_ms / 1000
+            )));
+        }
+        Ok(written)
     }
 
     async fn rehash(&self, segments: &[Segment], algorithm: Algorithm) -> Result<Digest> {

@@ -10,11 +10,17 @@ mod clients;
 mod cluster;
 mod disk_full;
 mod durability;
+mod gc;
 mod hostile_images;
 mod image;
+mod immutable_tags;
+mod quotas;
+mod retention;
 mod security;
 mod serve;
 mod web;
+mod web_lifecycle;
+mod web_untagged;
 
 /// Runs each listed `async fn(Berthd)` once on SQLite and once on PostgreSQL,
 /// optionally with users created first (`users = &[ALICE, BOB]; f, g`).

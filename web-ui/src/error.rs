@@ -21,6 +21,10 @@ pub enum WebError {
     Forbidden,
     #[error("the form expired or did not come from this site; reload the page and try again")]
     Csrf,
+    /// A write whose precondition no longer holds (e.g. a retention plan changed
+    /// since it was previewed); nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
     #[error("accounts are off on this registry")]
     AccountsOff,
     #[error(transparent)]
@@ -41,10 +45,18 @@ impl WebError {
             WebError::BadRequest(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED", shown),
             WebError::SignInRequired => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", shown),
             WebError::Forbidden | WebError::Csrf => (StatusCode::FORBIDDEN, "DENIED", shown),
+            WebError::Conflict(_) => (StatusCode::CONFLICT, "DENIED", shown),
             WebError::AccountsOff => (StatusCode::NOT_FOUND, "UNSUPPORTED", shown),
             WebError::Storage(S::NameUnknown(_)) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN", shown),
             WebError::Storage(S::ManifestUnknown(_)) => {
                 (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", shown)
+            }
+            WebError::Storage(S::TagImmutable { .. }) => (StatusCode::FORBIDDEN, "DENIED", shown),
+            WebError::Storage(S::TagRuleInvalid(_)) => {
+                (StatusCode::BAD_REQUEST, "UNSUPPORTED", shown)
+            }
+            WebError::Storage(S::TagRuleUnknown(_)) => {
+                (StatusCode::NOT_FOUND, "UNSUPPORTED", shown)
             }
             WebError::Storage(S::Oci(OciError::NameInvalid(_))) => {
                 (StatusCode::BAD_REQUEST, "NAME_INVALID", shown)

@@ -8,10 +8,13 @@
 
 mod api;
 mod error;
+mod lifecycle;
 mod markdown;
 mod pages;
 mod session;
+mod tag_rules;
 mod templates;
+mod untagged;
 mod view;
 
 use std::sync::Arc;
@@ -85,7 +88,64 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(pages::confirm_delete_tag),
         )
         .route("/manage/delete-tag", web::post().to(pages::delete_tag))
+        .route(
+            "/manage/immutable-tags",
+            web::post().to(tag_rules::add_form),
+        )
+        .route(
+            "/manage/immutable-tags/remove",
+            web::post().to(tag_rules::remove_form),
+        )
+        .route("/manage/retention", web::post().to(lifecycle::set_form))
+        .route(
+            "/manage/retention/remove",
+            web::post().to(lifecycle::remove_form),
+        )
+        .route(
+            "/manage/retention/preview",
+            web::get().to(lifecycle::preview_page),
+        )
+        .route("/manage/retention/run", web::post().to(lifecycle::run_form))
+        .route("/usage", web::get().to(lifecycle::usage_page))
+        .route("/manage/untagged", web::get().to(untagged::page))
+        .route(
+            "/manage/untagged/delete",
+            web::post().to(untagged::delete_form),
+        )
+        .service(
+            web::resource("/api/v1/untagged")
+                .route(web::get().to(untagged::list))
+                .route(web::delete().to(untagged::delete)),
+        )
         .route("/api/v1/search", web::get().to(api::search))
+        .route("/api/v1/usage", web::get().to(lifecycle::usage))
+        .route(
+            "/api/v1/namespaces/{ns}/usage",
+            web::get().to(lifecycle::namespace_usage),
+        )
+        .service(
+            web::resource("/api/v1/retention")
+                .route(web::get().to(lifecycle::get_policy))
+                .route(web::put().to(lifecycle::put_policy))
+                .route(web::delete().to(lifecycle::delete_policy)),
+        )
+        .route(
+            "/api/v1/retention/preview",
+            web::get().to(lifecycle::preview),
+        )
+        .route("/api/v1/retention/run", web::post().to(lifecycle::run))
+        .route(
+            "/api/v1/immutable-tag-rules",
+            web::get().to(tag_rules::list),
+        )
+        .route(
+            "/api/v1/immutable-tag-rules",
+            web::post().to(tag_rules::add),
+        )
+        .route(
+            "/api/v1/immutable-tag-rules/{id}",
+            web::delete().to(tag_rules::remove),
+        )
         .route(
             "/api/v1/repositories/{path:.+}",
             web::get().to(api::repository),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::error::{PageResult, WebError};
 use crate::session::Visitor;
 use crate::view::{self, Target, TAGS_PER_PAGE};
-use crate::{markdown, templates, Web};
+use crate::{lifecycle, markdown, templates, Web};
 
 const REPOS_PER_PAGE: u64 = 20;
 const MAX_DESCRIPTION_CHARS: usize = 100;
@@ -32,7 +32,7 @@ pub fn host(web: &Web, req: &HttpRequest) -> String {
 
 /// Renders `template` with `context` plus what every page shows (the signed-in user,
 /// the CSRF token for the sign-out form, the search box's text).
-fn render(
+pub(crate) fn render(
     web: &Web,
     visitor: &Visitor,
     req: &HttpRequest,
@@ -46,6 +46,7 @@ fn render(
             // The later map wins: a page may override these.
             ..context! {
                 user => visitor.user().map(|u| u.name.clone()),
+                admin => visitor.user().is_some_and(|u| u.admin),
                 csrf => visitor.csrf(),
                 accounts => visitor.accounts,
                 host => host(web, req),
@@ -67,7 +68,7 @@ fn render(
         .body(html))
 }
 
-fn see_other(location: &str) -> HttpResponse {
+pub(crate) fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header(("Location", location))
         .finish()
@@ -217,6 +218,23 @@ pub async fn repository_or_tag(
                 .map(|t| t.pull.clone());
             let readme_html =
                 (!repo.readme.trim().is_empty()).then(|| markdown::render(&repo.readme));
+            // Rules are the owners' to see and change, as the rest of Manage.
+            let rules = match can_manage {
+                true => web.storage.immutable_rules(Some(&name)).await?,
+                false => Vec::new(),
+            };
+            let protecting = berth_storage::tag_rules::protecting(&rules);
+            let immutable_tags: Vec<&str> = tags
+                .iter()
+                .filter(|t| protecting(&t.name).is_some())
+                .map(|t| t.name.as_str())
+                .collect();
+            let namespace_scope = name.split_once('/').map(|(ns, _)| format!("{ns}/*"));
+            // Usage and retention, as the rules: the owners' only.
+            let lifecycle = match can_manage {
+                true => lifecycle::shown(lifecycle::repository_lifecycle(&web, &name).await),
+                false => None,
+            };
             render(
                 &web,
                 &visitor,
@@ -227,6 +245,7 @@ pub async fn repository_or_tag(
                     pages => pages(repo.summary.tag_count as u64, TAGS_PER_PAGE),
                     repo => context! { readme => repo.readme, ..Value::from_serialize(&repo.summary) },
                     tags, page, latest_pull, readme_html, can_manage,
+                    rules, immutable_tags, namespace_scope, lifecycle,
                     pager_base => format!("/r/{name}?"),
                 },
             )
@@ -269,6 +288,22 @@ pub async fn namespace(
         ..Listing::default()
     };
     let found = web.storage.list_repositories(&viewer, &listing).await?;
+    // Its owners (and admins) also see its usage and retention policy; a name that
+    // cannot be a namespace has no owners.
+    let scope = format!("{name}/*");
+    let can_manage = berth_storage::tag_rules::Scope::parse(&scope).is_ok()
+        && visitor.may(&web, &scope, true, "delete").await?;
+    let lifecycle = match can_manage {
+        true => lifecycle::shown(
+            lifecycle::namespace_lifecycle(
+                &web,
+                &name,
+                found.items.iter().map(|r| (r.name.clone(), r.private)),
+            )
+            .await,
+        ),
+        false => None,
+    };
     render(
         &web,
         &visitor,
@@ -276,6 +311,7 @@ pub async fn namespace(
         StatusCode::OK,
         "namespace.html",
         context! {
+            lifecycle, can_manage,
             namespace => name.into_inner(),
             total => found.total,
             repos => found.items,

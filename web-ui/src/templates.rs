@@ -30,6 +30,12 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("signin.html", include_str!("../templates/signin.html")),
         ("settings.html", include_str!("../templates/settings.html")),
         ("error.html", include_str!("../templates/error.html")),
+        (
+            "retention_preview.html",
+            include_str!("../templates/retention_preview.html"),
+        ),
+        ("usage.html", include_str!("../templates/usage.html")),
+        ("untagged.html", include_str!("../templates/untagged.html")),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));

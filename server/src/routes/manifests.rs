@@ -3,7 +3,6 @@
 
 use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse};
-use berth_oci::media_types::is_index;
 use berth_oci::{Reference, RepoName};
 use berth_storage::manifests::StoredManifest;
 use berth_storage::StorageError;
@@ -25,10 +24,7 @@ pub async fn get(
     reference: &Reference,
 ) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(name, reference).await?;
-    let image_by_digest = matches!(reference, Reference::Digest(_)) && !is_index(&m.media_type);
-    state
-        .storage
-        .record_pull(name, image_by_digest.then_some(&m.digest));
+    state.storage.record_pull(name, reference, &m);
     let mut res = HttpResponse::Ok();
     manifest_headers(&mut res, &m);
     Ok(res.body(m.content.clone()))

@@ -26,6 +26,8 @@ pub struct Model {
     pub variant: Option<String>,
     /// An image manifest's compressed size: config plus layers.
     pub image_size: Option<i64>,
+    /// The last pull through it (`None`: never pulled since it was recorded).
+    pub last_pulled_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -2,11 +2,17 @@
 //! SQLite and PostgreSQL); JSON columns hold small lists as text.
 
 pub mod blob;
+pub mod blob_object;
+pub mod immutable_tag_rule;
+pub mod invalidation;
+pub mod lease;
 pub mod manifest;
 pub mod manifest_blob;
 pub mod manifest_child;
+pub mod quota;
 pub mod repository;
 pub mod repository_blob;
+pub mod retention_policy;
 pub mod tag;
 pub mod upload;
 pub mod upload_tombstone;

@@ -9,6 +9,9 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub digest: String,
     pub created_at: i64,
+    /// Last upload, mount, or HEAD/GET confirming it (refreshed at most every quarter of
+    /// the GC grace period): garbage collection spares links touched within the grace.
+    pub touched_at: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,8 @@ pub struct Model {
     pub name: String,
     pub manifest_id: i64,
     pub updated_at: i64,
+    /// The last pull through it (`None`: never pulled since it was recorded).
+    pub last_pulled_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

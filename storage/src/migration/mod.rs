@@ -7,6 +7,8 @@ mod m0002_visibility;
 mod m0003_upload_sync;
 mod m0004_explore;
 mod m0005_upload_tombstones;
+mod m0006_lifecycle;
+mod m0007_tag_rules;
 
 pub struct Migrator;
 
@@ -19,6 +21,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_upload_sync::Migration),
             Box::new(m0004_explore::Migration),
             Box::new(m0005_upload_tombstones::Migration),
+            Box::new(m0006_lifecycle::Migration),
+            Box::new(m0007_tag_rules::Migration),
         ]
     }
 }

@@ -1,47 +1,12 @@
-//! The `berthd` command line.
-
-use std::path::PathBuf;
+//! `berthd user`, `org` and `token`: accounts, organizations and tokens.
 
 use berth_auth::{Accounts, Role, TokenScope};
-use berth_config::{Config, Layer, LogFormat};
-use clap::{Args, Parser, Subcommand};
+use clap::Subcommand;
 
-/// Berth: a self-hosted OCI container registry.
-#[derive(Parser)]
-#[command(name = "berthd", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use crate::{millis_to_rfc3339, ConfigArgs};
 
 #[derive(Subcommand)]
-enum Command {
-    /// Run the registry server.
-    ///
-    /// Settings come from flags, then BERTH_* environment variables, then the
-    /// config file, then defaults (listen 0.0.0.0:5000, data in ./berth-data).
-    Serve(ConfigArgs),
-    /// Manage user accounts (works while the server runs).
-    #[command(subcommand)]
-    User(UserCommand),
-    /// Manage organizations: shared namespaces (works while the server runs).
-    #[command(subcommand)]
-    Org(OrgCommand),
-    /// Manage personal access tokens (works while the server runs).
-    #[command(subcommand)]
-    Token(TokenCommand),
-    /// Manage repositories (works while the server runs).
-    #[command(subcommand)]
-    Repo(RepoCommand),
-    /// Exit 0 if URL answers 200 (a container health check: the image has no curl).
-    Probe {
-        /// e.g. http://127.0.0.1:5000/readyz
-        url: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum OrgCommand {
+pub(crate) enum OrgCommand {
     /// Create organization NAME (its namespace NAME/*) with OWNER as its first admin.
     ///
     /// Users and organizations share one namespace: NAME may not be a user's.
@@ -62,7 +27,7 @@ enum OrgCommand {
 }
 
 #[derive(Subcommand)]
-enum OrgMemberCommand {
+pub(crate) enum OrgMemberCommand {
     /// Add USER to ORG (or change their role): read pulls private repositories, write
     /// also pushes, admin also deletes.
     Add {
@@ -76,7 +41,7 @@ enum OrgMemberCommand {
 }
 
 #[derive(Subcommand)]
-enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Create a token for USER and print it (the only time it is shown). Use it as the
     /// password in `docker login`.
     Create {
@@ -109,23 +74,7 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
-enum RepoCommand {
-    /// Make a repository private: pulled by its owner and admins only.
-    Private {
-        name: String,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
-    /// Make a repository public: pulled by anyone.
-    Public {
-        name: String,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
-}
-
-#[derive(Subcommand)]
-enum UserCommand {
+pub(crate) enum UserCommand {
     /// Create a user; the password is read from standard input.
     ///
     /// Users and organizations share one namespace: NAME may not be an organization's.
@@ -174,92 +123,7 @@ enum UserCommand {
     },
 }
 
-/// Options shared by every command that opens the registry's data.
-#[derive(Args)]
-struct ConfigArgs {
-    /// TOML config file (keys in the README: listen, data_dir, log_format, [database] url,
-    /// [storage] backend/root/bucket/endpoint/region/redirect/upload_expiry_secs,
-    /// [limits], [auth]).
-    #[arg(long, value_name = "FILE", env = "BERTH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on [env: BERTH_LISTEN] [default: 0.0.0.0:5000]
-    #[arg(long, value_name = "ADDR:PORT")]
-    listen: Option<String>,
-    /// Directory for the SQLite database and blobs [env: BERTH_DATA_DIR] [default: ./berth-data]
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Log format, text or json [env: BERTH_LOG_FORMAT] [default: text]
-    #[arg(long, value_name = "FORMAT")]
-    log_format: Option<String>,
-}
-
-impl ConfigArgs {
-    fn resolve(&self) -> Result<Config, berth_config::ConfigError> {
-        let file = match &self.config {
-            Some(path) => Layer::from_file(path)?,
-            None => Layer::default(),
-        };
-        let env = Layer::from_env(|k| std::env::var(k).ok())?;
-        let flags = Layer {
-            listen: self.listen.clone(),
-            data_dir: self.data_dir.clone(),
-            log_format: self.log_format.clone(),
-            ..Layer::default()
-        };
-        Config::resolve(file, env, flags)
-    }
-}
-
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => args
-            .resolve()
-            .map_err(anyhow::Error::from)
-            .and_then(|config| {
-                init_logging(config.log_format);
-                actix_web::rt::System::new().block_on(berth_server::serve(config))
-            }),
-        Command::User(command) => admin(user_command(command)),
-        Command::Repo(command) => admin(repo_command(command)),
-        Command::Token(command) => admin(token_command(command)),
-        Command::Org(command) => admin(org_command(command)),
-        Command::Probe { url } => probe(&url),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("berthd: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// Runs an admin command (logging as text: its output is for a person).
-fn admin(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    init_logging(LogFormat::Text);
-    actix_web::rt::System::new().block_on(command)
-}
-
-fn init_logging(format: LogFormat) {
-    // actix-http logs a client's malformed request (docker probes TLS before plain
-    // HTTP) as an ERROR; it is not a server error.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,actix_http::h1::dispatcher=off")
-    });
-    // Logs go to stderr: stdout is for command output (`berthd user list`).
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
-}
-
-async fn user_command(command: UserCommand) -> anyhow::Result<()> {
+pub(crate) async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     let args = match &command {
         UserCommand::Add { config, .. }
         | UserCommand::List { config }
@@ -303,7 +167,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+pub(crate) async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     let args = match &command {
         TokenCommand::Create { config, .. }
         | TokenCommand::List { config, .. }
@@ -346,7 +210,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
+pub(crate) async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
     match command {
         OrgCommand::Add {
             name,
@@ -377,63 +241,13 @@ async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn millis_to_rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
-}
-
 /// The accounts of a data dir (or configured database), their tables in place.
-async fn open_accounts(args: &ConfigArgs) -> anyhow::Result<Accounts> {
+pub(crate) async fn open_accounts(args: &ConfigArgs) -> anyhow::Result<Accounts> {
     Ok(Accounts::open(&args.resolve()?).await?)
 }
 
-async fn repo_command(command: RepoCommand) -> anyhow::Result<()> {
-    let (name, private, args) = match &command {
-        RepoCommand::Private { name, config } => (name, true, config),
-        RepoCommand::Public { name, config } => (name, false, config),
-    };
-    let storage = berth_server::open_storage(&args.resolve()?).await?;
-    storage.set_private(name, private).await?;
-    println!(
-        "{name} is now {}",
-        if private { "private" } else { "public" }
-    );
-    Ok(())
-}
-
-/// One plain-HTTP GET; fails unless the answer is 200.
-fn probe(url: &str) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("probe needs an http:// URL"))?;
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let timeout = std::time::Duration::from_secs(3);
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}"))?;
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    conn.set_read_timeout(Some(timeout))?;
-    write!(
-        conn,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer)?;
-    let status_line = String::from_utf8_lossy(&answer)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    anyhow::ensure!(
-        status_line.split(' ').nth(1) == Some("200"),
-        "{url}: {status_line}"
-    );
-    Ok(())
-}
-
 /// The password from standard input, without its trailing newline.
-fn read_password() -> anyhow::Result<String> {
+pub(crate) fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())

@@ -1,0 +1,162 @@
+//! The `berthd` command line: the server, and the admin commands (one module per
+//! group) that work on the same data while it runs.
+
+mod accounts;
+mod probe;
+mod repo;
+mod storage;
+
+use std::path::PathBuf;
+
+use berth_config::{Config, Layer, LogFormat};
+use clap::{Args, Parser, Subcommand};
+
+use accounts::{org_command, token_command, user_command, OrgCommand, TokenCommand, UserCommand};
+use repo::{repo_command, RepoCommand};
+use storage::{gc_command, quota_command, usage_command, QuotaCommand};
+
+/// Berth: a self-hosted OCI container registry.
+#[derive(Parser)]
+#[command(name = "berthd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry server.
+    ///
+    /// Settings come from flags, then BERTH_* environment variables, then the
+    /// config file, then defaults (listen 0.0.0.0:5000, data in ./berth-data).
+    Serve(ConfigArgs),
+    /// Manage user accounts (works while the server runs).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage organizations: shared namespaces (works while the server runs).
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage personal access tokens (works while the server runs).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage repositories (works while the server runs).
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Run one garbage collection pass now and print what it deleted (works while the
+    /// server runs; the `[gc]` settings apply: grace, delete_untagged_after).
+    Gc {
+        /// Only count what a pass would delete (manifests, blobs, orphan objects, bytes).
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Storage quotas of namespaces (works while the server runs).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+    /// Show storage use: the registry's, and each namespace's against its quota (or,
+    /// given NAME, one namespace's or one repository's).
+    Usage {
+        /// A namespace (`acme`) or a repository (`acme/app`).
+        name: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Exit 0 if URL answers 200 (a container health check: the image has no curl).
+    Probe {
+        /// e.g. http://127.0.0.1:5000/readyz
+        url: String,
+    },
+}
+
+/// Options shared by every command that opens the registry's data.
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML config file (keys in the README: listen, data_dir, log_format, [database] url,
+    /// [storage] backend/root/bucket/endpoint/region/redirect/upload_expiry_secs,
+    /// [limits], [auth], [gc] interval/grace/delete_untagged_after, [quota] default).
+    #[arg(long, value_name = "FILE", env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [env: BERTH_LISTEN] [default: 0.0.0.0:5000]
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    /// Directory for the SQLite database and blobs [env: BERTH_DATA_DIR] [default: ./berth-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format, text or json [env: BERTH_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+impl ConfigArgs {
+    fn resolve(&self) -> Result<Config, berth_config::ConfigError> {
+        let file = match &self.config {
+            Some(path) => Layer::from_file(path)?,
+            None => Layer::default(),
+        };
+        let env = Layer::from_env(|k| std::env::var(k).ok())?;
+        let flags = Layer {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format.clone(),
+            ..Layer::default()
+        };
+        Config::resolve(file, env, flags)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => args
+            .resolve()
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                init_logging(config.log_format);
+                actix_web::rt::System::new().block_on(berth_server::serve(config))
+            }),
+        Command::User(command) => admin(user_command(command)),
+        Command::Repo(command) => admin(repo_command(command)),
+        Command::Token(command) => admin(token_command(command)),
+        Command::Org(command) => admin(org_command(command)),
+        Command::Gc { dry_run, config } => admin(gc_command(dry_run, config)),
+        Command::Quota(command) => admin(quota_command(command)),
+        Command::Usage { name, config } => admin(usage_command(name, config)),
+        Command::Probe { url } => probe::probe(&url),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berthd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs an admin command (logging as text: its output is for a person).
+fn admin(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    actix_web::rt::System::new().block_on(command)
+}
+
+fn init_logging(format: LogFormat) {
+    // actix-http logs a client's malformed request (docker probes TLS before plain
+    // HTTP) as an ERROR; it is not a server error.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,actix_http::h1::dispatcher=off")
+    });
+    // Logs go to stderr: stdout is for command output (`berthd user list`).
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+fn millis_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
+}
