@@ -114,6 +114,7 @@ impl From<StorageError> for ApiError {
             // Docker shows the message: "denied: tag v1 is immutable (rule "v*" on acme/*)…".
             S::TagImmutable { .. } => (StatusCode::FORBIDDEN, "DENIED"),
             S::QuotaExceeded { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+            S::ManifestInUse(_) => (StatusCode::CONFLICT, "DENIED"),
             // Rules are managed by `berthd repo immutable` and the web UI, not over /v2.
             S::TagRuleInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             S::TagRuleUnknown(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),

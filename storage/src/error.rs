@@ -39,6 +39,9 @@ pub enum StorageError {
     /// An existing tag an immutable rule protects (`rule`: its pattern and scope).
     #[error("tag {tag} is immutable (rule {rule}): it can be neither overwritten nor deleted")]
     TagImmutable { tag: String, rule: String },
+    /// A manifest a tag or an index still needs (not deleted).
+    #[error("{0}")]
+    ManifestInUse(String),
     /// A push that would take a namespace over its storage quota (nothing was stored).
     #[error(
         "namespace {namespace} is over its storage quota: {} used of {}, and this push adds {}",

@@ -12,8 +12,9 @@ use sea_orm::{
 use serde::Serialize;
 
 use crate::db::query_as;
+use crate::digest::Digest;
 use crate::entity::{blob, manifest, manifest_blob, manifest_child, tag};
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::quotas::sum_as_bigint;
 use crate::Storage;
 
@@ -126,6 +127,61 @@ impl Storage {
                 subject: r.subject,
             })
             .collect())
+    }
+
+    /// Deletes the manifest `digest` of `repo` if it is untagged and no index of the
+    /// repository lists it, decided in the deleting transaction on the locked row: a
+    /// tag pushed onto it meanwhile keeps it (`ManifestInUse`), never goes with it.
+    pub async fn delete_untagged(&self, repo: &str, digest: &Digest) -> Result<()> {
+        let repo_id = self.repository_id(repo).await?;
+        let txn = self.write().await?;
+        let id: Option<i64> = manifest::Entity::find()
+            .select_only()
+            .column(manifest::Column::Id)
+            .filter(manifest::Column::RepositoryId.eq(repo_id))
+            .filter(manifest::Column::Digest.eq(digest.as_str()))
+            .lock_exclusive()
+            .into_tuple()
+            .one(&*txn)
+            .await?;
+        let id = id.ok_or_else(|| StorageError::ManifestUnknown(digest.to_string()))?;
+        let tagged = tag::Entity::find()
+            .filter(tag::Column::ManifestId.eq(id))
+            .one(&*txn)
+            .await?;
+        if let Some(t) = tagged {
+            return Err(StorageError::ManifestInUse(format!(
+                "{digest} is tagged {} in {repo}: delete its tags first",
+                t.name
+            )));
+        }
+        let index: Option<String> = manifest::Entity::find()
+            .select_only()
+            .column(manifest::Column::Digest)
+            .filter(manifest::Column::RepositoryId.eq(repo_id))
+            .filter(
+                manifest::Column::Id.in_subquery(
+                    Query::select()
+                        .column(manifest_child::Column::ManifestId)
+                        .from(manifest_child::Entity)
+                        .and_where(
+                            Expr::col(manifest_child::Column::ChildDigest).eq(digest.as_str()),
+                        )
+                        .to_owned(),
+                ),
+            )
+            .into_tuple()
+            .one(&*txn)
+            .await?;
+        if let Some(index) = index {
+            return Err(StorageError::ManifestInUse(format!(
+                "{digest} is listed by the index {index} in {repo}: deleting it would break that index; delete the index first"
+            )));
+        }
+        manifest::Entity::delete_by_id(id).exec(&*txn).await?;
+        txn.commit().await?;
+        self.cache.invalidate(repo);
+        Ok(())
     }
 
     /// Per manifest of `ids`: the bytes of the blobs it references (`only_its`: that no

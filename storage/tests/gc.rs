@@ -267,6 +267,22 @@ async fn untagged_manifests(database_url: Option<String>) {
     for d in [&tagged, &child, &kept_referrer, &pulled, &repushed] {
         assert!(exists(d).await, "{d} was kept");
     }
+    // An owner's deletion of one untagged manifest, decided on the locked row: a
+    // tagged one and one an index lists stay.
+    for needed in [&tagged, &child] {
+        let refused = s.delete_untagged("gc/app", needed).await;
+        assert!(
+            matches!(refused, Err(StorageError::ManifestInUse(_))),
+            "{refused:?}"
+        );
+        assert!(exists(needed).await);
+    }
+    s.delete_untagged("gc/app", &pulled).await.unwrap();
+    assert!(!exists(&pulled).await);
+    assert!(matches!(
+        s.delete_untagged("gc/app", &pulled).await,
+        Err(StorageError::ManifestUnknown(_))
+    ));
     // Nothing the kept manifests reference was collected with them.
     tokio::time::sleep(GRACE + Duration::from_millis(300)).await;
     let blobs = pass(&s, false).await;

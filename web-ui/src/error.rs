@@ -52,6 +52,7 @@ impl WebError {
                 (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", shown)
             }
             WebError::Storage(S::TagImmutable { .. }) => (StatusCode::FORBIDDEN, "DENIED", shown),
+            WebError::Storage(S::ManifestInUse(_)) => (StatusCode::CONFLICT, "DENIED", shown),
             WebError::Storage(S::TagRuleInvalid(_)) => {
                 (StatusCode::BAD_REQUEST, "UNSUPPORTED", shown)
             }

@@ -131,9 +131,8 @@ async fn delete_one(web: &Web, repo: &str, digest: &Digest) -> Result<UntaggedMa
             "{text} is listed by the index {index} in {repo}: deleting it would break that index; delete the index first"
         )));
     }
-    web.storage
-        .delete_manifest(repo, &Reference::Digest(digest.clone()))
-        .await?;
+    // Decided again, atomically, by storage: a tag pushed since the listing keeps it.
+    web.storage.delete_untagged(repo, digest).await?;
     Ok(found)
 }
 
