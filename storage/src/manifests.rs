@@ -352,37 +352,48 @@ async fn insert_manifest(
     platform: &crate::platforms::Platform,
     body: &[u8],
 ) -> Result<i64> {
-    manifest::Entity::insert(manifest::ActiveModel {
-        repository_id: Set(repo_id),
-        digest: Set(digest.to_string()),
-        media_type: Set(parsed.media_type.clone()),
-        artifact_type: Set(parsed.artifact_type.clone()),
-        subject: Set(parsed.subject.as_ref().map(Digest::to_string)),
-        annotations: Set(parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).expect("annotations serialize"))),
-        content: Set(body.to_vec()),
-        size: Set(body.len() as i64),
-        created_at: Set(now_millis()),
-        os: Set(platform.os.clone()),
-        architecture: Set(platform.architecture.clone()),
-        variant: Set(platform.variant.clone()),
-        image_size: Set(parsed.image_size),
-        ..Default::default()
-    })
-    .on_conflict_do_nothing_on([manifest::Column::RepositoryId, manifest::Column::Digest])
-    .exec(db)
-    .await?;
-    let id: i64 = manifest::Entity::find()
-        .select_only()
-        .column(manifest::Column::Id)
-        .filter(manifest::Column::RepositoryId.eq(repo_id))
-        .filter(manifest::Column::Digest.eq(digest.as_str()))
-        .into_tuple()
-        .one(db)
-        .await?
-        .ok_or_else(|| StorageError::ManifestUnknown(digest.to_string()))?;
+    // The row, inserted or already there, is share-locked until this push commits: the
+    // untagged-manifest collector, which locks before it deletes, either waits for the
+    // push (and then sees its tags) or deleted the row first (then it is inserted again).
+    const ATTEMPTS: usize = 3;
+    let mut found = None;
+    for _ in 0..ATTEMPTS {
+        manifest::Entity::insert(manifest::ActiveModel {
+            repository_id: Set(repo_id),
+            digest: Set(digest.to_string()),
+            media_type: Set(parsed.media_type.clone()),
+            artifact_type: Set(parsed.artifact_type.clone()),
+            subject: Set(parsed.subject.as_ref().map(Digest::to_string)),
+            annotations: Set(parsed
+                .annotations
+                .as_ref()
+                .map(|a| serde_json::to_string(a).expect("annotations serialize"))),
+            content: Set(body.to_vec()),
+            size: Set(body.len() as i64),
+            created_at: Set(now_millis()),
+            os: Set(platform.os.clone()),
+            architecture: Set(platform.architecture.clone()),
+            variant: Set(platform.variant.clone()),
+            image_size: Set(parsed.image_size),
+            ..Default::default()
+        })
+        .on_conflict_do_nothing_on([manifest::Column::RepositoryId, manifest::Column::Digest])
+        .exec(db)
+        .await?;
+        found = manifest::Entity::find()
+            .select_only()
+            .column(manifest::Column::Id)
+            .filter(manifest::Column::RepositoryId.eq(repo_id))
+            .filter(manifest::Column::Digest.eq(digest.as_str()))
+            .lock_shared()
+            .into_tuple()
+            .one(db)
+            .await?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let id: i64 = found.ok_or_else(|| StorageError::ManifestUnknown(digest.to_string()))?;
     if !parsed.blobs.is_empty() {
         manifest_blob::Entity::insert_many(parsed.blobs.iter().map(|d| {
             manifest_blob::ActiveModel {

@@ -13,8 +13,11 @@ use berth_storage::{Algorithm, Digest, Storage, StorageError};
 use bytes::Bytes;
 use futures::stream;
 
-/// The grace the tests run with (and the upload expiry, which bounds the orphan age).
+/// The grace the tests run with.
 const GRACE: Duration = Duration::from_secs(1);
+/// The upload expiry, and so the orphan age. Long enough that the guard against writes
+/// outliving half of it never trips on a loaded machine; planted orphans are dated back.
+const UPLOAD_EXPIRY_SECS: u64 = 60;
 
 fn body(data: &[u8]) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
     stream::iter(vec![Ok(Bytes::copy_from_slice(data))])
@@ -60,7 +63,7 @@ async fn open(
     config.database_url = database_url;
     config.gc.grace = GRACE;
     config.gc.delete_untagged_after = untagged_after;
-    config.upload_expiry_secs = GRACE.as_secs();
+    config.upload_expiry_secs = UPLOAD_EXPIRY_SECS;
     Storage::open(&config).await.unwrap()
 }
 
@@ -128,6 +131,14 @@ async fn blobs_and_orphans(database_url: Option<String>) {
     );
 
     tokio::time::sleep(GRACE + Duration::from_millis(300)).await;
+    // The orphan, dated back past the orphan age (its own write time is what counts).
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(2 * UPLOAD_EXPIRY_SECS);
+    std::fs::File::options()
+        .write(true)
+        .open(&planted)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
     // A HEAD now refreshes the link (its touch time is older than a quarter grace).
     s.blob("gc/app", &seen).await.unwrap();
     let before = objects(tmp.path()).len();
