@@ -341,6 +341,23 @@ impl Berthd {
         )
     }
 
+    /// `berthd ARGS…` (an admin command) on this server's data, while it runs.
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        berthd_command(&self.data_dir, self.database_url.as_deref(), args, None)
+    }
+
+    /// [`Berthd::admin`] that must succeed; its standard output.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(
+            out.status.success(),
+            "berthd {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.url)
     }

@@ -15,12 +15,52 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use sea_orm::sea_query::{Expr, ExprTrait, LockType, OnConflict, Query};
-use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
+use sea_orm::{ConnectionTrait, FromQueryResult};
 
-use crate::db::returned_text;
-use crate::entity::{blob, repository_blob};
+use crate::db::{query_as, returned_text};
+use crate::entity::{blob, manifest, repository_blob};
 use crate::error::Result;
+
+/// Of `digests`, the blobs the collector may now delete: locked `FOR UPDATE`, skipping
+/// rows a writer holds (it is about to reference the blob), so the collector never
+/// waits for a push. The caller re-checks them in a new statement before deleting.
+pub(crate) async fn lock_blobs_to_delete(
+    db: &impl ConnectionTrait,
+    digests: impl IntoIterator<Item = String>,
+) -> Result<HashSet<String>> {
+    let query = Query::select()
+        .column(blob::Column::Digest)
+        .from(blob::Entity)
+        .and_where(Expr::col(blob::Column::Digest).is_in(digests))
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    Ok(returned_text(db, &query, "digest").await?)
+}
+
+/// Of manifests `ids`, those the collector (or retention) may now delete, locked as
+/// [`lock_blobs_to_delete`] locks blobs; writers that need a manifest (an index
+/// listing it, a tag pointing at it) share-lock it.
+pub(crate) async fn lock_manifests_to_delete(
+    db: &impl ConnectionTrait,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<Vec<i64>> {
+    #[derive(FromQueryResult)]
+    struct Id {
+        id: i64,
+    }
+    let query = Query::select()
+        .column(manifest::Column::Id)
+        .from(manifest::Entity)
+        .and_where(Expr::col(manifest::Column::Id).is_in(ids))
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    Ok(query_as::<Id>(db, &query)
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .collect())
+}
 
 /// Of `digests`, the blobs that exist, share-locked until the transaction ends.
 pub(crate) async fn lock_blobs(

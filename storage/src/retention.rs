@@ -12,17 +12,17 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sea_orm::sea_query::{Cond, Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
+use sea_orm::sea_query::{Cond, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect,
 };
 use serde::Serialize;
 
-use crate::db::query_as;
 use crate::entity::{blob, manifest, manifest_blob, manifest_child, now_millis, repository};
 use crate::entity::{retention_policy as policy, tag};
 use crate::error::{Result, StorageError};
+use crate::liveness;
 use crate::quotas::sum_as_bigint;
 use crate::tag_rules::{protecting, validate_pattern, Scope};
 use crate::Storage;
@@ -405,17 +405,7 @@ impl Storage {
             let planned: Vec<i64> = plan.manifests.iter().map(|(id, _)| *id).collect();
             // Locked, then re-checked (as garbage collection does): a manifest a push
             // tagged or listed meanwhile stays.
-            let lock = Query::select()
-                .column(manifest::Column::Id)
-                .from(manifest::Entity)
-                .and_where(Expr::col(manifest::Column::Id).is_in(planned.iter().copied()))
-                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-                .to_owned();
-            let locked: Vec<i64> = query_as::<IdRow>(&*txn, &lock)
-                .await?
-                .into_iter()
-                .map(|r| r.id)
-                .collect();
+            let locked = liveness::lock_manifests_to_delete(&*txn, planned.iter().copied()).await?;
             let tagged = Query::select()
                 .column(tag::Column::ManifestId)
                 .from(tag::Entity)
@@ -449,11 +439,6 @@ impl Storage {
         self.cache.invalidate(&plan.repo);
         Ok(())
     }
-}
-
-#[derive(FromQueryResult)]
-struct IdRow {
-    id: i64,
 }
 
 fn manifest_ids_of(repo_id: i64) -> sea_orm::sea_query::SelectStatement {

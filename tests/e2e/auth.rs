@@ -49,6 +49,18 @@ pub(crate) async fn bearer(c: &Client, user: Option<(&str, &str)>, scope: &str) 
     body["token"].as_str().unwrap().to_owned()
 }
 
+/// A registry client with a token for `repo` (pull, push, delete) as `user`.
+pub(crate) async fn pusher(s: &Berthd, user: (&str, &str, bool), repo: &str) -> Client {
+    let c = s.client();
+    let token = bearer(
+        &c,
+        Some((user.0, user.1)),
+        &format!("repository:{repo}:pull,push,delete"),
+    )
+    .await;
+    c.with_token(&token)
+}
+
 async fn push_blob_with(c: &Client, token: &str, repo: &str, data: &[u8]) -> reqwest::Response {
     c.request(
         "POST",

@@ -25,7 +25,7 @@ mod with_users {
 
 /// `berthd ARGS… --data-dir …` on the server's data: (success, stdout, stdout + stderr).
 fn berthd(s: &Berthd, args: &[&str]) -> (bool, String, String) {
-    let out = berthd_command(&s.data_dir, s.database_url.as_deref(), args, None);
+    let out = s.admin(args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     (out.status.success(), stdout, all)

@@ -10,10 +10,6 @@ use serde_json::Value;
 
 use crate::clients::{docker_available, docker_build_busybox, run};
 
-fn berthd(s: &Berthd, args: &[&str]) -> std::process::Output {
-    berthd_command(&s.data_dir, s.database_url.as_deref(), args, None)
-}
-
 /// The distinct blob bytes an image manifest references.
 async fn image_bytes(s: &Berthd, repo: &str, tag: &str) -> u64 {
     let manifest: Value = s
@@ -55,18 +51,18 @@ async fn docker_push_over_quota_is_refused_with_usage_and_quota() {
     let shared = format!("{}/acme/shared:1", s.addr);
     run(Command::new("docker").args(["tag", &first, &shared]));
     run(Command::new("docker").args(["push", &shared]));
-    let usage = berthd(&s, &["usage", "acme"]);
+    let usage = s.admin(&["usage", "acme"]);
     assert!(usage.status.success());
     let text = String::from_utf8_lossy(&usage.stdout);
     assert!(
         text.contains(&format!("({used} bytes)")),
         "{text} (expected {used} bytes)"
     );
-    let repo = berthd(&s, &["usage", "acme/shared"]);
+    let repo = s.admin(&["usage", "acme/shared"]);
     assert!(String::from_utf8_lossy(&repo.stdout).contains(&format!("({used} bytes)")));
 
     // A quota at today's usage: a new image is refused, and docker says why.
-    let set = berthd(&s, &["quota", "set", "acme", &used.to_string()]);
+    let set = s.admin(&["quota", "set", "acme", &used.to_string()]);
     assert!(
         set.status.success(),
         "{}",
@@ -119,7 +115,7 @@ async fn docker_push_over_quota_is_refused_with_usage_and_quota() {
     let elsewhere = format!("{}/other/two:1", s.addr);
     run(Command::new("docker").args(["tag", &second, &elsewhere]));
     run(Command::new("docker").args(["push", &elsewhere]));
-    let list = berthd(&s, &["quota", "list"]);
+    let list = s.admin(&["quota", "list"]);
     let list = String::from_utf8_lossy(&list.stdout);
     assert!(
         list.contains("acme\t") && list.contains(&format!("({used} bytes)")),

@@ -6,16 +6,6 @@ use std::time::{Duration, Instant};
 
 use berth_tests::*;
 
-fn berthd(s: &Berthd, args: &[&str]) -> String {
-    let out = berthd_command(&s.data_dir, s.database_url.as_deref(), args, None);
-    assert!(
-        out.status.success(),
-        "berthd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 async fn tags(s: &Berthd, repo: &str) -> Vec<String> {
     let list: serde_json::Value = s
         .client()
@@ -47,22 +37,19 @@ async fn push_tags(s: &Berthd, repo: &str, names: &[&str]) {
 async fn preview_lists_what_run_deletes() {
     let s = Berthd::start(Db::Sqlite).await.unwrap();
     push_tags(&s, "acme/app", &["v1", "v2", "v3", "v4", "stable"]).await;
-    berthd(
-        &s,
-        &[
-            "repo",
-            "retention",
-            "set",
-            "acme/*",
-            "--keep-last",
-            "2",
-            "--keep",
-            "stable",
-        ],
-    );
-    let list = berthd(&s, &["repo", "retention", "list"]);
+    s.admin_ok(&[
+        "repo",
+        "retention",
+        "set",
+        "acme/*",
+        "--keep-last",
+        "2",
+        "--keep",
+        "stable",
+    ]);
+    let list = s.admin_ok(&["repo", "retention", "list"]);
     assert!(list.contains("acme/*\t2\tstable\t-\t-"), "{list}");
-    let preview = berthd(&s, &["repo", "retention", "preview", "acme/*"]);
+    let preview = s.admin_ok(&["repo", "retention", "preview", "acme/*"]);
     let doomed = |out: &str| {
         let mut t: Vec<String> = out
             .lines()
@@ -79,7 +66,7 @@ async fn preview_lists_what_run_deletes() {
         preview.contains("would delete 3 tags and 3 manifests"),
         "{preview}"
     );
-    let run = berthd(&s, &["repo", "retention", "run", "acme/*"]);
+    let run = s.admin_ok(&["repo", "retention", "run", "acme/*"]);
     assert_eq!(doomed(&run), doomed(&preview));
     assert_eq!(tags(&s, "acme/app").await, ["stable", "v4"]);
     // Bad input is refused with a reason and changes nothing.
@@ -92,11 +79,13 @@ async fn preview_lists_what_run_deletes() {
     ] {
         let mut args = vec!["repo", "retention", "set"];
         args.extend(bad.iter());
-        let out = berthd_command(&s.data_dir, None, &args, None);
+        let out = s.admin(&args);
         assert!(!out.status.success(), "{bad:?} accepted");
         assert!(!out.stderr.is_empty());
     }
-    assert!(berthd(&s, &["repo", "retention", "list"]).contains("acme/*\t2\tstable"));
+    assert!(s
+        .admin_ok(&["repo", "retention", "list"])
+        .contains("acme/*\t2\tstable"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,10 +100,7 @@ async fn the_background_pass_applies_policies_then_frees_blobs() {
     push_tags(&s, "team/svc", &["a", "b", "c"]).await;
     let blobs_of = || crate::retention::files(&s.data_dir.join("blobs"));
     let before = blobs_of();
-    berthd(
-        &s,
-        &["repo", "retention", "set", "team/svc", "--keep-last", "1"],
-    );
+    s.admin_ok(&["repo", "retention", "set", "team/svc", "--keep-last", "1"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while tags(&s, "team/svc").await != ["c"] {
         assert!(

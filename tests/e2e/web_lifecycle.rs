@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use berth_tests::*;
 use serde_json::{json, Value};
 
-use crate::auth::{bearer, ALICE, BOB};
+use crate::auth::{pusher, ALICE, BOB};
 use crate::web::{cookie_client, csrf_of, sign_in};
 
 const ROOT: (&str, &str, bool) = ("rooty", "rooty-secret-pw", true);
@@ -24,28 +24,6 @@ mod with_users {
         retention_through_the_api_deletes_what_it_previewed,
         retention_on_the_pages,
     );
-}
-
-fn berthd(s: &Berthd, args: &[&str]) {
-    let out = berthd_command(&s.data_dir, s.database_url.as_deref(), args, None);
-    assert!(
-        out.status.success(),
-        "berthd {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A registry client with a token for `repo` (pull, push, delete) as `user`.
-async fn pusher(s: &Berthd, user: (&str, &str, bool), repo: &str) -> Client {
-    let c = s.client();
-    let token = bearer(
-        &c,
-        Some((user.0, user.1)),
-        &format!("repository:{repo}:pull,push,delete"),
-    )
-    .await;
-    c.with_token(&token)
 }
 
 /// Pushes blobs (the first is the config) and an image manifest of them to
@@ -174,12 +152,9 @@ async fn usage_is_exact_and_for_owners_only(s: Berthd) {
     push(&c, "alice/two", "1", &[&two_config, &shared, &two_layer]).await;
     let c = pusher(&s, BOB, "bobby/tool").await;
     push(&c, "bobby/tool", "1", &[&bob_config, &bob_layer]).await;
-    berthd(&s, &["repo", "private", "alice/two"]);
-    berthd(&s, &["org", "add", "acmeco", "--owner", "alice"]);
-    berthd(
-        &s,
-        &["org", "member", "add", "acmeco", "bobby", "--role", "write"],
-    );
+    s.admin_ok(&["repo", "private", "alice/two"]);
+    s.admin_ok(&["org", "add", "acmeco", "--owner", "alice"]);
+    s.admin_ok(&["org", "member", "add", "acmeco", "bobby", "--role", "write"]);
     let one = sizes(&[&one_config, &shared, &one_layer]);
     let two = sizes(&[&two_config, &shared, &two_layer]);
     let alice_ns = sizes(&[&one_config, &two_config, &shared, &one_layer, &two_layer]);
@@ -286,7 +261,7 @@ async fn usage_is_exact_and_for_owners_only(s: Berthd) {
     }
 
     // A quota shows in the answer and on the pages (the server rereads quotas every 5 s).
-    berthd(&s, &["quota", "set", "alice", "100000"]);
+    s.admin_ok(&["quota", "set", "alice", "100000"]);
     let start = Instant::now();
     loop {
         let (_, body) = get(&alice, &ns("alice")).await;
@@ -352,12 +327,9 @@ async fn retention_through_the_api_deletes_what_it_previewed(s: Berthd) {
     }
     let c = pusher(&s, ALICE, "alice/secret").await;
     c.push_image("alice/secret", "1", b"secret").await;
-    berthd(&s, &["repo", "private", "alice/secret"]);
-    berthd(&s, &["org", "add", "acmeco", "--owner", "alice"]);
-    berthd(
-        &s,
-        &["org", "member", "add", "acmeco", "bobby", "--role", "write"],
-    );
+    s.admin_ok(&["repo", "private", "alice/secret"]);
+    s.admin_ok(&["org", "add", "acmeco", "--owner", "alice"]);
+    s.admin_ok(&["org", "member", "add", "acmeco", "bobby", "--role", "write"]);
 
     let anonymous = cookie_client();
     let (_, signin) = page(&anonymous, &format!("{base}/signin")).await;

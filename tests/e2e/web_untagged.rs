@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use berth_tests::*;
 use serde_json::{json, Value};
 
-use crate::auth::{bearer, ALICE, BOB};
+use crate::auth::{pusher, ALICE, BOB};
 use crate::web::{cookie_client, sign_in};
 
 const ROOT: (&str, &str, bool) = ("rooty", "rooty-secret-pw", true);
@@ -20,27 +20,6 @@ mod with_users {
         users = &[ALICE, BOB, ROOT];
         untagged_images_are_previewed_and_deleted_by_owners,
     );
-}
-
-fn berthd(s: &Berthd, args: &[&str]) {
-    let out = berthd_command(&s.data_dir, s.database_url.as_deref(), args, None);
-    assert!(
-        out.status.success(),
-        "berthd {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn pusher(s: &Berthd, user: (&str, &str, bool), repo: &str) -> Client {
-    let c = s.client();
-    let token = bearer(
-        &c,
-        Some((user.0, user.1)),
-        &format!("repository:{repo}:pull,push,delete"),
-    )
-    .await;
-    c.with_token(&token)
 }
 
 /// Pushes blobs (the first is the config) and an image manifest of them to
@@ -148,7 +127,7 @@ async fn untagged_images_are_previewed_and_deleted_by_owners(s: Berthd) {
         &[&config("secret"), b"secret"],
     )
     .await;
-    berthd(&s, &["repo", "private", "alice/secret"]);
+    s.admin_ok(&["repo", "private", "alice/secret"]);
 
     let anonymous = cookie_client();
     let alice = sign_in(base, ALICE).await;

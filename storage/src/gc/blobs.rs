@@ -1,19 +1,16 @@
 //! Unreferenced blobs: no manifest references them, and no repository's link to them
 //! was touched (upload, mount, HEAD/GET) within the grace period.
 
-use std::collections::HashSet;
-
-use sea_orm::sea_query::{
-    Expr, ExprTrait, IntoIden, LockBehavior, LockType, Query, SelectStatement,
-};
+use sea_orm::sea_query::{Expr, ExprTrait, IntoIden, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 
 use super::lease::Lease;
 use super::GcReport;
 use crate::blobs::parse_segments;
-use crate::db::{query_as, returned_text};
+use crate::db::query_as;
 use crate::entity::{blob, blob_object, manifest_blob, now_millis, repository_blob};
 use crate::error::Result;
+use crate::liveness;
 use crate::Storage;
 
 /// Blobs decided and deleted per transaction: short enough that pushes waiting for
@@ -103,15 +100,7 @@ async fn delete_page(
     report: &mut GcReport,
 ) -> Result<()> {
     let txn = storage.write().await?;
-    // Rows a writer holds (it is about to reference the blob) are skipped, not waited
-    // for: the collector never holds up a push.
-    let lock = Query::select()
-        .column(blob::Column::Digest)
-        .from(blob::Entity)
-        .and_where(Expr::col(blob::Column::Digest).is_in(digests.iter().cloned()))
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .to_owned();
-    let locked: HashSet<String> = returned_text(&*txn, &lock, "digest").await?;
+    let locked = liveness::lock_blobs_to_delete(&*txn, digests.iter().cloned()).await?;
     report.skipped += (digests.len() - locked.len()) as u64;
     if locked.is_empty() {
         return Ok(());

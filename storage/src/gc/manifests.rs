@@ -16,6 +16,7 @@ use super::GcReport;
 use crate::db::query_as;
 use crate::entity::{manifest, manifest_child, now_millis, tag};
 use crate::error::Result;
+use crate::liveness;
 use crate::Storage;
 
 const PAGE: u64 = 500;
@@ -143,17 +144,7 @@ async fn delete_page(
     report: &mut GcReport,
 ) -> Result<u64> {
     let txn = storage.write().await?;
-    let lock = Query::select()
-        .column(manifest::Column::Id)
-        .from(manifest::Entity)
-        .and_where(Expr::col(manifest::Column::Id).is_in(ids.iter().copied()))
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .to_owned();
-    let locked: Vec<i64> = query_as::<Row>(&*txn, &lock)
-        .await?
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let locked = liveness::lock_manifests_to_delete(&*txn, ids.iter().copied()).await?;
     report.skipped += (ids.len() - locked.len()) as u64;
     if locked.is_empty() {
         return Ok(0);
