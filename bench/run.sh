@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Benchmarks berthd (release build) and Distribution (Debian's docker-registry) side by
 # side, in one run, with the registry-agnostic ../shared/regbench, and prints each
-# figure for both plus the ratio. Extra arguments go to regbench for both servers,
-# e.g. `bench/run.sh --only mono,download --blob-size 4G`.
+# figure for both plus the ratio; then the pull path against the machine's limit
+# (bench/pull.sh: curl downloads beside Distribution and nginx, request rates beside
+# nginx). Extra arguments go to regbench for both servers, e.g.
+# `bench/run.sh --only mono,download --blob-size 4G` (PULL=0 skips bench/pull.sh).
 #
-# Needs: docker-registry, wrk, apache2-utils (ab), curl, nginx (installed if missing).
+# Needs: docker-registry, wrk, apache2-utils (ab), curl (installed if missing; pull.sh adds nginx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 regbench=${REGBENCH:-../shared/regbench}
 [ -e "$regbench" ] || { echo "regbench not found at $regbench (set REGBENCH)" >&2; exit 2; }
 
 need=()
-for t in docker-registry:docker-registry wrk:wrk ab:apache2-utils curl:curl nginx:nginx; do
+for t in docker-registry:docker-registry wrk:wrk ab:apache2-utils curl:curl; do
   command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -24,7 +26,7 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-berth_port=5101 peer_port=5102 nginx_port=5103
+berth_port=5101 peer_port=5102
 target/release/berthd serve --listen 127.0.0.1:$berth_port --data-dir "$work/berth" >"$work/berth.log" 2>&1 &
 berth_pid=$!; pids+=($berth_pid)
 cat >"$work/peer.yml" <<YML
@@ -43,32 +45,6 @@ done
 
 python3 "$regbench" "http://127.0.0.1:$berth_port" --server-pid $berth_pid "$@" | tee "$work/berth.txt"
 python3 "$regbench" "http://127.0.0.1:$peer_port" --server-pid $peer_pid "$@" | tee "$work/peer.txt"
-
-# Download with curl against a static file server (nginx, sendfile) serving the same
-# bytes: regbench's random data file, pushed to Berth as one blob.
-data=$(ls -S /tmp/regbench-data/random-* 2>/dev/null | head -1 || true)  # the largest: the big blob
-if [ -n "$data" ]; then
-  digest="sha256:$(sha256sum "$data" | cut -d' ' -f1)"
-  curl -sf -X POST -T "$data" "http://127.0.0.1:$berth_port/v2/bench/curl/blobs/uploads?digest=$digest" >/dev/null
-  mkdir -p "$work/www" && ln -s "$data" "$work/www/blob"
-  cat >"$work/nginx.conf" <<NGX
-user root; daemon off; worker_processes 2; pid $work/nginx.pid; error_log $work/nginx.err;
-events {}
-http { access_log off; sendfile on; server { listen 127.0.0.1:$nginx_port; root $work/www; } }
-NGX
-  nginx -c "$work/nginx.conf" & pids+=($!)
-  sleep 0.5
-  speed() { curl -s -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.1f", $1/1e6}'; }
-  # Five alternating pairs (a transfer lasts a fraction of a second, so one pair is noise),
-  # then the ratio of the medians.
-  for _ in 1 2 3 4 5; do
-    echo "curl_download_berth: $(speed "http://127.0.0.1:$berth_port/v2/bench/curl/blobs/$digest") MB/s"
-    echo "curl_download_nginx: $(speed "http://127.0.0.1:$nginx_port/blob") MB/s"
-  done | tee "$work/curl.txt"
-  median() { grep "^$1:" "$work/curl.txt" | awk '{print $2}' | sort -n | sed -n 3p; }
-  awk -v b="$(median curl_download_berth)" -v n="$(median curl_download_nginx)" \
-    'BEGIN {printf "curl_download_median: berth %.1f MB/s, nginx %.1f MB/s, %.0f %% of nginx\n", b, n, 100*b/n}'
-fi
 
 python3 - "$work/berth.txt" "$work/peer.txt" <<'PY'
 import sys
@@ -90,3 +66,9 @@ for k in b:
         ratio = b[k][0] / p[k][0] if p[k][0] else float("inf")
         print(f"{k:40} {b[k][0]:12.1f} {p[k][0]:12.1f} {ratio:8.2f}  {b[k][1]}")
 PY
+
+# The servers above are stopped first: pull.sh starts its own, and each run has the
+# machine to itself.
+cleanup
+trap - EXIT
+[ "${PULL:-1}" = 0 ] || bash bench/pull.sh

@@ -308,9 +308,20 @@ impl Berthd {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Everything the server printed so far.
+    /// Everything the server printed so far. berthd writes its log from a thread of its
+    /// own, a moment after the request: this waits until nothing new came for 50 ms (at
+    /// most 2 s), so the lines of requests already answered are in.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut seen = self.log.lock().unwrap().len();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let log = self.log.lock().unwrap();
+            if log.len() == seen || Instant::now() > deadline {
+                return log.clone();
+            }
+            seen = log.len();
+        }
     }
 
     /// SIGTERM, then wait for a clean exit.

@@ -21,6 +21,7 @@ pub mod secret;
 pub mod sessions;
 pub mod token;
 pub mod users;
+mod verified_tokens;
 
 pub use accounts::Accounts;
 pub use error::AuthError;

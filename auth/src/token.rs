@@ -1,12 +1,18 @@
 //! Registry tokens as Docker's token-auth spec describes them: JWTs signed with the
 //! registry's Ed25519 key, carrying the granted `access` list.
 
+use std::sync::Arc;
+
 use jsonwebtoken::{decode, encode, Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AuthError;
 use crate::keys::SigningKeys;
 use crate::scope::Access;
+use crate::verified_tokens::VerifiedTokens;
+
+/// Seconds of clock difference tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: i64 = 5;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
@@ -40,6 +46,7 @@ pub struct TokenService {
     /// The `service` / `aud` tokens are for.
     pub service: String,
     pub ttl_secs: i64,
+    verified: VerifiedTokens,
 }
 
 impl TokenService {
@@ -49,6 +56,7 @@ impl TokenService {
             issuer,
             service,
             ttl_secs,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -74,17 +82,42 @@ impl TokenService {
     }
 
     /// Checks signature (Ed25519 only: `none` and HMAC tricks are refused), expiry,
-    /// not-before, audience and issuer.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    /// not-before, audience and issuer. A token verified before skips the signature
+    /// check only (see `verified_tokens`).
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some(claims) = self.verified.get(token) {
+            return self.check_claims(&claims, now).map(|()| claims);
+        }
         let mut v = Validation::new(Algorithm::EdDSA);
         v.set_audience(&[&self.service]);
         v.set_issuer(&[&self.issuer]);
         v.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
         v.validate_nbf = true;
-        v.leeway = 5;
-        decode::<Claims>(token, &self.keys.decoding, &v)
-            .map(|data| data.claims)
-            .map_err(|e| AuthError::TokenInvalid(e.to_string()))
+        v.leeway = LEEWAY_SECS as u64;
+        let claims = decode::<Claims>(token, &self.keys.decoding, &v)
+            .map(|data| Arc::new(data.claims))
+            .map_err(|e| AuthError::TokenInvalid(e.to_string()))?;
+        self.verified.insert(token, claims.clone(), now);
+        Ok(claims)
+    }
+
+    /// What `verify` checks besides the signature, as `jsonwebtoken` does.
+    fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), AuthError> {
+        let invalid = |why: &str| Err(AuthError::TokenInvalid(why.into()));
+        if claims.exp < now - LEEWAY_SECS {
+            return invalid("ExpiredSignature");
+        }
+        if claims.nbf > now + LEEWAY_SECS {
+            return invalid("ImmatureSignature");
+        }
+        if claims.aud != self.service {
+            return invalid("InvalidAudience");
+        }
+        if claims.iss != self.issuer {
+            return invalid("InvalidIssuer");
+        }
+        Ok(())
     }
 }
 
@@ -146,10 +179,25 @@ mod tests {
         s.ttl_secs = 300;
         assert!(s.verify(&expired.token).is_err());
         let t = s.issue("alice", access()).unwrap();
+        s.verify(&t.token).unwrap();
+        // Verified once: the claims are still checked on every use.
         s.service = "elsewhere".into();
         assert!(s.verify(&t.token).is_err(), "wrong audience");
         s.service = "registry".into();
         s.issuer = "other".into();
         assert!(s.verify(&t.token).is_err(), "wrong issuer");
+        s.issuer = "berth".into();
+        assert!(s.verify(&t.token).is_ok());
+    }
+
+    #[test]
+    fn a_verified_token_expires_on_time() {
+        let mut s = service();
+        // Expires 6 s ago, within the leeway: valid; checked again after verification.
+        s.ttl_secs = -4;
+        let t = s.issue("alice", access()).unwrap();
+        assert!(s.verify(&t.token).is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(s.verify(&t.token).is_err(), "expired while remembered");
     }
 }

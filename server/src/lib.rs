@@ -1,13 +1,13 @@
 //! berthd: composes configuration, storage and the HTTP routes into the registry server.
 
 pub mod authz;
+pub mod downloads;
 pub mod error;
 pub mod gc;
 pub mod health;
 pub mod http;
 pub mod observe;
 pub mod routes;
-pub mod zero_copy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use actix_http::error::DispatchError;
 use actix_http::HttpService;
 use actix_service::{fn_service, map_config, ServiceFactoryExt};
 
-use zero_copy::Connection;
+use downloads::Connection;
 
 /// How much response body actix-web gathers before writing to the socket: two 512 KiB
 /// blob reads, so downloads go out in large writes. A power of two, so the buffer's
@@ -81,7 +81,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = bind(config.listen)?;
     let addr = listener.local_addr()?;
     // What actix-web's `HttpServer` composes, over berthd's own connection type (for
-    // zero-copy downloads, see `zero_copy`).
+    // downloads written straight from files, see `downloads`).
     let builder = actix_server::Server::build();
     let shutdown = builder.graceful_shutdown_signal();
     let server = builder

@@ -8,9 +8,9 @@ use actix_web::{HttpRequest, HttpResponse};
 use berth_oci::{Digest, RepoName};
 use futures::TryStreamExt;
 
+use crate::downloads::{FileBody, Handoff};
 use crate::error::ApiResult;
 use crate::http::{byte_range, head_body, header};
-use crate::zero_copy::{FileBody, Handoff};
 use crate::AppState;
 
 fn blob_headers(res: &mut actix_web::HttpResponseBuilder, digest: &Digest) {

@@ -1,14 +1,14 @@
 //! In-process tests of berthd: every `/v2` route through actix-web's test service
 //! (status codes, headers, error bodies), on real storage (SQLite and blobs in a
-//! temporary directory), and the zero-copy connection over a loopback socket. No
+//! temporary directory), and the download connection over a loopback socket. No
 //! process starts: the process-level tests (real clients, real sockets) are in
 //! `tests/e2e`.
 
 mod auth;
 mod blobs;
+mod downloads;
 mod manifests;
 mod uploads;
-mod zero_copy;
 
 use std::sync::Arc;
 

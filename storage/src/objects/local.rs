@@ -108,7 +108,11 @@ store_io::object_store_backend!(LocalDisk {
 #[async_trait]
 impl FileAccess for LocalDisk {
     async fn open(&self, key: &str) -> Result<std::fs::File> {
+        // Opened on the calling thread, not through tokio's blocking pool: a lookup in
+        // the kernel's cached directories takes microseconds, the hop to another thread
+        // and back took more, once per download (the server then reads the file on its
+        // worker thread too).
         let path = self.durable.path_to_filesystem(&Path::from(key))?;
-        Ok(tokio::fs::File::open(path).await?.into_std().await)
+        Ok(std::fs::File::open(path)?)
     }
 }

@@ -1,4 +1,4 @@
-//! `berth_server::zero_copy` against the actix-http it is pinned to (server/Cargo.toml):
+//! `berth_server::downloads` against the actix-http it is pinned to (server/Cargo.toml):
 //! file bodies sent by the connection's `poll_flush` must come after their headers and
 //! before the next response, whole, however the client reads. These tests fail (wrong
 //! bytes, or a timeout instead of a hang) if actix-http's HTTP/1 dispatcher changes
@@ -17,7 +17,7 @@ use actix_http::HttpService;
 use actix_service::{map_config, Service, ServiceFactory};
 use actix_web::dev::{AppConfig, Extensions};
 use actix_web::{web, App, HttpRequest, HttpResponse};
-use berth_server::zero_copy::{Connection, FileBody, Handoff};
+use berth_server::downloads::{Connection, FileBody, Handoff};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -107,7 +107,7 @@ async fn start() -> (Fixture, std::net::SocketAddr) {
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), f)
         .await
-        .expect("the connection stalled: actix-http no longer flushes as zero_copy expects")
+        .expect("the connection stalled: actix-http no longer flushes as downloads expects")
 }
 
 #[actix_web::test]
@@ -177,6 +177,36 @@ async fn slow_readers_and_abandoned_downloads() {
         let (status, body) = berth_tests::read_response(&mut BufReader::new(conn)).await;
         assert_eq!(status, 200);
         assert!(body == expected);
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn concurrent_slow_downloads_on_one_thread_each_get_their_own_bytes() {
+    // The connections of one worker share its read buffer: a write the socket takes
+    // only in part must not leave another connection's bytes in what follows.
+    let (fixture, addr) = start().await;
+    let expected = fixture.expected();
+    within(async {
+        let readers = (0..4).map(|i| {
+            let expected = &expected;
+            async move {
+                // A small receive window: the server's writes stop part-way again and again.
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.set_recv_buffer_size(8192).unwrap();
+                let mut conn = socket.connect(addr).await.unwrap();
+                conn.write_all(b"GET /file HTTP/1.1\r\nHost: berth\r\n\r\n")
+                    .await
+                    .unwrap();
+                // Different bite sizes and pauses, so the sockets fill at different times.
+                let mut conn = BufReader::with_capacity(1000 + 3000 * i, conn);
+                tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+                let (status, body) = berth_tests::read_response(&mut conn).await;
+                assert_eq!(status, 200, "reader {i}");
+                assert!(&body == expected, "reader {i}: the file's bytes");
+            }
+        });
+        futures::future::join_all(readers).await;
     })
     .await;
 }

@@ -1,0 +1,122 @@
+//! Registry tokens whose signature was verified lately, so a client's every request
+//! (docker sends the same token for a whole pull) costs a hash lookup instead of an
+//! Ed25519 verification, which took most of a metadata request's time.
+//!
+//! Entries are keyed by the SHA-256 of the whole token: a token differing in any byte
+//! (another payload, another signature) is another key, and is verified in full.
+//! Only the signature check is remembered: expiry, not-before, audience and issuer are
+//! checked again on every hit ([`TokenService::verify`](crate::TokenService::verify)).
+//! At most [`CAPACITY`] entries; when full, expired ones go, and if none had expired,
+//! all (they are verified again on their next use).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::digest;
+
+use crate::token::Claims;
+
+/// Entries kept at most (a token's claims: a few hundred bytes each).
+pub const CAPACITY: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key([u8; 32]);
+
+impl Key {
+    fn of(token: &str) -> Key {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+        Key(key)
+    }
+}
+
+pub struct VerifiedTokens {
+    capacity: usize,
+    entries: Mutex<HashMap<Key, Arc<Claims>>>,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> VerifiedTokens {
+        VerifiedTokens::new(CAPACITY)
+    }
+}
+
+impl VerifiedTokens {
+    pub fn new(capacity: usize) -> VerifiedTokens {
+        VerifiedTokens {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The claims of `token` if its signature was verified before.
+    pub fn get(&self, token: &str) -> Option<Arc<Claims>> {
+        self.entries.lock().unwrap().get(&Key::of(token)).cloned()
+    }
+
+    /// Remembers that `token`'s signature is good. `now` (Unix seconds) decides which
+    /// entries have expired when room is needed.
+    pub fn insert(&self, token: &str, claims: Arc<Claims>, now: i64) {
+        let mut entries = self.entries.lock().unwrap();
+        if entries.len() >= self.capacity {
+            entries.retain(|_, c| c.exp >= now);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(Key::of(token), claims);
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64) -> Arc<Claims> {
+        Arc::new(Claims {
+            iss: "berth".into(),
+            sub: "alice".into(),
+            aud: "registry".into(),
+            exp,
+            nbf: 0,
+            iat: 0,
+            jti: "j".into(),
+            access: vec![],
+        })
+    }
+
+    #[test]
+    fn only_the_same_token_hits() {
+        let v = VerifiedTokens::default();
+        v.insert("aaa.bbb.ccc", claims(100), 0);
+        assert!(v.get("aaa.bbb.ccc").is_some());
+        assert!(v.get("aaa.bbb.ccd").is_none());
+        assert!(v.get("aaa.bbb.cc").is_none());
+        assert!(v.get("").is_none());
+    }
+
+    #[test]
+    fn size_is_bounded_and_expired_entries_go_first() {
+        let v = VerifiedTokens::new(3);
+        v.insert("expired", claims(10), 0);
+        v.insert("live1", claims(100), 0);
+        v.insert("live2", claims(100), 0);
+        v.insert("live3", claims(100), 50);
+        assert_eq!(v.len(), 3);
+        assert!(v.get("expired").is_none());
+        assert!(v.get("live1").is_some());
+        // Full of live entries: they all go, the new one stays.
+        v.insert("live4", claims(100), 50);
+        assert_eq!(v.len(), 1);
+        assert!(v.get("live4").is_some());
+        for i in 0..100 {
+            v.insert(&format!("t{i}"), claims(100), 50);
+            assert!(v.len() <= 3);
+        }
+    }
+}
