@@ -309,13 +309,13 @@ impl Berthd {
     }
 
     /// Everything the server printed so far. berthd writes its log from a thread of its
-    /// own, a moment after the request: this waits until nothing new came for 50 ms (at
-    /// most 2 s), so the lines of requests already answered are in.
+    /// own, a moment after the request: this waits until nothing new came for 200 ms
+    /// (at most 5 s), so the lines of requests already answered are in.
     pub fn log(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = self.log.lock().unwrap().len();
         loop {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(200));
             let log = self.log.lock().unwrap();
             if log.len() == seen || Instant::now() > deadline {
                 return log.clone();

@@ -6,8 +6,10 @@
 //! (another payload, another signature) is another key, and is verified in full.
 //! Only the signature check is remembered: expiry, not-before, audience and issuer are
 //! checked again on every hit ([`TokenService::verify`](crate::TokenService::verify)).
-//! At most [`CAPACITY`] entries; when full, expired ones go, and if none had expired,
-//! all (they are verified again on their next use).
+//! Memory stays bounded whatever tokens clients send (anyone may get an anonymous
+//! token, with many scopes): tokens longer than [`MAX_TOKEN_LEN`] are verified every
+//! time and never kept, and at most [`CAPACITY`] entries are; when full, expired ones
+//! go, and if none had expired, all (they are verified again on their next use).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +18,11 @@ use aws_lc_rs::digest;
 
 use crate::token::Claims;
 
-/// Entries kept at most (a token's claims: a few hundred bytes each).
-pub const CAPACITY: usize = 10_000;
+/// Entries kept at most.
+pub const CAPACITY: usize = 4_096;
+/// The longest token kept: docker's, for a repository or two, are under 1 KiB; the
+/// claims an entry holds are smaller than its token.
+pub const MAX_TOKEN_LEN: usize = 2_048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key([u8; 32]);
@@ -57,6 +62,10 @@ impl VerifiedTokens {
     /// Remembers that `token`'s signature is good. `now` (Unix seconds) decides which
     /// entries have expired when room is needed.
     pub fn insert(&self, token: &str, claims: Arc<Claims>, now: i64) {
+        if token.len() > MAX_TOKEN_LEN {
+            return;
+        }
+        let key = Key::of(token);
         let mut entries = self.entries.lock().unwrap();
         if entries.len() >= self.capacity {
             entries.retain(|_, c| c.exp >= now);
@@ -64,7 +73,7 @@ impl VerifiedTokens {
                 entries.clear();
             }
         }
-        entries.insert(Key::of(token), claims);
+        entries.insert(key, claims);
     }
 
     #[cfg(test)]
@@ -98,6 +107,18 @@ mod tests {
         assert!(v.get("aaa.bbb.ccd").is_none());
         assert!(v.get("aaa.bbb.cc").is_none());
         assert!(v.get("").is_none());
+    }
+
+    #[test]
+    fn long_tokens_are_never_kept() {
+        let v = VerifiedTokens::default();
+        let long = "a".repeat(MAX_TOKEN_LEN + 1);
+        v.insert(&long, claims(100), 0);
+        assert!(v.get(&long).is_none());
+        assert_eq!(v.len(), 0);
+        let longest = "a".repeat(MAX_TOKEN_LEN);
+        v.insert(&longest, claims(100), 0);
+        assert!(v.get(&longest).is_some());
     }
 
     #[test]

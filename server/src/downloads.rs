@@ -48,6 +48,10 @@ pub struct Handoff(RefCell<Option<Transfer>>);
 
 struct Transfer {
     pieces: VecDeque<FilePiece>,
+    /// How much to read for the next write: what the socket took last time, doubled
+    /// (at most the buffer). A slow reader's socket takes a few KiB per wake-up; reading
+    /// 512 KiB for each would copy a hundred times what it delivers.
+    window: usize,
     /// Set once every byte is in the socket, or sending failed.
     outcome: Option<io::Result<()>>,
     /// The body waiting for the outcome.
@@ -77,7 +81,12 @@ impl Connection {
         let Some(transfer) = slot.as_mut().filter(|t| t.outcome.is_none()) else {
             return Poll::Ready(Ok(()));
         };
-        let result = ready!(send_pieces(&self.socket, &mut transfer.pieces, cx));
+        let result = ready!(send_pieces(
+            &self.socket,
+            &mut transfer.pieces,
+            &mut transfer.window,
+            cx
+        ));
         let reply = match &result {
             Ok(()) => Ok(()),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -92,6 +101,7 @@ impl Connection {
 fn send_pieces(
     socket: &TcpStream,
     pieces: &mut VecDeque<FilePiece>,
+    window: &mut usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
     while let Some((file, range)) = pieces.front_mut() {
@@ -103,7 +113,7 @@ fn send_pieces(
         let sent = BUFFER.with_borrow_mut(|buffer| -> io::Result<u64> {
             let want = usize::try_from(range.end - range.start)
                 .unwrap_or(usize::MAX)
-                .min(buffer.len());
+                .min(*window);
             let read = file.read_at(&mut buffer[..want], range.start)?;
             if read == 0 {
                 return Err(io::Error::new(
@@ -114,6 +124,7 @@ fn send_pieces(
             let mut written = 0;
             while written < read {
                 match socket.try_write(&buffer[written..read]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => written += n,
                     // Readiness is now cleared: the next poll waits for the socket. What
                     // was read but not written is read again then.
@@ -121,6 +132,7 @@ fn send_pieces(
                     Err(e) => return Err(e),
                 }
             }
+            *window = (written * 2).clamp(MIN_READ, BUFFER_SIZE);
             Ok(written as u64)
         });
         let sent = match sent {
@@ -133,8 +145,9 @@ fn send_pieces(
     Poll::Ready(Ok(()))
 }
 
-/// How much of a file is read per write to the socket.
+/// How much of a file is read per write to the socket, at most and at least.
 const BUFFER_SIZE: usize = 512 * 1024;
+const MIN_READ: usize = 16 * 1024;
 
 thread_local! {
     /// One per worker thread: a connection reads into it and writes it out in one go,
@@ -220,6 +233,7 @@ impl MessageBody for FileBody {
         if let Some(pieces) = this.pieces.take() {
             *slot = Some(Transfer {
                 pieces,
+                window: BUFFER_SIZE,
                 outcome: None,
                 waker: cx.waker().clone(),
             });

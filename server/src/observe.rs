@@ -351,7 +351,7 @@ pub async fn observe(
     let id = request_id(&req);
     let method = req.method().clone();
     // The path only: query strings are the client's business (and never needed here).
-    let path = req.path().to_owned();
+    let path = log_path(req.path());
     let payload = req.take_payload();
     let counted = payload.inspect_ok(|chunk| METRICS.bytes_in.inc_by(chunk.len() as u64));
     req.set_payload(Payload::Stream {
@@ -404,6 +404,24 @@ pub async fn observe(
         }
     }
     Ok(res.map_body(|_, body| Counted { body }))
+}
+
+/// The longest path an access log line holds: registry paths are well under it; a
+/// client may send one of up to actix-web's header limit (128 KiB), and the log writer
+/// queues lines by count.
+const LOGGED_PATH_MAX: usize = 1024;
+
+/// The request path as the access log shows it: cut at [`LOGGED_PATH_MAX`] bytes,
+/// marked with `…` where it was cut.
+fn log_path(path: &str) -> String {
+    if path.len() <= LOGGED_PATH_MAX {
+        return path.to_owned();
+    }
+    let mut end = LOGGED_PATH_MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
 }
 
 /// A duration in milliseconds with three decimals, for the access log (formatting it
@@ -459,6 +477,18 @@ impl<B: MessageBody> MessageBody for Counted<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_paths_are_cut_in_the_log() {
+        assert_eq!(log_path("/v2/a/b/tags/list"), "/v2/a/b/tags/list");
+        let long = format!("/v2/{}", "a".repeat(200_000));
+        let logged = log_path(&long);
+        assert!(logged.len() <= LOGGED_PATH_MAX + '…'.len_utf8());
+        assert!(logged.ends_with('…'));
+        // Never cut inside a character.
+        let wide = "é".repeat(LOGGED_PATH_MAX);
+        assert!(log_path(&wide).starts_with("éé"));
+    }
 
     #[test]
     fn durations_log_as_milliseconds() {

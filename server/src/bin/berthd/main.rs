@@ -113,9 +113,12 @@ fn main() -> std::process::ExitCode {
             .resolve()
             .map_err(anyhow::Error::from)
             .and_then(|config| {
-                let (writer, _flushed_on_exit) = server_log_writer();
+                let (writer, flush_on_exit) = server_log_writer();
                 init_logging(config.log_format, writer);
-                actix_web::rt::System::new().block_on(berth_server::serve(config))
+                let served = actix_web::rt::System::new().block_on(berth_server::serve(config));
+                // After the runtime and its threads are gone, with their last lines.
+                drop(flush_on_exit);
+                served
             }),
         Command::User(command) => admin(user_command(command)),
         Command::Repo(command) => admin(repo_command(command)),
@@ -141,14 +144,16 @@ fn admin(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyh
     actix_web::rt::System::new().block_on(command)
 }
 
-/// Lines the server's log writer holds before loggers wait for it.
-const LOG_QUEUE: usize = 100_000;
+/// Lines the server's log writer holds before loggers wait for it (an access line is
+/// at most a few KiB: `berth_server::observe` shortens long paths).
+const LOG_QUEUE: usize = 10_000;
 
 /// The server logs through a thread of its own, which writes whatever lines are queued
 /// in one go: request handlers never wait for stderr (a write per access log line was
 /// a tenth of a metadata request's time, and the workers queued on stderr's lock). No
-/// line is dropped: should the writer fall [`LOG_QUEUE`] lines behind, loggers wait.
-/// The guard flushes what is queued when the server returns.
+/// line is dropped while the server runs: should the writer fall [`LOG_QUEUE`] lines
+/// behind, loggers wait. Dropping the guard at exit gives the writer a second to
+/// write what is still queued.
 fn server_log_writer() -> (BoxMakeWriter, tracing_appender::non_blocking::WorkerGuard) {
     let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
