@@ -2,7 +2,7 @@
 
 Downloads: curl fetching the same bytes from Berth, Distribution and nginx (sendfile on),
 for a multi-object blob (the big file) and a single-object one (the small file), whole and
-ranged, by 1 client and by 8 at once. Metadata: wrk (GET) and ab (HEAD: wrk cannot send
+ranged, by 1 client and by 8 at once. Metadata: wrk (GET) and oha (HEAD: wrk cannot send
 HEAD) request rates against Berth's manifest, blob and tags endpoints and against nginx
 serving a file of the manifest's size, with the same connection count.
 
@@ -59,16 +59,17 @@ def wrk_run(url, headers, seconds, connections):
     return rate, float(p99.group(1)) * scale, int(bad.group(1)) if bad else 0
 
 
-def ab_head_run(url, headers, seconds, connections):
-    """(requests/s, p99 ms, non-2xx count) of ab HEADs over keep-alive connections."""
-    cmd = ["ab", "-k", "-i", f"-c{connections}", f"-t{seconds}", "-n", "100000000"]
+def oha_head_run(url, headers, seconds, connections):
+    """(requests/s, p99 ms, non-2xx count) of oha HEADs over keep-alive connections."""
+    cmd = ["oha", "-m", "HEAD", "-c", str(connections), "-z", f"{seconds}s", "--no-tui",
+           "--output-format", "json"]
     for h in headers:
         cmd += ["-H", h]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
-    p99 = float(re.search(r"\s99%\s+(\d+)", out).group(1))
-    bad = re.search(r"Non-2xx responses:\s+(\d+)", out)
-    return rate, p99, int(bad.group(1)) if bad else 0
+    out = json.loads(subprocess.run(cmd + [url], capture_output=True, text=True,
+                                    check=True).stdout)
+    codes = out.get("statusCodeDistribution") or {}
+    bad = sum(n for code, n in codes.items() if not code.startswith("2"))
+    return (out["summary"]["requestsPerSec"], out["latencyPercentiles"]["p99"] * 1000, bad)
 
 
 def main():
@@ -114,14 +115,14 @@ def main():
                 ("berth", s["berth"], ["Accept: " + MANIFEST_ACCEPT]),
                 ("berth-auth", s["berth_auth"], ["Accept: " + MANIFEST_ACCEPT] + auth),
             ):
-                run = ab_head_run if name == "blob HEAD" else wrk_run
+                run = oha_head_run if name == "blob HEAD" else wrk_run
                 rate, p99, bad = run(base + path.replace("{repo}", s["repo"][srv]),
                                      headers, args.seconds, args.connections)
                 if bad:
                     raise SystemExit(f"{name} [{srv}]: {bad} error responses")
                 print(f"{name} [{srv}]: {rate:.0f} req/s, p99 {p99:.2f} ms", flush=True)
                 record(name, srv, (rate, p99))
-        for tool, run in (("wrk GET", wrk_run), ("ab HEAD", ab_head_run)):
+        for tool, run in (("wrk GET", wrk_run), ("oha HEAD", oha_head_run)):
             rate, p99, _ = run(s["nginx_manifest"], [], args.seconds, args.connections)
             print(f"nginx small file, {tool}: {rate:.0f} req/s, p99 {p99:.2f} ms", flush=True)
             record(f"nginx {tool}", "nginx", (rate, p99))
@@ -141,7 +142,7 @@ def main():
     print(f"\n{'request':22} {'berth':>8} {'p99':>11} {'auth on':>8} {'p99':>11} "
           f"{'nginx':>8} {'open':>6} {'auth':>6}")
     for name in s["metadata"]:
-        nginx = med["nginx ab HEAD" if name == "blob HEAD" else "nginx wrk GET"]["nginx"]
+        nginx = med["nginx oha HEAD" if name == "blob HEAD" else "nginx wrk GET"]["nginx"]
         m, p = med[name], p99[name]
         def p99s(srv):
             return f"{p[srv][0]:.2f}/{p[srv][1]:.2f}"

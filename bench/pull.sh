@@ -9,18 +9,21 @@
 # BIG_MIB (default 512) sizes the multi-object blob; the single-object one is 4 MiB
 # (Berth's first object of an upload holds 4 MiB).
 #
-# Needs: docker-registry, nginx, wrk, apache2-utils (ab), curl (installed if missing).
+# Needs: docker-registry, nginx, wrk, curl (installed if missing) and oha (`cargo install
+# --locked`, if missing: a load generator that sends HEAD and reports sub-millisecond
+# percentiles; wrk cannot send HEAD and ab reports whole milliseconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for t in docker-registry:docker-registry wrk:wrk ab:apache2-utils curl:curl nginx:nginx; do
+for t in docker-registry:docker-registry wrk:wrk curl:curl nginx:nginx; do
   command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+command -v oha >/dev/null || cargo install --locked oha@1.16.0
 cargo build --release -p berth-server
 work=$(mktemp -d /tmp/berth-pull.XXXXXX)
 pids=()
