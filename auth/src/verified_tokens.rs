@@ -56,7 +56,12 @@ impl VerifiedTokens {
 
     /// The claims of `token` if its signature was verified before.
     pub fn get(&self, token: &str) -> Option<Arc<Claims>> {
-        self.entries.lock().unwrap().get(&Key::of(token)).cloned()
+        if token.len() > MAX_TOKEN_LEN {
+            return None;
+        }
+        // Hashed before the lock is taken: no request waits for another's hashing.
+        let key = Key::of(token);
+        self.entries.lock().unwrap().get(&key).cloned()
     }
 
     /// Remembers that `token`'s signature is good. `now` (Unix seconds) decides which
