@@ -11,9 +11,8 @@ rev=${1:?usage: bench/baseline.sh REVISION [regbench args]}
 shift
 regbench=${REGBENCH:-../shared/regbench}
 [ -e "$regbench" ] || { echo "regbench not found at $regbench (set REGBENCH)" >&2; exit 2; }
-for t in wrk:wrk ab:apache2-utils curl:curl; do
-  command -v "${t%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${t#*:}" >/dev/null; }
-done
+. bench/lib.sh
+install_missing wrk:wrk ab:apache2-utils curl:curl
 
 work=$(mktemp -d /tmp/berth-baseline.XXXXXX)
 pids=()

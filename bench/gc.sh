@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-100000}
 pushes=${2:-20000}
-command -v /usr/bin/time >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
+. bench/lib.sh
+install_missing /usr/bin/time:time
 command -v s3s-fs >/dev/null || cargo install --locked s3s-fs@0.14.1 --features binary
 cargo build --release -p berth-server
 cargo build --release -p berth-tests --example gc_bench

@@ -15,13 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for t in docker-registry:docker-registry wrk:wrk curl:curl nginx:nginx; do
-  command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+install_missing docker-registry:docker-registry wrk:wrk curl:curl nginx:nginx
 
 command -v oha >/dev/null || cargo install --locked oha@1.16.0
 cargo build --release -p berth-server
@@ -39,16 +34,8 @@ echo bench-password | target/release/berthd user add --data-dir "$work/berth-aut
 BERTH_AUTH_TOKEN_TTL_SECS=86400 target/release/berthd serve --listen 127.0.0.1:$berth_auth \
   --data-dir "$work/berth-auth" >"$work/berth-auth.log" 2>&1 &
 pids+=($!)
-cat >"$work/peer.yml" <<YML
-version: 0.1
-log: { level: error }
-storage:
-  filesystem: { rootdirectory: $work/peer }
-  delete: { enabled: true }
-http: { addr: 127.0.0.1:$peer }
-YML
-docker-registry serve "$work/peer.yml" >"$work/peer.log" 2>&1 &
-pids+=($!)
+start_distribution "$work" $peer
+pids+=($peer_pid)
 mkdir -p "$work/www"
 # nginx as fast as it goes for small files: no access log, keep-alive connections never
 # closed by a request count, open file descriptors cached.

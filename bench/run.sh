@@ -12,13 +12,8 @@ cd "$(dirname "$0")/.."
 regbench=${REGBENCH:-../shared/regbench}
 [ -e "$regbench" ] || { echo "regbench not found at $regbench (set REGBENCH)" >&2; exit 2; }
 
-need=()
-for t in docker-registry:docker-registry wrk:wrk ab:apache2-utils curl:curl; do
-  command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+install_missing docker-registry:docker-registry wrk:wrk ab:apache2-utils curl:curl
 
 cargo build --release -p berth-server
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
@@ -29,16 +24,8 @@ trap cleanup EXIT
 berth_port=5101 peer_port=5102
 target/release/berthd serve --listen 127.0.0.1:$berth_port --data-dir "$work/berth" >"$work/berth.log" 2>&1 &
 berth_pid=$!; pids+=($berth_pid)
-cat >"$work/peer.yml" <<YML
-version: 0.1
-log: { level: error }
-storage:
-  filesystem: { rootdirectory: $work/peer }
-  delete: { enabled: true }
-http: { addr: 127.0.0.1:$peer_port }
-YML
-docker-registry serve "$work/peer.yml" >"$work/peer.log" 2>&1 &
-peer_pid=$!; pids+=($peer_pid)
+start_distribution "$work" $peer_port
+pids+=($peer_pid)
 for port in $berth_port $peer_port; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
 done
