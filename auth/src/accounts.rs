@@ -88,7 +88,7 @@ impl Accounts {
         password: String,
         peer: Option<IpAddr>,
     ) -> Result<User, AuthError> {
-        self.logins.signup(peer)?;
+        self.logins.signup(&self.db, peer).await?;
         self.add_user(name, password, false).await
     }
 }

@@ -1,17 +1,22 @@
-//! Failed-login rate limiting, per username and per client address.
+//! Failed-login rate limiting, per username and per client address, counted in the
+//! database: the limits hold across replicas however a load balancer spreads guesses.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::error::AuthError;
 
 /// Failures allowed per key within the window before logins are refused.
-const MAX_FAILURES: u32 = 5;
-const WINDOW: Duration = Duration::from_secs(60);
-/// Entries kept at most; the oldest are dropped first (memory stays bounded).
-const MAX_KEYS: usize = 100_000;
+const MAX_FAILURES: i64 = 5;
+const WINDOW_MS: i64 = 60_000;
+/// Every this many counted failures, rows whose window has passed are deleted (the
+/// table stays bounded by the failures of one window).
+const SWEEP_EVERY: u64 = 1024;
+
+const TABLE: &str = "login_failures";
 
 /// The key of a client address (`ip:10.0.0.1`; empty when unknown).
 pub fn address_key(peer: Option<IpAddr>) -> String {
@@ -24,146 +29,256 @@ pub fn password_keys(user: &str, peer: Option<IpAddr>) -> [String; 2] {
     [format!("user:{user}"), address_key(peer)]
 }
 
+/// Which of the keys checked have failures on record (only those need forgetting).
+#[derive(Debug, Default)]
+pub struct Recorded(Vec<String>);
+
+impl Recorded {
+    /// Keys known to have failures on record.
+    pub fn of(keys: &[String]) -> Recorded {
+        Recorded(keys.to_vec())
+    }
+}
+
 #[derive(Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    counted: AtomicU64,
 }
 
 impl LoginLimiter {
     /// Refuses when any of `keys` (e.g. `user:alice`, `ip:10.0.0.1`) failed too often lately.
-    pub fn check(&self, keys: &[String]) -> Result<(), AuthError> {
-        let map = self.failures.lock().unwrap();
-        refusal(&map, keys)
+    pub async fn check(
+        &self,
+        db: &impl ConnectionTrait,
+        keys: &[String],
+    ) -> Result<Recorded, AuthError> {
+        let rows = db
+            .query_all(
+                Query::select()
+                    .columns(["key", "failures", "since"])
+                    .from(TABLE)
+                    .and_where(Expr::col("key").is_in(keys.iter().cloned())),
+            )
+            .await?;
+        let now = now_millis();
+        let mut recorded = Recorded::default();
+        for row in rows {
+            let (key, failures, since): (String, i64, i64) = (
+                row.try_get("", "key")?,
+                row.try_get("", "failures")?,
+                row.try_get("", "since")?,
+            );
+            let age = now - since;
+            if age < WINDOW_MS {
+                if failures >= MAX_FAILURES {
+                    return Err(AuthError::RateLimited {
+                        retry_after_secs: Ord::max((WINDOW_MS - age) / 1000, 1) as u64,
+                    });
+                }
+                recorded.0.push(key);
+            }
+        }
+        Ok(recorded)
     }
 
     /// Checks `keys` and, in the same step, counts this attempt as a failure on each:
-    /// however many attempts run at once, at most [`MAX_FAILURES`] per key get past
-    /// here in a window. An attempt that then succeeds (or could not be judged) is
-    /// taken back with [`LoginLimiter::refund`].
-    pub fn attempt(&self, keys: &[String]) -> Result<(), AuthError> {
-        let mut map = self.failures.lock().unwrap();
-        refusal(&map, keys)?;
-        count(&mut map, keys);
+    /// however many attempts run at once on however many replicas, at most
+    /// [`MAX_FAILURES`] per key get past here in a window (each key's row is updated
+    /// only while under the limit, under its row lock). An attempt that then succeeds
+    /// (or could not be judged) is taken back with [`LoginLimiter::refund`].
+    pub async fn attempt(&self, db: &DatabaseConnection, keys: &[String]) -> Result<(), AuthError> {
+        let txn = crate::namespaces::write_transaction(db).await?;
+        for key in keys {
+            let counted = txn.query_one(&count(key, true)).await?;
+            if counted.is_none() {
+                txn.rollback().await?;
+                // The refusal, with the time left to wait.
+                self.check(db, keys).await?;
+                return Err(AuthError::RateLimited {
+                    retry_after_secs: 1,
+                });
+            }
+        }
+        txn.commit().await?;
+        self.sweep_now_and_then(db).await;
         Ok(())
     }
 
     /// Takes back one attempt counted by [`LoginLimiter::attempt`] on each of `keys`.
-    pub fn refund(&self, keys: &[String]) {
-        let mut map = self.failures.lock().unwrap();
-        for key in keys {
-            if let Some(entry) = map.get_mut(key) {
-                entry.0 = entry.0.saturating_sub(1);
-                if entry.0 == 0 {
-                    map.remove(key);
-                }
-            }
-        }
+    pub async fn refund(
+        &self,
+        db: &impl ConnectionTrait,
+        keys: &[String],
+    ) -> Result<(), AuthError> {
+        db.execute(
+            Query::update()
+                .table(TABLE)
+                .value("failures", Expr::col("failures").sub(1))
+                .and_where(Expr::col("key").is_in(keys.iter().cloned())),
+        )
+        .await?;
+        db.execute(
+            Query::delete()
+                .from_table(TABLE)
+                .and_where(Expr::col("key").is_in(keys.iter().cloned()))
+                .and_where(Expr::col("failures").lte(0)),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Counts a failure on each of `keys`, after the fact (cheap checks: tokens).
-    pub fn failed(&self, keys: &[String]) {
-        count(&mut self.failures.lock().unwrap(), keys);
-    }
-
-    /// Forgets the failures of `keys`.
-    pub fn succeeded(&self, keys: &[String]) {
-        let mut map = self.failures.lock().unwrap();
+    pub async fn failed(&self, db: &DatabaseConnection, keys: &[String]) -> Result<(), AuthError> {
         for key in keys {
-            map.remove(key);
+            db.query_one(&count(key, false)).await?;
+        }
+        self.sweep_now_and_then(db).await;
+        Ok(())
+    }
+
+    /// Forgets the failures of `keys` that [`LoginLimiter::check`] found recorded.
+    pub async fn succeeded(
+        &self,
+        db: &impl ConnectionTrait,
+        keys: &[String],
+        recorded: &Recorded,
+    ) -> Result<(), AuthError> {
+        let forget: Vec<&String> = keys.iter().filter(|k| recorded.0.contains(k)).collect();
+        if forget.is_empty() {
+            return Ok(());
+        }
+        db.execute(
+            Query::delete()
+                .from_table(TABLE)
+                .and_where(Expr::col("key").is_in(forget.into_iter().cloned())),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn sweep_now_and_then(&self, db: &DatabaseConnection) {
+        if self.counted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY != SWEEP_EVERY - 1 {
+            return;
+        }
+        let swept = db
+            .execute(
+                Query::delete()
+                    .from_table(TABLE)
+                    .and_where(Expr::col("since").lte(now_millis() - WINDOW_MS)),
+            )
+            .await;
+        if let Err(e) = swept {
+            tracing::warn!(error = %e, "cannot delete expired login failures");
         }
     }
 }
 
-fn refusal(map: &HashMap<String, (u32, Instant)>, keys: &[String]) -> Result<(), AuthError> {
-    for key in keys {
-        if let Some((count, since)) = map.get(key) {
-            let elapsed = since.elapsed();
-            if *count >= MAX_FAILURES && elapsed < WINDOW {
-                return Err(AuthError::RateLimited {
-                    retry_after_secs: (WINDOW - elapsed).as_secs().max(1),
-                });
-            }
-        }
+/// Counts one failure on `key` (a new window when the last one passed), returning its
+/// row; with `only_under_limit`, returns nothing and changes nothing once the key
+/// reached the limit within its window.
+fn count(key: &str, only_under_limit: bool) -> sea_orm::sea_query::InsertStatement {
+    let now = now_millis();
+    let expired = Expr::col((TABLE, "since")).lte(now - WINDOW_MS);
+    let mut on_conflict = OnConflict::column("key");
+    on_conflict
+        .value(
+            "failures",
+            CaseStatement::new()
+                .case(expired.clone(), Expr::val(1))
+                .finally(Expr::col((TABLE, "failures")).add(1)),
+        )
+        .value(
+            "since",
+            CaseStatement::new()
+                .case(expired.clone(), Expr::val(now))
+                .finally(Expr::col((TABLE, "since"))),
+        );
+    if only_under_limit {
+        on_conflict.action_and_where(expired.or(Expr::col((TABLE, "failures")).lt(MAX_FAILURES)));
     }
-    Ok(())
+    Query::insert()
+        .into_table(TABLE)
+        .columns(["key", "failures", "since"])
+        .values_panic([key.into(), 1i64.into(), now.into()])
+        .on_conflict(on_conflict.to_owned())
+        .returning_col("failures")
+        .to_owned()
 }
 
-fn count(map: &mut HashMap<String, (u32, Instant)>, keys: &[String]) {
-    if map.len() >= MAX_KEYS {
-        map.retain(|_, (_, since)| since.elapsed() < WINDOW);
-    }
-    for key in keys {
-        let entry = map.entry(key.clone()).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sea_orm_migration::MigratorTrait;
 
-    #[test]
-    fn blocks_after_repeated_failures() {
+    async fn db() -> (tempfile::TempDir, DatabaseConnection) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display());
+        let db = sea_orm::Database::connect(url).await.unwrap();
+        crate::migration::Migrator::up(&db, None).await.unwrap();
+        (dir, db)
+    }
+
+    fn limited<T: std::fmt::Debug>(r: Result<T, AuthError>) -> bool {
+        matches!(r, Err(AuthError::RateLimited { .. }))
+    }
+
+    #[tokio::test]
+    async fn blocks_after_repeated_failures() {
+        let (_dir, db) = db().await;
         let l = LoginLimiter::default();
         let keys = vec!["user:alice".to_string(), "ip:127.0.0.1".to_string()];
         for _ in 0..MAX_FAILURES {
-            l.check(&keys).unwrap();
-            l.failed(&keys);
+            l.check(&db, &keys).await.unwrap();
+            l.failed(&db, &keys).await.unwrap();
         }
-        assert!(matches!(l.check(&keys), Err(AuthError::RateLimited { .. })));
-        assert!(matches!(
-            l.check(&["ip:127.0.0.1".to_string()]),
-            Err(AuthError::RateLimited { .. })
-        ));
-        l.check(&["user:bob".to_string()]).unwrap();
+        assert!(limited(l.check(&db, &keys).await));
+        assert!(limited(l.check(&db, &["ip:127.0.0.1".to_string()]).await));
+        l.check(&db, &["user:bob".to_string()]).await.unwrap();
     }
 
-    #[test]
-    fn concurrent_attempts_get_at_most_the_allowed_number_through() {
+    #[tokio::test]
+    async fn concurrent_attempts_get_at_most_the_allowed_number_through() {
+        let (_dir, db) = db().await;
         let l = std::sync::Arc::new(LoginLimiter::default());
         let keys = password_keys("alice", Some([10, 0, 0, 1].into()));
-        let passed = std::sync::atomic::AtomicU32::new(0);
-        let barrier = std::sync::Barrier::new(40);
-        std::thread::scope(|s| {
-            for _ in 0..40 {
-                s.spawn(|| {
-                    barrier.wait();
-                    if l.attempt(&keys).is_ok() {
-                        // A slow password check would run here.
-                        std::thread::sleep(Duration::from_millis(20));
-                        passed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                });
-            }
+        let attempts = (0..40).map(|_| {
+            let (l, db, keys) = (l.clone(), db.clone(), keys.clone());
+            tokio::spawn(async move { l.attempt(&db, &keys).await.is_ok() })
         });
-        assert_eq!(passed.into_inner(), MAX_FAILURES);
-        assert!(matches!(l.check(&keys), Err(AuthError::RateLimited { .. })));
+        let mut passed = 0;
+        for a in attempts.collect::<Vec<_>>() {
+            passed += i64::from(a.await.unwrap());
+        }
+        assert_eq!(passed, MAX_FAILURES);
+        assert!(limited(l.check(&db, &keys).await));
     }
 
-    #[test]
-    fn a_refunded_attempt_does_not_count() {
+    #[tokio::test]
+    async fn a_refunded_attempt_does_not_count() {
+        let (_dir, db) = db().await;
         let l = LoginLimiter::default();
         let keys = password_keys("alice", None);
         for _ in 0..10 * MAX_FAILURES {
-            l.attempt(&keys).unwrap();
-            l.refund(&keys);
+            l.attempt(&db, &keys).await.unwrap();
+            l.refund(&db, &keys).await.unwrap();
         }
-        l.check(&keys).unwrap();
+        l.check(&db, &keys).await.unwrap();
         for _ in 0..MAX_FAILURES - 1 {
-            l.attempt(&keys).unwrap();
+            l.attempt(&db, &keys).await.unwrap();
         }
-        l.succeeded(&keys[..1]);
-        l.refund(&keys[1..]);
+        let recorded = l.check(&db, &keys).await.unwrap();
+        l.succeeded(&db, &keys[..1], &recorded).await.unwrap();
+        l.refund(&db, &keys[1..]).await.unwrap();
         // The user's failures are forgotten; the address still holds its 3 others.
-        l.check(&keys[..1]).unwrap();
-        l.attempt(&keys).unwrap();
-        l.attempt(&keys).unwrap();
-        assert!(matches!(
-            l.attempt(&keys),
-            Err(AuthError::RateLimited { .. })
-        ));
+        l.check(&db, &keys[..1]).await.unwrap();
+        l.attempt(&db, &keys).await.unwrap();
+        l.attempt(&db, &keys).await.unwrap();
+        assert!(limited(l.attempt(&db, &keys).await));
     }
 }

@@ -51,10 +51,10 @@ impl Logins {
         peer: Option<IpAddr>,
     ) -> Result<User, AuthError> {
         let keys = limiter::password_keys(name, peer);
-        self.limiter.check(&keys)?;
+        let recorded = self.limiter.check(db, &keys).await?;
         let tag = self.cache.tag(name, &password);
         if let Remembered::Yes(user) = self.remembered(db, name, &tag).await? {
-            self.limiter.succeeded(&keys[..1]);
+            self.limiter.succeeded(db, &keys[..1], &recorded).await?;
             return Ok(user);
         }
         // One check per name at a time: those queued behind a correct login find it
@@ -62,26 +62,28 @@ impl Logins {
         let _turn = self.turns.wait(name).await;
         let found = match self.remembered(db, name, &tag).await? {
             Remembered::Yes(user) => {
-                self.limiter.succeeded(&keys[..1]);
+                self.limiter.succeeded(db, &keys[..1], &recorded).await?;
                 return Ok(user);
             }
             Remembered::No(found) => found,
         };
-        self.limiter.attempt(&keys)?;
+        self.limiter.attempt(db, &keys).await?;
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
         self.checks.fetch_add(1, Ordering::Relaxed);
         match (password::verify(password, stored).await, found) {
             (Ok(true), Some((user, hash))) => {
                 self.cache.insert(tag, hash);
-                self.limiter.succeeded(&keys[..1]);
-                self.limiter.refund(&keys[1..]);
+                // This attempt counted on the user's key too, so it has a row now.
+                let recorded = limiter::Recorded::of(&keys[..1]);
+                self.limiter.succeeded(db, &keys[..1], &recorded).await?;
+                self.limiter.refund(db, &keys[1..]).await?;
                 Ok(user)
             }
             // Stays counted.
             (Ok(_), _) => Err(AuthError::BadCredentials),
             // Not judged (overloaded): not the client's failure.
             (Err(e), _) => {
-                self.limiter.refund(&keys);
+                self.limiter.refund(db, &keys).await?;
                 Err(e)
             }
         }
@@ -115,19 +117,25 @@ impl Logins {
         peer: Option<IpAddr>,
     ) -> Result<(User, TokenScope), AuthError> {
         let keys = [limiter::address_key(peer)];
-        self.limiter.check(&keys)?;
-        pat::authenticate(db, name, secret).await.inspect_err(|e| {
-            if matches!(e, AuthError::BadCredentials) {
-                self.limiter.failed(&keys);
-            }
-        })
+        self.limiter.check(db, &keys).await?;
+        let found = pat::authenticate(db, name, secret).await;
+        if let Err(AuthError::BadCredentials) = found {
+            self.limiter.failed(db, &keys).await?;
+        }
+        found
     }
 
     /// Counts a sign-up from `peer` (every attempt counts, so nobody farms accounts);
     /// refused once the address made too many lately.
-    pub fn signup(&self, peer: Option<IpAddr>) -> Result<(), AuthError> {
+    pub async fn signup(
+        &self,
+        db: &DatabaseConnection,
+        peer: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
         let address = peer.map(|p| p.to_string()).unwrap_or_default();
-        self.limiter.attempt(&[format!("signup:{address}")])
+        self.limiter
+            .attempt(db, &[format!("signup:{address}")])
+            .await
     }
 
     /// Verified passwords remembered now.

@@ -88,6 +88,7 @@ impl Storage {
     /// older than a quarter of the grace period (so a link seen here stays for at
     /// least three quarters of it).
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<BlobInfo> {
+        self.confirm_cache(repo).await?;
         let info = match self.cache.blob(repo, digest.as_str()) {
             Some(hit) => hit,
             None => {
@@ -190,6 +191,7 @@ impl Storage {
         if deleted.rows_affected == 0 {
             return Err(unknown());
         }
+        self.settle_change().await;
         Ok(())
     }
 

@@ -4,7 +4,9 @@
 //! Entries are grouped by repository; any write to a repository's manifests, tags or
 //! blob links drops that repository's entries and bumps its generation. A reader
 //! notes the generation before querying the database and stores its result only if
-//! no write happened meanwhile, so a stale answer can never be cached.
+//! no write happened meanwhile, so a stale answer can never be cached. Replicas
+//! sharing a database also confirm each read against the repository's generation
+//! there (`generations`), so another replica's writes are seen at once.
 //! Size is bounded: when the cached manifest bytes or entry count pass the limits,
 //! everything is dropped and refilled on demand.
 
@@ -23,6 +25,30 @@ struct RepoEntries {
     manifests: HashMap<String, Arc<StoredManifest>>,
     blobs: HashMap<String, BlobInfo>,
     tags: Option<Arc<Vec<String>>>,
+    /// The repository's generation in a shared database these entries are current at.
+    db_generation: i64,
+}
+
+impl RepoEntries {
+    /// Drops the entries and bumps the generation, so in-flight reads do not refill
+    /// them; returns the entries and manifest bytes dropped.
+    fn clear(&mut self) -> (usize, usize) {
+        self.generation += 1;
+        let entries = self.manifests.len() + self.blobs.len() + usize::from(self.tags.is_some());
+        let bytes = self
+            .manifests
+            .values()
+            .map(|m| m.content.len())
+            .sum::<usize>()
+            + self
+                .tags
+                .as_ref()
+                .map_or(0, |t| t.iter().map(String::len).sum());
+        self.manifests.clear();
+        self.blobs.clear();
+        self.tags = None;
+        (entries, bytes)
+    }
 }
 
 #[derive(Default)]
@@ -41,29 +67,12 @@ pub struct Ticket {
     generation: u64,
 }
 
+#[derive(Default)]
 pub struct MetaCache {
     inner: Mutex<Inner>,
-    enabled: bool,
-}
-
-impl Default for MetaCache {
-    fn default() -> MetaCache {
-        MetaCache {
-            inner: Mutex::default(),
-            enabled: true,
-        }
-    }
 }
 
 impl MetaCache {
-    /// A cache that never holds anything: every lookup goes to the database.
-    pub fn disabled() -> MetaCache {
-        MetaCache {
-            enabled: false,
-            ..MetaCache::default()
-        }
-    }
-
     pub fn ticket(&self, repo: &str) -> Ticket {
         let inner = self.inner.lock().unwrap();
         Ticket {
@@ -124,23 +133,27 @@ impl MetaCache {
     pub fn invalidate(&self, repo: &str) {
         let mut inner = self.inner.lock().unwrap();
         let entry = inner.repos.entry(repo.to_owned()).or_default();
-        entry.generation += 1;
-        let dropped_entries =
-            entry.manifests.len() + entry.blobs.len() + usize::from(entry.tags.is_some());
-        let dropped_bytes: usize = entry
-            .manifests
-            .values()
-            .map(|m| m.content.len())
-            .sum::<usize>()
-            + entry
-                .tags
-                .as_ref()
-                .map_or(0, |t| t.iter().map(String::len).sum());
-        entry.manifests.clear();
-        entry.blobs.clear();
-        entry.tags = None;
-        inner.entries -= dropped_entries;
-        inner.manifest_bytes -= dropped_bytes;
+        let (entries, bytes) = entry.clear();
+        inner.entries -= entries;
+        inner.manifest_bytes -= bytes;
+    }
+
+    /// Brings `repo`'s entries up to `generation`, the repository's generation in a
+    /// shared database (see `generations`): entries cached at an older one are dropped.
+    pub fn confirm(&self, repo: &str, generation: i64) {
+        let mut inner = self.inner.lock().unwrap();
+        let inner = &mut *inner;
+        if !inner.repos.contains_key(repo) {
+            inner.repos.insert(repo.to_owned(), RepoEntries::default());
+        }
+        let entry = inner.repos.get_mut(repo).expect("inserted above");
+        if entry.db_generation >= generation {
+            return;
+        }
+        let (entries, bytes) = entry.clear();
+        entry.db_generation = generation;
+        inner.entries -= entries;
+        inner.manifest_bytes -= bytes;
     }
 
     fn fill(
@@ -150,9 +163,6 @@ impl MetaCache {
         bytes: usize,
         insert: impl FnOnce(&mut RepoEntries) -> bool,
     ) {
-        if !self.enabled {
-            return;
-        }
         let mut inner = self.inner.lock().unwrap();
         if inner.epoch != ticket.epoch {
             return;
@@ -201,19 +211,28 @@ mod tests {
         assert_eq!(cache.manifest("r", "latest").unwrap().content, &b"new"[..]);
         cache.invalidate("r");
         assert!(cache.manifest("r", "latest").is_none());
+        let ticket = cache.ticket("r");
+        cache.confirm("r", 3);
+        cache.put_manifest("r", ticket, "latest", manifest(b"read before generation 3"));
+        assert!(cache.manifest("r", "latest").is_none());
         let other = cache.ticket("other");
         cache.put_tags("other", other, Arc::new(vec!["a".into()]));
         assert_eq!(cache.tags("other").unwrap().as_slice(), ["a".to_string()]);
     }
 
     #[test]
-    fn a_disabled_cache_holds_nothing() {
-        let cache = MetaCache::disabled();
+    fn a_newer_generation_drops_what_an_older_one_cached() {
+        let cache = MetaCache::default();
+        cache.confirm("r", 1);
         let ticket = cache.ticket("r");
         cache.put_manifest("r", ticket, "latest", manifest(b"m"));
-        cache.put_tags("r", ticket, Arc::new(vec!["a".into()]));
+        // A late answer from an older check changes nothing.
+        cache.confirm("r", 0);
+        cache.confirm("r", 1);
+        assert!(cache.manifest("r", "latest").is_some());
+        cache.confirm("r", 2);
         assert!(cache.manifest("r", "latest").is_none());
-        assert!(cache.tags("r").is_none());
+        assert_eq!(cache.inner.lock().unwrap().entries, 0);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 pub(crate) mod blobs;
 pub(crate) mod cache;
+pub(crate) mod change_feed;
 pub(crate) mod completions;
 pub(crate) mod db;
 pub mod digest;
@@ -32,6 +33,7 @@ pub mod error;
 pub(crate) mod expiry;
 pub mod explore;
 pub mod gc;
+pub(crate) mod generations;
 pub(crate) mod group_sync;
 pub(crate) mod invalidations;
 pub(crate) mod liveness;
@@ -74,6 +76,10 @@ pub struct Storage {
     db: DatabaseConnection,
     objects: Objects,
     cache: Arc<cache::MetaCache>,
+    /// On a shared database (PostgreSQL), what keeps cached reads current: other
+    /// replicas' changes as they commit, else a check per read; `None` on SQLite, where
+    /// this process makes every change and drops its cache itself.
+    replicas: Option<Replicas>,
     pulls: Arc<pulls::PullCounter>,
     repo_ids: Arc<repos::RepoIds>,
     sqlite_writer: Option<db::SqliteWriter>,
@@ -115,15 +121,22 @@ impl Storage {
             )?),
         };
         let sqlite_writer = db::SqliteWriter::for_url(&url);
-        // Only a SQLite database has a single server process writing to it; replicas
-        // sharing PostgreSQL would each miss the others' writes.
-        let cache = Arc::new(match sqlite_writer {
-            Some(_) => cache::MetaCache::default(),
-            None => cache::MetaCache::disabled(),
-        });
-        if sqlite_writer.is_some() {
-            invalidations::watch(db.clone(), cache.clone());
-        }
+        let cache = Arc::new(cache::MetaCache::default());
+        // A SQLite server makes every change itself (other processes' deletions reach it
+        // through `invalidations`); replicas sharing PostgreSQL confirm each cached read.
+        let replicas = match sqlite_writer {
+            Some(_) => {
+                invalidations::watch(db.clone(), cache.clone());
+                None
+            }
+            None => Some(Replicas {
+                feed: change_feed::ChangeFeed::start(
+                    db.get_postgres_connection_pool().clone(),
+                    cache.clone(),
+                ),
+                generations: Arc::new(generations::Generations::start(db.clone())),
+            }),
+        };
         let completions = completions::Completions::start(
             db.clone(),
             sqlite_writer.clone(),
@@ -134,6 +147,7 @@ impl Storage {
             objects,
             completions,
             cache,
+            replicas,
             pulls: Arc::default(),
             repo_ids: Arc::default(),
             sqlite_writer,
@@ -144,6 +158,29 @@ impl Storage {
             gc: gc::GcSettings::for_config(config),
             quotas: Arc::new(quotas::Quotas::new(config.default_quota)),
         })
+    }
+
+    /// Makes `repo`'s cached metadata current (see `change_feed`): call before
+    /// reading the cache.
+    pub(crate) async fn confirm_cache(&self, repo: &str) -> Result<()> {
+        let Some(replicas) = &self.replicas else {
+            return Ok(());
+        };
+        if replicas.feed.trusted() {
+            return Ok(());
+        }
+        if let Some(generation) = replicas.generations.current(repo).await? {
+            self.cache.confirm(repo, generation);
+        }
+        Ok(())
+    }
+
+    /// Waits, after committing a change other replicas may have cached, until every
+    /// replica serves it (see `change_feed`); call before acknowledging it.
+    pub(crate) async fn settle_change(&self) {
+        if self.replicas.is_some() {
+            tokio::time::sleep(change_feed::SETTLE).await;
+        }
     }
 
     /// Starts a write transaction (every write goes through one; see [`db::WriteTxn`]).
@@ -164,17 +201,27 @@ impl Storage {
     /// What `/readyz` reports: whether the database can commit, whether the object
     /// store answers, and the free space left.
     pub async fn check_ready(&self) -> Readiness {
-        /// A probe stuck behind a held lock is an answer too: the database cannot commit.
+        /// A probe stuck behind a held lock, or a server out of reach, is an answer too
+        /// (the object store's client alone would retry for minutes).
         const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
-        let database = match tokio::time::timeout(PROBE_LIMIT, self.probe_commit()).await {
-            Ok(result) => result,
-            Err(_) => Err(StorageError::Database(DbErr::Custom(format!(
+        let (database, objects) = tokio::join!(
+            tokio::time::timeout(PROBE_LIMIT, self.probe_commit()),
+            tokio::time::timeout(PROBE_LIMIT, self.objects.check()),
+        );
+        let database = database.unwrap_or_else(|_| {
+            Err(StorageError::Database(DbErr::Custom(format!(
                 "a commit did not finish within {PROBE_LIMIT:?}"
-            )))),
-        };
+            ))))
+        });
+        let objects = objects.unwrap_or_else(|_| {
+            Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the object store did not answer within {PROBE_LIMIT:?}"),
+            )))
+        });
         Readiness {
             database,
-            objects: self.objects.check().await,
+            objects,
             space: self.free_space(),
         }
     }
@@ -211,6 +258,13 @@ impl Storage {
     pub(crate) fn ensure_room(&self) -> Result<()> {
         self.space.ensure_room()
     }
+}
+
+/// What replicas sharing a database keep their caches current with.
+#[derive(Clone)]
+struct Replicas {
+    feed: Arc<change_feed::ChangeFeed>,
+    generations: Arc<generations::Generations>,
 }
 
 /// See [`Storage::check_ready`].

@@ -148,6 +148,9 @@ impl Storage {
         }
         txn.commit().await?;
         self.cache.invalidate(repo);
+        if !tags.is_empty() {
+            self.settle_change().await;
+        }
         Ok(PutManifest {
             digest,
             subject: parsed.subject,
@@ -194,6 +197,7 @@ impl Storage {
 
     pub async fn manifest(&self, repo: &str, reference: &Reference) -> Result<Arc<StoredManifest>> {
         let key = reference_text(reference);
+        self.confirm_cache(repo).await?;
         if let Some(hit) = self.cache.manifest(repo, &key) {
             return Ok(hit);
         }
@@ -239,12 +243,14 @@ impl Storage {
         if deleted.rows_affected == 0 {
             return Err(StorageError::ManifestUnknown(reference_text(reference)));
         }
+        self.settle_change().await;
         Ok(())
     }
 
     /// Tags of `repo` in byte order after `last`, at most `n`. The whole sorted list is
     /// cached per repository, so paging through it is a slice, not a query.
     pub async fn tags(&self, repo: &str, n: u64, last: Option<&str>) -> Result<Page> {
+        self.confirm_cache(repo).await?;
         let all = match self.cache.tags(repo) {
             Some(hit) => hit,
             None => {

@@ -437,6 +437,8 @@ impl Storage {
         crate::invalidations::bump(&*txn).await?;
         txn.commit().await?;
         self.cache.invalidate(&plan.repo);
+        // A run asked for through the API is answered once every replica serves it.
+        self.settle_change().await;
         Ok(())
     }
 }

@@ -101,7 +101,7 @@ async fn push_through_one_replica_pull_through_the_other() {
     assert_eq!(r.bytes().await.unwrap(), manifest);
     let pulled = get_bytes(&b, &format!("/v2/alice/app/blobs/{}", sha256(&layer))).await;
     assert_eq!(pulled, layer);
-    // Pushed on b, seen at once on a (no replica caches what another may change).
+    // Pushed on b, seen at once on a (cached reads are confirmed against the database).
     let (_, digest2) = b.push_image("alice/app", "v1", b"second layer").await;
     let r = a.call("HEAD", "/v2/alice/app/manifests/v1").await;
     assert_eq!(r.headers()["docker-content-digest"], digest2.as_str());
@@ -137,6 +137,114 @@ async fn push_through_one_replica_pull_through_the_other() {
             .arg(format!("oci:{dir}/{layout}:busybox")))
     };
     assert_eq!(raw("img"), raw("back"));
+}
+
+/// Read-your-writes across replicas, in a tight loop: b has the old state cached each
+/// time (it just served it), a changes it and answers, and b's next answer is the new
+/// state — a moved tag, a new tag in the list, a deleted manifest, an unlinked blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_replica_is_read_at_once_through_another() {
+    let Some(cluster) = Cluster::start(&[], &[]).await else {
+        return;
+    };
+    let (a, b) = (cluster.a.client(), cluster.b.client());
+    let digest_of = |r: &reqwest::Response| {
+        r.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let tags = |c: Client| async move {
+        let r = c.call("GET", "/v2/ryw/app/tags/list").await;
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        body["tags"].as_array().cloned().unwrap_or_default()
+    };
+    let (manifest, mut previous) = a.push_image("ryw/app", "moving", b"layer 0").await;
+    assert!(!manifest.is_empty());
+    for i in 1..=100u32 {
+        let layer = format!("layer {i}");
+        // b serves (and caches) the current state.
+        let r = b.call("GET", "/v2/ryw/app/manifests/moving").await;
+        assert_eq!(digest_of(&r), previous, "round {i}");
+        assert!(!tags(b.clone())
+            .await
+            .contains(&Value::from(format!("t{i}"))));
+
+        let (manifest, digest) = a.push_image("ryw/app", "moving", layer.as_bytes()).await;
+        let r = a
+            .push_manifest("ryw/app", &format!("t{i}"), OCI_MANIFEST, &manifest)
+            .await;
+        assert_eq!(r.status(), 201);
+        let r = b.call("GET", "/v2/ryw/app/manifests/moving").await;
+        assert_eq!(r.status(), 200, "round {i}");
+        assert_eq!(digest_of(&r), digest, "round {i}: the moved tag");
+        assert!(
+            tags(b.clone())
+                .await
+                .contains(&Value::from(format!("t{i}"))),
+            "round {i}: the new tag"
+        );
+
+        // The previous image: cached on b by digest, deleted through a.
+        let by_digest = format!("/v2/ryw/app/manifests/{previous}");
+        assert_eq!(b.call("HEAD", &by_digest).await.status(), 200);
+        assert_eq!(a.call("DELETE", &by_digest).await.status(), 202);
+        assert_eq!(
+            b.call("GET", &by_digest).await.status(),
+            404,
+            "round {i}: the deleted manifest"
+        );
+        let blob = format!(
+            "/v2/ryw/app/blobs/{}",
+            sha256(format!("layer {}", i - 1).as_bytes())
+        );
+        assert_eq!(b.call("HEAD", &blob).await.status(), 200);
+        assert_eq!(a.call("DELETE", &blob).await.status(), 202);
+        assert_eq!(
+            b.call("HEAD", &blob).await.status(),
+            404,
+            "round {i}: the unlinked blob"
+        );
+        previous = digest;
+    }
+}
+
+/// Failed logins count across replicas: a burst of wrong passwords spread over two
+/// replicas gets no more password checks than one replica allows, and then the right
+/// password is refused on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_limits_hold_across_replicas() {
+    let Some(cluster) = Cluster::start(&[ALICE], &[]).await else {
+        return;
+    };
+    let login = |c: Client, password: String| async move {
+        c.request("GET", "/auth/token?service=berth")
+            .basic_auth(ALICE.0, Some(password))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let guesses: Vec<_> = (0..40)
+        .map(|i| {
+            let replica = if i % 2 == 0 { &cluster.a } else { &cluster.b };
+            login(replica.client(), format!("guess-{i}-pw"))
+        })
+        .collect();
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|&&s| s == 401).count();
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(checked <= 5, "{checked} checked: {statuses:?}");
+    assert_eq!(checked + refused, 40, "{statuses:?}");
+    for replica in [&cluster.a, &cluster.b] {
+        assert_eq!(
+            login(replica.client(), ALICE.1.into()).await,
+            429,
+            "the right password too, on either replica"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

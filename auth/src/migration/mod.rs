@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005WebSessions),
             Box::new(M0006Namespaces),
             Box::new(M0007TokenKinds),
+            Box::new(M0008LoginFailures),
         ]
     }
 
@@ -236,6 +237,31 @@ impl MigrationTrait for M0007TokenKinds {
             )
             .await?;
         Ok(())
+    }
+}
+
+struct M0008LoginFailures;
+
+impl MigrationName for M0008LoginFailures {
+    fn name(&self) -> &str {
+        "m0008_login_failures"
+    }
+}
+
+/// Failed logins per key (`user:alice`, `ip:10.0.0.1`, `signup:…`) in the database,
+/// so replicas count them together (see `limiter`).
+#[async_trait::async_trait]
+impl MigrationTrait for M0008LoginFailures {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("login_failures")
+                .col(text("key").primary_key())
+                .col(big_integer("failures"))
+                .col(big_integer("since"))
+                .to_owned(),
+        )
+        .await
     }
 }
 

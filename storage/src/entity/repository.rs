@@ -22,6 +22,8 @@ pub struct Model {
     /// The `os/architecture` of every tagged image, space-separated with a space at
     /// each end (` linux/amd64 linux/arm64 `), for the search filter.
     pub platforms: String,
+    /// Bumped by triggers on every change a pull may have cached (see `generations`).
+    pub generation: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ mod m0004_explore;
 mod m0005_upload_tombstones;
 mod m0006_lifecycle;
 mod m0007_tag_rules;
+mod m0008_generations;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_upload_tombstones::Migration),
             Box::new(m0006_lifecycle::Migration),
             Box::new(m0007_tag_rules::Migration),
+            Box::new(m0008_generations::Migration),
         ]
     }
 }
