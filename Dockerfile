@@ -29,6 +29,9 @@ RUN cargo build --locked --profile "$PROFILE" --bin berthd \
 
 FROM scratch
 COPY --from=build /rootfs/ /
+# Which source it was built from (a rolling upgrade can tell replicas apart).
+ARG REVISION=unknown
+LABEL org.opencontainers.image.revision=$REVISION
 USER 10001:10001
 ENV BERTH_LISTEN=0.0.0.0:5000 \
     BERTH_DATA_DIR=/data

@@ -2,6 +2,7 @@
 //! directory (and, for PostgreSQL, a fresh database), and a small registry client.
 
 pub mod browser;
+pub mod containers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -516,6 +517,19 @@ pub fn slow_body(data: Vec<u8>, piece: usize, delay: Duration) -> reqwest::Body 
         }
     });
     reqwest::Body::wrap_stream(stream)
+}
+
+/// Deterministic bytes, different for every seed: a seeded xorshift stream.
+pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 pub fn sha256(data: &[u8]) -> String {

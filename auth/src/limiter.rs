@@ -105,55 +105,53 @@ impl LoginLimiter {
     }
 
     /// Takes back one attempt counted by [`LoginLimiter::attempt`] on each of `keys`.
-    pub async fn refund(
-        &self,
-        db: &impl ConnectionTrait,
-        keys: &[String],
-    ) -> Result<(), AuthError> {
-        db.execute(
-            Query::update()
-                .table(TABLE)
-                .value("failures", Expr::col("failures").sub(1))
-                .and_where(Expr::col("key").is_in(keys.iter().cloned())),
-        )
-        .await?;
-        db.execute(
-            Query::delete()
-                .from_table(TABLE)
-                .and_where(Expr::col("key").is_in(keys.iter().cloned()))
-                .and_where(Expr::col("failures").lte(0)),
-        )
-        .await?;
-        Ok(())
+    /// Like [`LoginLimiter::failed`] and [`LoginLimiter::succeeded`], bookkeeping after
+    /// the login was judged: a database refusing it is logged and the answer stands.
+    pub async fn refund(&self, db: &impl ConnectionTrait, keys: &[String]) {
+        let refunded = async {
+            db.execute(
+                Query::update()
+                    .table(TABLE)
+                    .value("failures", Expr::col("failures").sub(1))
+                    .and_where(Expr::col("key").is_in(keys.iter().cloned())),
+            )
+            .await?;
+            db.execute(
+                Query::delete()
+                    .from_table(TABLE)
+                    .and_where(Expr::col("key").is_in(keys.iter().cloned()))
+                    .and_where(Expr::col("failures").lte(0)),
+            )
+            .await
+        };
+        logged(refunded.await, "take back a login attempt");
     }
 
     /// Counts a failure on each of `keys`, after the fact (cheap checks: tokens).
-    pub async fn failed(&self, db: &DatabaseConnection, keys: &[String]) -> Result<(), AuthError> {
+    pub async fn failed(&self, db: &DatabaseConnection, keys: &[String]) {
         for key in keys {
-            db.query_one(&count(key, false)).await?;
+            logged(
+                db.query_one(&count(key, false)).await,
+                "count a failed login",
+            );
         }
         self.sweep_now_and_then(db).await;
-        Ok(())
     }
 
     /// Forgets the failures of `keys` that [`LoginLimiter::check`] found recorded.
-    pub async fn succeeded(
-        &self,
-        db: &impl ConnectionTrait,
-        keys: &[String],
-        recorded: &Recorded,
-    ) -> Result<(), AuthError> {
+    pub async fn succeeded(&self, db: &impl ConnectionTrait, keys: &[String], recorded: &Recorded) {
         let forget: Vec<&String> = keys.iter().filter(|k| recorded.0.contains(k)).collect();
         if forget.is_empty() {
-            return Ok(());
+            return;
         }
-        db.execute(
-            Query::delete()
-                .from_table(TABLE)
-                .and_where(Expr::col("key").is_in(forget.into_iter().cloned())),
-        )
-        .await?;
-        Ok(())
+        let forgotten = db
+            .execute(
+                Query::delete()
+                    .from_table(TABLE)
+                    .and_where(Expr::col("key").is_in(forget.into_iter().cloned())),
+            )
+            .await;
+        logged(forgotten, "forget failed logins");
     }
 
     async fn sweep_now_and_then(&self, db: &DatabaseConnection) {
@@ -167,9 +165,13 @@ impl LoginLimiter {
                     .and_where(Expr::col("since").lte(now_millis() - WINDOW_MS)),
             )
             .await;
-        if let Err(e) = swept {
-            tracing::warn!(error = %e, "cannot delete expired login failures");
-        }
+        logged(swept, "delete expired login failures");
+    }
+}
+
+fn logged<T>(result: Result<T, sea_orm::DbErr>, what: &str) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot {what}");
     }
 }
 
@@ -235,7 +237,7 @@ mod tests {
         let keys = vec!["user:alice".to_string(), "ip:127.0.0.1".to_string()];
         for _ in 0..MAX_FAILURES {
             l.check(&db, &keys).await.unwrap();
-            l.failed(&db, &keys).await.unwrap();
+            l.failed(&db, &keys).await;
         }
         assert!(limited(l.check(&db, &keys).await));
         assert!(limited(l.check(&db, &["ip:127.0.0.1".to_string()]).await));
@@ -266,15 +268,15 @@ mod tests {
         let keys = password_keys("alice", None);
         for _ in 0..10 * MAX_FAILURES {
             l.attempt(&db, &keys).await.unwrap();
-            l.refund(&db, &keys).await.unwrap();
+            l.refund(&db, &keys).await;
         }
         l.check(&db, &keys).await.unwrap();
         for _ in 0..MAX_FAILURES - 1 {
             l.attempt(&db, &keys).await.unwrap();
         }
         let recorded = l.check(&db, &keys).await.unwrap();
-        l.succeeded(&db, &keys[..1], &recorded).await.unwrap();
-        l.refund(&db, &keys[1..]).await.unwrap();
+        l.succeeded(&db, &keys[..1], &recorded).await;
+        l.refund(&db, &keys[1..]).await;
         // The user's failures are forgotten; the address still holds its 3 others.
         l.check(&db, &keys[..1]).await.unwrap();
         l.attempt(&db, &keys).await.unwrap();

@@ -54,7 +54,7 @@ impl Logins {
         let recorded = self.limiter.check(db, &keys).await?;
         let tag = self.cache.tag(name, &password);
         if let Remembered::Yes(user) = self.remembered(db, name, &tag).await? {
-            self.limiter.succeeded(db, &keys[..1], &recorded).await?;
+            self.limiter.succeeded(db, &keys[..1], &recorded).await;
             return Ok(user);
         }
         // One check per name at a time: those queued behind a correct login find it
@@ -62,7 +62,7 @@ impl Logins {
         let _turn = self.turns.wait(name).await;
         let found = match self.remembered(db, name, &tag).await? {
             Remembered::Yes(user) => {
-                self.limiter.succeeded(db, &keys[..1], &recorded).await?;
+                self.limiter.succeeded(db, &keys[..1], &recorded).await;
                 return Ok(user);
             }
             Remembered::No(found) => found,
@@ -75,15 +75,15 @@ impl Logins {
                 self.cache.insert(tag, hash);
                 // This attempt counted on the user's key too, so it has a row now.
                 let recorded = limiter::Recorded::of(&keys[..1]);
-                self.limiter.succeeded(db, &keys[..1], &recorded).await?;
-                self.limiter.refund(db, &keys[1..]).await?;
+                self.limiter.succeeded(db, &keys[..1], &recorded).await;
+                self.limiter.refund(db, &keys[1..]).await;
                 Ok(user)
             }
             // Stays counted.
             (Ok(_), _) => Err(AuthError::BadCredentials),
             // Not judged (overloaded): not the client's failure.
             (Err(e), _) => {
-                self.limiter.refund(db, &keys).await?;
+                self.limiter.refund(db, &keys).await;
                 Err(e)
             }
         }
@@ -120,7 +120,7 @@ impl Logins {
         self.limiter.check(db, &keys).await?;
         let found = pat::authenticate(db, name, secret).await;
         if let Err(AuthError::BadCredentials) = found {
-            self.limiter.failed(db, &keys).await?;
+            self.limiter.failed(db, &keys).await;
         }
         found
     }

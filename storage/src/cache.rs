@@ -105,19 +105,25 @@ impl MetaCache {
     ) {
         let size = m.content.len();
         self.fill(repo, ticket, size, |r| {
-            r.manifests.insert(reference.to_owned(), m).is_none()
+            r.manifests
+                .insert(reference.to_owned(), m)
+                .map(|old| old.content.len())
         });
     }
 
     pub fn put_blob(&self, repo: &str, ticket: Ticket, blob: BlobInfo) {
         self.fill(repo, ticket, 0, |r| {
-            r.blobs.insert(blob.digest.to_string(), blob).is_none()
+            r.blobs.insert(blob.digest.to_string(), blob).map(|_| 0)
         });
     }
 
     pub fn put_tags(&self, repo: &str, ticket: Ticket, tags: Arc<Vec<String>>) {
         let size = tags.iter().map(String::len).sum();
-        self.fill(repo, ticket, size, |r| r.tags.replace(tags).is_none());
+        self.fill(repo, ticket, size, |r| {
+            r.tags
+                .replace(tags)
+                .map(|old| old.iter().map(String::len).sum())
+        });
     }
 
     /// Drops everything cached (garbage collection deletes across repositories).
@@ -161,7 +167,8 @@ impl MetaCache {
         repo: &str,
         ticket: Ticket,
         bytes: usize,
-        insert: impl FnOnce(&mut RepoEntries) -> bool,
+        // Stores the entry; returns the bytes of the one it replaced, if any.
+        insert: impl FnOnce(&mut RepoEntries) -> Option<usize>,
     ) {
         let mut inner = self.inner.lock().unwrap();
         if inner.epoch != ticket.epoch {
@@ -179,9 +186,13 @@ impl MetaCache {
         if entry.generation != ticket.generation {
             return;
         }
-        if insert(entry) {
-            inner.entries += 1;
-            inner.manifest_bytes += bytes;
+        match insert(entry) {
+            None => {
+                inner.entries += 1;
+                inner.manifest_bytes += bytes;
+            }
+            // Two readers filling one key (it changed between their reads).
+            Some(replaced) => inner.manifest_bytes = inner.manifest_bytes + bytes - replaced,
         }
     }
 }
@@ -233,6 +244,24 @@ mod tests {
         cache.confirm("r", 2);
         assert!(cache.manifest("r", "latest").is_none());
         assert_eq!(cache.inner.lock().unwrap().entries, 0);
+    }
+
+    #[test]
+    fn a_replaced_entry_is_counted_once() {
+        let cache = MetaCache::default();
+        let ticket = cache.ticket("r");
+        cache.put_manifest("r", ticket, "latest", manifest(b"short"));
+        cache.put_manifest("r", ticket, "latest", manifest(b"a longer manifest"));
+        cache.put_tags("r", ticket, Arc::new(vec!["a".into()]));
+        cache.put_tags("r", ticket, Arc::new(vec!["abc".into(), "d".into()]));
+        {
+            let inner = cache.inner.lock().unwrap();
+            assert_eq!((inner.entries, inner.manifest_bytes), (2, 17 + 4));
+        }
+        // Dropping them takes back exactly what was counted (no underflow).
+        cache.invalidate("r");
+        let inner = cache.inner.lock().unwrap();
+        assert_eq!((inner.entries, inner.manifest_bytes), (0, 0));
     }
 
     #[test]

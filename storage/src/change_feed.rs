@@ -31,7 +31,7 @@ use crate::cache::MetaCache;
 pub(crate) const SETTLE: Duration = Duration::from_millis(30);
 /// How long a heartbeat received keeps the cache trusted, counted from its sending.
 const TRUST_FOR: Duration = Duration::from_millis(20);
-const HEARTBEAT_EVERY: Duration = Duration::from_millis(3);
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(8);
 /// Heartbeats go on this long after the last request that wanted them.
 const WANTED_FOR: Duration = Duration::from_secs(2);
 /// A heartbeat not answered within this (a database out of reach) starts over.
@@ -200,11 +200,16 @@ async fn heartbeat(pool: PgPool, feed: Arc<ChangeFeed>) {
 }
 
 /// A connection of its own: heartbeats need no durability, so commits do not wait
-/// for the WAL to reach the disk.
+/// for the WAL to reach the disk; and a heartbeat stuck on the server (behind a commit
+/// that cannot finish) ends there too, rather than holding a backend per retry.
 async fn connect(pool: &PgPool) -> Result<PgConnection, sea_orm::sqlx::Error> {
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
-    sea_orm::sqlx::query("SET synchronous_commit = off")
-        .execute(&mut conn)
-        .await?;
+    for setting in [
+        "SET synchronous_commit = off",
+        "SET statement_timeout = '1s'",
+        "SET lock_timeout = '1s'",
+    ] {
+        sea_orm::sqlx::query(setting).execute(&mut conn).await?;
+    }
     Ok(conn)
 }

@@ -101,7 +101,12 @@ impl Storage {
         if self.already_stored(repo, &digest, &tags).await?
             && (!tags.is_empty() || self.repushed_untagged(repo, &digest).await?)
         {
-            // Re-pushing what is already there (CI does it all the time) writes nothing.
+            // Re-pushing what is already there (CI does it all the time) writes nothing;
+            // a tag found there may have been pushed elsewhere a moment ago and still be
+            // settling, so this answer waits as that one does.
+            if !tags.is_empty() {
+                self.settle_change().await;
+            }
             return Ok(PutManifest {
                 digest,
                 subject: parsed.subject,

@@ -202,6 +202,10 @@ impl Storage {
         for plan in &plans {
             self.apply_repo_plan(plan).await?;
         }
+        // A run asked for through the API is answered once every replica serves it.
+        if !plans.is_empty() {
+            self.settle_change().await;
+        }
         Ok(summary)
     }
 
@@ -437,8 +441,6 @@ impl Storage {
         crate::invalidations::bump(&*txn).await?;
         txn.commit().await?;
         self.cache.invalidate(&plan.repo);
-        // A run asked for through the API is answered once every replica serves it.
-        self.settle_change().await;
         Ok(())
     }
 }

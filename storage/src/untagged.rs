@@ -181,6 +181,7 @@ impl Storage {
         manifest::Entity::delete_by_id(id).exec(&*txn).await?;
         txn.commit().await?;
         self.cache.invalidate(repo);
+        self.settle_change().await;
         Ok(())
     }
 

@@ -90,17 +90,7 @@ async fn skopeo_copies_an_oci_image_in_and_out_unchanged() {
     assert_eq!(inspect["Digest"], sha256(remote_manifest.as_bytes()));
 }
 
-pub(crate) fn docker_available() -> bool {
-    if !require_tool("docker") {
-        return false;
-    }
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok || !in_ci(), "the Docker Engine is not running");
-    ok
-}
+pub(crate) use berth_tests::containers::docker_available;
 
 /// Builds a runnable image FROM scratch with busybox-static; returns its local tag.
 pub(crate) fn docker_build_busybox(tag: &str, marker: &str) {

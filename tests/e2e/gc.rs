@@ -301,19 +301,6 @@ async fn reached(dir: &Path, point: &str, limit: Duration) {
     .await;
 }
 
-/// Deterministic bytes: a seeded xorshift stream.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 async fn head(c: &Client, repo: &str, digest: &str) -> u16 {
     c.call("HEAD", &format!("/v2/{repo}/blobs/{digest}"))
         .await
@@ -656,12 +643,12 @@ async fn racing_client(
             layers.push(base[b].clone());
         }
         let seed = (i * 1000 + k) as u64;
-        layers.push(Blob::new(bytes(
+        layers.push(Blob::new(seeded_bytes(
             seed,
             700 + (seed as usize * 7919) % 40_000,
         )));
         if k % 2 == 0 {
-            layers.push(Blob::new(bytes(
+            layers.push(Blob::new(seeded_bytes(
                 seed + 500_000,
                 1500 + (seed as usize * 131) % 9000,
             )));
@@ -735,14 +722,17 @@ async fn racing_client(
         }
         if k % 3 == 0 {
             // Uploaded, never referenced.
-            let junk = Blob::new(bytes(seed + 9_000_000, 300 + (seed as usize * 37) % 20_000));
+            let junk = Blob::new(seeded_bytes(
+                seed + 9_000_000,
+                300 + (seed as usize * 37) % 20_000,
+            ));
             upload(&c, &repo, &junk, rotation[k / 3 % 3], &other).await;
             stats.garbage_uploads += 1;
         }
         if k % 4 == 2 {
             // Started, one chunk, cancelled.
             let location = c.start_upload(&repo).await;
-            let junk = bytes(seed + 7_000_000, 5000);
+            let junk = seeded_bytes(seed + 7_000_000, 5000);
             c.append_chunk(&location, &junk, 0..junk.len()).await;
             let r = c.call("DELETE", &location).await;
             assert_eq!(r.status(), 204, "cancel upload");
@@ -794,10 +784,10 @@ async fn gc_against_racing_pushes(db: Db, s3: bool) {
     reg.serve(&[]);
     let started = Instant::now();
     let base = Arc::new(vec![
-        Blob::new(bytes(1, 3_000)),
-        Blob::new(bytes(2, 60_000)),
-        Blob::new(bytes(3, 400_000)),
-        Blob::new(bytes(4, 1_100_000)),
+        Blob::new(seeded_bytes(1, 3_000)),
+        Blob::new(seeded_bytes(2, 60_000)),
+        Blob::new(seeded_bytes(3, 400_000)),
+        Blob::new(seeded_bytes(4, 1_100_000)),
     ]);
     let kept = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -904,7 +894,7 @@ async fn head_then_manifest_race(db: Db) {
 
     // (a) The collector decides first: a HEAD meanwhile waits, then says 404, and the
     //     manifest fails until the blob is uploaded again.
-    let x = Blob::new(bytes(11, 4096));
+    let x = Blob::new(seeded_bytes(11, 4096));
     c.push_blob("race/a", &x.data).await;
     tokio::time::sleep(PAST_GRACE).await;
     std::fs::write(&hold, b"").unwrap();
@@ -946,7 +936,7 @@ async fn head_then_manifest_race(db: Db) {
     assert_pulls(&c, &img).await;
 
     // (b) The HEAD comes first: it refreshes the link, the pass keeps the blob.
-    let y = Blob::new(bytes(12, 5000));
+    let y = Blob::new(seeded_bytes(12, 5000));
     c.push_blob("race/b", &y.data).await;
     tokio::time::sleep(PAST_GRACE).await;
     assert_eq!(head(&c, "race/b", &y.digest).await, 200);
@@ -962,7 +952,7 @@ async fn head_then_manifest_race(db: Db) {
     assert_pulls(&c, &img).await;
 
     // (c) A manifest PUT while the collector holds a doomed blob: never a 201.
-    let z = Blob::new(bytes(13, 6000));
+    let z = Blob::new(seeded_bytes(13, 6000));
     c.push_blob("race/c", &z.data).await;
     tokio::time::sleep(PAST_GRACE).await;
     let img = image_over(&c, "race/c", 3, &z).await; // its config is fresh
@@ -1002,7 +992,7 @@ async fn head_then_manifest_race(db: Db) {
 
     // (d) A mount of a doomed blob while the collector holds it: not mounted (202, a
     //     normal upload instead), never a 201 for a blob about to disappear.
-    let m = Blob::new(bytes(14, 7000));
+    let m = Blob::new(seeded_bytes(14, 7000));
     c.push_blob("race/d", &m.data).await;
     tokio::time::sleep(PAST_GRACE).await;
     let gc = paused_gc(&reg, pause.path(), "blobs-decided").await;
@@ -1031,7 +1021,7 @@ async fn head_then_manifest_race(db: Db) {
     // (e) The same bytes uploaded again (to another repository) while the collector
     //     holds the doomed blob: the upload succeeds and the blob is whole afterwards,
     //     made of the new upload's objects (the old ones are deleted).
-    let e = Blob::new(bytes(15, 9000));
+    let e = Blob::new(seeded_bytes(15, 9000));
     c.push_blob("race/e", &e.data).await;
     let old_keys = reg.keys_of(&e.digest);
     tokio::time::sleep(PAST_GRACE).await;
@@ -1116,7 +1106,7 @@ fn fast_gc_env() -> [(&'static str, &'static str); 3] {
 /// An image and three garbage blobs, with the object keys of each.
 async fn image_and_garbage(reg: &Registry, repo: &str) -> (Image, Vec<(Blob, Vec<String>)>) {
     let c = reg.client();
-    let layer = Blob::new(bytes(21, 70_000));
+    let layer = Blob::new(seeded_bytes(21, 70_000));
     let config = config_blob(21, 0);
     c.push_blob(repo, &config.data).await;
     c.push_blob(repo, &layer.data).await;
@@ -1125,7 +1115,7 @@ async fn image_and_garbage(reg: &Registry, repo: &str) -> (Image, Vec<(Blob, Vec
     assert_eq!(status, 201, "{body}");
     let mut garbage = Vec::new();
     for n in 0..3 {
-        let junk = Blob::new(bytes(30 + n, 10_000 + n as usize * 1000));
+        let junk = Blob::new(seeded_bytes(30 + n, 10_000 + n as usize * 1000));
         upload(
             &c,
             repo,
@@ -1325,7 +1315,7 @@ async fn orphans_and_uploads(db: Db, s3: bool, grace: &str, expiry: &str) {
 
     // An upload kept busy, chunk by chunk, for longer than the orphan age. It starts
     // first, so its first object is older than the young orphan below.
-    let data = bytes(41, 128 * 1024);
+    let data = seeded_bytes(41, 128 * 1024);
     let piece = 2048;
     let mut location = c.start_upload("orphans/app").await;
     location = c.append_chunk(&location, &data, 0..piece).await;
@@ -1334,7 +1324,7 @@ async fn orphans_and_uploads(db: Db, s3: bool, grace: &str, expiry: &str) {
     let first = reg.object_path(&first_keys[0]);
     // An idle upload whose only object is older than the orphan age (by the store's
     // clock), not expired yet.
-    let idle_data = bytes(42, 8000);
+    let idle_data = seeded_bytes(42, 8000);
     let idle_location = c.start_upload("orphans/app").await;
     c.append_chunk(&idle_location, &idle_data, 0..idle_data.len())
         .await;
@@ -1495,7 +1485,7 @@ async fn dry_run_and_lease(db: Db) {
 
     // One collector at a time: a second `berthd gc` while one is paused (after its
     // commit, so that on SQLite it holds no write lock) is refused.
-    let junk = Blob::new(bytes(51, 2222));
+    let junk = Blob::new(seeded_bytes(51, 2222));
     c.push_blob("ops/app", &junk.data).await;
     tokio::time::sleep(PAST_GRACE).await;
     let pause = tempfile::tempdir().unwrap();
@@ -1560,7 +1550,7 @@ async fn dry_run_with_untagged_policy(db: Db) {
     let c = reg.client();
     let (tagged, _) = image_and_garbage(&reg, "ops/app").await;
     // An untagged image (pushed by digest) with a layer of its own.
-    let layer = Blob::new(bytes(61, 3333));
+    let layer = Blob::new(seeded_bytes(61, 3333));
     c.push_blob("ops/app", &layer.data).await;
     let mut untagged = image_over(&c, "ops/app", 61, &layer).await;
     untagged.tag = untagged.digest.clone();
@@ -1609,7 +1599,7 @@ async fn collected_manifest_gone_from_running_server(db: Db) {
     };
     reg.serve(&[]);
     let c = reg.client();
-    let layer = Blob::new(bytes(71, 4444));
+    let layer = Blob::new(seeded_bytes(71, 4444));
     c.push_blob("ops/app", &layer.data).await;
     let mut img = image_over(&c, "ops/app", 71, &layer).await;
     img.tag = img.digest.clone();

@@ -1,18 +1,18 @@
 //! The project's `Dockerfile`: built on this machine's Docker Engine, run, pushed to.
 //! No image can be pulled here, so the build stage runs in an image made from this
-//! machine's own toolchain (`tests/host-build-image.sh`); the runtime stage is
-//! `scratch`, as shipped.
+//! machine's own toolchain (`tests/host-build-image.sh`, through
+//! `compose/local-images.sh`); the runtime stage is `scratch`, as shipped.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth_tests::containers::{
+    build_berthd_image, container_logs as logs, docker, docker_available, prune_build_stages,
+};
 use berth_tests::*;
 
-use crate::clients::{docker_available, docker_build_busybox, run};
-
-/// The repository of the build images `tests/host-build-image.sh` makes.
-const BUILD_IMAGE: &str = "berth-build-host";
+use crate::clients::{docker_build_busybox, run};
 
 /// Removes the container however the test ends.
 struct Container(String);
@@ -23,54 +23,14 @@ impl Drop for Container {
     }
 }
 
-fn docker(args: &[&str]) -> String {
-    run(Command::new("docker").args(args)).trim().to_owned()
-}
-
-/// What the container printed (berthd logs to stderr).
-fn logs(name: &str) -> String {
-    let out = Command::new("docker")
-        .args(["logs", name])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dockerfile_builds_an_image_docker_pushes_to() {
     if !docker_available() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    // The build image carries the crates Cargo.lock names: one per Cargo.lock.
-    let lock = std::fs::read(root.join("Cargo.lock")).unwrap();
-    let builder = format!("{BUILD_IMAGE}:{}", &sha256(&lock)[7..19]);
-    let have_builder = Command::new("docker")
-        .args(["image", "inspect", &builder])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_builder {
-        let old = docker(&["images", "-q", BUILD_IMAGE]);
-        for id in old.lines() {
-            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
-        }
-        run(Command::new(root.join("tests/host-build-image.sh")).arg(&builder));
-    }
-    // The unoptimized profile keeps CI fast; the stages are the same as a release build.
     let tag = "berthd:e2e";
-    run(Command::new("docker")
-        .args(["build", "-q", "-t", tag])
-        .args(["--build-arg", &format!("BUILD_IMAGE={builder}")])
-        .args(["--build-arg", "PROFILE=dev"])
-        .arg(root));
-    // The build stage's image is gigabytes; only the runtime image is kept.
-    docker(&[
-        "image",
-        "prune",
-        "-f",
-        "--filter",
-        "label=berth.stage=build",
-    ]);
+    build_berthd_image(tag, "e2e");
+    prune_build_stages();
     assert_eq!(
         docker(&["image", "inspect", "-f", "{{.Config.User}}", tag]),
         "10001:10001",
@@ -119,8 +79,8 @@ async fn the_dockerfile_builds_an_image_docker_pushes_to() {
     assert!(printed.contains("data in /data"), "{printed}");
 }
 
-/// The compose file is valid for this machine's docker-compose (its images, MinIO,
-/// PostgreSQL and nginx, cannot be pulled here, so it is not started).
+/// The compose file is valid for this machine's docker-compose, alone (its upstream
+/// images cannot be pulled here: `tests/faults` starts it with `compose/local.yml`).
 #[test]
 fn the_compose_file_is_valid() {
     if !require_tool("docker-compose") {
@@ -133,8 +93,5 @@ fn the_compose_file_is_valid() {
         .args(["config", "--services"]));
     let mut services: Vec<&str> = services.lines().collect();
     services.sort();
-    assert_eq!(
-        services,
-        ["berth-1", "berth-2", "bucket", "lb", "minio", "postgres"]
-    );
+    assert_eq!(services, ["berth", "lb", "postgres", "s3"]);
 }
