@@ -15,7 +15,7 @@ regbench=${REGBENCH:-../shared/regbench}
 [ -e "$regbench" ] || { echo "regbench not found at $regbench (set REGBENCH)" >&2; exit 2; }
 . bench/lib.sh
 install_missing wrk:wrk ab:apache2-utils psql:postgresql-client
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || install_missing initdb-absent:postgresql
+install_postgres
 cargo build --release -p berth-server
 
 work=$(mktemp -d /tmp/berth-cache-bench.XXXXXX)

@@ -12,14 +12,9 @@ cd "$(dirname "$0")/.."
 clients=${1:-4} blob_size=${2:-256M}
 regbench=${REGBENCH:-../shared/regbench}
 [ -e "$regbench" ] || { echo "regbench not found at $regbench (set REGBENCH)" >&2; exit 2; }
-need=()
-for t in nginx:nginx wrk:wrk ab:apache2-utils psql:postgresql-client; do
-  command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
-done
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+install_missing nginx:nginx wrk:wrk ab:apache2-utils psql:postgresql-client
+install_postgres
 command -v s3s-fs >/dev/null || cargo install --quiet s3s-fs@0.14.1 --features binary --locked
 cargo build --release -p berth-server
 

@@ -12,6 +12,13 @@ install_missing() {
   fi
 }
 
+# install_postgres: installs Debian's PostgreSQL server when it is not on this machine (its
+# commands are not on PATH, so install_missing cannot tell).
+install_postgres() {
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+}
+
 # start_distribution DIR PORT: Distribution (Debian's docker-registry) storing in DIR/peer,
 # listening on 127.0.0.1:PORT, logging to DIR/peer.log; sets peer_pid.
 start_distribution() {

@@ -7,30 +7,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use crate::{in_ci, require_tool};
+use crate::{in_ci, require_tool, run};
 
 /// Is the Docker Engine here? In CI it must be.
 pub fn docker_available() -> bool {
     if !require_tool("docker") {
         return false;
     }
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ok = docker_ok(&["info"]);
     assert!(ok || !in_ci(), "the Docker Engine is not running");
     ok
 }
 
 /// Runs `docker ARGS`, which must succeed; its standard output, trimmed.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    run(Command::new("docker").args(args)).trim().to_owned()
 }
 
 /// Runs `docker ARGS`; whether it succeeded.
@@ -74,15 +65,7 @@ pub fn local_images() -> LocalImages {
     if let Some(images) = &*built {
         return images.clone();
     }
-    let out = Command::new(root().join("compose/local-images.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "compose/local-images.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = run(&mut Command::new(root().join("compose/local-images.sh")));
     let named = |repository: &str| {
         printed
             .lines()
@@ -107,19 +90,12 @@ pub fn build_berthd_image(tag: &str, revision: &str) {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap();
     let builder = local_images().builder;
-    let out = Command::new("docker")
+    run(Command::new("docker")
         .args(["build", "-q", "-t", tag])
         .args(["--build-arg", &format!("BUILD_IMAGE={builder}")])
         .args(["--build-arg", "PROFILE=dev"])
         .args(["--build-arg", &format!("REVISION={revision}")])
-        .arg(root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(root()));
 }
 
 /// Removes the build stages' images (gigabytes each).

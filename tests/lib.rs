@@ -360,14 +360,7 @@ impl Berthd {
 
     /// [`Berthd::admin`] that must succeed; its standard output.
     pub fn admin_ok(&self, args: &[&str]) -> String {
-        let out = self.admin(args);
-        assert!(
-            out.status.success(),
-            "berthd {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&self.admin(args), format_args!("berthd {args:?}"))
     }
 
     pub fn client(&self) -> Client {
@@ -517,6 +510,26 @@ pub fn slow_body(data: Vec<u8>, piece: usize, delay: Duration) -> reqwest::Body 
         }
     });
     reqwest::Body::wrap_stream(stream)
+}
+
+/// The standard output of `out`, from a command that must have succeeded (`what`
+/// names it when it did not).
+pub fn succeeded(out: &std::process::Output, what: impl std::fmt::Display) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `cmd`, which must succeed; its standard output.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    succeeded(&out, format_args!("{cmd:?}"))
 }
 
 /// Deterministic bytes, different for every seed: a seeded xorshift stream.

@@ -5,8 +5,9 @@
 //! blob links drops that repository's entries and bumps its generation. A reader
 //! notes the generation before querying the database and stores its result only if
 //! no write happened meanwhile, so a stale answer can never be cached. Replicas
-//! sharing a database also confirm each read against the repository's generation
-//! there (`generations`), so another replica's writes are seen at once.
+//! sharing a database also drop what other replicas change (`change_feed`, else a
+//! check of the repository's generation per read, `generations`), so another
+//! replica's writes are seen at once.
 //! Size is bounded: when the cached manifest bytes or entry count pass the limits,
 //! everything is dropped and refilled on demand.
 

@@ -12,7 +12,7 @@ use berth_tests::*;
 use fantoccini::Locator;
 
 use crate::auth::ALICE;
-use crate::clients::{docker_available, docker_build_busybox, run};
+use crate::clients::{docker_available, docker_build_busybox};
 use crate::web::{push_index, push_platform_image};
 
 /// `docker` with its own config directory, optionally fed `stdin`.
@@ -23,16 +23,6 @@ fn docker(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::
             .env("DOCKER_CONFIG", config),
         stdin,
     )
-}
-
-fn succeeded(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn squeeze(s: &str) -> String {
@@ -66,18 +56,21 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
 
     // alice pushes a runnable image with docker, and a second one she makes private.
     let pusher = tempfile::tempdir().unwrap();
-    succeeded(&docker(
-        pusher.path(),
-        &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
-        Some(ALICE.1),
-    ));
+    succeeded(
+        &docker(
+            pusher.path(),
+            &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
+            Some(ALICE.1),
+        ),
+        "docker",
+    );
     let image = format!("{}/alice/webdemo:1", s.addr);
     let marker = format!("found-in-the-browser-{}", std::process::id());
     docker_build_busybox(&image, &marker);
-    succeeded(&docker(pusher.path(), &["push", &image], None));
+    succeeded(&docker(pusher.path(), &["push", &image], None), "docker");
     let hidden = format!("{}/alice/hidden:1", s.addr);
     run(Command::new("docker").args(["tag", &image, &hidden]));
-    succeeded(&docker(pusher.path(), &["push", &hidden], None));
+    succeeded(&docker(pusher.path(), &["push", &hidden], None), "docker");
     let out = berthd_command(
         &s.data_dir,
         None,
@@ -150,7 +143,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     // The command works as copied.
     run(Command::new("docker").args(["rmi", "-f", &image, &hidden]));
     let args: Vec<&str> = copied.split_whitespace().skip(1).collect();
-    succeeded(&docker(pusher.path(), &args, None));
+    succeeded(&docker(pusher.path(), &args, None), "docker");
     let out = run(Command::new("docker").args(["run", "--rm", &image]));
     assert_eq!(out.trim(), marker);
 
@@ -236,13 +229,16 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     assert!(token.starts_with("berth_pat_"), "{token}");
     browser.screenshot("6-token").await;
     let fresh = tempfile::tempdir().unwrap();
-    let login = succeeded(&docker(
-        fresh.path(),
-        &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
-        Some(&token),
-    ));
+    let login = succeeded(
+        &docker(
+            fresh.path(),
+            &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
+            Some(&token),
+        ),
+        "docker",
+    );
     assert!(login.contains("Login Succeeded"), "{login}");
-    succeeded(&docker(fresh.path(), &["pull", &hidden], None));
+    succeeded(&docker(fresh.path(), &["pull", &hidden], None), "docker");
     run(Command::new("docker").args(["rmi", "-f", &image, &hidden]));
 
     // On a phone-sized screen the pages fit the width (tables scroll inside their box).

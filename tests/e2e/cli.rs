@@ -15,14 +15,7 @@ const ALICE: (&str, &str, bool) = ("alice", "alice-password", false);
 
 /// stdout of a `berth` command that must succeed.
 fn ok(home: &Path, args: &[&str]) -> String {
-    let out = berth(home, args, None);
-    assert!(
-        out.status.success(),
-        "berth {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&berth(home, args, None), format_args!("berth {args:?}"))
 }
 
 /// stderr of a `berth` command that must fail.

@@ -7,18 +7,7 @@ use std::process::Command;
 use berth_tests::*;
 use serde_json::{json, Value};
 
-pub(crate) fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub(crate) use berth_tests::run;
 
 fn sh(script: &str) -> String {
     run(Command::new("sh").arg("-ec").arg(script))

@@ -13,7 +13,7 @@ mod stack;
 use std::time::{Duration, Instant};
 
 use berth_tests::containers::{build_berthd_image, docker, docker_available};
-use berth_tests::in_ci;
+use berth_tests::{in_ci, succeeded};
 
 use load::Load;
 use stack::Stack;
@@ -268,55 +268,40 @@ async fn the_compose_stack_starts_with_one_command() {
         .parent()
         .unwrap()
         .to_owned();
-    let local = |args: &[&str]| {
-        std::process::Command::new(root.join("compose/local.sh"))
-            .args(args)
-            .env(
-                "COMPOSE_PROJECT_NAME",
-                format!("berth-test-{}", std::process::id()),
-            )
-            .output()
-            .unwrap()
+    // `compose/local.sh ARGS`, on a project of this test's own, fed `stdin`.
+    let local = |args: &[&str], stdin: Option<&str>| {
+        berth_tests::run_with_input(
+            std::process::Command::new(root.join("compose/local.sh"))
+                .args(args)
+                .env(
+                    "COMPOSE_PROJECT_NAME",
+                    format!("berth-test-{}", std::process::id()),
+                ),
+            stdin,
+        )
     };
     /// Removes the stack, its networks and volumes however the test ends.
-    struct Down<F: Fn(&[&str]) -> std::process::Output>(F);
-    impl<F: Fn(&[&str]) -> std::process::Output> Drop for Down<F> {
+    struct Down<F: Fn(&[&str], Option<&str>) -> std::process::Output>(F);
+    impl<F: Fn(&[&str], Option<&str>) -> std::process::Output> Drop for Down<F> {
         fn drop(&mut self) {
-            (self.0)(&["down"]);
+            (self.0)(&["down"], None);
         }
     }
     let down = Down(local);
-    let up = (down.0)(&["up"]);
-    assert!(
-        up.status.success(),
-        "compose/local.sh up failed: {}\n{}",
-        String::from_utf8_lossy(&up.stdout),
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let local = &down.0;
+    succeeded(&local(&["up"], None), "compose/local.sh up");
     // The file turns authentication on: a user, then a token for the push.
-    let added = berth_tests::run_with_input(
-        std::process::Command::new(root.join("compose/local.sh"))
-            .args([
-                "exec",
-                "-T",
-                "berth",
-                "/berthd",
-                "user",
-                "add",
-                "alice",
-                "--password-stdin",
-            ])
-            .env(
-                "COMPOSE_PROJECT_NAME",
-                format!("berth-test-{}", std::process::id()),
-            ),
-        Some("alice-password-123"),
-    );
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
+    let add = [
+        "exec",
+        "-T",
+        "berth",
+        "/berthd",
+        "user",
+        "add",
+        "alice",
+        "--password-stdin",
+    ];
+    succeeded(&local(&add, Some("alice-password-123")), "berthd user add");
     let anonymous = berth_tests::Client::new("http://127.0.0.1:5000");
     assert_eq!(anonymous.call("GET", "/v2/").await.status(), 401);
     let r = anonymous
@@ -344,6 +329,6 @@ async fn the_compose_stack_starts_with_one_command() {
         .await;
     assert_eq!(r.bytes().await.unwrap(), layer);
     // Three replicas behind HAProxy, as the file says.
-    let ps = (down.0)(&["ps", "-q", "berth"]);
-    assert_eq!(String::from_utf8_lossy(&ps.stdout).lines().count(), 3);
+    let ps = succeeded(&local(&["ps", "-q", "berth"], None), "compose/local.sh ps");
+    assert_eq!(ps.lines().count(), 3);
 }
