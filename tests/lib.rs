@@ -853,3 +853,97 @@ pub async fn read_response(conn: &mut (impl tokio::io::AsyncBufRead + Unpin)) ->
     conn.read_exact(&mut body).await.unwrap();
     (status, body)
 }
+
+/// Waits (up to 20 s) until something listens on `addr`.
+pub fn wait_for_port(addr: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} ({addr}) did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Debian's `docker-registry` (Distribution), anonymous, on a loopback port, with its
+/// access log kept; killed on drop.
+pub struct Distribution {
+    child: std::process::Child,
+    pub addr: String,
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    /// `None` outside CI when docker-registry is not installed.
+    pub fn start() -> Option<Distribution> {
+        if !require_tool("docker-registry") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem: {{ rootdirectory: {} }}\nhttp: {{ addr: {addr} }}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start docker-registry");
+        let log = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        wait_for_port(&addr, "docker-registry");
+        Some(Distribution {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Its output so far (the access log has a line per request: `"GET /v2/… HTTP/1.1"`),
+    /// after a moment for lines still on their way.
+    pub fn log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Access log lines of `METHOD PATH-PREFIX` requests.
+    pub fn requests(&self, method: &str, path_prefix: &str) -> usize {
+        self.log()
+            .matches(&format!("\"{method} {path_prefix}"))
+            .count()
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- docker-registry log ({}) ---\n{}",
+                self.url,
+                self.log.lock().unwrap()
+            );
+        }
+    }
+}

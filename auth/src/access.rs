@@ -4,6 +4,8 @@
 //! A public repository is pulled by anyone, signed in or not; a private one by its
 //! owner and admins only. A name without a namespace (`app`) belongs to admins.
 
+use berth_config::ProxyAccess;
+
 use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::orgs::Role;
@@ -51,7 +53,45 @@ pub fn grant(
     })
 }
 
+/// Who may pull through a pull-through proxy, as far as it is known without lookups.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProxyPull {
+    Yes,
+    No,
+    /// If the user is a member of this organization.
+    IfMember(String),
+}
+
+/// A proxy's `access` rule applied to `user` (None: anonymous): anonymous pulls, any
+/// signed-in user, or an organization's members (and admins). Nobody pushes there.
+pub fn proxy_pull(access: &ProxyAccess, user: Option<&User>) -> ProxyPull {
+    match (access, user) {
+        (ProxyAccess::Anonymous, _) => ProxyPull::Yes,
+        (_, None) => ProxyPull::No,
+        (ProxyAccess::Users, Some(_)) => ProxyPull::Yes,
+        (ProxyAccess::Organization(_), Some(u)) if u.admin => ProxyPull::Yes,
+        (ProxyAccess::Organization(org), Some(_)) => ProxyPull::IfMember(org.clone()),
+    }
+}
+
 impl Accounts {
+    /// Whether `user` (None: anonymous) may pull through a proxy with this `access`
+    /// (by [`proxy_pull`], the membership looked up when it decides).
+    pub async fn may_pull_through(
+        &self,
+        access: &ProxyAccess,
+        user: Option<&User>,
+    ) -> Result<bool, AuthError> {
+        Ok(match proxy_pull(access, user) {
+            ProxyPull::Yes => true,
+            ProxyPull::No => false,
+            ProxyPull::IfMember(org) => {
+                let name = user.map_or("", |u| u.name.as_str());
+                self.org_role(&org, name).await?.is_some()
+            }
+        })
+    }
+
     /// What of `requested` `user` (None: anonymous) is granted, by [`grant`], with
     /// their organization role looked up when a repository's namespace is one.
     /// `private` tells whether the requested repository is private.
@@ -144,6 +184,25 @@ mod tests {
             ["push", "delete"]
         );
         assert!(actions(Some(&alice), "repository:alice/app:fly").is_none());
+    }
+
+    #[test]
+    fn proxies_are_pulled_by_whom_their_access_names() {
+        let alice = user("alice", false);
+        let root = user("boss", true);
+        let org = ProxyAccess::Organization("acme".into());
+        assert_eq!(proxy_pull(&ProxyAccess::Anonymous, None), ProxyPull::Yes);
+        assert_eq!(proxy_pull(&ProxyAccess::Users, None), ProxyPull::No);
+        assert_eq!(proxy_pull(&org, None), ProxyPull::No);
+        assert_eq!(
+            proxy_pull(&ProxyAccess::Users, Some(&alice)),
+            ProxyPull::Yes
+        );
+        assert_eq!(
+            proxy_pull(&org, Some(&alice)),
+            ProxyPull::IfMember("acme".into())
+        );
+        assert_eq!(proxy_pull(&org, Some(&root)), ProxyPull::Yes, "admins");
     }
 
     #[test]

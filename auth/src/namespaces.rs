@@ -7,6 +7,7 @@
 //! A removed user's name stays in the table as `removed`: repositories and
 //! organization roles may still mention it, so it is not handed to the next person who
 //! signs up. Only an administrator gives it out again (`berthd user add NAME --reclaim`).
+//! A pull-through proxy's prefix is claimed as `proxy` when berthd starts with it.
 
 use std::fmt;
 
@@ -22,6 +23,8 @@ pub enum Kind {
     Organization,
     /// A removed user's name, reserved.
     Removed,
+    /// A pull-through proxy's prefix: its repositories are the upstream's, nobody's.
+    Proxy,
 }
 
 impl Kind {
@@ -30,6 +33,7 @@ impl Kind {
             Kind::User => "user",
             Kind::Organization => "organization",
             Kind::Removed => "removed",
+            Kind::Proxy => "proxy",
         }
     }
 
@@ -37,6 +41,7 @@ impl Kind {
         match s {
             "user" => Kind::User,
             "organization" => Kind::Organization,
+            "proxy" => Kind::Proxy,
             // Anything unknown is treated as the most restrictive.
             _ => Kind::Removed,
         }
@@ -49,6 +54,7 @@ impl fmt::Display for Kind {
             Kind::User => "a user",
             Kind::Organization => "an organization",
             Kind::Removed => "a removed account",
+            Kind::Proxy => "a pull-through proxy",
         })
     }
 }
@@ -128,6 +134,26 @@ pub(crate) async fn claim(
     }
     let existing = kind(txn, name).await?.unwrap_or(Kind::Removed);
     Err(taken(name, wanted, existing))
+}
+
+impl crate::Accounts {
+    /// What `name` was given out as, if it was.
+    pub async fn namespace_kind(&self, name: &str) -> Result<Option<Kind>, AuthError> {
+        kind(&self.db, name).await
+    }
+
+    /// Claims `name` for a pull-through proxy's prefix (kept across restarts, so no
+    /// user or organization can take it later); a name that is already a proxy's is
+    /// fine, any other owner is refused.
+    pub async fn claim_proxy_namespace(&self, name: &str) -> Result<(), AuthError> {
+        if kind(&self.db, name).await? == Some(Kind::Proxy) {
+            return Ok(());
+        }
+        let txn = write_transaction(&self.db).await?;
+        claim(&txn, name, Kind::Proxy, false).await?;
+        txn.commit().await?;
+        Ok(())
+    }
 }
 
 /// Marks `name` as a removed user's (reserved), inside the removing transaction.

@@ -15,8 +15,6 @@ use reqwest::header::{
 use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio_util::io::ReaderStream;
 
-use berth_oci::media_types::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
-
 pub struct Registry {
     host: String,
     base: String,
@@ -176,17 +174,10 @@ impl Registry {
         repo: &str,
         reference: &str,
     ) -> anyhow::Result<(String, Vec<u8>)> {
-        let accept = [
-            OCI_INDEX,
-            OCI_MANIFEST,
-            DOCKER_MANIFEST_LIST,
-            DOCKER_MANIFEST,
-        ]
-        .join(", ");
         let res = self
             .send(&pull_scope(repo), |c, b| {
                 Ok(c.get(format!("{b}/v2/{repo}/manifests/{reference}"))
-                    .header(ACCEPT, accept.as_str()))
+                    .header(ACCEPT, berth_oci::media_types::MANIFEST_ACCEPT))
             })
             .await?;
         if res.status() == StatusCode::NOT_FOUND {

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod proxy;
+pub use proxy::{ProxyAccess, ProxyConfig};
+
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
 pub const DEFAULT_DATA_DIR: &str = "./berth-data";
 /// The spec leaves the limit to registries; 4 MiB is what Docker Hub and Distribution use.
@@ -67,6 +70,8 @@ pub struct Config {
     /// `None`: unlimited.
     pub default_quota: Option<u64>,
     pub log_format: LogFormat,
+    /// Upstream registries mirrored under local namespaces (`[[proxy]]`).
+    pub proxies: Vec<ProxyConfig>,
 }
 
 /// Garbage collection (`[gc]`).
@@ -214,6 +219,8 @@ pub struct Layer {
     pub gc: GcLayer,
     #[serde(default)]
     pub quota: QuotaLayer,
+    /// `[[proxy]]` entries (the file only: a list does not fit one variable).
+    pub proxy: Option<Vec<proxy::ProxyLayer>>,
 }
 
 /// `[quota]`.
@@ -319,6 +326,7 @@ impl Layer {
             quota: QuotaLayer {
                 default: get("BERTH_QUOTA_DEFAULT").map(SizeSetting::Text),
             },
+            proxy: None,
             gc: GcLayer {
                 interval: get("BERTH_GC_INTERVAL"),
                 grace: get("BERTH_GC_GRACE"),
@@ -370,6 +378,7 @@ impl Layer {
             quota: QuotaLayer {
                 default: over.quota.default.or(self.quota.default),
             },
+            proxy: over.proxy.or(self.proxy),
             gc: GcLayer {
                 interval: over.gc.interval.or(self.gc.interval),
                 grace: over.gc.grace.or(self.gc.grace),
@@ -564,6 +573,7 @@ impl Config {
             gc,
             default_quota,
             log_format,
+            proxies: proxy::resolve_all(merged.proxy.as_deref().unwrap_or_default(), listen)?,
         })
     }
 

@@ -15,6 +15,13 @@ pub const DOCKER_SCHEMA1: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ];
 
+/// An `Accept` header for every manifest type a registry stores (a client fetching
+/// from another registry sends it, or gets Docker's old schema 1).
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
 /// Config media types of container images (the others are artifacts').
 pub const IMAGE_CONFIG_TYPES: [&str; 2] = [OCI_CONFIG, DOCKER_CONFIG];
 

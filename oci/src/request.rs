@@ -225,6 +225,39 @@ impl Action {
         }
     }
 
+    /// The same action on `prefix/<name>` for every repository it names: a mirror
+    /// listener's requests (`library/nginx`) are its proxy's (`hub/library/nginx`).
+    /// The catalog is no endpoint there (it would list the whole registry).
+    pub fn under_prefix(self, prefix: &str) -> Result<Action, OciError> {
+        use Action::*;
+        let at = |name: RepoName| RepoName::parse(&format!("{prefix}/{}", name.as_str()));
+        Ok(match self {
+            Base => Base,
+            Catalog => return Err(OciError::EndpointUnknown("/v2/_catalog".into())),
+            ListTags(n) => ListTags(at(n)?),
+            GetManifest(n, r) => GetManifest(at(n)?, r),
+            HeadManifest(n, r) => HeadManifest(at(n)?, r),
+            PutManifest(n, r) => PutManifest(at(n)?, r),
+            DeleteManifest(n, r) => DeleteManifest(at(n)?, r),
+            GetBlob(n, d) => GetBlob(at(n)?, d),
+            HeadBlob(n, d) => HeadBlob(at(n)?, d),
+            DeleteBlob(n, d) => DeleteBlob(at(n)?, d),
+            StartUpload(n, UploadStart::Mount { digest, from }) => StartUpload(
+                at(n)?,
+                UploadStart::Mount {
+                    digest,
+                    from: at(from)?,
+                },
+            ),
+            StartUpload(n, start) => StartUpload(at(n)?, start),
+            UploadStatus(n, id) => UploadStatus(at(n)?, id),
+            AppendUpload(n, id) => AppendUpload(at(n)?, id),
+            CompleteUpload(n, id) => CompleteUpload(at(n)?, id),
+            CancelUpload(n, id) => CancelUpload(at(n)?, id),
+            ListReferrers(n, d) => ListReferrers(at(n)?, d),
+        })
+    }
+
     /// The repository the action works in, if any.
     pub fn repository(&self) -> Option<&RepoName> {
         use Action::*;
@@ -350,6 +383,39 @@ mod tests {
 
     fn parse(method: &str, path: &str) -> Result<Action, OciError> {
         Action::parse(method, path, "")
+    }
+
+    #[test]
+    fn a_mirror_prefixes_every_name_an_action_carries() {
+        let digest: Digest = DIGEST.parse().unwrap();
+        let tag = Reference::Tag("1.27".into());
+        let under = |a: Action| a.under_prefix("hub");
+        assert_eq!(
+            under(Action::GetManifest(name("library/nginx"), tag.clone())).unwrap(),
+            Action::GetManifest(name("hub/library/nginx"), tag)
+        );
+        let mount = Action::StartUpload(
+            name("a"),
+            UploadStart::Mount {
+                digest: digest.clone(),
+                from: name("b"),
+            },
+        );
+        assert_eq!(
+            under(mount).unwrap(),
+            Action::StartUpload(
+                name("hub/a"),
+                UploadStart::Mount {
+                    digest,
+                    from: name("hub/b"),
+                }
+            )
+        );
+        assert_eq!(under(Action::Base).unwrap(), Action::Base);
+        assert!(under(Action::Catalog).is_err());
+        // The prefixed name must still fit the name grammar's length.
+        let long = name(&"a".repeat(253));
+        assert!(under(Action::ListTags(long)).is_err());
     }
 
     #[test]

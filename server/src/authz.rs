@@ -51,6 +51,9 @@ impl Auth {
     }
 }
 
+/// App data of a proxy's mirror listener: its prefix, put before every name.
+pub struct MirrorOf(pub String);
+
 /// The route pattern of a registry request, for metrics (set by the gate).
 #[derive(Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
@@ -76,6 +79,12 @@ pub async fn registry(
         .app_data::<web::Data<AppState>>()
         .cloned()
         .expect("the app holds its state");
+    // On a proxy's mirror listener every name is the proxy's: mapped here, once, so
+    // the gate and the handlers see the same name.
+    let parsed = match req.app_data::<MirrorOf>() {
+        Some(mirror) => parsed.and_then(|action| action.under_prefix(&mirror.0)),
+        None => parsed,
+    };
     let route = parsed.as_ref().map_or("/v2 (no endpoint)", Action::route);
     req.extensions_mut().insert(RouteLabel(route));
     let (http, payload) = req.into_parts();
@@ -94,8 +103,10 @@ async fn gate(
     parsed: Result<Action, OciError>,
 ) -> Result<Granted, ApiError> {
     let Some(auth) = state.auth.current() else {
+        let action = parsed?;
+        refuse_proxy_writes(state, &action)?;
         return Ok(Granted {
-            action: parsed?,
+            action,
             viewer: Viewer::Everything,
         });
     };
@@ -140,11 +151,37 @@ async fn gate(
         });
     }
     let action = parsed?;
+    refuse_proxy_writes(state, &action)?;
     let viewer = match action {
         Action::Catalog => viewer(auth, &claims).await?,
         _ => Viewer::Everything,
     };
     Ok(Granted { action, viewer })
+}
+
+/// A proxy's repositories hold its upstream's content: nobody pushes or deletes
+/// there, whatever a token says.
+fn refuse_proxy_writes(state: &AppState, action: &Action) -> Result<(), ApiError> {
+    for need in action.requires() {
+        let Resource::Repository(name, need) = need else {
+            continue;
+        };
+        if need == Need::Pull {
+            continue;
+        }
+        if let Some(route) = state.proxies.route(name) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!(
+                    "{name} is a read-only mirror of {}: {} is refused",
+                    route.proxy.config.upstream,
+                    need.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A resource as token scopes and access entries name it: (type, name, action).

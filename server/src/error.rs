@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use berth_oci::OciError;
+use berth_proxy::{Missing, ProxyError};
 use berth_storage::error::Backend;
 use berth_storage::StorageError;
 use serde_json::json;
@@ -89,9 +90,15 @@ impl From<OciError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&StorageError> for ApiError {
+    fn from(e: &StorageError) -> ApiError {
         use StorageError as S;
         let message = e.to_string();
-        let (status, code) = match &e {
+        let (status, code) = match e {
             S::Oci(e) => return ApiError::from(e.clone()),
             S::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             S::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
@@ -141,6 +148,48 @@ impl From<StorageError> for ApiError {
                     "internal storage error; see the server log",
                 );
             }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+/// An upstream's failure, named with the upstream and what it answered. Never a 500:
+/// the registry works, its upstream does not.
+impl From<ProxyError> for ApiError {
+    fn from(e: ProxyError) -> ApiError {
+        use ProxyError as P;
+        let message = e.to_string();
+        let (status, code) = match &e {
+            P::Storage(e) => return ApiError::from(&**e),
+            P::Setup(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            P::Busy { .. } => {
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
+                    .with_header("Retry-After", "5".into())
+            }
+            P::Unreachable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            P::Status {
+                status: 429,
+                retry_after,
+                ..
+            } => {
+                let error =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message);
+                return match retry_after {
+                    Some(after) => error.with_header("Retry-After", after.clone()),
+                    None => error,
+                };
+            }
+            P::Status { status, .. } if *status >= 500 => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
+            // Refused credentials, or a status a registry should not answer.
+            P::Status { .. } | P::BadAnswer { .. } => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+            P::NotFound { what, .. } => match what {
+                Missing::Manifest(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+                Missing::Blob(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+                Missing::Repository(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            },
+            P::DigestMismatch { .. } => (StatusCode::BAD_GATEWAY, "DIGEST_INVALID"),
         };
         ApiError::new(status, code, message)
     }

@@ -38,6 +38,8 @@ pub struct AppState {
     pub storage: Storage,
     /// Token authentication, once on.
     pub auth: Arc<authz::Auth>,
+    /// Pull-through caches of other registries (`[[proxy]]`).
+    pub proxies: Arc<berth_proxy::Proxies>,
 }
 
 /// A listening socket as actix-web makes one (address reuse, a deep accept queue).
@@ -68,27 +70,64 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let auth = auth.clone();
         Arc::new(move || auth.current().is_some())
     };
+    claim_proxy_prefixes(&config, &accounts, &storage).await?;
+    let proxies = Arc::new(berth_proxy::Proxies::open(
+        &config.proxies,
+        &storage,
+        &config.data_dir,
+    )?);
     let ui = web::Data::new(berth_web_ui::Web::new(
         storage.clone(),
         accounts,
         accounts_on,
         config.auth.external_url.clone(),
+        proxies.clone(),
     ));
     let state = web::Data::new(AppState {
         storage: storage.clone(),
         auth,
+        proxies,
     });
-    let listener = bind(config.listen)?;
-    let addr = listener.local_addr()?;
+    // The registry (with the web UI) on `listen`; each proxy's mirror listener serves
+    // the registry API alone, every name under the proxy's prefix.
+    let main = bind(config.listen)?;
+    let addr = main.local_addr()?;
+    let mut listeners = vec![("berthd".to_owned(), main, None)];
+    for proxy in config.proxies.iter() {
+        if let Some(mirror) = proxy.mirror_listen {
+            let listener = bind(mirror).map_err(|e| {
+                anyhow::anyhow!("proxy {}: mirror_listen {mirror}: {e}", proxy.prefix)
+            })?;
+            tracing::info!(
+                "mirror of {} (proxy {}) listening on http://{}",
+                proxy.upstream,
+                proxy.prefix,
+                listener.local_addr()?
+            );
+            listeners.push((
+                format!("mirror-{}", proxy.prefix),
+                listener,
+                Some(proxy.prefix.clone()),
+            ));
+        }
+    }
     // What actix-web's `HttpServer` composes, over berthd's own connection type (for
     // downloads written straight from files, see `downloads`).
-    let builder = actix_server::Server::build();
+    let mut builder = actix_server::Server::build();
     let shutdown = builder.graceful_shutdown_signal();
-    let server = builder
-        .listen("berthd", listener, move || {
-            let app = registry_app(state.clone())
-                .app_data(ui.clone())
-                .configure(berth_web_ui::configure);
+    for (name, listener, mirror) in listeners {
+        let local = listener.local_addr()?;
+        let (state, ui, shutdown) = (state.clone(), ui.clone(), shutdown.clone());
+        builder = builder.listen(name, listener, move || {
+            let app = registry_base(state.clone()).app_data(ui.clone());
+            let app = match &mirror {
+                None => app
+                    .configure(routes::configure)
+                    .configure(berth_web_ui::configure),
+                Some(prefix) => app
+                    .configure(routes::configure_mirror)
+                    .app_data(authz::MirrorOf(prefix.clone())),
+            };
             let shutdown = shutdown.clone();
             let http = HttpService::build()
                 .graceful_shutdown_signal(move || {
@@ -100,7 +139,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 // was read), the rest of the body is read and dropped for up to a second
                 // before closing, so the client sees the answer rather than a reset.
                 .client_disconnect_timeout(std::time::Duration::from_secs(1))
-                .local_addr(addr)
+                .local_addr(local)
                 .on_connect_ext(|conn: &Connection, data: &mut Extensions| conn.attach(data))
                 .h1(map_config(app, |_| AppConfig::default()));
             fn_service(|socket: TcpStream| {
@@ -109,8 +148,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 std::future::ready(Ok::<_, DispatchError>((conn, peer)))
             })
             .and_then(http)
-        })?
-        .run();
+        })?;
+    }
+    let server = builder.run();
     tracing::info!(
         "berthd listening on http://{addr} ({})",
         describe_storage(&config)
@@ -137,13 +177,64 @@ pub fn registry_app(
         InitError = (),
     >,
 > {
+    registry_base(state).configure(routes::configure)
+}
+
+/// What every listener serves: the gate, the API version header, metrics and the 404
+/// fallback; the main listener adds its routes (`routes::configure`), a proxy's mirror
+/// listener only the token endpoint (`routes::configure_mirror`).
+fn registry_base(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
     App::new()
         .app_data(state)
         .wrap(middleware::from_fn(authz::registry))
         .wrap(DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")))
         .wrap(middleware::from_fn(observe::observe))
-        .configure(routes::configure)
         .default_service(web::to(routes::not_found))
+}
+
+/// A proxy's prefix is its namespace alone, claimed as the proxy's in the accounts'
+/// namespaces (so no user or organization can take it later). A name someone already
+/// has, or repositories already under it that are not the proxy's cache, stop the
+/// server: they would be served, and evicted, as the upstream's. Its repositories are
+/// listed as its access rule says.
+async fn claim_proxy_prefixes(
+    config: &Config,
+    accounts: &Accounts,
+    storage: &Storage,
+) -> anyhow::Result<()> {
+    for proxy in &config.proxies {
+        let prefix = &proxy.prefix;
+        match accounts.namespace_kind(prefix).await? {
+            Some(berth_auth::namespaces::Kind::Proxy) => {}
+            Some(owner) => anyhow::bail!(
+                "proxy prefix {prefix:?} is the namespace of {owner} named {prefix}: choose another prefix"
+            ),
+            None if storage.has_repositories_under(prefix).await? => anyhow::bail!(
+                "repositories named {prefix}/… exist and are not a proxy's cache: choose another prefix"
+            ),
+            None => accounts.claim_proxy_namespace(prefix).await?,
+        }
+        storage
+            .list_namespace_as(prefix, proxy.access == berth_config::ProxyAccess::Anonymous)
+            .await?;
+        if proxy.credentials_env.is_some() && proxy.upstream.starts_with("http://") {
+            tracing::warn!(
+                "proxy {prefix}: credentials for {} go over plain HTTP",
+                proxy.upstream
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Storage, its tables in place. (Accounts open their own pool on the same database:

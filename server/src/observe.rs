@@ -185,7 +185,10 @@ impl Metrics {
             Box::new(usage.logical_bytes.clone()),
             Box::new(usage.quota_used.clone()),
             Box::new(usage.quota_limit.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(berth_proxy::metrics::collectors())
+        {
             registry.register(m).expect("metric names are unique");
         }
         for backend in ["database", "objects"] {
@@ -194,7 +197,7 @@ impl Metrics {
         for outcome in ["ok", "failed", "busy"] {
             gc_runs.with_label_values(&[outcome]);
         }
-        for kind in ["blobs", "manifests", "orphan_objects"] {
+        for kind in ["blobs", "manifests", "orphan_objects", "evicted_manifests"] {
             gc_deleted.with_label_values(&[kind]);
         }
         Metrics {
@@ -268,6 +271,9 @@ impl Metrics {
                 self.gc_deleted
                     .with_label_values(&["orphan_objects"])
                     .inc_by(report.orphan_objects);
+                self.gc_deleted
+                    .with_label_values(&["evicted_manifests"])
+                    .inc_by(report.evicted);
                 self.gc_freed_bytes.inc_by(report.freed_bytes());
                 self.gc_duration.observe(report.duration.as_secs_f64());
                 self.gc_last_success.set(chrono::Utc::now().timestamp());

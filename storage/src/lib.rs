@@ -11,6 +11,7 @@
 //! | uploads | `uploads.rs` | `start_upload`, `upload_state`, `append_upload`, `complete_upload`, `put_blob`, `cancel_upload` |
 //! | upload expiry | `expiry.rs` | `expire_uploads` |
 //! | manifests and tags | `manifests.rs` | `put_manifest`, `manifest`, `delete_manifest`, `tags`, `referrers` |
+//! | proxies' caches | `mirrors.rs` | `cache_manifest`, `repository_with_blob`, `evict_least_pulled` (by garbage collection) |
 //! | the web UI's views | `explore.rs` | `list_repositories`, `repository_detail`, `tag_rows`, `set_description` |
 //! | immutable tags | `tag_rules.rs` | `add_immutable_rule`, `immutable_rules`, `immutable_rule`, `remove_immutable_rule` (checked by the manifest writes) |
 //! | pull counts | `pulls.rs` | `record_pull`, `flush_pulls` |
@@ -40,6 +41,7 @@ pub(crate) mod liveness;
 pub(crate) mod manifest_refs;
 pub mod manifests;
 pub(crate) mod migration;
+pub(crate) mod mirrors;
 pub mod objects;
 pub(crate) mod platforms;
 pub mod pulls;
@@ -66,6 +68,7 @@ use berth_config::{Config, StorageConfig};
 use sea_orm::{DatabaseConnection, DbErr};
 
 pub use berth_oci::names;
+pub use blobs::BlobInfo;
 pub use digest::{Algorithm, Digest};
 pub use error::{Result, StorageError};
 pub use objects::{ByteStream, Objects};
@@ -98,7 +101,7 @@ impl Storage {
     /// brings the schema up to date.
     pub async fn open(config: &Config) -> Result<Storage> {
         let url = config.database_url();
-        if config.database_url.is_none() {
+        if config.database_url.is_none() || !config.proxies.is_empty() {
             std::fs::create_dir_all(&config.data_dir)?;
         }
         let db = db::connect(&url).await?;
@@ -156,7 +159,10 @@ impl Storage {
             private_by_default: config.auth.private_by_default,
             upload_expiry_ms: config.upload_expiry_secs.saturating_mul(1000) as i64,
             gc: gc::GcSettings::for_config(config),
-            quotas: Arc::new(quotas::Quotas::new(config.default_quota)),
+            quotas: Arc::new(quotas::Quotas::new(
+                config.default_quota,
+                config.proxies.iter().map(|p| p.prefix.clone()).collect(),
+            )),
         })
     }
 

@@ -126,31 +126,7 @@ impl Storage {
             .await?;
         let manifest_id =
             insert_manifest(&*txn, repo_id, &digest, &parsed, &platform, body).await?;
-        let now = now_millis();
-        repository::Entity::update_many()
-            .col_expr(repository::Column::PushedAt, Expr::value(now))
-            .filter(repository::Column::Id.eq(repo_id))
-            .exec(&*txn)
-            .await?;
-        for t in &tags {
-            tag::Entity::insert(tag::ActiveModel {
-                repository_id: Set(repo_id),
-                name: Set(t.clone()),
-                manifest_id: Set(manifest_id),
-                updated_at: Set(now),
-                ..Default::default()
-            })
-            .on_conflict(
-                OnConflict::columns([tag::Column::RepositoryId, tag::Column::Name])
-                    .update_columns([tag::Column::ManifestId, tag::Column::UpdatedAt])
-                    .to_owned(),
-            )
-            .exec(&*txn)
-            .await?;
-        }
-        if !tags.is_empty() {
-            crate::platforms::refresh(&*txn, repo_id).await?;
-        }
+        record_push(&*txn, repo_id, manifest_id, &tags).await?;
         txn.commit().await?;
         self.cache.invalidate(repo);
         if !tags.is_empty() {
@@ -355,7 +331,7 @@ async fn find_manifest(
     Ok(q.one(db).await?)
 }
 
-async fn insert_manifest(
+pub(crate) async fn insert_manifest(
     db: &impl ConnectionTrait,
     repo_id: i64,
     digest: &Digest,
@@ -428,6 +404,42 @@ async fn insert_manifest(
         .await?;
     }
     Ok(id)
+}
+
+/// Records a push of `manifest_id` into `repo_id`: the push time, `tags` pointed at it,
+/// and (when tags moved) the repository's platforms.
+pub(crate) async fn record_push(
+    db: &impl ConnectionTrait,
+    repo_id: i64,
+    manifest_id: i64,
+    tags: &[String],
+) -> Result<()> {
+    let now = now_millis();
+    repository::Entity::update_many()
+        .col_expr(repository::Column::PushedAt, Expr::value(now))
+        .filter(repository::Column::Id.eq(repo_id))
+        .exec(db)
+        .await?;
+    for t in tags {
+        tag::Entity::insert(tag::ActiveModel {
+            repository_id: Set(repo_id),
+            name: Set(t.clone()),
+            manifest_id: Set(manifest_id),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::columns([tag::Column::RepositoryId, tag::Column::Name])
+                .update_columns([tag::Column::ManifestId, tag::Column::UpdatedAt])
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
+    }
+    if !tags.is_empty() {
+        crate::platforms::refresh(db, repo_id).await?;
+    }
+    Ok(())
 }
 
 /// Every blob must be linked to the repository and every child manifest stored in it.

@@ -63,13 +63,17 @@ type Explicit = (Instant, Arc<HashMap<String, u64>>);
 pub(crate) struct Quotas {
     default: Option<u64>,
     cached: Mutex<Option<Explicit>>,
+    /// Proxies' namespaces: their `max_size` bounds them, not the default quota (which
+    /// would silently stop their caching).
+    unlimited: Vec<String>,
 }
 
 impl Quotas {
-    pub fn new(default: Option<u64>) -> Quotas {
+    pub fn new(default: Option<u64>, unlimited: Vec<String>) -> Quotas {
         Quotas {
             default,
             cached: Mutex::new(None),
+            unlimited,
         }
     }
 
@@ -151,7 +155,11 @@ impl Storage {
                 map
             }
         };
-        Ok(explicit.get(namespace).copied().or(self.quotas.default))
+        let default = match self.quotas.unlimited.iter().any(|n| n == namespace) {
+            true => None,
+            false => self.quotas.default,
+        };
+        Ok(explicit.get(namespace).copied().or(default))
     }
 
     pub async fn namespace_usage(&self, namespace: &str) -> Result<NamespaceUsage> {

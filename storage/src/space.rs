@@ -44,6 +44,10 @@ impl Space {
         if let StorageConfig::Filesystem { .. } = config.storage {
             dirs.extend(config.blob_root());
         }
+        // Proxies spool the blobs they fetch there (even on PostgreSQL and S3).
+        if !config.proxies.is_empty() {
+            dirs.push(config.data_dir.clone());
+        }
         Space {
             dirs,
             reserve: config.min_free,

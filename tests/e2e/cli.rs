@@ -4,7 +4,7 @@
 //! inspect, history, tag, rm, prune, and the errors a user meets.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use berth_tests::*;
 use serde_json::Value;
@@ -244,60 +244,9 @@ async fn a_push_resumes_after_a_dropped_connection() {
     assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
 }
 
-/// Debian's `docker-registry` (Distribution) on a loopback port, killed on drop.
-struct Distribution {
-    child: std::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_distribution() -> Option<Distribution> {
-    if !require_tool("docker-registry") {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\nhttp: {{ addr: {addr} }}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "docker-registry did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Some(Distribution {
-        child,
-        addr,
-        _dir: dir,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_and_pull_work_against_distribution_too() {
-    let Some(registry) = start_distribution() else {
+    let Some(registry) = Distribution::start() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -651,7 +600,7 @@ async fn build_push_run_and_rebuild_from_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn built_images_work_with_distribution_and_errors_name_the_line() {
-    let Some(registry) = start_distribution() else {
+    let Some(registry) = Distribution::start() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -13,8 +13,9 @@ fn sh(script: &str) -> String {
     run(Command::new("sh").arg("-ec").arg(script))
 }
 
-/// A small runnable OCI image (busybox-static as /bin/sh) in an OCI layout at `dir:busybox`.
-pub(crate) fn umoci_busybox(dir: &Path) {
+/// A small runnable OCI image (busybox-static as /bin/sh, `marker` in /marker, so images
+/// made for different tests differ) in an OCI layout at `dir:busybox`.
+pub(crate) fn umoci_busybox(dir: &Path, marker: &str) {
     let d = dir.display();
     sh(&format!(
         "cd {d}
@@ -24,6 +25,7 @@ pub(crate) fn umoci_busybox(dir: &Path) {
          mkdir -p bundle/rootfs/bin
          cp /bin/busybox bundle/rootfs/bin/busybox
          ln -s busybox bundle/rootfs/bin/sh
+         echo {marker} > bundle/rootfs/marker
          umoci repack --image img:busybox bundle
          umoci config --image img:busybox --os linux --architecture amd64 --config.cmd /bin/sh"
     ));
@@ -36,7 +38,7 @@ async fn skopeo_copies_an_oci_image_in_and_out_unchanged() {
     }
     let s = Berthd::start(Db::Sqlite).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    umoci_busybox(tmp.path());
+    umoci_busybox(tmp.path(), "clients");
     let dir = tmp.path().display();
     let reference = format!("docker://{}/test/busybox:1", s.addr);
     run(Command::new("skopeo")

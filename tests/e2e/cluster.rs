@@ -120,7 +120,7 @@ async fn push_through_one_replica_pull_through_the_other() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    umoci_busybox(tmp.path());
+    umoci_busybox(tmp.path(), "cluster");
     let dir = tmp.path().display();
     let creds = format!("{}:{}", ALICE.0, ALICE.1);
     run(Command::new("skopeo")

@@ -14,12 +14,14 @@ mod gc;
 mod hostile_images;
 mod image;
 mod immutable_tags;
+mod proxy;
 mod quotas;
 mod retention;
 mod security;
 mod serve;
 mod web;
 mod web_lifecycle;
+mod web_mirrors;
 mod web_untagged;
 
 /// Runs each listed `async fn(Berthd)` once on SQLite and once on PostgreSQL,

@@ -22,7 +22,7 @@ pub async fn search(
         "total": found.total,
         "page": listing.page,
         "per_page": listing.per_page,
-        "results": found.items,
+        "results": view::repo_items(&web, found.items),
     })))
 }
 
@@ -36,7 +36,7 @@ pub async fn repository(
 ) -> ApiResult {
     let host = host(&web, &req);
     let body = match view::resolve(&web, &visitor, &path).await? {
-        Target::Repository(repo) => json!(repo),
+        Target::Repository(repo) => json!(view::repo_page_view(&web, repo)),
         Target::Tags(repo) => {
             let page = query.page();
             let tags = view::tag_views(&web, &host, &repo.summary.name, page).await?;

@@ -19,6 +19,9 @@ pub enum WebError {
     SignInRequired,
     #[error("you may not do that here")]
     Forbidden,
+    /// A change to a pull-through cache's repository: its content is the upstream's.
+    #[error("{name} is a read-only mirror of {upstream}")]
+    ReadOnlyMirror { name: String, upstream: String },
     #[error("the form expired or did not come from this site; reload the page and try again")]
     Csrf,
     /// A write whose precondition no longer holds (e.g. a retention plan changed
@@ -44,7 +47,9 @@ impl WebError {
             WebError::NotFound(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN", shown),
             WebError::BadRequest(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED", shown),
             WebError::SignInRequired => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", shown),
-            WebError::Forbidden | WebError::Csrf => (StatusCode::FORBIDDEN, "DENIED", shown),
+            WebError::Forbidden | WebError::Csrf | WebError::ReadOnlyMirror { .. } => {
+                (StatusCode::FORBIDDEN, "DENIED", shown)
+            }
             WebError::Conflict(_) => (StatusCode::CONFLICT, "DENIED", shown),
             WebError::AccountsOff => (StatusCode::NOT_FOUND, "UNSUPPORTED", shown),
             WebError::Storage(S::NameUnknown(_)) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN", shown),

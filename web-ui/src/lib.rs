@@ -10,6 +10,7 @@ mod api;
 mod error;
 mod lifecycle;
 mod markdown;
+mod mirrors;
 mod pages;
 mod session;
 mod tag_rules;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use berth_auth::Accounts;
+use berth_proxy::Proxies;
 use berth_storage::Storage;
 
 pub use error::WebError;
@@ -38,6 +40,8 @@ pub struct Web {
     accounts_on: AccountsOn,
     /// Where clients reach the registry (for pull commands); else the request's host.
     external_url: Option<String>,
+    /// Pull-through caches: their repositories are shown as mirrors of upstreams.
+    proxies: Arc<Proxies>,
 }
 
 impl Web {
@@ -46,12 +50,14 @@ impl Web {
         accounts: Accounts,
         accounts_on: AccountsOn,
         external_url: Option<String>,
+        proxies: Arc<Proxies>,
     ) -> Web {
         Web {
             storage,
             accounts,
             accounts_on,
             external_url,
+            proxies,
         }
     }
 
@@ -67,6 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/search", web::get().to(pages::search))
         .route("/r/{path:.+}", web::get().to(pages::repository_or_tag))
         .route("/u/{name}", web::get().to(pages::namespace))
+        .route("/mirrors", web::get().to(mirrors::page))
         .route("/signin", web::get().to(pages::signin_form))
         .route("/signin", web::post().to(pages::signin))
         .route("/signout", web::post().to(pages::signout))

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::error::{PageResult, WebError};
 use crate::session::Visitor;
 use crate::view::{self, Target, TAGS_PER_PAGE};
-use crate::{lifecycle, markdown, templates, Web};
+use crate::{lifecycle, markdown, mirrors, templates, Web};
 
 const REPOS_PER_PAGE: u64 = 20;
 const MAX_DESCRIPTION_CHARS: usize = 100;
@@ -50,6 +50,8 @@ pub(crate) fn render(
                 csrf => visitor.csrf(),
                 accounts => visitor.accounts,
                 host => host(web, req),
+                // The header's link to /mirrors.
+                mirrors_link => web.proxies.iter().any(|p| mirrors::listed_to(visitor, p)),
             },
             ..context
         },
@@ -115,8 +117,8 @@ pub async fn explore(web: web::Data<Web>, visitor: Visitor, req: HttpRequest) ->
         "explore.html",
         context! {
             total => most_pulled.total,
-            most_pulled => most_pulled.items,
-            recently_pushed => recently_pushed.items,
+            most_pulled => view::repo_items(&web, most_pulled.items),
+            recently_pushed => view::repo_items(&web, recently_pushed.items),
         },
     )
 }
@@ -174,7 +176,7 @@ pub async fn search(
             q => params.q.clone(),
             namespace, os, arch,
             total => found.total,
-            results => found.items,
+            results => view::repo_items(&web, found.items),
             page => listing.page,
             pages => pages(found.total, listing.per_page),
             pager_base => format!("/search?{base}&"),
@@ -206,6 +208,7 @@ pub async fn repository_or_tag(
     match view::resolve(&web, &visitor, &path).await? {
         Target::Repository(repo) | Target::Tags(repo) => {
             let name = repo.summary.name.clone();
+            let mirror = mirrors::mirror_of(&web, &name);
             let can_manage = visitor
                 .may(&web, &name, repo.summary.private, "delete")
                 .await?;
@@ -245,7 +248,7 @@ pub async fn repository_or_tag(
                     pages => pages(repo.summary.tag_count as u64, TAGS_PER_PAGE),
                     repo => context! { readme => repo.readme, ..Value::from_serialize(&repo.summary) },
                     tags, page, latest_pull, readme_html, can_manage,
-                    rules, immutable_tags, namespace_scope, lifecycle,
+                    rules, immutable_tags, namespace_scope, lifecycle, mirror,
                     pager_base => format!("/r/{name}?"),
                 },
             )
@@ -264,6 +267,7 @@ pub async fn repository_or_tag(
                 "tag.html",
                 context! {
                     pull => view::pull_command(&host, &name, &tag),
+                    mirror => mirrors::mirror_of(&web, &name),
                     tag => detail,
                     can_manage,
                 },
@@ -288,6 +292,8 @@ pub async fn namespace(
         ..Listing::default()
     };
     let found = web.storage.list_repositories(&viewer, &listing).await?;
+    // A proxy's prefix: the proxy, before its cached repositories.
+    let proxy = mirrors::namespace_proxy(&web, &visitor, &viewer, &name).await?;
     // Its owners (and admins) also see its usage and retention policy; a name that
     // cannot be a namespace has no owners.
     let scope = format!("{name}/*");
@@ -311,10 +317,10 @@ pub async fn namespace(
         StatusCode::OK,
         "namespace.html",
         context! {
-            lifecycle, can_manage,
+            lifecycle, can_manage, proxy,
             namespace => name.into_inner(),
             total => found.total,
-            repos => found.items,
+            repos => view::repo_items(&web, found.items),
             page => listing.page,
             pages => pages(found.total, REPOS_PER_PAGE),
             pager_base => "?",
@@ -598,6 +604,8 @@ pub async fn set_visibility(
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
     managed_repository(&web, &visitor, &form.repository).await?;
+    // A mirror's visibility follows its proxy's `access`.
+    mirrors::refuse_mirror(&web, &form.repository)?;
     web.storage
         .set_private(&form.repository, form.private)
         .await?;
@@ -617,6 +625,7 @@ pub async fn confirm_delete_tag(
     params: web::Query<TagParams>,
 ) -> PageResult {
     managed_repository(&web, &visitor, &params.repository).await?;
+    mirrors::refuse_mirror(&web, &params.repository)?;
     render(
         &web,
         &visitor,
@@ -642,6 +651,7 @@ pub async fn delete_tag(
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
     managed_repository(&web, &visitor, &form.repository).await?;
+    mirrors::refuse_mirror(&web, &form.repository)?;
     let tag = match Reference::parse(&form.tag)? {
         tag @ Reference::Tag(_) => tag,
         Reference::Digest(_) => return Err(WebError::BadRequest("not a tag".into()).into()),

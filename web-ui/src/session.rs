@@ -14,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::error::{Api, Page, WebError};
+use crate::mirrors;
 use crate::Web;
 
 pub const SESSION_COOKIE: &str = "berth_session";
@@ -114,11 +115,19 @@ impl Visitor {
         if !self.accounts {
             return Ok(Viewer::Everything);
         }
-        let Some(user) = self.user() else {
-            return Ok(Viewer::Public);
+        let mut namespaces = match self.user() {
+            Some(user) => match web.accounts.private_namespaces(user).await? {
+                Some(namespaces) => namespaces,
+                None => return Ok(Viewer::Everything),
+            },
+            None => Vec::new(),
         };
-        let namespaces = web.accounts.private_namespaces(user).await?;
-        Ok(namespaces.map_or(Viewer::Everything, Viewer::PublicAndNamespaces))
+        // The mirrors of the proxies they may pull through, as the registry lets them.
+        namespaces.extend(mirrors::pullable_prefixes(web, self).await?);
+        Ok(match namespaces.is_empty() {
+            true => Viewer::Public,
+            false => Viewer::PublicAndNamespaces(namespaces),
+        })
     }
 
     /// Whether this visitor may do `action` (pull, push, delete) to `repo`, by the

@@ -36,6 +36,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ),
         ("usage.html", include_str!("../templates/usage.html")),
         ("untagged.html", include_str!("../templates/untagged.html")),
+        ("mirrors.html", include_str!("../templates/mirrors.html")),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));
@@ -45,6 +46,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.add_filter("date", date);
     env.add_filter("timestamp", timestamp);
     env.add_filter("short", short_digest);
+    env.add_filter("plural", plural);
     env
 });
 
@@ -63,6 +65,15 @@ pub fn size(bytes: Option<i64>) -> String {
         Ok(unsigned) => human_size(unsigned, SizeFormat::OneDecimal),
         // A negative size is never stored; shown as it is rather than hidden.
         Err(_) => format!("{bytes} B"),
+    }
+}
+
+/// `1 tag`, `2 tags`; `many` for irregular plurals (`repositories`).
+pub fn plural(n: i64, one: &str, many: Option<&str>) -> String {
+    match (n, many) {
+        (1, _) => format!("{n} {one}"),
+        (_, Some(many)) => format!("{n} {many}"),
+        (_, None) => format!("{n} {one}s"),
     }
 }
 
@@ -119,6 +130,21 @@ mod tests {
         assert_eq!(size(Some(512)), "512 B");
         assert_eq!(size(Some(2_500_000)), "2.5 MB");
         assert_eq!(size(None), "—");
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural(0, "tag", None), "0 tags");
+        assert_eq!(plural(1, "tag", None), "1 tag");
+        assert_eq!(plural(2, "pull", None), "2 pulls");
+        assert_eq!(
+            plural(1, "repository", Some("repositories")),
+            "1 repository"
+        );
+        assert_eq!(
+            plural(3, "repository", Some("repositories")),
+            "3 repositories"
+        );
     }
 
     #[test]

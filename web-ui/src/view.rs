@@ -3,13 +3,14 @@
 
 use berth_oci::media_types::{is_index, IMAGE_CONFIG_TYPES};
 use berth_storage::digest::Digest;
-use berth_storage::explore::{RepoDetail, TagRow};
+use berth_storage::explore::{RepoDetail, RepoSummary, TagRow};
 use berth_storage::manifests::Reference;
 use berth_storage::StorageError;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
 
 use crate::error::WebError;
+use crate::mirrors::{self, MirrorOf};
 use crate::session::Visitor;
 use crate::Web;
 
@@ -123,6 +124,14 @@ pub async fn visible_repository(
     visitor: &Visitor,
     name: &str,
 ) -> Result<Option<RepoDetail>, WebError> {
+    // A proxy's repositories are pulled by whom its `access` names, as the token
+    // endpoint decides, whether stored as public or private.
+    if let Some(route) = web.proxies.route(name) {
+        if !mirrors::may_pull_through(web, visitor, route.proxy).await? {
+            return Ok(None);
+        }
+        return Ok(web.storage.repository_detail(name).await?);
+    }
     // A missing repository is judged as a private one, with the same lookups, and
     // details are read only once access is settled: neither the answer nor its timing
     // tells a private repository the visitor may not see from a missing one.
@@ -131,6 +140,42 @@ pub async fn visible_repository(
         return Ok(None);
     }
     Ok(web.storage.repository_detail(name).await?)
+}
+
+/// A repository as listings (pages and the search API) show it: marked when it is a
+/// mirror of an upstream's.
+#[derive(Debug, Serialize)]
+pub struct RepoItem {
+    #[serde(flatten)]
+    pub summary: RepoSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorOf>,
+}
+
+pub fn repo_items(web: &Web, repos: Vec<RepoSummary>) -> Vec<RepoItem> {
+    repos
+        .into_iter()
+        .map(|summary| RepoItem {
+            mirror: mirrors::mirror_of(web, &summary.name),
+            summary,
+        })
+        .collect()
+}
+
+/// A repository's page (and API answer): its details, and what it mirrors if it does.
+#[derive(Debug, Serialize)]
+pub struct RepoPageView {
+    #[serde(flatten)]
+    pub detail: RepoDetail,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorOf>,
+}
+
+pub fn repo_page_view(web: &Web, detail: RepoDetail) -> RepoPageView {
+    RepoPageView {
+        mirror: mirrors::mirror_of(web, &detail.summary.name),
+        detail,
+    }
 }
 
 pub fn pull_command(host: &str, repo: &str, tag: &str) -> String {

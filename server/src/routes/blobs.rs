@@ -13,7 +13,7 @@ use crate::error::ApiResult;
 use crate::http::{byte_range, head_body, header};
 use crate::AppState;
 
-fn blob_headers(res: &mut actix_web::HttpResponseBuilder, digest: &Digest) {
+pub(crate) fn blob_headers(res: &mut actix_web::HttpResponseBuilder, digest: &Digest) {
     res.content_type("application/octet-stream")
         .insert_header(("Docker-Content-Digest", digest.as_str()))
         .insert_header(("ETag", format!("\"{digest}\"")))

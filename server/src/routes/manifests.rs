@@ -25,9 +25,7 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(name, reference).await?;
     state.storage.record_pull(name, reference, &m);
-    let mut res = HttpResponse::Ok();
-    manifest_headers(&mut res, &m);
-    Ok(res.body(m.content.clone()))
+    Ok(respond(&m, false))
 }
 
 pub async fn head(
@@ -36,9 +34,18 @@ pub async fn head(
     reference: &Reference,
 ) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(name, reference).await?;
+    Ok(respond(&m, true))
+}
+
+/// A manifest's 200: its bytes, or for a `HEAD` only their length.
+pub(crate) fn respond(m: &StoredManifest, head: bool) -> HttpResponse {
     let mut res = HttpResponse::Ok();
-    manifest_headers(&mut res, &m);
-    Ok(res.body(head_body(m.content.len() as u64)))
+    manifest_headers(&mut res, m);
+    if head {
+        res.body(head_body(m.content.len() as u64))
+    } else {
+        res.body(m.content.clone())
+    }
 }
 
 pub async fn put(

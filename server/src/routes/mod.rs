@@ -6,6 +6,7 @@ mod base;
 mod blobs;
 mod catalog;
 mod manifests;
+mod proxied;
 mod referrers;
 mod tags;
 mod token;
@@ -24,17 +25,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(crate::health::healthz))
         .route("/readyz", web::get().to(crate::health::readyz))
         .route("/metrics", web::get().to(crate::observe::metrics))
-        .service(
-            web::resource("/auth/token")
-                .route(web::get().to(token::get))
-                .route(web::post().to(token::post))
-                .default_service(web::to(method_not_allowed)),
-        )
+        .service(token_endpoint())
         .service(
             web::resource("/auth/signup")
                 .route(web::post().to(token::signup))
                 .default_service(web::to(method_not_allowed)),
         );
+}
+
+/// A proxy's mirror listener: the registry API (the gate) and the token endpoint its
+/// challenges name, nothing else (no sign-up, no metrics).
+pub fn configure_mirror(cfg: &mut web::ServiceConfig) {
+    cfg.service(token_endpoint());
+}
+
+fn token_endpoint() -> actix_web::Resource {
+    web::resource("/auth/token")
+        .route(web::get().to(token::get))
+        .route(web::post().to(token::post))
+        .default_service(web::to(method_not_allowed))
 }
 
 async fn method_not_allowed() -> HttpResponse {
@@ -48,6 +57,32 @@ async fn method_not_allowed() -> HttpResponse {
 
 pub async fn not_found() -> HttpResponse {
     ApiError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such endpoint").error_response()
+}
+
+/// A read in a proxy's namespace, answered through the proxy; `None` for every other
+/// action (writes there were refused by the gate).
+async fn proxied(
+    state: &AppState,
+    action: &Action,
+    req: &HttpRequest,
+) -> Option<crate::error::ApiResult<HttpResponse>> {
+    use Action::*;
+    let route = state.proxies.route(action.repository()?)?;
+    Some(match action {
+        GetManifest(name, reference) => {
+            proxied::manifest(state, &route, name, reference, false).await
+        }
+        HeadManifest(name, reference) => {
+            proxied::manifest(state, &route, name, reference, true).await
+        }
+        GetBlob(name, digest) => proxied::get_blob(state, &route, name, digest, req).await,
+        HeadBlob(name, digest) => proxied::head_blob(&route, name, digest).await,
+        ListTags(name) => proxied::list_tags(&route, name, req).await,
+        ListReferrers(name, digest) => {
+            proxied::list_referrers(state, &route, name, digest, req).await
+        }
+        _ => return None,
+    })
 }
 
 /// Performs an authorized registry action: the one place registry requests meet
@@ -64,6 +99,9 @@ pub async fn dispatch(
         StartUpload(..) | AppendUpload(..) | CompleteUpload(..)
     )
     .then(crate::observe::InProgress::start);
+    if let Some(result) = proxied(state, &granted.action, req).await {
+        return result.unwrap_or_else(|e| e.error_response());
+    }
     let result = match granted.action {
         Base => Ok(base::check()),
         Catalog => catalog::list(state, &granted.viewer, req).await,

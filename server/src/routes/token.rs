@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use berth_auth::{pat, Access, AuthError, Scope};
+use berth_auth::{pat, Access, AuthError, Scope, User};
 use berth_oci::RepoName;
 use serde_json::json;
 
@@ -173,6 +173,35 @@ fn decode_basic(b64: &str) -> ApiResult<(String, String)> {
 /// Scopes one token request may name (docker asks for one to three).
 const MAX_SCOPES: usize = 64;
 
+/// The proxy a repository scope's name is under, if any.
+fn proxy_of<'a>(state: &'a AppState, scope: &Scope) -> Option<&'a berth_proxy::Proxy> {
+    if scope.kind != "repository" {
+        return None;
+    }
+    state.proxies.route(&scope.name).map(|r| &**r.proxy)
+}
+
+/// A proxy's repositories are pulled by whom its `access` names, and never pushed
+/// to or deleted from (their content is the upstream's).
+async fn proxy_grant(
+    auth: &AuthState,
+    proxy: &berth_proxy::Proxy,
+    user: Option<&User>,
+    scope: &Scope,
+) -> ApiResult<Option<Access>> {
+    let allowed = auth
+        .accounts
+        .may_pull_through(&proxy.config.access, user)
+        .await
+        .map_err(login_error)?;
+    let pull = allowed && scope.actions.iter().any(|a| a == "pull");
+    Ok(pull.then(|| Access {
+        kind: scope.kind.clone(),
+        name: scope.name.clone(),
+        actions: vec!["pull".into()],
+    }))
+}
+
 /// Authenticates (if credentials were given), grants the intersection of what was
 /// asked and what is allowed, and signs a token: (token, expires_in, issued_at).
 async fn issue(
@@ -238,16 +267,19 @@ async fn issue(
             },
             _ => false,
         };
-        let mut access = auth
-            .accounts
-            .grant(user.as_ref(), &scope, private)
-            .await
-            .map_err(login_error)?
-            .unwrap_or_else(|| Access {
-                kind: scope.kind.clone(),
-                name: scope.name.clone(),
-                actions: Vec::new(),
-            });
+        let granted_here = match proxy_of(state, &scope) {
+            Some(proxy) => proxy_grant(auth, proxy, user.as_ref(), &scope).await?,
+            None => auth
+                .accounts
+                .grant(user.as_ref(), &scope, private)
+                .await
+                .map_err(login_error)?,
+        };
+        let mut access = granted_here.unwrap_or_else(|| Access {
+            kind: scope.kind.clone(),
+            name: scope.name.clone(),
+            actions: Vec::new(),
+        });
         if let Some(cap) = cap {
             access.actions.retain(|a| cap.permits(a));
         }

@@ -73,6 +73,7 @@ pub async fn registry(
     let state = web::Data::new(AppState {
         storage,
         auth: Arc::new(gate),
+        proxies: Arc::default(),
     });
     let app = test::init_service(berth_server::registry_app(state)).await;
     Registry {

@@ -47,6 +47,8 @@ pub(crate) struct GcSettings {
     /// for a row to name them).
     orphan_age_ms: i64,
     delete_untagged_after_ms: Option<i64>,
+    /// Pull-through proxies' namespaces and their size limits (`[[proxy]] max_size`).
+    size_limits: Vec<(String, u64)>,
 }
 
 impl GcSettings {
@@ -57,6 +59,11 @@ impl GcSettings {
             grace_ms,
             orphan_age_ms: grace_ms.max(ms(Duration::from_secs(config.upload_expiry_secs))),
             delete_untagged_after_ms: config.gc.delete_untagged_after.map(ms),
+            size_limits: config
+                .proxies
+                .iter()
+                .filter_map(|p| Some((p.prefix.clone(), p.max_size?)))
+                .collect(),
         }
     }
 
@@ -94,6 +101,9 @@ pub struct GcReport {
     /// Objects in the store that no row names, older than the grace.
     pub orphan_objects: u64,
     pub orphan_bytes: u64,
+    /// Cached images a proxy evicted to stay within its size limit (a dry run
+    /// evicts and counts nothing).
+    pub evicted: u64,
     /// Candidates another transaction held at the time (taken by a later pass).
     pub skipped: u64,
     pub duration: Duration,
@@ -125,6 +135,9 @@ impl std::fmt::Display for GcReport {
         if self.tags > 0 {
             write!(f, "; retention policies {verb} {} tags", self.tags)?;
         }
+        if self.evicted > 0 {
+            write!(f, "; proxies evicted {} cached manifests", self.evicted)?;
+        }
         if self.skipped > 0 {
             write!(
                 f,
@@ -145,7 +158,8 @@ impl Storage {
     /// Blobs come first, so what a pass deletes depends only on the state it starts
     /// from and a dry run counts exactly what the pass would delete: the blobs that
     /// manifests deleted by this pass leave unreferenced go in the next pass, and so do
-    /// the images of an untagged index deleted by this one.
+    /// the images of an untagged index deleted by this one. (Proxies' evictions come
+    /// before, and their blobs go once unreferenced for the grace period, like any.)
     pub async fn collect_garbage(
         &self,
         dry_run: bool,
@@ -161,6 +175,11 @@ impl Storage {
             ..GcReport::default()
         };
         let outcome = async {
+            if !dry_run {
+                for (namespace, max_bytes) in &self.gc.size_limits {
+                    report.evicted += self.evict_least_pulled(namespace, *max_bytes).await?;
+                }
+            }
             blobs::collect(self, &lease, &mut report).await?;
             let sweep = match sweep {
                 Sweep::Always => true,

@@ -75,7 +75,8 @@ enum Command {
 struct ConfigArgs {
     /// TOML config file (keys in the README: listen, data_dir, log_format, [database] url,
     /// [storage] backend/root/bucket/endpoint/region/redirect/upload_expiry_secs,
-    /// [limits], [auth], [gc] interval/grace/delete_untagged_after, [quota] default).
+    /// [limits], [auth], [gc] interval/grace/delete_untagged_after, [quota] default,
+    /// [[proxy]] prefix/upstream/username_env/password_env/tag_ttl/max_size/access/mirror_listen).
     #[arg(long, value_name = "FILE", env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [env: BERTH_LISTEN] [default: 0.0.0.0:5000]

@@ -1,0 +1,679 @@
+//! Blob cache misses: one upstream fetch per blob, however many clients ask.
+//!
+//! The first request for an uncached blob starts a fetch on its own task, so it
+//! finishes into the cache even if every client goes away. The fetch hands what the
+//! upstream sends, in pieces of up to `BATCH` bytes, to three consumers at once: the
+//! clients that asked before the first byte arrived (directly, from memory), a hasher
+//! and a writer of the spool file (each on a thread of its own, so neither slows the
+//! others). A client that asks later, or takes more than `SLOW_CLIENT` to accept a
+//! piece, reads the spool file as it grows. Every client gets all but the last piece
+//! as it arrives; the last only once the digest is verified, so a client of a lying
+//! upstream never receives a whole body. Only a verified blob is stored (through
+//! `Storage::put_blob`, which verifies it again), and only then is the spool file
+//! removed.
+//!
+//! Bounds: a fetch is started only for a blob a cached manifest of the repository
+//! lists, with that size (a longer or shorter body is refused); a proxy runs at most
+//! `MAX_FETCHES` at once, and needs the blob's size free above the disk reserve;
+//! each fetch gets a deadline for its size. Memory: every queue is a few pieces long,
+//! and the pieces in them are shared (reference-counted), not copied per client.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_oci::Digest;
+use berth_storage::digest::Hasher;
+use berth_storage::{Storage, StorageError};
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{ProxyError, Result};
+use crate::metrics::ProxyMetrics;
+use crate::upstream::Upstream;
+
+/// The fetch hands on what arrived in pieces of up to this size.
+const BATCH: usize = 256 * 1024;
+/// How long a direct client may take to accept a piece before it is left to read the
+/// spool file.
+const SLOW_CLIENT: Duration = Duration::from_secs(1);
+/// Pieces queued for one direct follower (shared with the others: not copies).
+const FOLLOWER_QUEUE: usize = 16;
+/// Pieces queued for the hasher and for the writer.
+const WORKER_QUEUE: usize = 16;
+/// The writer gathers pieces into writes of this size.
+const WRITE_SIZE: usize = 1024 * 1024;
+/// The alignment `O_DIRECT` writes need (the largest block size in common use).
+const ALIGN: usize = 4096;
+/// A client reading the spool file reads pieces of at most this size.
+const READ_SIZE: usize = 256 * 1024;
+/// Blob fetches one proxy runs at once; more get 429 until one ends.
+const MAX_FETCHES: usize = 64;
+/// How long a stored fetch is remembered (longer than a cache lookup takes).
+const STORED_LATELY: Duration = Duration::from_secs(60);
+/// A fetch may take this long, plus a second per MiB.
+const DEADLINE_BASE: Duration = Duration::from_secs(300);
+
+/// A fetch's state, as clients see it.
+#[derive(Clone)]
+enum Progress {
+    /// Waiting for the upstream's answer.
+    Starting,
+    /// Bytes in the spool file so far.
+    Running {
+        written: u64,
+    },
+    /// Every byte written and the digest verified.
+    Verified,
+    Failed(ProxyError),
+}
+
+struct Fetch {
+    size: u64,
+    progress: watch::Receiver<Progress>,
+    path: PathBuf,
+    direct: Mutex<Direct>,
+}
+
+/// The clients a fetch feeds directly.
+struct Direct {
+    /// Until the first piece goes out: a client joining later reads the spool file.
+    joinable: bool,
+    queues: Vec<mpsc::Sender<Bytes>>,
+}
+
+/// The fetches running, by repository and digest.
+pub struct Fetches {
+    spool: PathBuf,
+    running: Mutex<HashMap<String, Arc<Fetch>>>,
+    /// Fetches that stored their blob within `STORED_LATELY`, by key.
+    stored: Mutex<HashMap<String, Instant>>,
+}
+
+/// What one blob fetch needs.
+pub struct Source {
+    pub upstream: Arc<Upstream>,
+    pub storage: Storage,
+    pub metrics: ProxyMetrics,
+    /// The local repository the blob is cached in.
+    pub local: String,
+    /// The upstream's name for it.
+    pub remote: String,
+}
+
+/// A blob being fetched, followed by one client.
+pub struct Following {
+    pub size: u64,
+    pub body: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+impl Fetches {
+    /// Fetches spool into `spool`, which is emptied now (what a previous run left
+    /// there was never verified).
+    pub fn new(spool: PathBuf) -> std::io::Result<Fetches> {
+        if spool.exists() {
+            std::fs::remove_dir_all(&spool)?;
+        }
+        std::fs::create_dir_all(&spool)?;
+        Ok(Fetches {
+            spool,
+            running: Mutex::default(),
+            stored: Mutex::default(),
+        })
+    }
+
+    /// Follows the fetch of `digest` (of `size` bytes, as a cached manifest lists it)
+    /// into `source.local`, starting it if none runs, once the upstream has answered
+    /// (its refusal is this request's error). `None`: the blob was stored a moment ago
+    /// (read it from the cache).
+    pub async fn follow(
+        self: &Arc<Self>,
+        source: Source,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<Following>> {
+        let Some((fetch, file)) = self.join(source, digest, size)? else {
+            return Ok(None);
+        };
+        let direct = {
+            let mut direct = fetch.direct.lock().expect("direct lock");
+            direct.joinable.then(|| {
+                let (tx, rx) = mpsc::channel(FOLLOWER_QUEUE);
+                direct.queues.push(tx);
+                rx
+            })
+        };
+        let mut progress = fetch.progress.clone();
+        loop {
+            match &*progress.borrow_and_update() {
+                Progress::Starting => {}
+                Progress::Failed(e) => return Err(e.clone()),
+                Progress::Running { .. } | Progress::Verified => break,
+            }
+            if progress.changed().await.is_err() {
+                return Err(vanished());
+            }
+        }
+        let reader = Reader {
+            size: fetch.size,
+            pos: 0,
+            held: None,
+            direct,
+            file: tokio::fs::File::from_std(file),
+            file_pos: 0,
+            progress,
+            done: false,
+        };
+        Ok(Some(Following {
+            size: fetch.size,
+            body: futures::stream::unfold(reader, Reader::next).boxed(),
+        }))
+    }
+
+    /// The running fetch of `digest` into `source.local` or a new one, with its spool
+    /// file opened while it is sure to exist; `None` when it was stored a moment ago.
+    fn join(
+        self: &Arc<Self>,
+        source: Source,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<(Arc<Fetch>, std::fs::File)>> {
+        let key = format!("{}@{digest}", source.local);
+        let mut running = self.running.lock().expect("fetches lock");
+        let fetch = match running.get(&key) {
+            Some(fetch) => {
+                // Served without another upstream request.
+                source.metrics.hit();
+                fetch.clone()
+            }
+            None => {
+                // Between the cache's answer to this request and now, a fetch may have
+                // stored the blob and left.
+                if self.stored_lately(&key) {
+                    return Ok(None);
+                }
+                if running.len() >= MAX_FETCHES {
+                    return Err(ProxyError::Busy {
+                        upstream: source.upstream.url.clone(),
+                        running: MAX_FETCHES,
+                    });
+                }
+                if let Some(space) = source.storage.free_space() {
+                    if space.free.saturating_sub(size) < space.reserve {
+                        return Err(StorageError::BelowReserve {
+                            free: space.free,
+                            reserve: space.reserve,
+                        }
+                        .into());
+                    }
+                }
+                let fetch = self.start(&key, source, digest, size)?;
+                running.insert(key, fetch.clone());
+                fetch
+            }
+        };
+        let file = std::fs::File::open(&fetch.path).map_err(spool_error)?;
+        Ok(Some((fetch, file)))
+    }
+
+    /// Whether the fetch of `key` stored its blob within `STORED_LATELY`.
+    fn stored_lately(&self, key: &str) -> bool {
+        let stored = self.stored.lock().expect("stored lock");
+        stored
+            .get(key)
+            .is_some_and(|at| at.elapsed() < STORED_LATELY)
+    }
+
+    fn remember_stored(&self, key: &str) {
+        let mut stored = self.stored.lock().expect("stored lock");
+        stored.retain(|_, at| at.elapsed() < STORED_LATELY);
+        stored.insert(key.to_owned(), Instant::now());
+    }
+
+    /// Starts a fetch on a task of its own; it leaves the map (and its spool file goes)
+    /// when it ends, however it ends.
+    fn start(
+        self: &Arc<Self>,
+        key: &str,
+        source: Source,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Arc<Fetch>> {
+        let path = self.spool.join(uuid::Uuid::new_v4().simple().to_string());
+        let file = std::fs::File::create_new(&path).map_err(spool_error)?;
+        let (tx, rx) = watch::channel(Progress::Starting);
+        let fetch = Arc::new(Fetch {
+            size,
+            progress: rx,
+            path: path.clone(),
+            direct: Mutex::new(Direct {
+                joinable: true,
+                queues: Vec::new(),
+            }),
+        });
+        source.metrics.miss();
+        let cleanup = Cleanup {
+            fetches: self.clone(),
+            key: key.to_owned(),
+            path,
+        };
+        let (job, digest) = (fetch.clone(), digest.clone());
+        let (fetches, key) = (self.clone(), key.to_owned());
+        tokio::spawn(async move {
+            let _cleanup = cleanup;
+            let deadline = DEADLINE_BASE + Duration::from_secs(size / (1024 * 1024));
+            let fetched =
+                tokio::time::timeout(deadline, download(&source, &job, &digest, file, &tx))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ProxyError::Unreachable {
+                            upstream: source.upstream.url.clone(),
+                            reason: format!("the blob did not arrive within {deadline:?}"),
+                        })
+                    });
+            // Direct clients not fed to the end read on from the spool file.
+            {
+                let mut direct = job.direct.lock().expect("direct lock");
+                direct.joinable = false;
+                direct.queues.clear();
+            }
+            match fetched {
+                Ok(()) => {
+                    tx.send_replace(Progress::Verified);
+                    if store(&source, &digest, &job.path).await {
+                        fetches.remember_stored(&key);
+                    }
+                }
+                Err(e) => {
+                    source.metrics.upstream_error(&e);
+                    tracing::warn!(error = %e, repo = source.local, %digest, "fetching a blob failed");
+                    tx.send_replace(Progress::Failed(e));
+                }
+            }
+        });
+        Ok(fetch)
+    }
+}
+
+/// Takes a fetch out of the map and removes its spool file when its task ends (or
+/// panics): the next request starts afresh. Clients still reading hold the file open.
+struct Cleanup {
+    fetches: Arc<Fetches>,
+    key: String,
+    path: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.fetches.running.lock() {
+            running.remove(&self.key);
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Receives the blob from the upstream and hands each piece to the direct clients,
+/// the hasher and the writer; done once all of it is written and its digest verified.
+async fn download(
+    source: &Source,
+    fetch: &Fetch,
+    digest: &Digest,
+    file: std::fs::File,
+    progress: &watch::Sender<Progress>,
+) -> Result<()> {
+    let upstream = &source.upstream;
+    let res = upstream.blob(&source.remote, digest.as_str()).await?;
+    let size = fetch.size;
+    if let Some(announced) = res.content_length().filter(|&n| n != size) {
+        return Err(bad(
+            source,
+            format!("{announced} bytes announced for blob {digest} of {size}"),
+        ));
+    }
+    // The upstream answers: clients get their 200 now.
+    progress.send_replace(Progress::Running { written: 0 });
+    let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WORKER_QUEUE);
+    let (write_tx, write_rx) = mpsc::channel::<Bytes>(WORKER_QUEUE);
+    let algorithm = digest.algorithm();
+    let hasher = tokio::task::spawn_blocking(move || hash(hash_rx, Hasher::new(algorithm)));
+    let writer = {
+        let progress = progress.clone();
+        let path = fetch.path.clone();
+        tokio::task::spawn_blocking(move || write(write_rx, file, &path, &progress))
+    };
+    let mut body = res.bytes_stream();
+    let mut received = 0u64;
+    let outcome = async {
+        let mut batch = BytesMut::new();
+        loop {
+            // What has arrived, gathered into one piece of up to `BATCH` bytes: every
+            // piece wakes the clients, the hasher and the writer, so pieces as small as
+            // the socket's reads would cost more than the bytes in them.
+            let next = match body.next().now_or_never() {
+                Some(next) => next,
+                // Nothing more yet: send what is gathered, then wait.
+                None if !batch.is_empty() => {
+                    dispatch(fetch, batch.split().freeze(), &hash_tx, &write_tx).await?;
+                    continue;
+                }
+                None => body.next().await,
+            };
+            let Some(piece) = next else {
+                if !batch.is_empty() {
+                    dispatch(fetch, batch.split().freeze(), &hash_tx, &write_tx).await?;
+                }
+                break;
+            };
+            let piece = piece.map_err(|e| ProxyError::Unreachable {
+                upstream: upstream.url.clone(),
+                reason: format!("the blob broke off after {received} bytes: {e}"),
+            })?;
+            received += piece.len() as u64;
+            if received > size {
+                return Err(bad(
+                    source,
+                    format!("more than the {size} bytes of blob {digest}"),
+                ));
+            }
+            source.metrics.upstream_bytes(piece.len() as u64);
+            batch.extend_from_slice(&piece);
+            if batch.len() >= BATCH {
+                dispatch(fetch, batch.split().freeze(), &hash_tx, &write_tx).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop((hash_tx, write_tx));
+    let actual = hasher
+        .await
+        .map_err(|e| spool_error(std::io::Error::other(e)))?;
+    let written = writer
+        .await
+        .map_err(|e| spool_error(std::io::Error::other(e)))?
+        .map_err(spool_error)?;
+    outcome?;
+    if received != size || written != size {
+        return Err(ProxyError::Unreachable {
+            upstream: upstream.url.clone(),
+            reason: format!("the blob ended after {received} of {size} bytes"),
+        });
+    }
+    if actual != *digest {
+        return Err(ProxyError::DigestMismatch {
+            upstream: upstream.url.clone(),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Hands a piece to the direct clients, the hasher and the writer. A direct client
+/// that has not taken it within `SLOW_CLIENT` is left behind (it reads on from the spool
+/// file): one slow reader must not hold up the fetch for the others.
+async fn dispatch(
+    fetch: &Fetch,
+    piece: Bytes,
+    hash_tx: &mpsc::Sender<Bytes>,
+    write_tx: &mpsc::Sender<Bytes>,
+) -> Result<()> {
+    // No client joins once pieces go out, so the queues can be taken for the sends.
+    let queues = {
+        let mut direct = fetch.direct.lock().expect("direct lock");
+        direct.joinable = false;
+        std::mem::take(&mut direct.queues)
+    };
+    let sends = queues.into_iter().map(|q| {
+        let piece = piece.clone();
+        async move {
+            let sent = tokio::time::timeout(SLOW_CLIENT, q.send(piece)).await;
+            matches!(sent, Ok(Ok(()))).then_some(q)
+        }
+    });
+    let kept: Vec<_> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    fetch.direct.lock().expect("direct lock").queues = kept;
+    let stopped = hash_tx.send(piece.clone()).await.is_err() || write_tx.send(piece).await.is_err();
+    if stopped {
+        return Err(spool_error(std::io::Error::other(
+            "the hasher or the writer stopped",
+        )));
+    }
+    Ok(())
+}
+
+/// The hasher's thread.
+fn hash(mut pieces: mpsc::Receiver<Bytes>, mut hasher: Hasher) -> Digest {
+    while let Some(piece) = pieces.blocking_recv() {
+        hasher.update(&piece);
+    }
+    hasher.finish()
+}
+
+/// The writer's thread: gathers pieces into large writes and tells readers how far the
+/// file goes; the bytes written in all. Where the file system allows, it writes around
+/// the page cache (`O_DIRECT`): copying a blob into the page cache costs more than
+/// receiving it, and a pull should not wait for that.
+fn write(
+    mut pieces: mpsc::Receiver<Bytes>,
+    file: std::fs::File,
+    path: &std::path::Path,
+    progress: &watch::Sender<Progress>,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let mut direct = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .ok();
+    // `O_DIRECT` needs its buffer, sizes and offsets aligned to the block size.
+    let mut raw = vec![0u8; WRITE_SIZE + ALIGN];
+    let start = raw.as_ptr().align_offset(ALIGN);
+    let staging = &mut raw[start..start + WRITE_SIZE];
+    let mut staged = 0;
+    let mut written = 0u64;
+    // Writes what is staged (with `O_DIRECT`, the aligned part; the rest moves to the
+    // front), or all of it when `all`.
+    let mut flush = |staging: &mut [u8], staged: &mut usize, all: bool| -> std::io::Result<()> {
+        let aligned = match (&direct, all) {
+            (Some(_), false) => *staged / ALIGN * ALIGN,
+            _ => *staged,
+        };
+        if aligned == 0 {
+            return Ok(());
+        }
+        let data = &staging[..aligned];
+        let around_cache = match &direct {
+            Some(d) if aligned % ALIGN == 0 => Some(d.write_all_at(data, written)),
+            _ => None,
+        };
+        match around_cache {
+            Some(Ok(())) => {}
+            // A file system that takes the flag but not the writes: through the cache.
+            Some(Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                direct = None;
+                file.write_all_at(data, written)?;
+            }
+            Some(Err(e)) => return Err(e),
+            None => file.write_all_at(data, written)?,
+        }
+        written += aligned as u64;
+        staging.copy_within(aligned..*staged, 0);
+        *staged -= aligned;
+        progress.send_replace(Progress::Running { written });
+        Ok(())
+    };
+    while let Some(piece) = pieces.blocking_recv() {
+        let mut rest = &piece[..];
+        while !rest.is_empty() {
+            let take = rest.len().min(WRITE_SIZE - staged);
+            staging[staged..staged + take].copy_from_slice(&rest[..take]);
+            staged += take;
+            rest = &rest[take..];
+            if staged == WRITE_SIZE {
+                flush(staging, &mut staged, false)?;
+            }
+        }
+        // Write now when nothing more is waiting: readers should not wait for a full
+        // buffer when the upstream is slow.
+        if pieces.is_empty() {
+            flush(staging, &mut staged, false)?;
+        }
+    }
+    flush(staging, &mut staged, true)?;
+    Ok(written)
+}
+
+/// Puts a verified spool file into the cache; whether it is there.
+async fn store(source: &Source, digest: &Digest, path: &std::path::Path) -> bool {
+    let stored = async {
+        let file = tokio::fs::File::open(path).await?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, READ_SIZE);
+        source
+            .storage
+            .put_blob(&source.local, digest, body)
+            .await
+            .map_err(std::io::Error::other)
+    }
+    .await;
+    match stored {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, repo = source.local, %digest, "caching a fetched blob failed; the next pull fetches it again");
+            false
+        }
+    }
+}
+
+fn bad(source: &Source, reason: String) -> ProxyError {
+    ProxyError::BadAnswer {
+        upstream: source.upstream.url.clone(),
+        reason,
+    }
+}
+
+fn spool_error(e: std::io::Error) -> ProxyError {
+    StorageError::Io(e).into()
+}
+
+/// One client's way through a fetch.
+struct Reader {
+    size: u64,
+    /// Bytes received so far (sent, or held).
+    pos: u64,
+    /// The latest piece, sent once the next one is there (or, the last, once verified).
+    held: Option<Bytes>,
+    /// Pieces straight from the fetch, while it keeps this client fed.
+    direct: Option<mpsc::Receiver<Bytes>>,
+    file: tokio::fs::File,
+    file_pos: u64,
+    progress: watch::Receiver<Progress>,
+    done: bool,
+}
+
+impl Reader {
+    async fn next(mut self) -> Option<(std::io::Result<Bytes>, Reader)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let piece = match self.piece().await {
+                Ok(piece) => piece,
+                Err(e) => {
+                    self.done = true;
+                    return Some((Err(std::io::Error::other(e.to_string())), self));
+                }
+            };
+            match piece {
+                Some(piece) => {
+                    self.pos += piece.len() as u64;
+                    if let Some(before) = self.held.replace(piece) {
+                        return Some((Ok(before), self));
+                    }
+                }
+                None => {
+                    // Everything received: the last piece goes once verified.
+                    if let Err(e) = self.verified().await {
+                        self.done = true;
+                        return Some((Err(std::io::Error::other(e.to_string())), self));
+                    }
+                    self.done = true;
+                    return self.held.take().map(|last| (Ok(last), self));
+                }
+            }
+        }
+    }
+
+    /// The next piece, from the fetch or the spool file; `None` once all is received.
+    async fn piece(&mut self) -> Result<Option<Bytes>> {
+        if self.pos >= self.size {
+            return Ok(None);
+        }
+        if let Some(direct) = &mut self.direct {
+            match direct.recv().await {
+                Some(piece) => return Ok(Some(piece)),
+                // Left behind (or the fetch ended): on from the spool file.
+                None => self.direct = None,
+            }
+        }
+        loop {
+            let written = match &*self.progress.borrow_and_update() {
+                Progress::Starting => 0,
+                Progress::Running { written } => *written,
+                Progress::Verified => self.size,
+                Progress::Failed(e) => return Err(e.clone()),
+            };
+            if self.pos < written {
+                if self.file_pos != self.pos {
+                    self.file
+                        .seek(std::io::SeekFrom::Start(self.pos))
+                        .await
+                        .map_err(spool_error)?;
+                    self.file_pos = self.pos;
+                }
+                let want = usize::try_from(written - self.pos)
+                    .unwrap_or(READ_SIZE)
+                    .min(READ_SIZE);
+                let mut buffer = BytesMut::with_capacity(want);
+                while buffer.len() < want {
+                    let n = self.file.read_buf(&mut buffer).await.map_err(spool_error)?;
+                    if n == 0 {
+                        return Err(spool_error(std::io::Error::other(
+                            "the spool file ended early",
+                        )));
+                    }
+                }
+                self.file_pos += buffer.len() as u64;
+                return Ok(Some(buffer.freeze()));
+            }
+            if self.progress.changed().await.is_err() {
+                return Err(vanished());
+            }
+        }
+    }
+
+    async fn verified(&mut self) -> Result<()> {
+        loop {
+            match &*self.progress.borrow_and_update() {
+                Progress::Verified => return Ok(()),
+                Progress::Failed(e) => return Err(e.clone()),
+                Progress::Starting | Progress::Running { .. } => {}
+            }
+            if self.progress.changed().await.is_err() {
+                return Err(vanished());
+            }
+        }
+    }
+}
+
+fn vanished() -> ProxyError {
+    spool_error(std::io::Error::other("the fetch ended without an outcome"))
+}

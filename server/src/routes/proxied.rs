@@ -1,0 +1,100 @@
+//! The registry's reads in a proxy's namespace: manifests, blobs, tags and referrers answered
+//! by `berth_proxy` (from the cache, or through the upstream). Writes never get here:
+//! the gate refuses them.
+
+use actix_web::body::SizedStream;
+use actix_web::{HttpRequest, HttpResponse};
+use berth_oci::media_types::OCI_INDEX;
+use berth_oci::{Digest, Reference, RepoName};
+use berth_proxy::{Blob, Route};
+use serde_json::json;
+
+use crate::error::ApiResult;
+use crate::http::{head_body, query_one, Pagination};
+use crate::routes::{blobs, manifests, referrers};
+use crate::AppState;
+
+/// A manifest's `GET` (a pull, counted) or `HEAD`.
+pub async fn manifest(
+    state: &AppState,
+    route: &Route<'_>,
+    name: &RepoName,
+    reference: &Reference,
+    head: bool,
+) -> ApiResult<HttpResponse> {
+    let m = route.proxy.manifest(name, &route.remote, reference).await?;
+    if !head {
+        state.storage.record_pull(name, reference, &m);
+    }
+    Ok(manifests::respond(&m, head))
+}
+
+pub async fn get_blob(
+    state: &AppState,
+    route: &Route<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    req: &HttpRequest,
+) -> ApiResult<HttpResponse> {
+    match route.proxy.blob(name, &route.remote, digest).await? {
+        // Ranges and all, as any stored blob.
+        Blob::Cached(_) => blobs::get(state, name, digest, req).await,
+        // Whole (a `Range` may be ignored, RFC 9110 14.2): its bytes are still arriving.
+        Blob::Following(following) => {
+            let mut res = HttpResponse::Ok();
+            blobs::blob_headers(&mut res, digest);
+            Ok(res.body(SizedStream::new(following.size, following.body)))
+        }
+    }
+}
+
+pub async fn head_blob(
+    route: &Route<'_>,
+    name: &RepoName,
+    digest: &Digest,
+) -> ApiResult<HttpResponse> {
+    let size = route.proxy.blob_size(name, &route.remote, digest).await?;
+    let mut res = HttpResponse::Ok();
+    blobs::blob_headers(&mut res, digest);
+    Ok(res.body(head_body(size)))
+}
+
+pub async fn list_tags(
+    route: &Route<'_>,
+    name: &RepoName,
+    req: &HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let p = Pagination::from_request(req)?;
+    let page = route
+        .proxy
+        .tags(name, &route.remote, p.n, p.last.as_deref())
+        .await?;
+    Ok(p.respond(
+        &format!("/v2/{name}/tags/list"),
+        &page,
+        json!({ "name": name.as_str(), "tags": page.items }),
+    ))
+}
+
+pub async fn list_referrers(
+    state: &AppState,
+    route: &Route<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    req: &HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let artifact_type = query_one(req, "artifactType").filter(|t| !t.is_empty());
+    let answer = route
+        .proxy
+        .referrers(&route.remote, digest, artifact_type.as_deref())
+        .await?;
+    let Some((index, filtered)) = answer else {
+        return referrers::list(state, name, digest, req).await;
+    };
+    let mut res = HttpResponse::Ok();
+    res.content_type(OCI_INDEX);
+    if filtered {
+        res.insert_header(("OCI-Filters-Applied", "artifactType"));
+    }
+    Ok(res.body(index))
+}
