@@ -17,6 +17,15 @@ cd "$(dirname "$0")/.."
 exec 9>/tmp/berth-local-images.lock
 flock 9
 
+if ! command -v debootstrap >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  else
+    echo "debootstrap is missing: install it (apt-get install debootstrap) as root" >&2
+    exit 1
+  fi
+fi
+
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 hash() { sha256sum | cut -c1-12; }
 

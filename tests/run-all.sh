@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real services: installs what is missing
 # (Debian packages: PostgreSQL, skopeo, umoci, busybox, docker-registry, Chromium and
-# its WebDriver), starts a throwaway PostgreSQL, builds the binaries, runs
+# its WebDriver, debootstrap), starts a throwaway PostgreSQL, builds the binaries, runs
 # `cargo test --workspace`, then fuzzes every parser of outside input for 200 s
 # in all (tests/fuzz.sh; BERTH_FUZZ_SECONDS sets the total). Used as-is by .ci/run.
 # Screenshots of the web UI's pages are kept in target/test-artifacts/web/.
@@ -22,6 +22,8 @@ have sqlite3 || need+=(sqlite3)
 have docker-registry || need+=(docker-registry)
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
+# The cluster fault tests build their images from a debootstrapped Debian (compose/).
+have debootstrap || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "installing: ${need[*]}"

@@ -161,10 +161,13 @@ impl Proxy {
                     return Ok(m);
                 }
                 self.metrics.miss();
-                let m = self
+                let fetched = self
                     .fetch_manifest(local, remote, digest.as_str(), None)
-                    .await?;
-                return Ok(m);
+                    .await;
+                if let Err(e) = &fetched {
+                    self.metrics.upstream_error(e);
+                }
+                return fetched;
             }
             Reference::Tag(tag) => tag,
         };

@@ -17,7 +17,7 @@ use crate::entity::{manifest, manifest_blob, manifest_child, repository, reposit
 use crate::error::{Result, StorageError};
 use crate::manifest_refs::ManifestRefs;
 use crate::manifests::Reference;
-use crate::repos::ensure_repository;
+use crate::repos::{ensure_repository, name_under};
 use crate::Storage;
 
 /// How many eviction candidates one query lists.
@@ -109,7 +109,7 @@ impl Storage {
         let found = repository::Entity::find()
             .select_only()
             .column(repository::Column::Id)
-            .filter(under(namespace))
+            .filter(name_under(repository_name(), namespace))
             .into_tuple::<i64>()
             .one(&self.db)
             .await?;
@@ -122,7 +122,7 @@ impl Storage {
         let txn = self.write().await?;
         let changed = repository::Entity::update_many()
             .col_expr(repository::Column::Private, Expr::value(!public))
-            .filter(under(namespace))
+            .filter(name_under(repository_name(), namespace))
             .filter(repository::Column::Private.eq(public))
             .exec(&*txn)
             .await?;
@@ -141,8 +141,6 @@ impl Storage {
         digest: &Digest,
     ) -> Result<Option<String>> {
         let (r, l) = (Alias::new("r"), Alias::new("l"));
-        let prefix = format!("{namespace}/");
-        let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
         let query = Query::select()
             .column((r.clone(), repository::Column::Name))
             .from_as(repository_blob::Entity, l.clone())
@@ -154,14 +152,10 @@ impl Storage {
                     .equals((l.clone(), repository_blob::Column::RepositoryId)),
             )
             .and_where(Expr::col((l, repository_blob::Column::Digest)).eq(digest.as_str()))
-            .and_where(
-                Expr::expr(Func::cust("substr").args([
-                    Expr::col((r, repository::Column::Name)),
-                    Expr::val(1),
-                    Expr::val(len),
-                ]))
-                .eq(prefix),
-            )
+            .and_where(name_under(
+                Expr::col((r, repository::Column::Name)),
+                namespace,
+            ))
             .limit(1)
             .to_owned();
         match self.db.query_one(&query).await? {
@@ -224,8 +218,6 @@ impl Storage {
             Alias::new("p"),
             Alias::new("c"),
         );
-        let prefix = format!("{namespace}/");
-        let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
         let name = Expr::col((r.clone(), repository::Column::Name));
         let listed_by_an_index = Query::select()
             .expr(Expr::val(1))
@@ -258,11 +250,7 @@ impl Storage {
                 Expr::col((r, repository::Column::Id))
                     .equals((m.clone(), manifest::Column::RepositoryId)),
             )
-            // A prefix compared as a string: `_` in names would be a LIKE wildcard.
-            .and_where(
-                Expr::expr(Func::cust("substr").args([name, Expr::val(1), Expr::val(len)]))
-                    .eq(prefix),
-            )
+            .and_where(name_under(name, namespace))
             .and_where(
                 Expr::col((m.clone(), manifest::Column::Id)).is_not_in(skipped.iter().copied()),
             )
@@ -346,15 +334,7 @@ impl Storage {
     }
 }
 
-/// Repositories named `namespace/…`: a prefix compared as a string (`_` in names would
-/// be a LIKE wildcard).
-fn under(namespace: &str) -> sea_orm::sea_query::SimpleExpr {
-    let prefix = format!("{namespace}/");
-    let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
-    Expr::expr(Func::cust("substr").args([
-        Expr::col((repository::Entity, repository::Column::Name)),
-        Expr::val(1),
-        Expr::val(len),
-    ]))
-    .eq(prefix)
+/// `repositories.name`, unaliased.
+fn repository_name() -> Expr {
+    Expr::col((repository::Entity, repository::Column::Name))
 }

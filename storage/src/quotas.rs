@@ -309,15 +309,7 @@ fn referenced_in(scope: Scope<'_>) -> SelectStatement {
     let name = Expr::col((repository::Entity, repository::Column::Name));
     match scope {
         Scope::Repository(repo) => query.and_where(name.eq(repo)),
-        // A prefix compared as a string: `_` in names would be a LIKE wildcard.
-        Scope::Namespace(ns) => {
-            let prefix = format!("{ns}/");
-            let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
-            query.and_where(
-                Expr::expr(Func::cust("substr").args([name, Expr::val(1), Expr::val(len)]))
-                    .eq(prefix),
-            )
-        }
+        Scope::Namespace(ns) => query.and_where(crate::repos::name_under(name, ns)),
     };
     query
 }

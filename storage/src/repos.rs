@@ -1,6 +1,6 @@
 //! Repositories and the catalog.
 
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -158,4 +158,12 @@ pub(crate) async fn ensure_repository(
     find_repository(db, name)
         .await?
         .ok_or_else(|| StorageError::NameUnknown(name.to_owned()))
+}
+
+/// A repository name (`name`, a column) under `namespace/`: a prefix compared as a
+/// string (`_` in names would be a LIKE wildcard).
+pub(crate) fn name_under(name: Expr, namespace: &str) -> sea_orm::sea_query::SimpleExpr {
+    let prefix = format!("{namespace}/");
+    let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    Expr::expr(Func::cust("substr").args([name, Expr::val(1), Expr::val(len)])).eq(prefix)
 }
