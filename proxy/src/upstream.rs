@@ -136,9 +136,9 @@ impl Upstream {
                 repo,
                 Some(manifest_accept()),
                 Fetch::Small,
+                Missing::Manifest(reference.to_owned()),
             )
             .await?;
-        let res = self.check(res, || Missing::Manifest(reference.to_owned()))?;
         let Some(value) = res.headers().get("Docker-Content-Digest") else {
             return Ok(None);
         };
@@ -154,9 +154,15 @@ impl Upstream {
     pub async fn small_blob(&self, repo: &str, digest: &str, limit: u64) -> Result<bytes::Bytes> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let res = self
-            .send(Method::GET, &path, repo, None, Fetch::BlobHead)
+            .send(
+                Method::GET,
+                &path,
+                repo,
+                None,
+                Fetch::BlobHead,
+                Missing::Blob(digest.to_owned()),
+            )
             .await?;
-        let res = self.check(res, || Missing::Blob(digest.to_owned()))?;
         self.read_limited(res, limit, "an image configuration")
             .await
     }
@@ -170,9 +176,9 @@ impl Upstream {
                 repo,
                 Some(manifest_accept()),
                 Fetch::Small,
+                Missing::Manifest(reference.to_owned()),
             )
             .await?;
-        let res = self.check(res, || Missing::Manifest(reference.to_owned()))?;
         let content_type = res
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -188,9 +194,15 @@ impl Upstream {
     pub async fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let res = self
-            .send(Method::HEAD, &path, repo, None, Fetch::BlobHead)
+            .send(
+                Method::HEAD,
+                &path,
+                repo,
+                None,
+                Fetch::BlobHead,
+                Missing::Blob(digest.to_owned()),
+            )
             .await?;
-        let res = self.check(res, || Missing::Blob(digest.to_owned()))?;
         Ok(res
             .headers()
             .get(reqwest::header::CONTENT_LENGTH)
@@ -200,10 +212,15 @@ impl Upstream {
     /// A blob's bytes, as a response whose body is read as it arrives.
     pub async fn blob(&self, repo: &str, digest: &str) -> Result<Response> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let res = self
-            .send(Method::GET, &path, repo, None, Fetch::Blob)
-            .await?;
-        self.check(res, || Missing::Blob(digest.to_owned()))
+        self.send(
+            Method::GET,
+            &path,
+            repo,
+            None,
+            Fetch::Blob,
+            Missing::Blob(digest.to_owned()),
+        )
+        .await
     }
 
     /// `GET /v2/<repo>/tags/list` with the client's query, the upstream's JSON as is.
@@ -213,9 +230,15 @@ impl Upstream {
             path = format!("{path}?{query}");
         }
         let res = self
-            .send(Method::GET, &path, repo, None, Fetch::Small)
+            .send(
+                Method::GET,
+                &path,
+                repo,
+                None,
+                Fetch::Small,
+                Missing::Repository(repo.to_owned()),
+            )
             .await?;
-        let res = self.check(res, || Missing::Repository(repo.to_owned()))?;
         let link = res
             .headers()
             .get(reqwest::header::LINK)
@@ -241,10 +264,17 @@ impl Upstream {
                 .finish();
             path = format!("{path}?{query}");
         }
-        let res = self
-            .send(Method::GET, &path, repo, None, Fetch::Small)
-            .await?;
-        let res = match self.check(res, || Missing::Manifest(digest.to_owned())) {
+        let sent = self
+            .send(
+                Method::GET,
+                &path,
+                repo,
+                None,
+                Fetch::Small,
+                Missing::Manifest(digest.to_owned()),
+            )
+            .await;
+        let res = match sent {
             Ok(res) => res,
             Err(ProxyError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -264,8 +294,23 @@ impl Upstream {
         Ok(Some((body, filtered)))
     }
 
-    /// Sends a request, authenticating as the upstream asks (once per challenge).
+    /// Sends a request and checks its answer: a 2xx response, or the error its status
+    /// means (`missing` names what a 404 lacks).
     async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &str,
+        accept: Option<HeaderValue>,
+        fetch: Fetch,
+        missing: Missing,
+    ) -> Result<Response> {
+        let res = self.exchange(method, path, repo, accept, fetch).await?;
+        self.check(res, missing)
+    }
+
+    /// Sends a request, authenticating as the upstream asks (once per challenge).
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
@@ -452,7 +497,7 @@ impl Upstream {
     }
 
     /// A 2xx response, or the error its status means.
-    fn check(&self, res: Response, missing: impl FnOnce() -> Missing) -> Result<Response> {
+    fn check(&self, res: Response, missing: Missing) -> Result<Response> {
         let status = res.status();
         if status.is_success() {
             return Ok(res);
@@ -460,13 +505,13 @@ impl Upstream {
         if status == StatusCode::NOT_FOUND {
             return Err(ProxyError::NotFound {
                 upstream: self.url.clone(),
-                what: missing(),
+                what: missing,
             });
         }
         Err(ProxyError::Status {
             upstream: self.url.clone(),
             status: status.as_u16(),
-            what: missing().to_string(),
+            what: missing.to_string(),
             retry_after: retry_after(res.headers()),
         })
     }

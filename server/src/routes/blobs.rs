@@ -6,6 +6,7 @@ use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use berth_oci::{Digest, RepoName};
+use berth_storage::BlobInfo;
 use futures::TryStreamExt;
 
 use crate::downloads::{FileBody, Handoff};
@@ -35,7 +36,17 @@ pub async fn get(
     req: &HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let blob = state.storage.blob(name, digest).await?;
-    if let Some(url) = state.storage.blob_redirect(&blob).await? {
+    send(state, &blob, req).await
+}
+
+/// A stored blob's `GET` answer: a redirect to the object store, or its bytes (a
+/// `Range` of them), from files where it can.
+pub(crate) async fn send(
+    state: &AppState,
+    blob: &BlobInfo,
+    req: &HttpRequest,
+) -> ApiResult<HttpResponse> {
+    if let Some(url) = state.storage.blob_redirect(blob).await? {
         // The object store serves the bytes (and any Range) itself.
         return Ok(HttpResponse::TemporaryRedirect()
             .insert_header(("Location", url))
@@ -61,14 +72,14 @@ pub async fn get(
     };
     let length = range.end - range.start;
     if let Some(handoff) = req.conn_data::<Rc<Handoff>>() {
-        if let Some(files) = state.storage.open_blob_files(&blob, range.clone()).await? {
+        if let Some(files) = state.storage.open_blob_files(blob, range.clone()).await? {
             let body = FileBody::new(handoff.clone(), files);
             return Ok(res.no_chunking(length).body(body));
         }
     }
     let body = state
         .storage
-        .read_blob(&blob, range.clone())
+        .read_blob(blob, range.clone())
         .inspect_err(|e| {
             // Too late for an error response: the client sees the connection close.
             tracing::error!(error = %e, "reading blob failed");

@@ -4,7 +4,6 @@
 
 use actix_web::body::SizedStream;
 use actix_web::{HttpRequest, HttpResponse};
-use berth_oci::media_types::OCI_INDEX;
 use berth_oci::{Digest, Reference, RepoName};
 use berth_proxy::{Blob, Route};
 use serde_json::json;
@@ -38,7 +37,7 @@ pub async fn get_blob(
 ) -> ApiResult<HttpResponse> {
     match route.proxy.blob(name, &route.remote, digest).await? {
         // Ranges and all, as any stored blob.
-        Blob::Cached(_) => blobs::get(state, name, digest, req).await,
+        Blob::Cached(blob) => blobs::send(state, &blob, req).await,
         // Whole (a `Range` may be ignored, RFC 9110 14.2): its bytes are still arriving.
         Blob::Following(following) => {
             let mut res = HttpResponse::Ok();
@@ -91,10 +90,5 @@ pub async fn list_referrers(
     let Some((index, filtered)) = answer else {
         return referrers::list(state, name, digest, req).await;
     };
-    let mut res = HttpResponse::Ok();
-    res.content_type(OCI_INDEX);
-    if filtered {
-        res.insert_header(("OCI-Filters-Applied", "artifactType"));
-    }
-    Ok(res.body(index))
+    Ok(referrers::index_response(filtered).body(index))
 }

@@ -1,6 +1,6 @@
 //! `GET /v2/<name>/referrers/<digest>` (end-12a/12b): manifests whose subject is `<digest>`.
 
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use berth_oci::media_types::OCI_INDEX;
 use berth_oci::{Digest, RepoName};
 use serde_json::json;
@@ -20,10 +20,17 @@ pub async fn list(
         .storage
         .referrers(name, digest, artifact_type.as_deref())
         .await?;
+    Ok(index_response(artifact_type.is_some())
+        .json(json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": referrers })))
+}
+
+/// A referrers answer: an image index, saying whether the `artifactType` filter was
+/// applied.
+pub(crate) fn index_response(filtered: bool) -> HttpResponseBuilder {
     let mut res = HttpResponse::Ok();
     res.content_type(OCI_INDEX);
-    if artifact_type.is_some() {
+    if filtered {
         res.insert_header(("OCI-Filters-Applied", "artifactType"));
     }
-    Ok(res.json(json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": referrers })))
+    res
 }

@@ -251,29 +251,30 @@ async fn issue(
     for s in scopes {
         let scope =
             Scope::parse(s).map_err(|e| ApiError::bad_request("UNSUPPORTED", e.to_string()))?;
-        let private = match scope.kind.as_str() {
-            // Names are held to the registry's own grammar (the one its requests are
-            // parsed with): a name no request can address is granted nothing.
-            "repository" => match RepoName::parse(&scope.name) {
-                Err(_) => continue,
+        // Names are held to the registry's own grammar (the one its requests are parsed
+        // with): a name no request can address is granted nothing.
+        if scope.kind == "repository" && RepoName::parse(&scope.name).is_err() {
+            continue;
+        }
+        let granted_here = match proxy_of(state, &scope) {
+            Some(proxy) => proxy_grant(auth, proxy, user.as_ref(), &scope).await?,
+            None => {
                 // A repository that does not exist is private: only those who may see
                 // its namespace learn that it is missing, everyone else is answered
                 // exactly as for a private repository they may not pull.
-                Ok(name) => state
-                    .storage
-                    .repository_private(&name)
-                    .await?
-                    .unwrap_or(true),
-            },
-            _ => false,
-        };
-        let granted_here = match proxy_of(state, &scope) {
-            Some(proxy) => proxy_grant(auth, proxy, user.as_ref(), &scope).await?,
-            None => auth
-                .accounts
-                .grant(user.as_ref(), &scope, private)
-                .await
-                .map_err(login_error)?,
+                let private = match scope.kind.as_str() {
+                    "repository" => state
+                        .storage
+                        .repository_private(&scope.name)
+                        .await?
+                        .unwrap_or(true),
+                    _ => false,
+                };
+                auth.accounts
+                    .grant(user.as_ref(), &scope, private)
+                    .await
+                    .map_err(login_error)?
+            }
         };
         let mut access = granted_here.unwrap_or_else(|| Access {
             kind: scope.kind.clone(),
