@@ -2,7 +2,8 @@
 
 Berth (a `[[proxy]]` with prefix `up` in front of Distribution) and Distribution side by
 side: 1. the first, uncached pull through the proxy against the same blob pulled from
-Distribution directly; 2. the proxied blob once cached against the same blob pushed to a
+Distribution directly, over loopback and (prefixes `far0`, `far1`, ...) over a link of
+each rate to the same storage served from a network namespace; 2. the proxied blob once cached against the same blob pushed to a
 local repository of the same berthd; 3. berthd's peak RSS during an uncached pull of a
 large blob through the proxy (and that pull's rate, against the direct one).
 
@@ -54,10 +55,10 @@ def push(base, repo, path, digest):
                     f"{loc}{sep}digest={digest}"], check=True)
 
 
-def publish(work, peer, berth, repo, digest, size, tag):
+def publish(work, peer, berth, repo, digest, size, tag, prefixes=("up",)):
     """An image whose one layer is `digest` pushed to the peer as `repo:tag`, and its
-    manifest pulled through the proxy (untimed): Berth fetches a blob only for a cached
-    manifest that lists it, as clients ask for the manifest first."""
+    manifest pulled through each proxy prefix (untimed): Berth fetches a blob only for a
+    cached manifest that lists it, as clients ask for the manifest first."""
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": []}}).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
@@ -76,9 +77,10 @@ def publish(work, peer, berth, repo, digest, size, tag):
     req = urllib.request.Request(f"{peer}/v2/{repo}/manifests/{tag}", data=manifest,
                                  method="PUT", headers={"Content-Type": OCI_MANIFEST})
     urllib.request.urlopen(req).read()
-    req = urllib.request.Request(f"{berth}/v2/up/{repo}/manifests/{tag}",
-                                 headers={"Accept": OCI_MANIFEST})
-    urllib.request.urlopen(req).read()
+    for prefix in prefixes:
+        req = urllib.request.Request(f"{berth}/v2/{prefix}/{repo}/manifests/{tag}",
+                                     headers={"Accept": OCI_MANIFEST})
+        urllib.request.urlopen(req).read()
 
 
 def pull(url, size):
@@ -100,10 +102,10 @@ def settle():
     time.sleep(0.5)
 
 
-def proxy_counters(berth):
+def proxy_counters(berth, prefix="up"):
     text = urllib.request.urlopen(f"{berth}/metrics").read().decode()
     def get(name):
-        m = re.search(rf'^{name}{{proxy="up"}} (\d+)', text, re.M)
+        m = re.search(rf'^{name}{{proxy="{prefix}"}} (\d+)', text, re.M)
         return int(m.group(1)) if m else 0
     return get("berth_proxy_hits_total"), get("berth_proxy_misses_total")
 
@@ -175,6 +177,14 @@ def main():
                     help="a second berthd, like the first but fresh, for part 3")
     ap.add_argument("--fresh-pid", type=int, required=True)
     ap.add_argument("--fresh-spool", required=True)
+    ap.add_argument("--far", required=True,
+                    help="the same Distribution storage, served across the shaped link")
+    ap.add_argument("--peer-proxy-far", required=True,
+                    help="Distribution in pull-through mode in front of --far (the first "
+                         "rate's; the next rates' on the next ports)")
+    ap.add_argument("--link-ns", required=True, help="the namespace at the link's far end")
+    ap.add_argument("--link-if", required=True, help="its end of the link")
+    ap.add_argument("--link-rates", required=True, nargs="+", help="tc rates, e.g. 1gbit")
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--huge-mib", type=int, default=4096)
     ap.add_argument("--rounds", type=int, default=3)
@@ -202,33 +212,54 @@ def main():
         raise SystemExit("the proxy served wrong bytes")
 
     first, direct, peer_first, commit, cached, local_rates = [], [], [], [], [], []
+    # Per link rate: first pulls through the proxy, direct, through Distribution's proxy.
+    far = {rate: ([], [], []) for rate in a.link_rates}
+    peer_far_url = lambda i, d: (f"{a.peer_proxy_far.rsplit(':', 1)[0]}:"
+                                 f"{int(a.peer_proxy_far.rsplit(':', 1)[1]) + i}/v2/{remote}/blobs/{d}")
     peer_proxy_url = lambda d: f"{a.peer_proxy}/v2/{remote}/blobs/{d}"
+
+    def first_pulls(r, digest, where, sides, spool, prefix):
+        """1. The first pull through the proxy against the direct pull and the peer's
+        proxy (`sides`: name -> (url, rates)), alternating who goes first; the proxy's
+        fetch is committed before anything else runs."""
+        names = list(sides) if r % 2 == 0 else list(sides)[::-1]
+        for side in names:
+            url, rates = sides[side]
+            settle()
+            if side == "proxy":
+                _, misses = proxy_counters(a.berth, prefix)
+                rate = pull(url, big)
+                commit.append(wait_committed(spool))
+                if proxy_counters(a.berth, prefix)[1] != misses + 1:
+                    raise SystemExit("the first pull through the proxy was not a miss")
+            else:
+                rate = pull(url, big)
+            rates.append(rate)
+            print(f"round {r + 1}: first pull {where} [{side}]: {rate / 1e6:.0f} MB/s"
+                  + (f" (committed {commit[-1]:.1f} s after)" if side == "proxy" else ""),
+                  flush=True)
+
     for r in range(a.rounds):
         path = f"{a.work}/big"
         digest = make_blob(path, big)
         push(a.peer, remote, path, digest)
-        publish(a.work, a.peer, a.berth, remote, digest, big, f"round{r + 1}")
-        # 1. First pull through the proxy against the direct pull, alternating who
-        # goes first; the proxy's fetch is committed before anything else runs.
-        sides = ("direct", "proxy", "peer proxy")
-        for side in sides if r % 2 == 0 else sides[::-1]:
-            settle()
-            if side == "direct":
-                rate = pull(direct_url(digest), big)
-                direct.append(rate)
-            elif side == "peer proxy":
-                rate = pull(peer_proxy_url(digest), big)
-                peer_first.append(rate)
-            else:
-                _, misses = proxy_counters(a.berth)
-                rate = pull(proxy_url(digest), big)
-                commit.append(wait_committed(a.spool))
-                if proxy_counters(a.berth)[1] != misses + 1:
-                    raise SystemExit("the first pull through the proxy was not a miss")
-                first.append(rate)
-            print(f"round {r + 1}: first pull [{side}]: {rate / 1e6:.0f} MB/s"
-                  + (f" (committed {commit[-1]:.1f} s after)" if side == "proxy" else ""),
-                  flush=True)
+        prefixes = ["up"] + [f"far{i}" for i in range(len(a.link_rates))]
+        publish(a.work, a.peer, a.berth, remote, digest, big, f"round{r + 1}", prefixes)
+        first_pulls(r, digest, "over loopback", {
+            "direct": (direct_url(digest), direct),
+            "proxy": (proxy_url(digest), first),
+            "peer proxy": (peer_proxy_url(digest), peer_first),
+        }, a.spool, "up")
+        for i, rate in enumerate(a.link_rates):
+            subprocess.run(["ip", "netns", "exec", a.link_ns, "tc", "qdisc", "replace", "dev",
+                            a.link_if, "root", "tbf", "rate", rate, "burst", "4mb",
+                            "latency", "50ms"], check=True)
+            proxied, straight, peers = far[rate]
+            first_pulls(r, digest, f"over a {rate} link", {
+                "direct": (f"{a.far}/v2/{remote}/blobs/{digest}", straight),
+                "proxy": (f"{a.berth}/v2/far{i}/{remote}/blobs/{digest}", proxied),
+                "peer proxy": (peer_far_url(i, digest), peers),
+            }, os.path.join(os.path.dirname(a.spool), f"far{i}"), f"far{i}")
         # 2. The cached blob against the same blob in a local repository of the same
         # berthd, alternating who goes first, twice.
         push(a.berth, local, path, digest)
@@ -280,10 +311,18 @@ def main():
           flush=True)
 
     med = lambda xs: statistics.median(xs) / 1e6
-    rows = [
-        ("first pull via proxy, MB/s", med(first), med(direct), "direct from Distribution",
-         ">= 0.90x", med(first) / med(direct) >= 0.90),
-        ("first pull via proxy, MB/s", med(first), med(peer_first),
+    rows = []
+    for rate, (proxied, straight, peers) in far.items():
+        rows += [
+            (f"first pull via proxy, {rate} link, MB/s", med(proxied), med(straight),
+             "direct from Distribution", ">= 0.90x", med(proxied) / med(straight) >= 0.90),
+            (f"first pull via proxy, {rate} link, MB/s", med(proxied), med(peers),
+             "Distribution's own proxy mode", ">= 1x", med(proxied) >= med(peers)),
+        ]
+    rows += [
+        ("first pull via proxy, loopback, MB/s", med(first), med(direct),
+         "direct from Distribution", ">= 0.90x", med(first) / med(direct) >= 0.90),
+        ("first pull via proxy, loopback, MB/s", med(first), med(peer_first),
          "Distribution's own proxy mode", ">= 1x", med(first) >= med(peer_first)),
         ("cached pull via proxy, MB/s", med(cached), med(local_rates), "local repo, same berthd",
          "~1x (0.90-1.10)", 0.90 <= med(cached) / med(local_rates) <= 1.10),
@@ -296,14 +335,19 @@ def main():
     ]
     print(f"\nMedians of {a.rounds} rounds ({a.big_mib} MiB blobs; cached/local: "
           f"{2 * a.rounds} pulls each); part 3 once, {a.huge_mib} MiB")
-    print(f"{'metric':40} {'berth':>8} {'peer/ref':>9} {'ratio':>7}  {'target':16} {'result':6}  reference")
+    print(f"{'metric':46} {'berth':>8} {'peer/ref':>9} {'ratio':>7}  {'target':16} {'result':6}  reference")
     for name, b, p, ref, target, ok in rows:
-        print(f"{name:40} {b:8.1f} {p:9.1f} {b / p:6.2f}x  {target:16} {'pass' if ok else 'FAIL':6}  {ref}")
-    print(f"\nper round: first via proxy {[round(x / 1e6) for x in first]}, via Distribution's "
+        print(f"{name:46} {b:8.1f} {p:9.1f} {b / p:6.2f}x  {target:16} {'pass' if ok else 'FAIL':6}  {ref}")
+    print()
+    for rate, (proxied, straight, peers) in far.items():
+        print(f"per round over the {rate} link: first via proxy {[round(x / 1e6) for x in proxied]}, "
+              f"via Distribution's proxy {[round(x / 1e6) for x in peers]}, direct "
+              f"{[round(x / 1e6) for x in straight]} MB/s")
+    print(f"per round over loopback: first via proxy {[round(x / 1e6) for x in first]}, via Distribution's "
           f"proxy {[round(x / 1e6) for x in peer_first]}, direct "
           f"{[round(x / 1e6) for x in direct]}, cached {[round(x / 1e6) for x in cached]}, "
           f"local {[round(x / 1e6) for x in local_rates]} MB/s")
-    print(f"commit (spool file stored and removed) after a {a.big_mib} MiB first pull: median "
+    print(f"commit (spool file stored and removed) after a {a.big_mib} MiB first pull (every link): median "
           f"{statistics.median(commit):.1f} s; after the {a.huge_mib} MiB one: {huge_commit:.1f} s")
     print(f"berthd VmRSS at start {start_rss / 1024:.1f} MiB, before part 3 {before_rss / 1024:.1f} MiB "
           f"(anon {before_anon / 1024:.1f}); peak through the commit {peak_commit / 1024:.1f} MiB, "

@@ -2,10 +2,11 @@
 //!
 //! The first request for an uncached blob starts a fetch on its own task, so it
 //! finishes into the cache even if every client goes away. The fetch hands what the
-//! upstream sends, in pieces of up to `BATCH` bytes, to three consumers at once: the
+//! upstream sends, in pieces of up to about `BATCH` bytes (the socket's reads gathered,
+//! large ones not copied), to three consumers at once: the
 //! clients that asked before the first byte arrived (directly, from memory), a hasher
-//! and a writer of the spool file (each on a thread of its own, so neither slows the
-//! others). A client that asks later, or takes more than `SLOW_CLIENT` to accept a
+//! and the spool file's writer (`spool`; each on a thread of its own, so neither slows
+//! the others). A client that asks later, or takes more than `SLOW_CLIENT` to accept a
 //! piece, reads the spool file as it grows. Every client gets all but the last piece
 //! as it arrives; the last only once the digest is verified, so a client of a lying
 //! upstream never receives a whole body. Only a verified blob is stored (through
@@ -18,7 +19,7 @@
 //! each fetch gets a deadline for its size. Memory: every queue is a few pieces long,
 //! and the pieces in them are shared (reference-counted), not copied per client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,8 +37,12 @@ use crate::error::{ProxyError, Result};
 use crate::metrics::ProxyMetrics;
 use crate::upstream::Upstream;
 
-/// The fetch hands on what arrived in pieces of up to this size.
+/// The fetch hands on what arrived in pieces of about this size (less when the upstream
+/// pauses).
 const BATCH: usize = 256 * 1024;
+/// Reads smaller than this are copied together, so a piece holds a bounded number of
+/// reads however small the upstream's are.
+const SMALL_READ: usize = 16 * 1024;
 /// How long a direct client may take to accept a piece before it is left to read the
 /// spool file.
 const SLOW_CLIENT: Duration = Duration::from_secs(1);
@@ -45,10 +50,6 @@ const SLOW_CLIENT: Duration = Duration::from_secs(1);
 const FOLLOWER_QUEUE: usize = 16;
 /// Pieces queued for the hasher and for the writer.
 const WORKER_QUEUE: usize = 16;
-/// The writer gathers pieces into writes of this size.
-const WRITE_SIZE: usize = 1024 * 1024;
-/// The alignment `O_DIRECT` writes need (the largest block size in common use).
-const ALIGN: usize = 4096;
 /// A client reading the spool file reads pieces of at most this size.
 const READ_SIZE: usize = 256 * 1024;
 /// Blob fetches one proxy runs at once; more get 429 until one ends.
@@ -79,11 +80,16 @@ struct Fetch {
     direct: Mutex<Direct>,
 }
 
+/// What the fetch hands on at once: the upstream's reads since the last piece, shared
+/// by every consumer (each piece wakes them all, so it should not be as small as one
+/// read).
+type Piece = Arc<[Bytes]>;
+
 /// The clients a fetch feeds directly.
 struct Direct {
     /// Until the first piece goes out: a client joining later reads the spool file.
     joinable: bool,
-    queues: Vec<mpsc::Sender<Bytes>>,
+    queues: Vec<mpsc::Sender<Piece>>,
 }
 
 /// The fetches running, by repository and digest.
@@ -163,6 +169,7 @@ impl Fetches {
             pos: 0,
             held: None,
             direct,
+            pending: VecDeque::new(),
             file: tokio::fs::File::from_std(file),
             file_pos: 0,
             progress,
@@ -336,35 +343,36 @@ async fn download(
     }
     // The upstream answers: clients get their 200 now.
     progress.send_replace(Progress::Running { written: 0 });
-    let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WORKER_QUEUE);
-    let (write_tx, write_rx) = mpsc::channel::<Bytes>(WORKER_QUEUE);
+    let (hash_tx, hash_rx) = mpsc::channel::<Piece>(WORKER_QUEUE);
+    let (write_tx, write_rx) = mpsc::channel::<Piece>(WORKER_QUEUE);
     let algorithm = digest.algorithm();
     let hasher = tokio::task::spawn_blocking(move || hash(hash_rx, Hasher::new(algorithm)));
     let writer = {
         let progress = progress.clone();
         let path = fetch.path.clone();
-        tokio::task::spawn_blocking(move || write(write_rx, file, &path, &progress))
+        tokio::task::spawn_blocking(move || {
+            crate::spool::write(write_rx, file, &path, |written| {
+                progress.send_replace(Progress::Running { written });
+            })
+        })
     };
     let mut body = res.bytes_stream();
     let mut received = 0u64;
     let outcome = async {
-        let mut batch = BytesMut::new();
+        let mut batch = Gathered::default();
         loop {
-            // What has arrived, gathered into one piece of up to `BATCH` bytes: every
-            // piece wakes the clients, the hasher and the writer, so pieces as small as
-            // the socket's reads would cost more than the bytes in them.
             let next = match body.next().now_or_never() {
                 Some(next) => next,
                 // Nothing more yet: send what is gathered, then wait.
-                None if !batch.is_empty() => {
-                    dispatch(fetch, batch.split().freeze(), &hash_tx, &write_tx).await?;
+                None if batch.bytes > 0 => {
+                    dispatch(fetch, batch.take(), &hash_tx, &write_tx).await?;
                     continue;
                 }
                 None => body.next().await,
             };
             let Some(piece) = next else {
-                if !batch.is_empty() {
-                    dispatch(fetch, batch.split().freeze(), &hash_tx, &write_tx).await?;
+                if batch.bytes > 0 {
+                    dispatch(fetch, batch.take(), &hash_tx, &write_tx).await?;
                 }
                 break;
             };
@@ -379,10 +387,13 @@ async fn download(
                     format!("more than the {size} bytes of blob {digest}"),
                 ));
             }
+            if piece.is_empty() {
+                continue;
+            }
             source.metrics.upstream_bytes(piece.len() as u64);
-            batch.extend_from_slice(&piece);
-            if batch.len() >= BATCH {
-                dispatch(fetch, batch.split().freeze(), &hash_tx, &write_tx).await?;
+            batch.push(piece);
+            if batch.bytes >= BATCH {
+                dispatch(fetch, batch.take(), &hash_tx, &write_tx).await?;
             }
         }
         Ok(())
@@ -413,14 +424,51 @@ async fn download(
     Ok(())
 }
 
+/// The reads gathered for the next piece: large ones as they are, small ones copied
+/// together.
+#[derive(Default)]
+struct Gathered {
+    reads: Vec<Bytes>,
+    small: BytesMut,
+    bytes: usize,
+}
+
+impl Gathered {
+    fn push(&mut self, read: Bytes) {
+        self.bytes += read.len();
+        if read.len() >= SMALL_READ {
+            self.end_small();
+            self.reads.push(read);
+        } else {
+            self.small.extend_from_slice(&read);
+            if self.small.len() >= SMALL_READ {
+                self.end_small();
+            }
+        }
+    }
+
+    fn end_small(&mut self) {
+        if !self.small.is_empty() {
+            self.reads.push(self.small.split().freeze());
+        }
+    }
+
+    /// What is gathered, as one piece; empty again.
+    fn take(&mut self) -> Piece {
+        self.end_small();
+        self.bytes = 0;
+        std::mem::take(&mut self.reads).into()
+    }
+}
+
 /// Hands a piece to the direct clients, the hasher and the writer. A direct client
 /// that has not taken it within `SLOW_CLIENT` is left behind (it reads on from the spool
 /// file): one slow reader must not hold up the fetch for the others.
 async fn dispatch(
     fetch: &Fetch,
-    piece: Bytes,
-    hash_tx: &mpsc::Sender<Bytes>,
-    write_tx: &mpsc::Sender<Bytes>,
+    piece: Piece,
+    hash_tx: &mpsc::Sender<Piece>,
+    write_tx: &mpsc::Sender<Piece>,
 ) -> Result<()> {
     // No client joins once pieces go out, so the queues can be taken for the sends.
     let queues = {
@@ -451,85 +499,13 @@ async fn dispatch(
 }
 
 /// The hasher's thread.
-fn hash(mut pieces: mpsc::Receiver<Bytes>, mut hasher: Hasher) -> Digest {
+fn hash(mut pieces: mpsc::Receiver<Piece>, mut hasher: Hasher) -> Digest {
     while let Some(piece) = pieces.blocking_recv() {
-        hasher.update(&piece);
+        for read in piece.iter() {
+            hasher.update(read);
+        }
     }
     hasher.finish()
-}
-
-/// The writer's thread: gathers pieces into large writes and tells readers how far the
-/// file goes; the bytes written in all. Where the file system allows, it writes around
-/// the page cache (`O_DIRECT`): copying a blob into the page cache costs more than
-/// receiving it, and a pull should not wait for that.
-fn write(
-    mut pieces: mpsc::Receiver<Bytes>,
-    file: std::fs::File,
-    path: &std::path::Path,
-    progress: &watch::Sender<Progress>,
-) -> std::io::Result<u64> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let mut direct = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(path)
-        .ok();
-    // `O_DIRECT` needs its buffer, sizes and offsets aligned to the block size.
-    let mut raw = vec![0u8; WRITE_SIZE + ALIGN];
-    let start = raw.as_ptr().align_offset(ALIGN);
-    let staging = &mut raw[start..start + WRITE_SIZE];
-    let mut staged = 0;
-    let mut written = 0u64;
-    // Writes what is staged (with `O_DIRECT`, the aligned part; the rest moves to the
-    // front), or all of it when `all`.
-    let mut flush = |staging: &mut [u8], staged: &mut usize, all: bool| -> std::io::Result<()> {
-        let aligned = match (&direct, all) {
-            (Some(_), false) => *staged / ALIGN * ALIGN,
-            _ => *staged,
-        };
-        if aligned == 0 {
-            return Ok(());
-        }
-        let data = &staging[..aligned];
-        let around_cache = match &direct {
-            Some(d) if aligned % ALIGN == 0 => Some(d.write_all_at(data, written)),
-            _ => None,
-        };
-        match around_cache {
-            Some(Ok(())) => {}
-            // A file system that takes the flag but not the writes: through the cache.
-            Some(Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                direct = None;
-                file.write_all_at(data, written)?;
-            }
-            Some(Err(e)) => return Err(e),
-            None => file.write_all_at(data, written)?,
-        }
-        written += aligned as u64;
-        staging.copy_within(aligned..*staged, 0);
-        *staged -= aligned;
-        progress.send_replace(Progress::Running { written });
-        Ok(())
-    };
-    while let Some(piece) = pieces.blocking_recv() {
-        let mut rest = &piece[..];
-        while !rest.is_empty() {
-            let take = rest.len().min(WRITE_SIZE - staged);
-            staging[staged..staged + take].copy_from_slice(&rest[..take]);
-            staged += take;
-            rest = &rest[take..];
-            if staged == WRITE_SIZE {
-                flush(staging, &mut staged, false)?;
-            }
-        }
-        // Write now when nothing more is waiting: readers should not wait for a full
-        // buffer when the upstream is slow.
-        if pieces.is_empty() {
-            flush(staging, &mut staged, false)?;
-        }
-    }
-    flush(staging, &mut staged, true)?;
-    Ok(written)
 }
 
 /// Puts a verified spool file into the cache; whether it is there.
@@ -572,7 +548,9 @@ struct Reader {
     /// The latest piece, sent once the next one is there (or, the last, once verified).
     held: Option<Bytes>,
     /// Pieces straight from the fetch, while it keeps this client fed.
-    direct: Option<mpsc::Receiver<Bytes>>,
+    direct: Option<mpsc::Receiver<Piece>>,
+    /// The reads of the latest direct piece not sent on yet.
+    pending: VecDeque<Bytes>,
     file: tokio::fs::File,
     file_pos: u64,
     progress: watch::Receiver<Progress>,
@@ -612,14 +590,22 @@ impl Reader {
         }
     }
 
-    /// The next piece, from the fetch or the spool file; `None` once all is received.
+    /// The next bytes, from the fetch or the spool file; `None` once all is received.
     async fn piece(&mut self) -> Result<Option<Bytes>> {
+        if let Some(read) = self.pending.pop_front() {
+            return Ok(Some(read));
+        }
         if self.pos >= self.size {
             return Ok(None);
         }
         if let Some(direct) = &mut self.direct {
             match direct.recv().await {
-                Some(piece) => return Ok(Some(piece)),
+                Some(piece) => {
+                    self.pending.extend(piece.iter().cloned());
+                    if let Some(read) = self.pending.pop_front() {
+                        return Ok(Some(read));
+                    }
+                }
                 // Left behind (or the fetch ended): on from the spool file.
                 None => self.direct = None,
             }

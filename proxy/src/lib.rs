@@ -15,6 +15,7 @@
 pub mod error;
 mod fetches;
 pub mod metrics;
+mod spool;
 pub mod upstream;
 
 use std::collections::HashMap;
