@@ -4,10 +4,10 @@
 //! packages and crates by `compose/local-images.sh`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use crate::{in_ci, require_tool, run};
+use crate::{in_ci, require_tool, run, run_with_input};
 
 /// Is the Docker Engine here? In CI it must be.
 pub fn docker_available() -> bool {
@@ -17,6 +17,17 @@ pub fn docker_available() -> bool {
     let ok = docker_ok(&["info"]);
     assert!(ok || !in_ci(), "the Docker Engine is not running");
     ok
+}
+
+/// Runs `docker ARGS` with its own client configuration directory (what `docker
+/// login` writes), fed `stdin`; its output.
+pub fn docker_with_config(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    run_with_input(
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", config),
+        stdin,
+    )
 }
 
 /// Runs `docker ARGS`, which must succeed; its standard output, trimmed.

@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use base64::Engine;
+use berth_tests::containers::docker_with_config;
 use berth_tests::*;
 use serde_json::Value;
 
@@ -721,26 +722,7 @@ async fn docker_login_push_and_pull_by_namespace() {
         .await
         .unwrap();
     let cfg = tempfile::tempdir().unwrap();
-    let docker = |args: &[&str], stdin: Option<&str>| {
-        use std::io::Write;
-        let mut child = Command::new("docker")
-            .args(args)
-            .env("DOCKER_CONFIG", cfg.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        child.wait_with_output().unwrap()
-    };
+    let docker = |args: &[&str], stdin: Option<&str>| docker_with_config(cfg.path(), args, stdin);
     let ctx = tempfile::tempdir().unwrap();
     std::fs::copy("/bin/busybox", ctx.path().join("busybox")).unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\", \"echo\", \"hi from alice\"]\n").unwrap();

@@ -14,16 +14,7 @@ use fantoccini::Locator;
 use crate::auth::ALICE;
 use crate::clients::{docker_available, docker_build_busybox};
 use crate::web::{push_index, push_platform_image};
-
-/// `docker` with its own config directory, optionally fed `stdin`.
-fn docker(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    run_with_input(
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_CONFIG", config),
-        stdin,
-    )
-}
+use berth_tests::containers::docker_with_config;
 
 fn squeeze(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -57,7 +48,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     // alice pushes a runnable image with docker, and a second one she makes private.
     let pusher = tempfile::tempdir().unwrap();
     succeeded(
-        &docker(
+        &docker_with_config(
             pusher.path(),
             &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
             Some(ALICE.1),
@@ -67,10 +58,16 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     let image = format!("{}/alice/webdemo:1", s.addr);
     let marker = format!("found-in-the-browser-{}", std::process::id());
     docker_build_busybox(&image, &marker);
-    succeeded(&docker(pusher.path(), &["push", &image], None), "docker");
+    succeeded(
+        &docker_with_config(pusher.path(), &["push", &image], None),
+        "docker",
+    );
     let hidden = format!("{}/alice/hidden:1", s.addr);
     run(Command::new("docker").args(["tag", &image, &hidden]));
-    succeeded(&docker(pusher.path(), &["push", &hidden], None), "docker");
+    succeeded(
+        &docker_with_config(pusher.path(), &["push", &hidden], None),
+        "docker",
+    );
     let out = berthd_command(
         &s.data_dir,
         None,
@@ -143,7 +140,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     // The command works as copied.
     run(Command::new("docker").args(["rmi", "-f", &image, &hidden]));
     let args: Vec<&str> = copied.split_whitespace().skip(1).collect();
-    succeeded(&docker(pusher.path(), &args, None), "docker");
+    succeeded(&docker_with_config(pusher.path(), &args, None), "docker");
     let out = run(Command::new("docker").args(["run", "--rm", &image]));
     assert_eq!(out.trim(), marker);
 
@@ -230,7 +227,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     browser.screenshot("6-token").await;
     let fresh = tempfile::tempdir().unwrap();
     let login = succeeded(
-        &docker(
+        &docker_with_config(
             fresh.path(),
             &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
             Some(&token),
@@ -238,7 +235,10 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
         "docker",
     );
     assert!(login.contains("Login Succeeded"), "{login}");
-    succeeded(&docker(fresh.path(), &["pull", &hidden], None), "docker");
+    succeeded(
+        &docker_with_config(fresh.path(), &["pull", &hidden], None),
+        "docker",
+    );
     run(Command::new("docker").args(["rmi", "-f", &image, &hidden]));
 
     // On a phone-sized screen the pages fit the width (tables scroll inside their box).

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use berth_tests::containers::{docker, docker_available, docker_with_config};
 use berth_tests::*;
 use serde_json::{json, Value};
 
@@ -170,6 +171,121 @@ async fn wait_for_pulls(http: &reqwest::Client, base: &str, repo: &str, want: i6
     }
 }
 
+/// `docker search` (the daemon's v1 calls, then the Docker CLI itself): the public
+/// repositories matching, never a private one, whoever's session comes along.
+async fn docker_search_lists_what_anyone_may_pull(s: &Berthd) {
+    let base = &s.url;
+    let res = reqwest::get(format!("{base}/v1/_ping")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-docker-registry-standalone"], "true");
+    let alice = sign_in(base, ALICE).await;
+    for http in [cookie_client(), alice] {
+        let (status, found) = get_json(&http, &format!("{base}/v1/search?q=app&n=25")).await;
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(
+            (found["query"].as_str(), found["num_results"].as_i64()),
+            (Some("app"), Some(3)),
+            "{found}"
+        );
+        let names: Vec<&str> = found["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names[0], "alice/app");
+        assert!(!names.contains(&"alice/secret-app"), "{found}");
+        assert_eq!(found["results"][0]["is_official"], false);
+    }
+    // Hostile and odd parameters: limits clamped, pages from 1, text taken as words.
+    for (query, results, page_size, page) in [
+        ("q=app&n=0", 1, 1, 1),
+        ("q=app&n=1000", 3, 100, 1),
+        ("q=app&n=2&page=2", 1, 2, 2),
+        ("q=app&page=0", 3, 25, 1),
+        ("q=%25%27%22%3B--%20app", 3, 25, 1),
+        ("q=..%2F..%2Fetc", 0, 25, 1),
+        ("", 3, 25, 1),
+    ] {
+        let (status, found) =
+            get_json(&cookie_client(), &format!("{base}/v1/search?{query}")).await;
+        assert_eq!(status, 200, "{query}: {found}");
+        assert_eq!(
+            (
+                found["results"].as_array().map(Vec::len),
+                found["page_size"].as_u64(),
+                found["page"].as_u64()
+            ),
+            (Some(results), Some(page_size), Some(page)),
+            "{query}: {found}"
+        );
+    }
+    for query in ["q=app&n=-1", "q=app&page=two", "n=99999999999999999999999"] {
+        let (status, body) = get_json(&cookie_client(), &format!("{base}/v1/search?{query}")).await;
+        assert_eq!(
+            (status, body["errors"][0]["code"].as_str()),
+            (400, Some("UNSUPPORTED")),
+            "{query}: {body}"
+        );
+    }
+
+    if !docker_available() {
+        return;
+    }
+    let out = docker(&[
+        "search",
+        "--no-trunc",
+        "--format",
+        "{{.Name}}|{{.StarCount}}|{{.IsOfficial}}",
+        &format!("{}/app", s.addr),
+    ]);
+    // Official images are marked "[OK]"; none of these is.
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    let mut expected = [
+        "alice/app|0|",
+        "alice/application|0|",
+        "bobby/my-app-server|0|",
+    ];
+    expected.sort();
+    assert_eq!(lines, expected, "docker search printed:\n{out}");
+    let out = docker(&["search", "--limit", "1", &format!("{}/app", s.addr)]);
+    assert_eq!(out.lines().count(), 2, "a header and one result:\n{out}");
+    assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
+
+    // Signed in (`docker login`): the daemon sends what it has with its search, and the
+    // results are still what anyone may pull.
+    let config = tempfile::tempdir().unwrap();
+    succeeded(
+        &docker_with_config(
+            config.path(),
+            &["login", &s.addr, "-u", ALICE.0, "--password-stdin"],
+            Some(ALICE.1),
+        ),
+        "docker login",
+    );
+    let out = succeeded(
+        &docker_with_config(
+            config.path(),
+            &[
+                "search",
+                "--format",
+                "{{.Name}}",
+                &format!("{}/app", s.addr),
+            ],
+            None,
+        ),
+        "docker search",
+    );
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["alice/app", "alice/application", "bobby/my-app-server"],
+        "signed-in docker search printed:\n{out}"
+    );
+}
+
 async fn search_pages_and_api_follow_access_rules(s: Berthd) {
     let c = s.client();
     let base = &s.url;
@@ -260,6 +376,47 @@ async fn search_pages_and_api_follow_access_rules(s: Berthd) {
     assert!(explore.contains("bobby/my-app-server") && !explore.contains("secret"));
     let (_, search_page) = get(&anonymous, &format!("{base}/search?q=app")).await;
     assert!(search_page.contains("3 repositories") && !search_page.contains("secret"));
+    docker_search_lists_what_anyone_may_pull(&s).await;
+    let (_, nothing) = get(&anonymous, &format!("{base}/search?q=nothing-like-it")).await;
+    assert!(
+        nothing.contains("No results for “nothing-like-it”"),
+        "{nothing}"
+    );
+    // A namespace no account, proxy or repository holds is not there.
+    let (status, missing) = get(&anonymous, &format!("{base}/u/nobody-here")).await;
+    assert_eq!(status, 404, "{missing}");
+    assert!(
+        missing.contains("namespace nobody-here not found"),
+        "{missing}"
+    );
+    let out = berthd_command(
+        &s.data_dir,
+        s.database_url.as_deref(),
+        &["user", "add", "carol", "--password-stdin"],
+        Some("carol-has-no-repositories"),
+    );
+    assert!(out.status.success());
+    let (status, _) = get(&anonymous, &format!("{base}/u/carol")).await;
+    assert_eq!(status, 200, "a user without repositories is still there");
+    // HEAD on pages and API answers: the GET's status and headers, no body.
+    for (path, status) in [
+        ("/", 200),
+        ("/search?q=app", 200),
+        ("/r/alice/app", 200),
+        ("/u/alice", 200),
+        ("/api/v1/search?q=app", 200),
+        ("/u/nobody-here", 404),
+        ("/r/alice/secret-app", 404),
+    ] {
+        let res = anonymous
+            .head(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "HEAD {path}");
+        assert!(res.headers().contains_key("content-type"), "HEAD {path}");
+        assert!(res.bytes().await.unwrap().is_empty(), "HEAD {path}");
+    }
 
     // The owner sees it everywhere; another user does not.
     let alice = sign_in(base, ALICE).await;

@@ -7,6 +7,7 @@
 //! does not exist for them, in pages, search results and API answers alike.
 
 mod api;
+mod docker_search;
 mod error;
 mod lifecycle;
 mod markdown;
@@ -20,7 +21,7 @@ mod view;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{guard, web, HttpResponse};
 use berth_auth::Accounts;
 use berth_proxy::Proxies;
 use berth_storage::Storage;
@@ -67,17 +68,23 @@ impl Web {
     }
 }
 
+/// A route for reading: GET, and HEAD (the same answer without its body, which the
+/// server leaves out), as browsers, link checkers and monitors send both.
+fn read() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 /// The web UI's routes; the app must hold a `web::Data<Web>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(pages::explore))
-        .route("/search", web::get().to(pages::search))
-        .route("/r/{path:.+}", web::get().to(pages::repository_or_tag))
-        .route("/u/{name}", web::get().to(pages::namespace))
-        .route("/mirrors", web::get().to(mirrors::page))
-        .route("/signin", web::get().to(pages::signin_form))
+    cfg.route("/", read().to(pages::explore))
+        .route("/search", read().to(pages::search))
+        .route("/r/{path:.+}", read().to(pages::repository_or_tag))
+        .route("/u/{name}", read().to(pages::namespace))
+        .route("/mirrors", read().to(mirrors::page))
+        .route("/signin", read().to(pages::signin_form))
         .route("/signin", web::post().to(pages::signin))
         .route("/signout", web::post().to(pages::signout))
-        .route("/settings", web::get().to(pages::settings))
+        .route("/settings", read().to(pages::settings))
         .route("/settings/tokens", web::post().to(pages::create_token))
         .route(
             "/settings/tokens/revoke",
@@ -90,10 +97,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(pages::set_description)),
         )
         .route("/manage/visibility", web::post().to(pages::set_visibility))
-        .route(
-            "/manage/delete-tag",
-            web::get().to(pages::confirm_delete_tag),
-        )
+        .route("/manage/delete-tag", read().to(pages::confirm_delete_tag))
         .route("/manage/delete-tag", web::post().to(pages::delete_tag))
         .route(
             "/manage/immutable-tags",
@@ -110,41 +114,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/manage/retention/preview",
-            web::get().to(lifecycle::preview_page),
+            read().to(lifecycle::preview_page),
         )
         .route("/manage/retention/run", web::post().to(lifecycle::run_form))
-        .route("/usage", web::get().to(lifecycle::usage_page))
-        .route("/manage/untagged", web::get().to(untagged::page))
+        .route("/usage", read().to(lifecycle::usage_page))
+        .route("/manage/untagged", read().to(untagged::page))
         .route(
             "/manage/untagged/delete",
             web::post().to(untagged::delete_form),
         )
         .service(
             web::resource("/api/v1/untagged")
-                .route(web::get().to(untagged::list))
+                .route(read().to(untagged::list))
                 .route(web::delete().to(untagged::delete)),
         )
-        .route("/api/v1/search", web::get().to(api::search))
-        .route("/api/v1/usage", web::get().to(lifecycle::usage))
+        .route("/api/v1/search", read().to(api::search))
+        .route("/v1/_ping", read().to(docker_search::ping))
+        .route("/v1/search", read().to(docker_search::search))
+        .route("/api/v1/usage", read().to(lifecycle::usage))
         .route(
             "/api/v1/namespaces/{ns}/usage",
-            web::get().to(lifecycle::namespace_usage),
+            read().to(lifecycle::namespace_usage),
         )
         .service(
             web::resource("/api/v1/retention")
-                .route(web::get().to(lifecycle::get_policy))
+                .route(read().to(lifecycle::get_policy))
                 .route(web::put().to(lifecycle::put_policy))
                 .route(web::delete().to(lifecycle::delete_policy)),
         )
-        .route(
-            "/api/v1/retention/preview",
-            web::get().to(lifecycle::preview),
-        )
+        .route("/api/v1/retention/preview", read().to(lifecycle::preview))
         .route("/api/v1/retention/run", web::post().to(lifecycle::run))
-        .route(
-            "/api/v1/immutable-tag-rules",
-            web::get().to(tag_rules::list),
-        )
+        .route("/api/v1/immutable-tag-rules", read().to(tag_rules::list))
         .route(
             "/api/v1/immutable-tag-rules",
             web::post().to(tag_rules::add),
@@ -153,12 +153,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/v1/immutable-tag-rules/{id}",
             web::delete().to(tag_rules::remove),
         )
-        .route(
-            "/api/v1/repositories/{path:.+}",
-            web::get().to(api::repository),
-        )
-        .route("/static/style.css", web::get().to(style))
-        .route("/static/app.js", web::get().to(script));
+        .route("/api/v1/repositories/{path:.+}", read().to(api::repository))
+        .route("/static/style.css", read().to(style))
+        .route("/static/app.js", read().to(script));
 }
 
 async fn style() -> HttpResponse {

@@ -102,6 +102,14 @@ impl Visitor {
         }
     }
 
+    /// This request as anyone would make it (without its session).
+    pub fn anonymous(self) -> Visitor {
+        Visitor {
+            session: None,
+            ..self
+        }
+    }
+
     /// The signed-in user, or `SignInRequired`.
     pub fn signed_in(&self) -> Result<&User, WebError> {
         if !self.accounts {
