@@ -143,9 +143,19 @@ async fn send(
             format!("{}: {what}", r.status().as_u16()),
         )),
         Ok(r) => {
+            // What finds this request in the servers' logs.
             let status = r.status();
+            let path = r.url().path().to_owned();
+            let id = r
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
             let body = r.text().await.unwrap_or_default();
-            Err(Failure::Wrong(format!("{what}: {status} {body}")))
+            Err(Failure::Wrong(format!(
+                "{what} {path}: {status} {body} (request id {id})"
+            )))
         }
         Err(e) if e.is_timeout() => Err(Failure::Retryable(format!("timeout: {what}"))),
         Err(e) => Err(Failure::Retryable(format!("connection: {what}: {e}"))),
@@ -340,7 +350,14 @@ fn record(report: &mut ClientReport, failure: Failure) {
             at: Instant::now(),
             what,
         }),
-        Failure::Wrong(what) => report.wrong.push(what),
+        Failure::Wrong(what) => {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            report
+                .wrong
+                .push(format!("at {:.3} (Unix time): {what}", at.as_secs_f64()));
+        }
     }
 }
 

@@ -12,7 +12,7 @@ mod stack;
 
 use std::time::{Duration, Instant};
 
-use berth_tests::containers::{build_berthd_image, docker, docker_available};
+use berth_tests::containers::{build_berthd_image, container_logs, docker, docker_available};
 use berth_tests::{in_ci, succeeded};
 
 use load::Load;
@@ -156,8 +156,11 @@ async fn the_cluster_survives_faults_under_load() {
     // flight), replaced by one on the new image, ready before the next goes.
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
+    // The replaced replicas' logs, kept to explain a wrong answer.
+    let mut old_logs = Vec::new();
     for replica in &stack.replicas {
         stack.docker(&["stop", "-t", "40", replica]);
+        old_logs.push(container_logs(replica));
         stack.docker(&["rm", replica]);
         stack.start_replica(replica, &upgrade);
         let started = Instant::now();
@@ -223,6 +226,27 @@ async fn the_cluster_survives_faults_under_load() {
         "too little load: {}",
         report.acknowledged.len()
     );
+    if !report.wrong.is_empty() {
+        // Every replica's log lines about the requests answered wrongly.
+        let logs: Vec<String> = old_logs
+            .into_iter()
+            .chain(stack.replicas.iter().map(|r| container_logs(r)))
+            .collect();
+        for wrong in &report.wrong {
+            let Some((_, id)) = wrong.rsplit_once("(request id ") else {
+                continue;
+            };
+            let id = id.trim_end_matches(')');
+            println!("logs about request {id}:");
+            for line in logs
+                .iter()
+                .flat_map(|l| l.lines())
+                .filter(|l| l.contains(id))
+            {
+                println!("  {line}");
+            }
+        }
+    }
     assert!(
         report.wrong.is_empty(),
         "answers no fault explains:\n{}",
