@@ -176,7 +176,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
 
     // The private repository does not exist for an anonymous visitor.
     browser.goto(&format!("{base}/search?q=hidden")).await;
-    assert!(browser.text().await.contains("0 repositories"));
+    assert!(browser.text().await.contains("No results for “hidden”"));
     browser.goto(&format!("{base}/r/alice/hidden")).await;
     assert!(browser.text().await.contains("Not Found"));
 

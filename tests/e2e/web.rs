@@ -382,12 +382,30 @@ async fn search_pages_and_api_follow_access_rules(s: Berthd) {
         nothing.contains("No results for “nothing-like-it”"),
         "{nothing}"
     );
-    // A namespace no account, proxy or repository holds is not there.
+    // A namespace no account, proxy or repository holds is not there; error pages have
+    // the site's header (Sign in, or who is signed in), and so does a path no page is at.
     let (status, missing) = get(&anonymous, &format!("{base}/u/nobody-here")).await;
     assert_eq!(status, 404, "{missing}");
     assert!(
         missing.contains("namespace nobody-here not found"),
         "{missing}"
+    );
+    assert!(missing.contains(">Sign in</a>"), "{missing}");
+    let alice = sign_in(base, ALICE).await;
+    for path in ["/u/nobody-here", "/r/nobody/nothing", "/no/such/page?x=<b>"] {
+        let (status, page) = get(&alice, &format!("{base}{path}")).await;
+        assert_eq!(status, 404, "{path}: {page}");
+        assert!(
+            page.contains("href=\"/u/alice\"") && page.contains("Sign out"),
+            "{path}: {page}"
+        );
+        assert!(!page.contains("<b>"), "{path}: the path is escaped");
+    }
+    let (status, body) = get_json(&anonymous, &format!("{base}/api/v1/no-such-thing")).await;
+    assert_eq!(
+        (status, body["errors"][0]["code"].as_str()),
+        (404, Some("UNSUPPORTED")),
+        "{body}"
     );
     let out = berthd_command(
         &s.data_dir,

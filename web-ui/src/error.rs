@@ -13,6 +13,9 @@ pub enum WebError {
     /// Also what a private repository is to those who may not pull it.
     #[error("{0} not found")]
     NotFound(String),
+    /// A path no page or API answer is at.
+    #[error("there is nothing at {0}")]
+    NoSuchPath(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("sign in first")]
@@ -39,12 +42,19 @@ pub enum WebError {
 }
 
 impl WebError {
+    /// Status and a message safe to show (an error page's).
+    pub(crate) fn shown(&self) -> (StatusCode, String) {
+        let (status, _, message) = self.parts();
+        (status, message)
+    }
+
     /// Status, spec error code, and a message safe to show.
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use StorageError as S;
         let shown = self.to_string();
         match self {
             WebError::NotFound(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN", shown),
+            WebError::NoSuchPath(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED", shown),
             WebError::BadRequest(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED", shown),
             WebError::SignInRequired => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", shown),
             WebError::Forbidden | WebError::Csrf | WebError::ReadOnlyMirror { .. } => {

@@ -9,6 +9,7 @@
 mod api;
 mod docker_search;
 mod error;
+mod error_pages;
 mod lifecycle;
 mod markdown;
 mod mirrors;
@@ -21,7 +22,7 @@ mod view;
 
 use std::sync::Arc;
 
-use actix_web::{guard, web, HttpResponse};
+use actix_web::{guard, middleware, web, HttpResponse};
 use berth_auth::Accounts;
 use berth_proxy::Proxies;
 use berth_storage::Storage;
@@ -76,7 +77,12 @@ fn read() -> actix_web::Route {
 
 /// The web UI's routes; the app must hold a `web::Data<Web>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", read().to(pages::explore))
+    // Every path the registry's own routes (registered before) leave, in one scope whose
+    // error pages carry the site's header.
+    let site = web::scope("")
+        .wrap(middleware::from_fn(error_pages::with_header))
+        .default_service(web::to(error_pages::not_found))
+        .route("/", read().to(pages::explore))
         .route("/search", read().to(pages::search))
         .route("/r/{path:.+}", read().to(pages::repository_or_tag))
         .route("/u/{name}", read().to(pages::namespace))
@@ -156,6 +162,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/repositories/{path:.+}", read().to(api::repository))
         .route("/static/style.css", read().to(style))
         .route("/static/app.js", read().to(script));
+    cfg.service(site);
 }
 
 async fn style() -> HttpResponse {

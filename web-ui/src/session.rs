@@ -53,7 +53,8 @@ impl FromRequest for Visitor {
     }
 }
 
-async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, WebError> {
+/// Who is asking (their session, if any, and the CSRF cookie), as the extractor finds it.
+pub(crate) async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, WebError> {
     let session = match (web.accounts_on(), req.cookie(SESSION_COOKIE)) {
         (true, Some(cookie)) => web.accounts.session(cookie.value()).await?,
         _ => None,
