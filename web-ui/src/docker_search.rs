@@ -6,16 +6,15 @@
 //! for here.
 
 use actix_web::{web, HttpResponse};
-use berth_storage::explore::{Listing, Order};
 use serde_json::json;
 
 use crate::error::{ApiResult, WebError};
+use crate::pages::SearchParams;
 use crate::session::Visitor;
 use crate::Web;
 
-/// The daemon's default `--limit`, and the largest it accepts.
+/// The daemon's default `--limit` (its largest, 100, is the search's own bound).
 const DEFAULT_LIMIT: u64 = 25;
-const MAX_LIMIT: u64 = 100;
 
 /// `GET /v1/_ping`: any answer tells the daemon the endpoint is there; the header says
 /// Berth is a standalone registry (no separate index service).
@@ -41,15 +40,16 @@ pub async fn search(
             .map(|(_, value)| value.as_str())
     };
     let text = param("q").unwrap_or_default().to_owned();
-    let listing = Listing {
-        text: text.clone(),
-        order: Order::Relevance,
-        page: number(param("page"), "page")?.unwrap_or(1).max(1),
-        per_page: number(param("n"), "n")?
-            .unwrap_or(DEFAULT_LIMIT)
-            .clamp(1, MAX_LIMIT),
-        ..Listing::default()
-    };
+    // The Explore search's parameters, bounded by it.
+    let listing = SearchParams {
+        q: text.clone(),
+        namespace: None,
+        os: None,
+        arch: None,
+        page: number(param("page"), "page")?,
+        per_page: number(param("n"), "n")?,
+    }
+    .listing(DEFAULT_LIMIT);
     let viewer = visitor.anonymous().viewer(&web).await?;
     let found = web.storage.list_repositories(&viewer, &listing).await?;
     let results: Vec<_> = found

@@ -295,15 +295,18 @@ pub async fn namespace(
     let found = web.storage.list_repositories(&viewer, &listing).await?;
     // A proxy's prefix: the proxy, before its cached repositories.
     let proxy = mirrors::namespace_proxy(&web, &visitor, &viewer, &name).await?;
-    // A namespace exists when an account or a proxy holds it, or it has repositories
-    // this visitor sees (on a registry without accounts, the only kind).
-    let held = web
-        .accounts
-        .namespace_kind(&name)
-        .await?
-        .is_some_and(|kind| matches!(kind, Kind::User | Kind::Organization | Kind::Proxy));
-    if found.total == 0 && proxy.is_none() && !held {
-        return Err(WebError::NotFound(format!("namespace {name}")).into());
+    // A namespace exists when it has repositories this visitor sees (on a registry
+    // without accounts, the only kind), or a proxy or an account holds it (asked only
+    // when neither of the others tells).
+    if found.total == 0 && proxy.is_none() {
+        let held = web
+            .accounts
+            .namespace_kind(&name)
+            .await?
+            .is_some_and(|kind| matches!(kind, Kind::User | Kind::Organization | Kind::Proxy));
+        if !held {
+            return Err(WebError::NotFound(format!("namespace {name}")).into());
+        }
     }
     // Its owners (and admins) also see its usage and retention policy; a name that
     // cannot be a namespace has no owners.
