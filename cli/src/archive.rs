@@ -171,7 +171,7 @@ fn load_oci(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
             anyhow::ensure!(store.has_blob(b), "the archive lacks blob {b}");
             Ok(())
         })?;
-        store.set(&name, descriptor.clone())?;
+        store.set(&name, descriptor.clone(), None)?;
         names.push(name);
     }
     Ok(names)
@@ -201,7 +201,7 @@ fn load_docker(store: &Store, root: &Root) -> anyhow::Result<Vec<String>> {
         for tag in &image.repo_tags {
             let name =
                 crate::reference::Reference::parse(tag, crate::reference::DOCKER_HUB)?.to_string();
-            store.set(&name, descriptor.clone())?;
+            store.set(&name, descriptor.clone(), None)?;
             names.push(name);
         }
     }

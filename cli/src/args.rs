@@ -39,12 +39,22 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
-    /// List images.
+    /// List images, like `docker images`.
     Ls {
-        /// Show manifest digests.
+        /// Only this repository (`NAME`), or this one tag (`NAME:TAG`).
+        repository: Option<String>,
+        /// Show the digest the registry knows each image by (pulled or pushed images).
         #[arg(long)]
         digests: bool,
-        /// `table` or `json`.
+        /// Show whole image ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Print only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// `table`, `json`, or a template such as `{{.Repository}}:{{.Tag}}`
+        /// (fields: .ID .Repository .Tag .Digest .CreatedSince .CreatedAt .Size
+        /// .VirtualSize; `table` before it prints headers).
         #[arg(long, default_value = "table")]
         format: String,
     },
@@ -74,8 +84,21 @@ pub enum ImageCommand {
     /// Show how an image was built, like `docker history`.
     History {
         reference: String,
+        /// Sizes and times for people (`-H=false`: bytes and RFC 3339 times).
+        #[arg(short = 'H', long, value_name = "BOOL", default_value_t = true,
+              action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+              require_equals = true)]
+        human: bool,
+        /// Do not cut long commands and ids.
         #[arg(long)]
         no_trunc: bool,
+        /// Print only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// `table`, `json`, or a template (fields: .ID .CreatedSince .CreatedAt
+        /// .CreatedBy .Size .Comment).
+        #[arg(long, default_value = "table")]
+        format: String,
     },
     /// Build an image from a Dockerfile, like `docker build`.
     Build(BuildArgs),

@@ -75,10 +75,13 @@ impl Image {
         })
     }
 
-    /// Compressed size: the config and layers as stored and transferred.
-    pub fn size(&self) -> u64 {
-        let layers: u64 = self.manifest.layers().iter().map(|l| l.size()).sum();
-        layers + self.manifest.config().size()
+    /// The size docker shows for the image: its layers' content (see [`content_size`]).
+    pub fn size(&self, store: &Store) -> anyhow::Result<u64> {
+        self.manifest
+            .layers()
+            .iter()
+            .map(|l| content_size(store, l))
+            .sum()
     }
 
     /// Docker's image id: the config digest.
@@ -86,66 +89,224 @@ impl Image {
         &self.config_digest
     }
 
-    /// `docker image inspect`'s fields.
-    pub fn inspect(&self, names: &[String], repo_digests: &[String]) -> Value {
+    /// When the image was made, from its config.
+    pub fn created(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        crate::human::parse_created(self.config["created"].as_str()?)
+    }
+
+    /// `docker image inspect`'s fields, in its order (the daemon's own, such as
+    /// `GraphDriver`, and those docker has dropped, such as `ContainerConfig`, left
+    /// out).
+    pub fn inspect(
+        &self,
+        store: &Store,
+        repo_tags: Vec<String>,
+        repo_digests: Vec<String>,
+    ) -> anyhow::Result<Inspect> {
         let c = &self.config;
-        json!({
-            "Id": self.config_digest,
-            "RepoTags": names,
-            "RepoDigests": repo_digests,
-            "Created": c["created"],
-            "Author": c["author"],
-            "Architecture": c["architecture"],
-            "Variant": c["variant"],
-            "Os": c["os"],
-            "Size": self.size(),
-            "Config": {
-                "User": c["config"]["User"],
-                "Env": c["config"]["Env"],
-                "Cmd": c["config"]["Cmd"],
-                "Entrypoint": c["config"]["Entrypoint"],
-                "WorkingDir": c["config"]["WorkingDir"],
-                "ExposedPorts": c["config"]["ExposedPorts"],
-                "Labels": c["config"]["Labels"],
-                "Volumes": c["config"]["Volumes"],
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let present = |v: &Value| (!v.is_null()).then(|| v.clone());
+        Ok(Inspect {
+            id: self.config_digest.clone(),
+            repo_tags,
+            repo_digests,
+            parent: text(&c["parent"]),
+            comment: text(&c["comment"]),
+            created: c["created"].clone(),
+            docker_version: text(&c["docker_version"]),
+            author: text(&c["author"]),
+            config: InspectConfig::of(&c["config"]),
+            architecture: c["architecture"].clone(),
+            variant: present(&c["variant"]),
+            os: c["os"].clone(),
+            os_version: present(&c["os.version"]),
+            size: self.size(store)?,
+            root_fs: InspectRootFs {
+                kind: c["rootfs"]["type"].clone(),
+                layers: c["rootfs"]["diff_ids"].clone(),
             },
-            "RootFS": {
-                "Type": c["rootfs"]["type"],
-                "Layers": c["rootfs"]["diff_ids"],
-            },
-            "Manifest": self.manifest_digest,
         })
     }
 
-    /// `docker history` rows, newest first: (layer id or `<missing>`, created,
-    /// created_by, size, comment). Empty-layer steps have size 0.
-    pub fn history(&self) -> Vec<[String; 5]> {
-        let layers = self.manifest.layers();
-        let mut next_layer = 0;
+    /// `docker history` rows, newest first: the image id on the newest step and
+    /// `<missing>` on the others (as docker shows a pulled image), and each step's
+    /// layer content size (0 for a step that made no layer).
+    pub fn history(&self, store: &Store) -> anyhow::Result<Vec<HistoryRow>> {
+        let mut layers = self.manifest.layers().iter();
         let mut rows = Vec::new();
         for step in self.config["history"].as_array().into_iter().flatten() {
-            let empty = step["empty_layer"].as_bool().unwrap_or(false);
-            let (id, size) = if empty {
-                ("<missing>".to_owned(), 0)
+            let size = if step["empty_layer"].as_bool().unwrap_or(false) {
+                0
             } else {
-                let layer = layers.get(next_layer);
-                next_layer += 1;
-                (
-                    layer.map_or("<missing>", digest_of).to_owned(),
-                    layer.map_or(0, |l| l.size()),
-                )
+                layers.next().map_or(Ok(0), |l| content_size(store, l))?
             };
-            rows.push([
-                id,
-                step["created"].as_str().unwrap_or_default().to_owned(),
-                step["created_by"].as_str().unwrap_or_default().to_owned(),
-                size.to_string(),
-                step["comment"].as_str().unwrap_or_default().to_owned(),
-            ]);
+            rows.push(HistoryRow {
+                id: None,
+                created: crate::human::parse_created(step["created"].as_str().unwrap_or("")),
+                created_by: step["created_by"].as_str().unwrap_or_default().to_owned(),
+                size,
+                comment: step["comment"].as_str().unwrap_or_default().to_owned(),
+            });
         }
         rows.reverse();
-        rows
+        if let Some(newest) = rows.first_mut() {
+            newest.id = Some(self.config_digest.clone());
+        }
+        Ok(rows)
     }
+}
+
+/// One step of `docker history`.
+pub struct HistoryRow {
+    /// The image id on the newest step; `None` (`<missing>`) on the others.
+    pub id: Option<String>,
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_by: String,
+    pub size: u64,
+    pub comment: String,
+}
+
+/// `docker image inspect`'s object (fields in docker's order).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Inspect {
+    id: String,
+    repo_tags: Vec<String>,
+    repo_digests: Vec<String>,
+    parent: String,
+    comment: String,
+    created: Value,
+    docker_version: String,
+    author: String,
+    config: InspectConfig,
+    architecture: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<Value>,
+    os: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    os_version: Option<Value>,
+    size: u64,
+    #[serde(rename = "RootFS")]
+    root_fs: InspectRootFs,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectRootFs {
+    #[serde(rename = "Type")]
+    kind: Value,
+    layers: Value,
+}
+
+/// The image's run configuration as docker's inspect shows it: every field of a
+/// container config, those an image never sets empty, the optional ones only when set.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectConfig {
+    hostname: String,
+    domainname: String,
+    user: Value,
+    attach_stdin: bool,
+    attach_stdout: bool,
+    attach_stderr: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exposed_ports: Option<Value>,
+    tty: bool,
+    open_stdin: bool,
+    stdin_once: bool,
+    env: Value,
+    cmd: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args_escaped: Option<Value>,
+    image: Value,
+    volumes: Value,
+    working_dir: Value,
+    entrypoint: Value,
+    on_build: Value,
+    labels: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shell: Option<Value>,
+}
+
+impl InspectConfig {
+    fn of(c: &Value) -> InspectConfig {
+        let text = |key: &str| json!(c[key].as_str().unwrap_or_default());
+        let present = |key: &str| (!c[key].is_null()).then(|| c[key].clone());
+        InspectConfig {
+            hostname: String::new(),
+            domainname: String::new(),
+            user: text("User"),
+            attach_stdin: false,
+            attach_stdout: false,
+            attach_stderr: false,
+            exposed_ports: present("ExposedPorts"),
+            tty: false,
+            open_stdin: false,
+            stdin_once: false,
+            env: c["Env"].clone(),
+            cmd: c["Cmd"].clone(),
+            healthcheck: present("Healthcheck"),
+            args_escaped: present("ArgsEscaped"),
+            image: text("Image"),
+            volumes: c["Volumes"].clone(),
+            working_dir: text("WorkingDir"),
+            entrypoint: c["Entrypoint"].clone(),
+            on_build: c["OnBuild"].clone(),
+            labels: c["Labels"].clone(),
+            stop_signal: present("StopSignal"),
+            shell: present("Shell"),
+        }
+    }
+}
+
+/// The size of a layer's content as docker counts it for `docker images` and
+/// `docker history`: its files' sizes and its symbolic links' target lengths (not
+/// the tar's headers, directories or hard links). Counted by reading the layer once,
+/// then kept in the store's content-size directory. A layer berth cannot read as a
+/// tar stream (say, zstd) counts its stored size, and that is not kept.
+pub fn content_size(store: &Store, layer: &oci_spec::image::Descriptor) -> anyhow::Result<u64> {
+    let digest = digest_of(layer);
+    let blob = store.blob_path(digest)?;
+    let kept = store
+        .content_sizes_dir()
+        .join(blob.file_name().expect("a blob path ends in its hex"));
+    if let Some(size) = std::fs::read_to_string(&kept)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return Ok(size);
+    }
+    let file = std::fs::File::open(&blob)
+        .map_err(|e| anyhow::anyhow!("layer {digest} is missing from the local store: {e}"))?;
+    let Ok(size) = count_content(file) else {
+        return Ok(layer.size());
+    };
+    std::fs::create_dir_all(store.content_sizes_dir())?;
+    let mut tmp = tempfile::NamedTempFile::new_in(store.content_sizes_dir())?;
+    std::io::Write::write_all(&mut tmp, size.to_string().as_bytes())?;
+    tmp.persist(&kept)?;
+    Ok(size)
+}
+
+fn count_content(layer: impl Read) -> anyhow::Result<u64> {
+    let mut archive = tar::Archive::new(crate::builder::rootfs::decompressed(layer)?);
+    let mut size = 0u64;
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let header = entry.header();
+        size += match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => header.size()?,
+            tar::EntryType::Symlink => entry
+                .link_name_bytes()
+                .map_or(0, |target| target.len() as u64),
+            _ => 0,
+        };
+    }
+    Ok(size)
 }
 
 /// `berth image import`: a root filesystem tarball becomes a one-layer image.
@@ -196,7 +357,7 @@ pub fn import(store: &Store, rootfs: &Path, name: &str) -> anyhow::Result<String
             layer_size,
         )?],
     )?;
-    store.set(name, manifest::put(store, &manifest)?)?;
+    store.set(name, manifest::put(store, &manifest)?, None)?;
     Ok(config_digest)
 }
 

@@ -15,7 +15,7 @@ use oci_spec::image::{
 };
 use serde::Serialize;
 
-use berth_oci::media_types::OCI_MANIFEST;
+use berth_oci::media_types::{self, OCI_MANIFEST};
 
 use crate::store::Store;
 
@@ -45,6 +45,22 @@ pub fn descriptor(media_type: &str, digest: &str, size: u64) -> anyhow::Result<D
 /// A descriptor's digest as text (`sha256:…`).
 pub fn digest_of(descriptor: &Descriptor) -> &str {
     descriptor.digest().as_ref()
+}
+
+/// A layer as an OCI manifest describes it: Docker's layer media types (the same
+/// bytes) become their OCI equivalents; any other type is kept.
+pub fn as_oci_layer(layer: &Descriptor) -> Descriptor {
+    let oci = match layer.media_type().to_string().as_str() {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => media_types::OCI_LAYER_GZIP,
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        _ => return layer.clone(),
+    };
+    let mut layer = layer.clone();
+    layer.set_media_type(MediaType::from(oci));
+    layer
 }
 
 /// An OCI image manifest of `config` and `layers`.
@@ -110,7 +126,6 @@ pub fn platform_of(platform: Option<&Platform>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_oci::media_types;
 
     const DIGEST: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 

@@ -14,6 +14,8 @@ pub struct Reference {
     pub repository: String,
     pub tag: Option<String>,
     pub digest: Option<String>,
+    /// No tag or digest was written, so the tag is `latest` (docker says so on pull).
+    pub tag_defaulted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,15 +80,18 @@ impl Reference {
         } else {
             path
         };
-        let tag = match (&tag, &digest) {
-            (None, None) => Some("latest".to_owned()),
-            _ => tag,
+        let tag_defaulted = tag.is_none() && digest.is_none();
+        let tag = if tag_defaulted {
+            Some("latest".to_owned())
+        } else {
+            tag
         };
         Ok(Reference {
             registry,
             repository,
             tag,
             digest,
+            tag_defaulted,
         })
     }
 
@@ -102,18 +107,38 @@ impl Reference {
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
+
+    /// The name as docker shows it: Docker Hub's `docker.io/`, and `library/` before
+    /// a one-component name, left out (`nginx`, `alice/app`, `127.0.0.1:5000/app`).
+    pub fn familiar_name(&self) -> String {
+        if self.registry != DOCKER_HUB {
+            return self.name();
+        }
+        match self.repository.strip_prefix("library/") {
+            Some(short) if !short.contains('/') => short.to_owned(),
+            _ => self.repository.clone(),
+        }
+    }
+
+    /// The whole reference as docker shows it: `nginx:latest`.
+    pub fn familiar(&self) -> String {
+        self.with_name(self.familiar_name())
+    }
+
+    fn with_name(&self, mut name: String) -> String {
+        if let Some(t) = &self.tag {
+            name += &format!(":{t}");
+        }
+        if let Some(d) = &self.digest {
+            name += &format!("@{d}");
+        }
+        name
+    }
 }
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.name())?;
-        if let Some(t) = &self.tag {
-            write!(f, ":{t}")?;
-        }
-        if let Some(d) = &self.digest {
-            write!(f, "@{d}")?;
-        }
-        Ok(())
+        f.write_str(&self.with_name(self.name()))
     }
 }
 
@@ -143,6 +168,24 @@ mod tests {
         assert_eq!(r.tag, None);
         let own = Reference::parse("busybox", "127.0.0.1:5000").unwrap();
         assert_eq!(own.to_string(), "127.0.0.1:5000/busybox:latest");
+        assert!(own.tag_defaulted && !parse("a:latest").tag_defaulted);
+    }
+
+    #[test]
+    fn familiar_names_are_dockers() {
+        assert_eq!(parse("nginx").familiar(), "nginx:latest");
+        assert_eq!(parse("docker.io/library/nginx:1").familiar(), "nginx:1");
+        assert_eq!(parse("alice/app:1").familiar(), "alice/app:1");
+        assert_eq!(parse("library/a/b").familiar_name(), "library/a/b");
+        assert_eq!(
+            parse("127.0.0.1:5000/library/x").familiar_name(),
+            "127.0.0.1:5000/library/x"
+        );
+        let d = "sha256:".to_owned() + &"ab".repeat(32);
+        assert_eq!(
+            parse(&format!("busybox@{d}")).familiar(),
+            format!("busybox@{d}")
+        );
     }
 
     #[test]

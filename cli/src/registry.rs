@@ -47,8 +47,20 @@ impl Registry {
         })
     }
 
-    /// Sends a request built by `build` (called again for the retry after a challenge).
+    /// Sends a request built by `build` (called again for the retry after a challenge);
+    /// a refusal (401, 403) is an error that says what was refused.
     pub async fn send(
+        &self,
+        scope: &str,
+        build: impl Fn(&reqwest::Client, &str) -> anyhow::Result<RequestBuilder>,
+    ) -> anyhow::Result<Response> {
+        let res = self.send_answered(scope, build).await?;
+        self.refused(scope, res)
+    }
+
+    /// Sends a request as [`Registry::send`] does, and returns whatever the registry
+    /// answers, a refusal too.
+    async fn send_answered(
         &self,
         scope: &str,
         build: impl Fn(&reqwest::Client, &str) -> anyhow::Result<RequestBuilder>,
@@ -60,7 +72,7 @@ impl Registry {
             .await
             .map_err(|e| network_error(&self.host, e))?;
         if res.status() != StatusCode::UNAUTHORIZED {
-            return self.anonymous_denied(res);
+            return Ok(res);
         }
         let challenge = res
             .headers()
@@ -85,35 +97,81 @@ impl Registry {
             })?;
             basic(user, password)
         };
+        let basic = auth.starts_with("Basic");
         let retried = build(&self.http, &self.base)?.header(AUTHORIZATION, auth);
         let res = retried
             .send()
             .await
             .map_err(|e| network_error(&self.host, e))?;
-        if res.status() == StatusCode::UNAUTHORIZED {
-            anyhow::bail!(
-                "{} refused the credentials{}",
-                self.host,
-                if self.credentials.is_some() {
-                    ""
-                } else {
-                    ": run `berth login` first"
-                }
-            );
-        }
-        self.anonymous_denied(res)
-    }
-
-    /// A refusal without credentials is a missing login.
-    fn anonymous_denied(&self, res: Response) -> anyhow::Result<Response> {
-        if res.status() == StatusCode::FORBIDDEN && self.credentials.is_none() {
-            anyhow::bail!(
-                "{} denied the request to an anonymous user: run `berth login {}`",
-                self.host,
-                self.host
-            );
+        if basic && res.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.bad_credentials());
         }
         Ok(res)
+    }
+
+    /// The response, unless it refuses the request (401 or 403): then an error that
+    /// says what was refused, to whom, and what to do, as docker says it.
+    fn refused(&self, scope: &str, res: Response) -> anyhow::Result<Response> {
+        if !matches!(
+            res.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            return Ok(res);
+        }
+        let name = |repository| self.familiar(repository);
+        Err(match (Scope::parse(scope), &self.credentials) {
+            (Some(scope), Some((user, _))) if scope.push => anyhow::anyhow!(
+                "push access to {} denied for {user} (logged in to {}): {user} may push to {}/{user}/… and to the organizations where {user} may push",
+                name(scope.repository),
+                self.host,
+                self.host,
+            ),
+            (Some(scope), None) if scope.push => anyhow::anyhow!(
+                "push access to {} denied: not logged in to {} (run 'berth login {}')",
+                name(scope.repository),
+                self.host,
+                self.host
+            ),
+            (Some(scope), _) => self.pull_denied(scope.repository),
+            (None, _) => anyhow::anyhow!("{} refused the request ({})", self.host, res.status()),
+        })
+    }
+
+    /// docker's words for a repository one may not pull, which do not say whether
+    /// it exists.
+    fn pull_denied(&self, repository: &str) -> anyhow::Error {
+        let name = self.familiar(repository);
+        match &self.credentials {
+            Some((user, _)) => anyhow::anyhow!(
+                "pull access denied for {name} to {user}: the repository does not exist or {user} may not pull from it"
+            ),
+            None => anyhow::anyhow!(
+                "pull access denied for {name}, repository does not exist or may require 'berth login'"
+            ),
+        }
+    }
+
+    fn bad_credentials(&self) -> anyhow::Error {
+        BadCredentials {
+            host: self.host.clone(),
+            user: self
+                .credentials
+                .as_ref()
+                .map_or_else(String::new, |(user, _)| user.clone()),
+        }
+        .into()
+    }
+
+    /// `repository` of this registry as docker names it (`nginx`, `127.0.0.1:5000/a`).
+    fn familiar(&self, repository: &str) -> String {
+        crate::reference::Reference {
+            registry: self.host.clone(),
+            repository: repository.to_owned(),
+            tag: None,
+            digest: None,
+            tag_defaulted: false,
+        }
+        .familiar_name()
     }
 
     fn authorize(&self, req: RequestBuilder, token: Option<&str>) -> RequestBuilder {
@@ -148,12 +206,8 @@ impl Registry {
             req = req.basic_auth(user, Some(password));
         }
         let res = req.send().await.map_err(|e| network_error(&self.host, e))?;
-        if res.status() == StatusCode::UNAUTHORIZED {
-            anyhow::bail!(
-                "{}: incorrect username or password (run `berth login {}`)",
-                self.host,
-                self.host
-            );
+        if res.status() == StatusCode::UNAUTHORIZED && self.credentials.is_some() {
+            return Err(self.bad_credentials());
         }
         let body: serde_json::Value = check(res, "token request").await?.json().await?;
         body["token"]
@@ -181,9 +235,15 @@ impl Registry {
             })
             .await?;
         if res.status() == StatusCode::NOT_FOUND {
+            let body = res.text().await.unwrap_or_default();
+            // As docker: an unknown repository reads as one that may need a login.
+            if body.contains("NAME_UNKNOWN") {
+                return Err(self.pull_denied(repo));
+            }
+            let separator = if reference.contains(':') { '@' } else { ':' };
             anyhow::bail!(
-                "{}/{repo}:{reference} not found (no such image or tag)",
-                self.host
+                "manifest for {}{separator}{reference} not found: manifest unknown",
+                self.familiar(repo)
             );
         }
         let res = check(res, "GET manifest").await?;
@@ -213,8 +273,9 @@ impl Registry {
     /// the registry would rather have it uploaded.
     pub async fn mount_blob(&self, repo: &str, digest: &str, from: &str) -> anyhow::Result<bool> {
         let scope = format!("{} repository:{from}:pull", push_scope(repo));
+        // A refused mount (the source not readable to us) is only a blob to upload.
         let res = self
-            .send(&scope, |c, b| {
+            .send_answered(&scope, |c, b| {
                 Ok(c.post(format!(
                     "{b}/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
                 )))
@@ -401,6 +462,31 @@ fn parse_challenge(challenge: &str) -> HashMap<String, String> {
         rest = tail;
     }
     out
+}
+
+/// The registry refused the username and password (at `berth login`, or saved).
+#[derive(Debug, thiserror::Error)]
+#[error("{host} refused the saved password of {user}: incorrect username or password (log in again with 'berth login {host}')")]
+pub struct BadCredentials {
+    pub host: String,
+    pub user: String,
+}
+
+/// The first `repository:NAME:ACTIONS` of a token scope.
+struct Scope<'a> {
+    repository: &'a str,
+    push: bool,
+}
+
+impl Scope<'_> {
+    fn parse(scope: &str) -> Option<Scope<'_>> {
+        let first = scope.split(' ').next()?;
+        let (name, actions) = first.strip_prefix("repository:")?.rsplit_once(':')?;
+        Some(Scope {
+            repository: name,
+            push: actions.split(',').any(|a| a == "push"),
+        })
+    }
 }
 
 fn network_error(host: &str, e: reqwest::Error) -> anyhow::Error {

@@ -20,6 +20,11 @@ use crate::manifest::{self, Manifest};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// The digest the image's registry knows it by, set by `pull` and `push` (docker's
+/// `RepoDigests`); an image built, imported, loaded or tagged into another
+/// repository has none.
+pub const REPO_DIGEST: &str = "io.berth.image.repo-digest";
+
 pub struct Store {
     root: PathBuf,
 }
@@ -35,6 +40,11 @@ impl Entry {
     /// The digest of the image's manifest (or index).
     pub fn digest(&self) -> &str {
         manifest::digest_of(&self.descriptor)
+    }
+
+    /// See [`REPO_DIGEST`].
+    pub fn repo_digest(&self) -> Option<&str> {
+        manifest::annotation(&self.descriptor, REPO_DIGEST)
     }
 }
 
@@ -57,6 +67,12 @@ impl Store {
     /// Where `berth image build` keeps the results of its steps (beside the layout).
     pub fn build_cache_dir(&self) -> PathBuf {
         self.root.parent().unwrap_or(&self.root).join("build-cache")
+    }
+
+    /// Where the content sizes of layers are kept once counted (see
+    /// `image::content_size`), beside the layout.
+    pub fn content_sizes_dir(&self) -> PathBuf {
+        self.root.parent().unwrap_or(&self.root).join("layer-sizes")
     }
 
     pub fn blob_path(&self, digest: &str) -> anyhow::Result<PathBuf> {
@@ -124,13 +140,21 @@ impl Store {
         Ok(self.entries()?.into_iter().find(|e| e.name == name))
     }
 
-    /// Points `name` at the manifest `descriptor` (replacing what it named before).
-    pub fn set(&self, name: &str, descriptor: Descriptor) -> anyhow::Result<()> {
+    /// Points `name` at the manifest `descriptor` (replacing what it named before),
+    /// known to the registry as `repo_digest` (see [`REPO_DIGEST`]).
+    pub fn set(
+        &self,
+        name: &str,
+        descriptor: Descriptor,
+        repo_digest: Option<&str>,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.has_blob(manifest::digest_of(&descriptor)),
             "manifest is not in the local store"
         );
-        let descriptor = manifest::annotated(descriptor, &[(REF_NAME, name)]);
+        let mut annotations = vec![(REF_NAME, name)];
+        annotations.extend(repo_digest.map(|d| (REPO_DIGEST, d)));
+        let descriptor = manifest::annotated(descriptor, &annotations);
         self.update_index(|manifests| {
             manifests.retain(|d| manifest::annotation(d, REF_NAME) != Some(name));
             manifests.push(descriptor);

@@ -34,6 +34,7 @@ use berth_oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP};
 use crate::image;
 use crate::inroot::Root;
 use crate::manifest::{self, digest_of};
+use crate::reference::Reference;
 use crate::store::Store;
 use cache::{chain_hash, StepCache};
 use dockerfile::Instruction;
@@ -44,8 +45,8 @@ use plan::Stage;
 pub(crate) struct Options {
     pub context: PathBuf,
     pub dockerfile: Option<PathBuf>,
-    /// Full references (`registry/repo:tag`) to name the image.
-    pub tags: Vec<String>,
+    /// The names to give the image.
+    pub tags: Vec<Reference>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub platform: Option<String>,
@@ -160,23 +161,25 @@ impl Builder<'_> {
             self.step_count,
             stage.from.raw()
         ));
-        let mut state = self.from(stage, bases, meta_args).await?;
+        let (mut state, from_id) = self.from(stage, bases, meta_args).await?;
+        self.say(format!(" ---> {}", from_id.as_deref().map_or("", short)));
         let mut root: Option<tempfile::TempDir> = None;
         let mut args: BTreeMap<String, String> = BTreeMap::new();
         let mut cmd_set_here = false;
         for inst in &stage.steps {
-            if inst.keyword == "ARG" {
-                let vars = self.vars(&state, &args);
-                let (name, value) =
-                    plan::declare_arg(inst, &self.options.build_args, meta_args, &vars)?;
-                args.insert(name, value.unwrap_or_default());
-                continue;
-            }
             self.step_number += 1;
             self.say(format!(
                 "Step {}/{} : {} {}",
                 self.step_number, self.step_count, inst.keyword, inst.text
             ));
+            if inst.keyword == "ARG" {
+                let vars = self.vars(&state, &args);
+                let (name, value) =
+                    plan::declare_arg(inst, &self.options.build_args, meta_args, &vars)?;
+                args.insert(name, value.unwrap_or_default());
+                self.say_id(&state.config);
+                continue;
+            }
             let input = Input {
                 inst,
                 config: &state.config,
@@ -185,7 +188,8 @@ impl Builder<'_> {
             };
             let step = instructions::prepare(&input, &mut cmd_set_here, |from, sources| {
                 self.copy_inputs(inst, from, sources)
-            })?;
+            })
+            .map_err(|e| at_line(inst, e))?;
             let chain = chain_hash(format!("{}\n{}", state.chain, step.key).as_bytes());
             if let Some(cached) = self.cache.get(self.store, &chain) {
                 self.say(" ---> Using cache");
@@ -193,6 +197,7 @@ impl Builder<'_> {
                     root = None;
                 }
                 state = cached;
+                self.say_id(&state.config);
                 continue;
             }
             let mut config = state.config.clone();
@@ -210,7 +215,7 @@ impl Builder<'_> {
                     }
                     let dir = root.as_ref().expect("unpacked").path().to_owned();
                     let before = rootfs::snapshot(&dir)?;
-                    self.apply(kind, &dir, inst)?;
+                    self.apply(kind, &dir).map_err(|e| at_line(inst, e))?;
                     match rootfs::write_diff(self.store, &dir, &before, self.clamp)? {
                         Some(layer) => {
                             layers.push(manifest::descriptor(
@@ -224,7 +229,6 @@ impl Builder<'_> {
                                 .unwrap_or_default();
                             diff_ids.push(json!(layer.diff_id));
                             config["rootfs"]["diff_ids"] = Value::Array(diff_ids);
-                            self.say(format!(" ---> layer {}", &layer.digest[..19]));
                         }
                         None => history["empty_layer"] = json!(true),
                     }
@@ -240,17 +244,38 @@ impl Builder<'_> {
                 chain,
             };
             self.cache.put(&state)?;
+            self.say_id(&state.config);
         }
         Ok((state, root))
     }
 
-    /// The state a stage starts from: `scratch`, an earlier stage, or an image.
+    /// Says the id of the image the steps so far make (docker's ` ---> <id>`).
+    fn say_id(&self, config: &Value) {
+        if !self.options.quiet {
+            self.say(format!(" ---> {}", short(&image_id(config))));
+        }
+    }
+
+    /// The state a stage starts from (`scratch`, an earlier stage, or an image), with
+    /// the id of what it starts from (none for `scratch`). As docker's builders do,
+    /// the stage has a `PATH` when its base sets none.
     async fn from(
         &self,
         stage: &Stage,
         bases: &impl Bases,
         meta_args: &BTreeMap<String, String>,
-    ) -> anyhow::Result<State> {
+    ) -> anyhow::Result<(State, Option<String>)> {
+        let (mut state, id) = self.base_state(stage, bases, meta_args).await?;
+        default_path(&mut state.config);
+        Ok((state, id))
+    }
+
+    async fn base_state(
+        &self,
+        stage: &Stage,
+        bases: &impl Bases,
+        meta_args: &BTreeMap<String, String>,
+    ) -> anyhow::Result<(State, Option<String>)> {
         let from =
             dockerfile::expand(&stage.from.raw(), meta_args).map_err(|e| stage.from.invalid(e))?;
         let base = from.split_whitespace().next().unwrap_or("").to_owned();
@@ -275,16 +300,19 @@ impl Builder<'_> {
                 }
                 None => ("linux".to_owned(), image::host_architecture().to_owned()),
             };
-            Ok(State {
+            let state = State {
                 config: json!({
                     "architecture": arch, "os": os, "config": {},
                     "rootfs": {"type": "layers", "diff_ids": []}, "history": [],
                 }),
                 layers: Vec::new(),
                 chain: chain_hash(b"FROM scratch"),
-            })
+            };
+            Ok((state, None))
         } else if let Some(i) = self.stage_index(&base) {
-            Ok(self.built(i).state.clone())
+            let state = self.built(i).state.clone();
+            let id = image_id(&state.config);
+            Ok((state, Some(id)))
         } else {
             let digest = bases.base(&base, platform.as_deref()).await?;
             let img = image::Image::load(self.store, &digest)?;
@@ -292,11 +320,20 @@ impl Builder<'_> {
             if !config["config"].is_object() {
                 config["config"] = json!({});
             }
-            Ok(State {
+            // The image is written as OCI: a Docker-typed base layer (the same bytes)
+            // is described with its OCI type, as strict tools require.
+            let layers = img
+                .manifest
+                .layers()
+                .iter()
+                .map(manifest::as_oci_layer)
+                .collect();
+            let state = State {
                 config,
-                layers: img.manifest.layers().clone(),
+                layers,
                 chain: chain_hash(format!("FROM {}", img.manifest_digest).as_bytes()),
-            })
+            };
+            Ok((state, Some(img.config_digest)))
         }
     }
 
@@ -362,7 +399,7 @@ impl Builder<'_> {
     }
 
     /// Runs a step that changes files on the stage's root `root`.
-    fn apply(&mut self, step: FileStep, root: &Path, inst: &Instruction) -> anyhow::Result<()> {
+    fn apply(&mut self, step: FileStep, root: &Path) -> anyhow::Result<()> {
         match step {
             FileStep::Run {
                 argv,
@@ -371,9 +408,7 @@ impl Builder<'_> {
                 user,
             } => {
                 let user = user.map(|u| run::resolve_user(root, &u)).transpose()?;
-                run::run(root, &argv, &env, &workdir, user).map_err(|e| {
-                    anyhow::anyhow!("Dockerfile line {}: RUN {}: {e}", inst.line, inst.text)
-                })
+                run::run(root, &argv, &env, &workdir, user)
             }
             FileStep::Copy(copy) => self.copy_files(root, copy),
         }
@@ -389,18 +424,56 @@ impl Builder<'_> {
         )?;
         let descriptor = manifest::put(self.store, &manifest)?;
         for tag in &self.options.tags {
-            self.store.set(tag, descriptor.clone())?;
+            self.store.set(&tag.to_string(), descriptor.clone(), None)?;
         }
-        let digest = digest_of(&descriptor);
         if self.options.quiet {
             println!("{config_digest}");
         } else {
-            println!("Successfully built {}", &config_digest[7..19]);
+            println!("Successfully built {}", short(&config_digest));
             for tag in &self.options.tags {
-                println!("Successfully tagged {tag}");
+                println!("Successfully tagged {}", tag.familiar());
             }
-            println!("Digest: {digest}");
         }
-        Ok(digest.to_owned())
+        Ok(digest_of(&descriptor).to_owned())
     }
+}
+
+/// The id of the image a config makes: the digest it is stored under.
+fn image_id(config: &Value) -> String {
+    let bytes = serde_json::to_vec(config).expect("a JSON value serializes");
+    berth_oci::Digest::of(berth_oci::Algorithm::Sha256, &bytes).to_string()
+}
+
+/// An id as docker shows it: 12 hex digits.
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+/// The `PATH` docker's builders give a Linux stage whose base sets none.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn default_path(config: &mut Value) {
+    if config["os"].as_str() == Some("windows") {
+        return;
+    }
+    let env = &mut config["config"]["Env"];
+    let has_path = env.as_array().is_some_and(|vars| {
+        vars.iter()
+            .any(|v| v.as_str().is_some_and(|v| v.starts_with("PATH=")))
+    });
+    if !has_path {
+        let mut vars = vec![json!(DEFAULT_PATH)];
+        vars.extend(env.as_array().cloned().unwrap_or_default());
+        *env = Value::Array(vars);
+    }
+}
+
+/// A step's error as the Dockerfile line it comes from (kept as it is when it names
+/// its line already).
+fn at_line(inst: &Instruction, e: anyhow::Error) -> anyhow::Error {
+    if e.downcast_ref::<dockerfile::ParseError>().is_some() {
+        return e;
+    }
+    inst.invalid(format!("{e:#}")).into()
 }

@@ -94,7 +94,7 @@ pub(super) fn step_count(stages: &[Stage], needed: &BTreeSet<usize>) -> usize {
         .iter()
         .enumerate()
         .filter(|(i, _)| needed.contains(i))
-        .map(|(_, s)| s.steps.iter().filter(|i| i.keyword != "ARG").count() + 1)
+        .map(|(_, s)| s.steps.len() + 1)
         .sum()
 }
 

@@ -36,14 +36,19 @@ pub fn unpack_archive(root: &Root, archive: impl Read) -> anyhow::Result<()> {
     unpack(root, archive, false)
 }
 
-fn unpack(root: &Root, input: impl Read, layer: bool) -> anyhow::Result<()> {
+/// A layer's or archive's tar stream: gunzipped when it starts as gzip does.
+pub fn decompressed<'a>(input: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
     let mut input = std::io::BufReader::new(input);
     let gzip = std::io::BufRead::fill_buf(&mut input)?.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read> = if gzip {
+    Ok(if gzip {
         Box::new(GzDecoder::new(input))
     } else {
         Box::new(input)
-    };
+    })
+}
+
+fn unpack(root: &Root, input: impl Read, layer: bool) -> anyhow::Result<()> {
+    let reader = decompressed(input)?;
     // Owners matter in an image's layers, not in the temporary copy of an archive.
     let set_owner = layer && running_as_root();
     let mut archive = tar::Archive::new(reader);

@@ -24,7 +24,7 @@ pub(super) async fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<()> 
         tags: args
             .tags
             .iter()
-            .map(|t| Ok(ctx.parse(t)?.to_string()))
+            .map(|t| ctx.parse(t))
             .collect::<anyhow::Result<_>>()?,
         build_args,
         target: args.target,

@@ -15,7 +15,7 @@ use berth_oci::size::{human_size, SizeFormat};
 use crate::args::{Cli, Command, ImageCommand};
 use crate::credentials::Credentials;
 use crate::reference::{self, Reference};
-use crate::registry::Registry;
+use crate::registry::{BadCredentials, Registry};
 use crate::store::{self, Store};
 use crate::{archive, image};
 
@@ -74,7 +74,12 @@ async fn login(ctx: &Context, host: &str, username: &str) -> anyhow::Result<()> 
     let password = password.trim_end_matches(['\n', '\r']).to_owned();
     Registry::new(host, Some((username.to_owned(), password.clone())))?
         .ping()
-        .await?;
+        .await
+        .map_err(|e| match e.downcast_ref::<BadCredentials>() {
+            // Said plainly: running the same command again is not the remedy.
+            Some(_) => anyhow::anyhow!("login to {host} failed: incorrect username or password"),
+            None => e,
+        })?;
     ctx.credentials.store(host, username, &password)?;
     println!("Login Succeeded");
     Ok(())
@@ -91,7 +96,22 @@ fn logout(ctx: &Context, host: &str) -> anyhow::Result<()> {
 
 async fn image_command(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
     match command {
-        ImageCommand::Ls { digests, format } => show::ls(ctx, digests, &format),
+        ImageCommand::Ls {
+            repository,
+            digests,
+            no_trunc,
+            quiet,
+            format,
+        } => show::ls(
+            ctx,
+            &show::LsOptions {
+                repository: repository.as_deref(),
+                digests,
+                no_trunc,
+                quiet,
+                format: &format,
+            },
+        ),
         ImageCommand::Pull {
             reference,
             platform,
@@ -99,29 +119,46 @@ async fn image_command(ctx: &Context, command: ImageCommand) -> anyhow::Result<(
         } => pull::pull(ctx, &reference, platform.as_deref(), quiet).await,
         ImageCommand::Push { reference, quiet } => push::push(ctx, &reference, quiet).await,
         ImageCommand::Tag { source, target } => {
-            let (_, entry) = ctx.local(&source)?;
+            let (source, entry) = ctx.local(&source)?;
             let target = ctx.parse(&target)?;
-            ctx.store.set(&target.to_string(), entry.descriptor)
+            // The registry's digest names the image in its own repository only.
+            let repo_digest = entry
+                .repo_digest()
+                .filter(|_| source.name() == target.name());
+            ctx.store
+                .set(&target.to_string(), entry.descriptor.clone(), repo_digest)
         }
         ImageCommand::Rm { reference } => {
             let (r, _) = ctx.local(&reference)?;
             ctx.store.remove(&r.to_string())?;
-            println!("Untagged: {r}");
+            println!("Untagged: {}", r.familiar());
             Ok(())
         }
         ImageCommand::Prune => {
             let freed = ctx.store.prune()?;
             println!(
                 "Total reclaimed space: {}",
-                human_size(freed, SizeFormat::Docker)
+                human_size(freed, SizeFormat::Docker { digits: 4 })
             );
             Ok(())
         }
         ImageCommand::Inspect { reference } => show::inspect(ctx, &reference),
         ImageCommand::History {
             reference,
+            human,
             no_trunc,
-        } => show::history(ctx, &reference, no_trunc),
+            quiet,
+            format,
+        } => show::history(
+            ctx,
+            &show::HistoryOptions {
+                reference: &reference,
+                human,
+                no_trunc,
+                quiet,
+                format: &format,
+            },
+        ),
         ImageCommand::Save { references, output } => {
             let names = references
                 .iter()

@@ -1,6 +1,8 @@
 //! `berth image pull`: the manifest (for a multi-platform image, this platform's),
 //! then the config and layers not already here, a few at a time; the name last.
 
+use std::collections::HashSet;
+
 use futures::{StreamExt, TryStreamExt};
 
 use berth_oci::{Algorithm, Digest};
@@ -19,6 +21,20 @@ pub(super) async fn pull(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let r = ctx.parse(text)?;
+    let say = |line: String| {
+        if !quiet {
+            println!("{line}");
+        }
+    };
+    if r.tag_defaulted {
+        say("Using default tag: latest".to_owned());
+    }
+    // docker names the tag, or the whole reference when pulling by digest.
+    let pulling = match &r.digest {
+        Some(_) => r.familiar(),
+        None => r.reference().to_owned(),
+    };
+    say(format!("{pulling}: Pulling from {}", r.repository));
     let registry = ctx.registry(&r.registry)?;
     let (media_type, bytes) = registry.get_manifest(&r.repository, r.reference()).await?;
     let top_digest = Digest::of(Algorithm::Sha256, &bytes).to_string();
@@ -55,6 +71,7 @@ pub(super) async fn pull(
             }
         }
     };
+    let layers: HashSet<&str> = manifest.layers().iter().map(digest_of).collect();
     let wanted: Vec<(String, u64)> = std::iter::once(manifest.config())
         .chain(manifest.layers())
         .map(|d| (digest_of(d).to_owned(), d.size()))
@@ -62,16 +79,19 @@ pub(super) async fn pull(
     let registry = &registry;
     let repo = r.repository.as_str();
     let bars = &indicatif::MultiProgress::new();
+    let layers = &layers;
+    // One line per layer, as docker's (the config is fetched without one).
     futures::stream::iter(wanted)
         .map(|(digest, size)| async move {
+            let layer = layers.contains(digest.as_str()) && !quiet;
             if ctx.store.has_blob(&digest) {
-                if !quiet {
+                if layer {
                     println!("{}: Already exists", short_id(&digest));
                 }
                 return Ok(());
             }
             let res = registry.get_blob(repo, &digest).await?;
-            let bar = progress_bar(bars, &digest, size, quiet);
+            let bar = progress_bar(bars, &digest, size, !layer);
             let mut writer = ctx.store.blob_writer()?;
             let mut body = res.bytes_stream();
             while let Some(chunk) = body.try_next().await? {
@@ -80,7 +100,7 @@ pub(super) async fn pull(
             }
             bar.finish_and_clear();
             writer.finish(Some(&digest))?;
-            if !quiet {
+            if layer {
                 println!("{}: Pull complete", short_id(&digest));
             }
             anyhow::Ok(())
@@ -91,12 +111,17 @@ pub(super) async fn pull(
     // The manifest goes in last, and the name after it: no half-pulled image is listed.
     let digest = ctx.store.put_blob(&manifest_bytes)?;
     let descriptor = manifest::descriptor(&manifest_type, &digest, manifest_bytes.len() as u64)?;
-    ctx.store.set(&r.to_string(), descriptor)?;
-    if quiet {
-        println!("{r}");
+    let name = r.to_string();
+    let before = ctx.store.find(&name)?;
+    let up_to_date =
+        before.is_some_and(|b| b.digest() == digest && b.repo_digest() == Some(&top_digest));
+    ctx.store.set(&name, descriptor, Some(&top_digest))?;
+    say(format!("Digest: {top_digest}"));
+    say(if up_to_date {
+        format!("Status: Image is up to date for {}", r.familiar())
     } else {
-        println!("Digest: {top_digest}");
-        println!("Status: Downloaded image for {r}");
-    }
+        format!("Status: Downloaded newer image for {}", r.familiar())
+    });
+    println!("{r}");
     Ok(())
 }

@@ -18,6 +18,9 @@ pub(super) async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Resu
     let manifest_type = entry.descriptor.media_type().to_string();
     let registry = ctx.registry(&r.registry)?;
     let manifest = ctx.store.read_manifest(digest)?;
+    if !quiet {
+        println!("The push refers to repository [{}]", r.familiar_name());
+    }
     let bars = indicatif::MultiProgress::new();
     let mount_sources = mount_sources(ctx, &r)?;
     let blobs = BlobPush {
@@ -65,6 +68,9 @@ pub(super) async fn push(ctx: &Context, text: &str, quiet: bool) -> anyhow::Resu
             ctx.store.read_blob(digest)?,
         )
         .await?;
+    // Now the registry knows the image by this digest (docker's RepoDigests).
+    ctx.store
+        .set(&r.to_string(), entry.descriptor.clone(), Some(digest))?;
     println!("{tag}: digest: {digest} size: {}", entry.descriptor.size());
     Ok(())
 }
@@ -86,16 +92,18 @@ impl BlobPush<'_> {
     async fn push(&self, manifest: &ImageManifest) -> anyhow::Result<()> {
         let repository = &self.r.repository;
         let blobs = std::iter::once(manifest.config()).chain(manifest.layers());
-        for blob in blobs.map(digest_of) {
+        for (i, blob) in blobs.map(digest_of).enumerate() {
+            // One line per layer, as docker's (the config goes without one).
+            let quiet = self.quiet || i == 0;
             if self.registry.has_blob(repository, blob).await? {
-                if !self.quiet {
+                if !quiet {
                     println!("{}: Layer already exists", short_id(blob));
                 }
                 continue;
             }
             if let Some(from) = self.mount_sources.get(blob) {
                 if self.registry.mount_blob(repository, blob, from).await? {
-                    if !self.quiet {
+                    if !quiet {
                         println!("{}: Mounted from {from}", short_id(blob));
                     }
                     continue;
@@ -103,12 +111,12 @@ impl BlobPush<'_> {
             }
             let path = self.ctx.store.blob_path(blob)?;
             let size = std::fs::metadata(&path)?.len();
-            let bar = progress_bar(self.bars, blob, size, self.quiet);
+            let bar = progress_bar(self.bars, blob, size, quiet);
             self.registry
                 .upload_blob(repository, blob, &path, &|done| bar.set_position(done))
                 .await?;
             bar.finish_and_clear();
-            if !self.quiet {
+            if !quiet {
                 println!("{}: Pushed", short_id(blob));
             }
         }
