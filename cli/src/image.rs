@@ -77,11 +77,11 @@ impl Image {
 
     /// The size docker shows for the image: its layers' content (see [`content_size`]).
     pub fn size(&self, store: &Store) -> anyhow::Result<u64> {
-        self.manifest
-            .layers()
-            .iter()
-            .map(|l| content_size(store, l))
-            .sum()
+        let mut total = 0u64;
+        for layer in self.manifest.layers() {
+            total = total.saturating_add(content_size(store, layer)?);
+        }
+        Ok(total)
     }
 
     /// Docker's image id: the config digest.
@@ -267,7 +267,8 @@ impl InspectConfig {
 /// `docker history`: its files' sizes and its symbolic links' target lengths (not
 /// the tar's headers, directories or hard links). Counted by reading the layer once,
 /// then kept in the store's content-size directory. A layer berth cannot read as a
-/// tar stream (say, zstd) counts its stored size, and that is not kept.
+/// tar stream (say, zstd, or not a tar at all) counts its stored size, kept too, so
+/// a hostile layer costs one reading.
 pub fn content_size(store: &Store, layer: &oci_spec::image::Descriptor) -> anyhow::Result<u64> {
     let digest = digest_of(layer);
     let blob = store.blob_path(digest)?;
@@ -282,9 +283,7 @@ pub fn content_size(store: &Store, layer: &oci_spec::image::Descriptor) -> anyho
     }
     let file = std::fs::File::open(&blob)
         .map_err(|e| anyhow::anyhow!("layer {digest} is missing from the local store: {e}"))?;
-    let Ok(size) = count_content(file) else {
-        return Ok(layer.size());
-    };
+    let size = count_content(file).unwrap_or(layer.size());
     std::fs::create_dir_all(store.content_sizes_dir())?;
     let mut tmp = tempfile::NamedTempFile::new_in(store.content_sizes_dir())?;
     std::io::Write::write_all(&mut tmp, size.to_string().as_bytes())?;
@@ -295,16 +294,20 @@ pub fn content_size(store: &Store, layer: &oci_spec::image::Descriptor) -> anyho
 fn count_content(layer: impl Read) -> anyhow::Result<u64> {
     let mut archive = tar::Archive::new(crate::builder::rootfs::decompressed(layer)?);
     let mut size = 0u64;
-    for entry in archive.entries()? {
+    // Raw entries: PAX and GNU long-name records are skipped, not read into memory
+    // (a hostile layer can make them any size); sizes are the headers' own.
+    for entry in archive.entries()?.raw(true) {
         let entry = entry?;
         let header = entry.header();
-        size += match header.entry_type() {
+        let counted = match header.entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => header.size()?,
-            tar::EntryType::Symlink => entry
+            tar::EntryType::Symlink => header
                 .link_name_bytes()
                 .map_or(0, |target| target.len() as u64),
             _ => 0,
         };
+        // A header may claim any size it does not carry: never overflow.
+        size = size.saturating_add(counted);
     }
     Ok(size)
 }
@@ -378,5 +381,64 @@ pub fn host_architecture() -> &'static str {
         "aarch64" => "arm64",
         "arm" => "arm",
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_content;
+
+    fn header(kind: tar::EntryType, path: &str, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_path(path).unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        h
+    }
+
+    #[test]
+    fn content_is_files_and_link_targets_as_docker_counts_it() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&header(tar::EntryType::Directory, "bin/", 0), &[][..])
+            .unwrap();
+        b.append(
+            &header(tar::EntryType::Regular, "bin/busybox", 5),
+            &b"12345"[..],
+        )
+        .unwrap();
+        let mut link = header(tar::EntryType::Symlink, "bin/sh", 0);
+        link.set_link_name("busybox").unwrap();
+        link.set_cksum();
+        b.append(&link, &[][..]).unwrap();
+        let mut hard = header(tar::EntryType::Link, "bin/again", 0);
+        hard.set_link_name("bin/busybox").unwrap();
+        hard.set_cksum();
+        b.append(&hard, &[][..]).unwrap();
+        // A PAX record (here 1 MiB) is skipped, never held: only the file after it counts.
+        let pax = vec![b'x'; 1 << 20];
+        b.append(
+            &header(tar::EntryType::XHeader, "PaxHeaders/x", pax.len() as u64),
+            &pax[..],
+        )
+        .unwrap();
+        b.append(&header(tar::EntryType::Regular, "x", 3), &b"abc"[..])
+            .unwrap();
+        let tar = b.into_inner().unwrap();
+        assert_eq!(count_content(&tar[..]).unwrap(), 5 + 7 + 3);
+        // The same, gzipped.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        assert_eq!(count_content(&gz.finish().unwrap()[..]).unwrap(), 15);
+    }
+
+    #[test]
+    fn a_header_claiming_more_than_the_layer_holds_is_an_error_not_a_size() {
+        let mut bytes = header(tar::EntryType::Regular, "huge", u64::MAX >> 1)
+            .as_bytes()
+            .to_vec();
+        bytes.extend_from_slice(&[0; 1024]);
+        assert!(count_content(&bytes[..]).is_err());
     }
 }

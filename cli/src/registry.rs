@@ -55,7 +55,7 @@ impl Registry {
         build: impl Fn(&reqwest::Client, &str) -> anyhow::Result<RequestBuilder>,
     ) -> anyhow::Result<Response> {
         let res = self.send_answered(scope, build).await?;
-        self.refused(scope, res)
+        self.refused(scope, res).await
     }
 
     /// Sends a request as [`Registry::send`] does, and returns whatever the registry
@@ -110,13 +110,21 @@ impl Registry {
     }
 
     /// The response, unless it refuses the request (401 or 403): then an error that
-    /// says what was refused, to whom, and what to do, as docker says it.
-    fn refused(&self, scope: &str, res: Response) -> anyhow::Result<Response> {
-        if !matches!(
-            res.status(),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-        ) {
+    /// says what was refused, to whom, and what to do, as docker says it. A 403 for
+    /// another reason than access (an immutable tag, a quota, a read-only mirror) is
+    /// the registry's own message.
+    async fn refused(&self, scope: &str, res: Response) -> anyhow::Result<Response> {
+        let status = res.status();
+        if !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             return Ok(res);
+        }
+        if let Some((code, message)) = spec_error(res).await {
+            let about_access = code == "UNAUTHORIZED"
+                || (code == "DENIED"
+                    && message.starts_with("requested access to the resource is denied"));
+            if status == StatusCode::FORBIDDEN && !about_access {
+                anyhow::bail!("{} refused: {code}: {message}", self.host);
+            }
         }
         let name = |repository| self.familiar(repository);
         Err(match (Scope::parse(scope), &self.credentials) {
@@ -133,7 +141,7 @@ impl Registry {
                 self.host
             ),
             (Some(scope), _) => self.pull_denied(scope.repository),
-            (None, _) => anyhow::anyhow!("{} refused the request ({})", self.host, res.status()),
+            (None, _) => anyhow::anyhow!("{} refused the request ({status})", self.host),
         })
     }
 
@@ -235,9 +243,11 @@ impl Registry {
             })
             .await?;
         if res.status() == StatusCode::NOT_FOUND {
-            let body = res.text().await.unwrap_or_default();
             // As docker: an unknown repository reads as one that may need a login.
-            if body.contains("NAME_UNKNOWN") {
+            if spec_error(res)
+                .await
+                .is_some_and(|(code, _)| code == "NAME_UNKNOWN")
+            {
                 return Err(self.pull_denied(repo));
             }
             let separator = if reference.contains(':') { '@' } else { ':' };
@@ -248,7 +258,13 @@ impl Registry {
         }
         let res = check(res, "GET manifest").await?;
         let media_type = header(res.headers(), CONTENT_TYPE.as_str());
-        Ok((media_type, res.bytes().await?.to_vec()))
+        let body = read_at_most(res, MAX_MANIFEST).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the manifest {} sent for {repo}:{reference} is larger than 4 MiB",
+                self.host
+            )
+        })?;
+        Ok((media_type, body))
     }
 
     pub async fn get_blob(&self, repo: &str, digest: &str) -> anyhow::Result<Response> {
@@ -315,8 +331,9 @@ impl Registry {
         let mut retries = 0;
         while offset < total {
             let end = (offset + CHUNK_SIZE).min(total);
+            // Answered as it is: a refusal is reported, only a broken connection retried.
             let sent = self
-                .send(&scope, |c, _| {
+                .send_answered(&scope, |c, _| {
                     Ok(c.patch(&location)
                         .header(CONTENT_TYPE, "application/octet-stream")
                         .header(CONTENT_RANGE, format!("{offset}-{}", end - 1))
@@ -331,6 +348,7 @@ impl Registry {
                     retries = 0;
                 }
                 Ok(res) if res.status() != StatusCode::RANGE_NOT_SATISFIABLE => {
+                    let res = self.refused(&scope, res).await?;
                     check(res, "PATCH upload").await?;
                 }
                 // A broken connection, or a chunk the registry did not expect: resume
@@ -466,7 +484,7 @@ fn parse_challenge(challenge: &str) -> HashMap<String, String> {
 
 /// The registry refused the username and password (at `berth login`, or saved).
 #[derive(Debug, thiserror::Error)]
-#[error("{host} refused the saved password of {user}: incorrect username or password (log in again with 'berth login {host}')")]
+#[error("{host} refused the password of {user}: incorrect username or password (log in again with 'berth login {host}')")]
 pub struct BadCredentials {
     pub host: String,
     pub user: String,
@@ -493,23 +511,55 @@ fn network_error(host: &str, e: reqwest::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot reach {host}: {e} (is the registry running, and the address right?)")
 }
 
+/// Manifests larger than this are refused, as docker refuses them.
+const MAX_MANIFEST: usize = 4 << 20;
+/// Of an error's body, no more than this is read.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// The body, if it is at most `limit` bytes (a registry sending more is not read on).
+async fn read_at_most(mut res: Response, limit: usize) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// An error body's text (cut at [`MAX_ERROR_BODY`]).
+async fn error_text(res: Response) -> String {
+    match read_at_most(res, MAX_ERROR_BODY).await {
+        Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
+        Ok(None) => "(an error body larger than 64 KiB)".to_owned(),
+        Err(e) => format!("(the error body could not be read: {e})"),
+    }
+}
+
+/// The first error (code, message) of a distribution spec error body, if it is one.
+async fn spec_error(res: Response) -> Option<(String, String)> {
+    parse_spec_error(&error_text(res).await)
+}
+
+fn parse_spec_error(body: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let e = &v["errors"][0];
+    Some((
+        e["code"].as_str()?.to_owned(),
+        e["message"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
 /// The response if it succeeded, else the registry's error message.
 async fn check(res: Response, what: &str) -> anyhow::Result<Response> {
     if res.status().is_success() {
         return Ok(res);
     }
     let status = res.status();
-    let body = res.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| {
-            let e = &v["errors"][0];
-            Some(format!(
-                "{}: {}",
-                e["code"].as_str()?,
-                e["message"].as_str().unwrap_or_default()
-            ))
-        })
+    let body = error_text(res).await;
+    let message = parse_spec_error(&body)
+        .map(|(code, message)| format!("{code}: {message}"))
         .unwrap_or(body);
     Err(anyhow::anyhow!("{what} failed ({status}): {message}")).context("registry error")
 }

@@ -11,7 +11,7 @@ use sea_orm::sea_query::extension::postgres::PgBinOper;
 use sea_orm::sea_query::extension::sqlite::SqliteBinOper;
 use sea_orm::sea_query::{
     Alias, Asterisk, Condition, Expr, ExprTrait, Func, JoinType, LikeExpr, Order as Direction,
-    Query, SelectStatement,
+    Query, SelectStatement, SimpleExpr,
 };
 use sea_orm::{ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter};
 use serde::Serialize;
@@ -177,12 +177,20 @@ fn r(column: repository::Column) -> Expr {
 }
 
 /// The repositories `r` that `viewer` may see.
+/// Which repositories a listing shows `viewer`: all of their own namespaces', and of
+/// others' the public ones with a tag (an untagged repository has nothing to pull by
+/// name, so Explore, search and namespace counts leave it out; its owners see it).
 fn visible(viewer: &Viewer) -> Condition {
+    let public = || {
+        Condition::all()
+            .add(r(repository::Column::Private).eq(false))
+            .add(has_tag())
+    };
     match viewer {
         Viewer::Everything => Condition::all(),
-        Viewer::Public => Condition::all().add(r(repository::Column::Private).eq(false)),
+        Viewer::Public => public(),
         Viewer::PublicAndNamespaces(namespaces) => {
-            let mut any = Condition::any().add(r(repository::Column::Private).eq(false));
+            let mut any = Condition::any().add(public());
             for ns in namespaces {
                 any = any
                     .add(r(repository::Column::Name).like(like(format!("{}/%", like_literal(ns)))));
@@ -190,6 +198,21 @@ fn visible(viewer: &Viewer) -> Condition {
             any
         }
     }
+}
+
+/// `EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = r.id)`.
+fn has_tag() -> SimpleExpr {
+    let t = Alias::new("t");
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from_as(tag::Entity, t.clone())
+            .and_where(
+                Expr::col((t, tag::Column::RepositoryId))
+                    .equals((Alias::new("r"), repository::Column::Id)),
+            )
+            .to_owned(),
+    )
 }
 
 /// `SELECT … FROM repositories r`, to which listings add what they select.

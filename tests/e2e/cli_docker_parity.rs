@@ -423,4 +423,71 @@ async fn errors_say_what_docker_says() {
     // Unknown template fields are named.
     let err = fails(&home, &["image", "ls", "--format", "{{.Nope}}"], None);
     assert!(err.contains("no field .Nope"), "{err}");
+
+    // A refusal that is not about access is the registry's own reason: here an
+    // immutable tag, not "access denied".
+    s.admin_ok(&["repo", "immutable", "add", "alice/*", "v*"]);
+    let v1 = format!("{}/alice/app:v1", s.addr);
+    ok(&home, &["image", "tag", &mine, &v1]);
+    ok(&home, &["image", "push", &v1]);
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let rootfs = busybox_rootfs(&other, "another image");
+    ok(&home, &["image", "import", rootfs.to_str().unwrap(), &v1]);
+    let err = fails(&home, &["image", "push", &v1], None);
+    assert!(
+        err.contains(&format!("{} refused: DENIED: tag v1 is immutable", s.addr))
+            && !err.contains("may push to"),
+        "{err}"
+    );
+}
+
+/// A registry that lies or floods: a manifest pulled by digest whose content has
+/// another digest is refused (nothing listed), and a manifest over 4 MiB is not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_registry_is_caught() {
+    use crate::proxy::fakes::{FakeRequest, FakeUpstream, Reply};
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": config.len()},
+        "layers": [],
+    }))
+    .unwrap();
+    let served = manifest.clone();
+    let fake = FakeUpstream::start(std::sync::Arc::new(move |req: &FakeRequest| {
+        match req.path.as_str() {
+            "/v2/" => Reply::new(200),
+            p if p.ends_with("/manifests/huge") => Reply::new(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .body(vec![b' '; 5 << 20]),
+            p if p.contains("/manifests/") => Reply::new(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .body(served.clone()),
+            p if p.contains("/blobs/") => Reply::new(200).body(config.to_vec()),
+            _ => Reply::new(404),
+        }
+    }))
+    .await;
+    let host = fake.url.trim_start_matches("http://").to_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let pinned = format!("sha256:{}", "a".repeat(64));
+    let real = sha256(&manifest);
+    tokio::task::spawn_blocking(move || {
+        let err = fails(&home, &["image", "pull", &format!("{host}/x/y@{pinned}")], None);
+        assert!(
+            err.contains(&format!("manifest verification failed for {host}/x/y@{pinned}: the registry sent content of digest {real}")),
+            "{err}"
+        );
+        assert_eq!(ok(&home, &["image", "ls", "-q"]), "", "nothing listed");
+        let err = fails(&home, &["image", "pull", &format!("{host}/x/y:huge")], None);
+        assert!(err.contains("larger than 4 MiB"), "{err}");
+        // The honest answer by digest is taken.
+        let pulled = ok(&home, &["image", "pull", &format!("{host}/x/y@{real}")]);
+        assert!(pulled.contains(&format!("Digest: {real}")), "{pulled}");
+    })
+    .await
+    .unwrap();
 }

@@ -20,6 +20,7 @@ mod with_users {
     crate::on_both_databases!(
         users = &[ALICE, BOB, ROOT];
         rules_are_managed_by_owners_only,
+        the_json_api_takes_personal_access_tokens,
     );
 }
 
@@ -401,4 +402,128 @@ async fn rules_are_managed_by_owners_only(s: Berthd) {
     assert_eq!(r.status(), 303);
     let (_, listed) = list(&alice, "alice/app").await;
     assert_eq!(listed["rules"], json!([rule]));
+}
+
+/// The JSON API with `Authorization: Bearer <personal access token>` instead of the
+/// session cookie: reads see what the token's user sees, writes need no CSRF token but
+/// are limited by the token's scope, a bad token is a 401 in the JSON error format, and
+/// pages ignore the header.
+async fn the_json_api_takes_personal_access_tokens(s: Berthd) {
+    let base = &s.url;
+    let c = s.client();
+    push_platform_image(&c, ALICE, "alice/tokened", "v1", "amd64", "RUN a").await;
+    push_platform_image(&c, ALICE, "alice/hidden", "v1", "amd64", "RUN b").await;
+    assert!(berthd(&s, &["repo", "private", "alice/hidden"]).0);
+    let read = crate::auth::create_token(&s, "alice", "reader", "read");
+    let write = crate::auth::create_token(&s, "alice", "writer", "read-write");
+    let delete = crate::auth::create_token(&s, "alice", "deleter", "read-write-delete");
+    let http = reqwest::Client::new();
+    let get = |url: String, token: Option<&str>| {
+        let mut r = http.get(url);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+
+    // Reads: the private repository is there for alice's token, not without one.
+    let search = format!("{base}/api/v1/search?q=hidden");
+    let (status, body) = get(search.clone(), Some(&read)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("alice/hidden"), "{body}");
+    let (_, body) = get(search.clone(), None).await;
+    assert!(!body.contains("alice/hidden"), "{body}");
+    let (status, body) = get(
+        format!("{base}/api/v1/repositories/alice/hidden"),
+        Some(&read),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A token that is not one: 401 in the JSON error format, nothing else said.
+    for bad in ["berth_pat_not-a-real-token", "", "x y z"] {
+        let (status, body) = get(search.clone(), Some(bad)).await;
+        if bad.is_empty() {
+            // `Bearer ` with nothing after it is no token: the anonymous answer.
+            assert_eq!(status, 200, "{body}");
+            continue;
+        }
+        assert_eq!(status, 401, "{bad}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAUTHORIZED", "{body}");
+    }
+
+    // Writes: no CSRF token needed, the scope decides.
+    let add = |token: &str, pattern: &str| {
+        let r = http
+            .post(format!("{base}{RULES}"))
+            .bearer_auth(token)
+            .json(&json!({"scope": "alice/tokened", "pattern": pattern}));
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = add(&read, "v*").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "this token's scope (read) does not permit push"
+    );
+    let (status, rule) = add(&write, "v*").await;
+    assert_eq!(status, 201, "{rule}");
+    let remove = |token: &str| {
+        let r = http
+            .delete(format!("{base}{RULES}/{}", rule["id"]))
+            .bearer_auth(token);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(remove(&write).await, 403, "removing a rule needs delete");
+    assert_eq!(remove(&delete).await, 204);
+    // Untagged deletes and retention need delete too.
+    let r = http
+        .put(format!("{base}/api/v1/retention?scope=alice/tokened"))
+        .bearer_auth(&write)
+        .json(&json!({"keep_last": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .delete(format!(
+            "{base}/api/v1/untagged?scope=alice/tokened&digest=sha256:{}",
+            "0".repeat(64)
+        ))
+        .bearer_auth(&write)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Another user's token has only that user's rights, whatever its scope.
+    let bobs = crate::auth::create_token(&s, "bobby", "bobs", "read-write-delete");
+    let (status, body) = add(&bobs, "x*").await;
+    assert!(status == 403 || status == 404, "{status} {body}");
+    let (_, body) = get(search.clone(), Some(&bobs)).await;
+    assert!(!body.contains("alice/hidden"), "{body}");
+
+    // Pages ignore the header: the private repository is not there for it.
+    let (status, _) = get(format!("{base}/r/alice/hidden"), Some(&read)).await;
+    assert_eq!(status, 404);
+    // A revoked token is refused at once.
+    let (_, listing, _) = berthd(&s, &["token", "list", "alice"]);
+    let id = listing
+        .lines()
+        .find(|l| l.split('\t').nth(1) == Some("reader"))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("{listing}"))
+        .to_owned();
+    assert!(
+        berthd(&s, &["token", "revoke", "alice", &id]).0,
+        "token revoke"
+    );
+    let (status, _) = get(search, Some(&read)).await;
+    assert_eq!(status, 401);
 }

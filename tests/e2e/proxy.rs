@@ -6,7 +6,7 @@
 //! `berthd gc`, writes refused, metrics and access rules.
 
 #[path = "proxy_fakes.rs"]
-mod fakes;
+pub(crate) mod fakes;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -19,6 +19,7 @@ mod with_users {
     crate::on_both_databases!(
         users = &[ALICE, BOB, ROOT];
         untagged_images_are_previewed_and_deleted_by_owners,
+        repositories_without_tags_are_listed_to_their_owners_only,
     );
 }
 
@@ -314,4 +315,95 @@ async fn untagged_images_are_previewed_and_deleted_by_owners(s: Berthd) {
     assert_eq!(status, 200, "{body}");
     let (_, body) = call(&alice, "GET", &list(repo), None).await;
     assert_eq!(body["manifests"], json!([]), "{body}");
+}
+
+/// A public repository holding only untagged images has nothing to pull by name: it is
+/// not on Explore, in search (the page, the JSON API, `docker search`'s) or counted
+/// on its namespace's page for others; its owner still finds it, and the registry's
+/// catalog still lists it.
+async fn repositories_without_tags_are_listed_to_their_owners_only(s: Berthd) {
+    let base = &s.url;
+    let c = pusher(&s, ALICE, "alice/bare").await;
+    push(
+        &c,
+        "alice/bare",
+        None,
+        &[&config("bare"), b"only by digest"],
+    )
+    .await;
+    let c = pusher(&s, ALICE, "alice/dressed").await;
+    let (_, _) = push(
+        &c,
+        "alice/dressed",
+        Some("v1"),
+        &[&config("dressed"), b"tagged"],
+    )
+    .await;
+
+    let anonymous = cookie_client();
+    let (status, explore) = page(&anonymous, &format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert!(
+        explore.contains("alice/dressed") && !explore.contains("alice/bare"),
+        "{explore}"
+    );
+    let (_, search) = page(&anonymous, &format!("{base}/search?q=alice")).await;
+    assert!(
+        search.contains("alice/dressed") && !search.contains("alice/bare"),
+        "{search}"
+    );
+    let (_, api) = call(
+        &anonymous,
+        "GET",
+        &format!("{base}/api/v1/search?q=alice"),
+        None,
+    )
+    .await;
+    assert_eq!(api["total"], 1, "{api}");
+    let (_, docker) = call(
+        &anonymous,
+        "GET",
+        &format!("{base}/v1/search?q=alice"),
+        None,
+    )
+    .await;
+    assert_eq!(docker["num_results"], 1, "{docker}");
+    let (_, namespace) = page(&anonymous, &format!("{base}/u/alice")).await;
+    assert!(!namespace.contains("alice/bare"), "{namespace}");
+    // Its page is still there for whoever has its name.
+    let (status, _) = page(&anonymous, &format!("{base}/r/alice/bare")).await;
+    assert_eq!(status, 200);
+
+    // The owner sees it in search and on their namespace page.
+    let alice = sign_in(base, ALICE).await;
+    let (_, api) = call(
+        &alice,
+        "GET",
+        &format!("{base}/api/v1/search?q=alice"),
+        None,
+    )
+    .await;
+    assert_eq!(api["total"], 2, "{api}");
+    let (_, namespace) = page(&alice, &format!("{base}/u/alice")).await;
+    assert!(namespace.contains("alice/bare"), "{namespace}");
+    // Another signed-in user does not.
+    let bob = sign_in(base, BOB).await;
+    let (_, api) = call(&bob, "GET", &format!("{base}/api/v1/search?q=alice"), None).await;
+    assert_eq!(api["total"], 1, "{api}");
+
+    // The registry's catalog lists repositories, tagged or not.
+    let token = crate::auth::bearer(&s.client(), None, "registry:catalog:*").await;
+    let r = s
+        .client()
+        .with_token(&token)
+        .call("GET", "/v2/_catalog")
+        .await;
+    let catalog: Value = r.json().await.unwrap();
+    assert!(
+        catalog["repositories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("alice/bare")),
+        "{catalog}"
+    );
 }

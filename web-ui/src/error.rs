@@ -27,6 +27,12 @@ pub enum WebError {
     ReadOnlyMirror { name: String, upstream: String },
     #[error("the form expired or did not come from this site; reload the page and try again")]
     Csrf,
+    /// A personal access token used for more than its scope allows.
+    #[error("this token's scope ({scope}) does not permit {action}")]
+    TokenScope {
+        scope: &'static str,
+        action: &'static str,
+    },
     /// A write whose precondition no longer holds (e.g. a retention plan changed
     /// since it was previewed); nothing was changed.
     #[error("{0}")]
@@ -57,9 +63,10 @@ impl WebError {
             WebError::NoSuchPath(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED", shown),
             WebError::BadRequest(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED", shown),
             WebError::SignInRequired => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", shown),
-            WebError::Forbidden | WebError::Csrf | WebError::ReadOnlyMirror { .. } => {
-                (StatusCode::FORBIDDEN, "DENIED", shown)
-            }
+            WebError::Forbidden
+            | WebError::Csrf
+            | WebError::TokenScope { .. }
+            | WebError::ReadOnlyMirror { .. } => (StatusCode::FORBIDDEN, "DENIED", shown),
             WebError::Conflict(_) => (StatusCode::CONFLICT, "DENIED", shown),
             WebError::AccountsOff => (StatusCode::NOT_FOUND, "UNSUPPORTED", shown),
             WebError::Storage(S::NameUnknown(_)) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN", shown),

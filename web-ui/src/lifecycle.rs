@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::error::{ApiResult, PageResult, WebError};
 use crate::pages::{render, see_other};
 use crate::session::Visitor;
-use crate::tag_rules::{check_csrf_header, check_manager};
+use crate::tag_rules::check_manager;
 use crate::Web;
 
 /// Longer than this is a typo (and would overflow milliseconds in places).
@@ -535,7 +535,9 @@ pub async fn put_policy(
     query: web::Query<ScopeQuery>,
     body: web::Bytes,
 ) -> ApiResult {
-    check_csrf_header(&visitor, &req)?;
+    // Retention decides what is deleted: a token sets, removes or runs it only if it
+    // may delete.
+    visitor.check_api_write(&req, "delete")?;
     let input: PolicyInput = serde_json::from_slice(&body).map_err(|e| {
         WebError::BadRequest(format!(
             "expected {{\"keep_last\": 10, \"keep_pattern\": \"v*\", \"unpushed_for\": \"30days\", \"unpulled_for\": \"90days\"}} (each optional): {e}"
@@ -563,7 +565,9 @@ pub async fn delete_policy(
     req: HttpRequest,
     query: web::Query<ScopeQuery>,
 ) -> ApiResult {
-    check_csrf_header(&visitor, &req)?;
+    // Retention decides what is deleted: a token sets, removes or runs it only if it
+    // may delete.
+    visitor.check_api_write(&req, "delete")?;
     let scope = required(&query.scope)?;
     check_owner(&web, &visitor, scope, "retention policy").await?;
     if !web.storage.remove_retention(scope).await? {
@@ -601,7 +605,9 @@ pub async fn run(
     req: HttpRequest,
     query: web::Query<RunQuery>,
 ) -> ApiResult {
-    check_csrf_header(&visitor, &req)?;
+    // Retention decides what is deleted: a token sets, removes or runs it only if it
+    // may delete.
+    visitor.check_api_write(&req, "delete")?;
     let scope = required(&query.scope)?;
     check_owner(&web, &visitor, scope, "retention policy").await?;
     existing_policy(&web, scope).await?;

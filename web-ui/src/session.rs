@@ -4,11 +4,16 @@
 //! Signed-in forms carry the session's own CSRF token. Forms shown before sign-in carry
 //! the value of a `berth_csrf` cookie (double submit), set on first visit. Both cookies
 //! are HttpOnly, SameSite, and Secure whenever the site is reached over https.
+//!
+//! The JSON API also takes a personal access token (`Authorization: Bearer
+//! berth_pat_…`) instead of the cookie: a browser never sends that header on its own,
+//! so such a request needs no CSRF token, and its writes are limited by the token's
+//! scope. Pages ignore the header.
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponseBuilder};
-use berth_auth::{secret, sessions, Session, User};
+use berth_auth::{secret, sessions, Session, TokenScope, User};
 use berth_storage::repos::Viewer;
 use std::future::Future;
 use std::pin::Pin;
@@ -18,10 +23,15 @@ use crate::mirrors;
 use crate::Web;
 
 pub const SESSION_COOKIE: &str = "berth_session";
+/// The header a session's JSON writes carry their CSRF token in (the GET answers give
+/// it, as the pages' forms do).
+pub const CSRF_HEADER: &str = "X-CSRF-Token";
 const CSRF_COOKIE: &str = "berth_csrf";
 
 pub struct Visitor {
     pub session: Option<Session>,
+    /// The scope of the personal access token an API request came with, if it did.
+    token_scope: Option<TokenScope>,
     /// The anonymous CSRF token, and whether this response must set its cookie.
     anonymous_csrf: String,
     new_csrf_cookie: bool,
@@ -55,9 +65,19 @@ impl FromRequest for Visitor {
 
 /// Who is asking (their session, if any, and the CSRF cookie), as the extractor finds it.
 pub(crate) async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, WebError> {
-    let session = match (web.accounts_on(), req.cookie(SESSION_COOKIE)) {
-        (true, Some(cookie)) => web.accounts.session(cookie.value()).await?,
-        _ => None,
+    let (session, token_scope) = match (web.accounts_on(), api_bearer(req)) {
+        (true, Some(secret)) => {
+            let peer = req.peer_addr().map(|a| a.ip());
+            let (user, scope) = web.accounts.check_token(None, secret, peer).await?;
+            // Never shown to anyone: a token's requests need no CSRF token.
+            let csrf_token = secret::random()?;
+            (Some(Session { user, csrf_token }), Some(scope))
+        }
+        (true, None) => match req.cookie(SESSION_COOKIE) {
+            Some(cookie) => (web.accounts.session(cookie.value()).await?, None),
+            None => (None, None),
+        },
+        (false, _) => (None, None),
     };
     let (anonymous_csrf, new_csrf_cookie) = match req.cookie(CSRF_COOKIE) {
         Some(c) if !c.value().is_empty() => (c.value().to_owned(), false),
@@ -70,6 +90,7 @@ pub(crate) async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, Web
             .is_some_and(|u| u.starts_with("https://"));
     Ok(Visitor {
         session,
+        token_scope,
         anonymous_csrf,
         new_csrf_cookie,
         secure,
@@ -103,11 +124,38 @@ impl Visitor {
         }
     }
 
-    /// This request as anyone would make it (without its session).
+    /// This request as anyone would make it (without its session or token).
     pub fn anonymous(self) -> Visitor {
         Visitor {
             session: None,
+            token_scope: None,
             ..self
+        }
+    }
+
+    /// Refuses a JSON write (`action`: `push` or `delete`, as tokens' scopes name
+    /// them) that does not show the visitor meant it: with a personal access token, its
+    /// scope must permit the action; with a session, the request must carry the
+    /// session's CSRF token in `X-CSRF-Token`.
+    pub(crate) fn check_api_write(
+        &self,
+        req: &HttpRequest,
+        action: &'static str,
+    ) -> Result<(), WebError> {
+        match self.token_scope {
+            Some(scope) if scope.permits(action) => Ok(()),
+            Some(scope) => Err(WebError::TokenScope {
+                scope: scope.name(),
+                action,
+            }),
+            None => {
+                let sent = req
+                    .headers()
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                self.check_csrf(sent)
+            }
         }
     }
 
@@ -188,4 +236,19 @@ impl Visitor {
             .same_site(same_site)
             .finish()
     }
+}
+
+/// The secret of `Authorization: Bearer <secret>` on a JSON API route (the route the
+/// router matched, not the raw path, decides), if there is one.
+fn api_bearer(req: &HttpRequest) -> Option<&str> {
+    if !req.match_pattern()?.starts_with("/api/") {
+        return None;
+    }
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, secret) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }

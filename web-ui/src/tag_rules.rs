@@ -3,8 +3,8 @@
 //! user it is named after, the organization's admins) and registry admins: those who
 //! may delete there, since a rule decides what can be deleted.
 //!
-//! The API is used with the session cookie, so its writes carry the session's CSRF
-//! token in an `X-CSRF-Token` header (the GET answer gives it, as the pages' forms do).
+//! The API's writes carry the session's CSRF token in an `X-CSRF-Token` header (the GET
+//! answer gives it, as the pages' forms do), or come with a personal access token.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use berth_storage::tag_rules::{ImmutableRule, Scope};
@@ -14,8 +14,6 @@ use serde_json::json;
 use crate::error::{ApiResult, PageResult, WebError};
 use crate::session::Visitor;
 use crate::{view, Web};
-
-pub const CSRF_HEADER: &str = "X-CSRF-Token";
 
 /// Refuses a visitor who may not manage the rules of `scope` (a repository or
 /// `acme/*`): a repository they may not pull does not exist for them (404); else
@@ -57,15 +55,6 @@ async fn managed_rule(web: &Web, visitor: &Visitor, id: i64) -> Result<Immutable
     Ok(rule)
 }
 
-pub(crate) fn check_csrf_header(visitor: &Visitor, req: &HttpRequest) -> Result<(), WebError> {
-    let sent = req
-        .headers()
-        .get(CSRF_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    visitor.check_csrf(sent)
-}
-
 #[derive(Deserialize)]
 pub struct ScopeParam {
     #[serde(default)]
@@ -101,7 +90,8 @@ pub async fn add(
     req: HttpRequest,
     body: web::Bytes,
 ) -> ApiResult {
-    check_csrf_header(&visitor, &req)?;
+    // Adding a rule only protects tags: a token that may push may.
+    visitor.check_api_write(&req, "push")?;
     let new: NewRule = serde_json::from_slice(&body).map_err(|e| {
         WebError::BadRequest(format!("expected {{\"scope\": …, \"pattern\": …}}: {e}"))
     })?;
@@ -120,7 +110,8 @@ pub async fn remove(
     req: HttpRequest,
     id: web::Path<i64>,
 ) -> ApiResult {
-    check_csrf_header(&visitor, &req)?;
+    // Removing one lets tags be deleted and overwritten.
+    visitor.check_api_write(&req, "delete")?;
     let rule = managed_rule(&web, &visitor, *id).await?;
     web.storage.remove_immutable_rule(rule.id).await?;
     Ok(HttpResponse::NoContent().finish())

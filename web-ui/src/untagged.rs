@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::error::{ApiResult, PageResult, WebError};
 use crate::pages::{render, see_other};
 use crate::session::Visitor;
-use crate::tag_rules::{check_csrf_header, check_manager};
+use crate::tag_rules::check_manager;
 use crate::Web;
 
 /// An untagged manifest as the API and the page show it.
@@ -172,7 +172,7 @@ pub async fn delete(
     req: HttpRequest,
     query: web::Query<UntaggedQuery>,
 ) -> ApiResult {
-    check_csrf_header(&visitor, &req)?;
+    visitor.check_api_write(&req, "delete")?;
     check_owner(&web, &visitor, &query.scope).await?;
     let digest = query
         .digest

@@ -463,8 +463,9 @@ fn default_path(config: &mut Value) {
             .any(|v| v.as_str().is_some_and(|v| v.starts_with("PATH=")))
     });
     if !has_path {
-        let mut vars = vec![json!(DEFAULT_PATH)];
-        vars.extend(env.as_array().cloned().unwrap_or_default());
+        // After the base's own variables, as docker's builder adds it.
+        let mut vars = env.as_array().cloned().unwrap_or_default();
+        vars.push(json!(DEFAULT_PATH));
         *env = Value::Array(vars);
     }
 }

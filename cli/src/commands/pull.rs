@@ -31,13 +31,26 @@ pub(super) async fn pull(
     }
     // docker names the tag, or the whole reference when pulling by digest.
     let pulling = match &r.digest {
-        Some(_) => r.familiar(),
+        Some(_) => r.to_string(),
         None => r.reference().to_owned(),
     };
     say(format!("{pulling}: Pulling from {}", r.repository));
     let registry = ctx.registry(&r.registry)?;
     let (media_type, bytes) = registry.get_manifest(&r.repository, r.reference()).await?;
-    let top_digest = Digest::of(Algorithm::Sha256, &bytes).to_string();
+    // Pinned by digest, the manifest must be that digest's: a registry answering with
+    // other content is refused, as docker refuses it.
+    let top_digest = match &r.digest {
+        Some(pinned) => {
+            let algorithm = Algorithm::parse(pinned.split(':').next().unwrap_or_default())?;
+            let actual = Digest::of(algorithm, &bytes).to_string();
+            anyhow::ensure!(
+                &actual == pinned,
+                "manifest verification failed for {r}: the registry sent content of digest {actual}"
+            );
+            actual
+        }
+        None => Digest::of(Algorithm::Sha256, &bytes).to_string(),
+    };
     let (manifest, manifest_type, manifest_bytes) = match Manifest::parse(&bytes, Some(&media_type))
         .map_err(|e| anyhow::anyhow!("the manifest of {r} is not valid: {e}"))?
     {
@@ -112,9 +125,11 @@ pub(super) async fn pull(
     let digest = ctx.store.put_blob(&manifest_bytes)?;
     let descriptor = manifest::descriptor(&manifest_type, &digest, manifest_bytes.len() as u64)?;
     let name = r.to_string();
+    // As docker: up to date when the name already stood for this image (its config).
     let before = ctx.store.find(&name)?;
-    let up_to_date =
-        before.is_some_and(|b| b.digest() == digest && b.repo_digest() == Some(&top_digest));
+    let up_to_date = before
+        .and_then(|b| image::Image::load(&ctx.store, b.digest()).ok())
+        .is_some_and(|b| b.id() == digest_of(manifest.config()));
     ctx.store.set(&name, descriptor, Some(&top_digest))?;
     say(format!("Digest: {top_digest}"));
     say(if up_to_date {

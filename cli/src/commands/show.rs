@@ -87,7 +87,8 @@ pub(super) fn ls(ctx: &Context, options: &LsOptions<'_>) -> anyhow::Result<()> {
     // Newest first, as docker lists them.
     images.sort_by_key(|image| std::cmp::Reverse(image.0));
     let rows: Vec<Row> = images.into_iter().map(|(_, row)| row).collect();
-    let format = if options.quiet {
+    // As docker: `-q` is the ids, unless a format of one's own is given.
+    let format = if options.quiet && options.format == "table" {
         "{{.ID}}"
     } else {
         options.format
@@ -186,7 +187,8 @@ pub(super) fn history(ctx: &Context, options: &HistoryOptions<'_>) -> anyhow::Re
             ),
         ]));
     }
-    let format = if options.quiet {
+    // As docker: `-q` is the ids, unless a format of one's own is given.
+    let format = if options.quiet && options.format == "table" {
         "{{.ID}}"
     } else {
         options.format
