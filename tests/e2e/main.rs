@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod browser;
 mod cli;
+mod cli_build_features;
 mod cli_docker_parity;
 mod clients;
 mod cluster;

@@ -22,6 +22,21 @@ pub(super) struct CopyStep {
     pub chmod: Option<u32>,
     /// ADD: local tar archives are unpacked.
     pub extract: bool,
+    /// Files the step makes itself: then the sources are their names, read from a
+    /// directory of their own instead of the build context.
+    pub made: Made,
+}
+
+/// What a COPY or ADD copies when not files of the context or a stage.
+pub(super) enum Made {
+    Nothing,
+    /// Here-documents (name, content).
+    Documents(Vec<(String, String)>),
+    /// ADD's URLs, and the directory they were fetched into (before the step runs).
+    Downloads {
+        remotes: Vec<super::remote::Remote>,
+        dir: Option<tempfile::TempDir>,
+    },
 }
 
 impl Builder<'_> {
@@ -61,6 +76,7 @@ impl Builder<'_> {
             chown,
             chmod,
             extract,
+            made,
         } = copy;
         let owner = chown
             .map(|c| super::run::resolve_user(root, &c))
@@ -77,14 +93,37 @@ impl Builder<'_> {
             None => None,
             Some(stage) => Some(Root::open(&self.stage_root(stage)?)?),
         };
-        let (source, ignore) = match &stage_root {
-            None => (Source::Context(&self.context), Some(&self.ignore)),
-            Some(r) => (Source::Stage(r), None),
+        // Made files are in a directory of their own (names are checked where they
+        // are read: letters, digits, `_.-` for documents, a URL's last segment, never
+        // `.` or `..`).
+        let own = match made {
+            Made::Nothing => None,
+            Made::Documents(docs) => {
+                let dir = tempfile::Builder::new()
+                    .prefix("berth-heredocs-")
+                    .tempdir()?;
+                for (name, content) in &docs {
+                    std::fs::write(dir.path().join(name), content)?;
+                }
+                Some(dir)
+            }
+            Made::Downloads { dir, .. } => {
+                Some(dir.ok_or_else(|| anyhow::anyhow!("the URLs were not fetched"))?)
+            }
         };
+        let (context_dir, ignore) = match &own {
+            None => (self.context.as_path(), Some(&self.ignore)),
+            Some(dir) => (dir.path(), None),
+        };
+        let source = match &stage_root {
+            None => Source::Context(context_dir),
+            Some(r) => Source::Stage(r),
+        };
+        let ignore = ignore.filter(|_| stage_root.is_none());
         let mut paths = Vec::new();
         for s in &sources {
             match &stage_root {
-                None => paths.extend(context::sources(&self.context, s, ignore)?),
+                None => paths.extend(context::sources(context_dir, s, ignore)?),
                 Some(r) => paths.extend(context::stage_sources(r, s).map_err(|e| {
                     anyhow::anyhow!("COPY --from={}: {e}", from.as_deref().unwrap_or(""))
                 })?),

@@ -1,6 +1,7 @@
 //! A Dockerfile parser: parser directives (`# escape=`), comments, line continuations,
 //! instructions with their `--flags`, exec (JSON) and shell forms, `KEY=value` lists,
-//! and variable expansion (`$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR:+alt}`), as the
+//! here-documents (`RUN <<EOF`, `COPY <<file.txt /dest`, `<<-EOF`, `<<"EOF"`), and
+//! variable expansion (`$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR:+alt}`), as the
 //! Dockerfile reference describes them. No crate on crates.io parses Dockerfiles
 //! maintained and completely enough, so this is a small one.
 
@@ -18,6 +19,40 @@ pub struct Instruction {
     pub args: Args,
     /// The instruction's text after the keyword, continuations joined (for messages).
     pub text: String,
+    /// The here-documents its `<<NAME` words introduce, in order (RUN, COPY, ADD).
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// A here-document: the lines after the instruction up to the one that is its name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heredoc {
+    pub name: String,
+    /// The lines as written, each ending in a newline.
+    pub body: String,
+    /// `<<-NAME`: leading tabs are stripped from the lines (and the terminator).
+    pub strip_tabs: bool,
+    /// `<<"NAME"` or `<<'NAME'`: no variable expansion in the body.
+    pub quoted: bool,
+}
+
+impl Heredoc {
+    /// The document's content: its lines, tabs stripped for `<<-`.
+    pub fn content(&self) -> String {
+        if !self.strip_tabs {
+            return self.body.clone();
+        }
+        self.body
+            .split_inclusive('\n')
+            .map(|l| l.trim_start_matches('\t'))
+            .collect()
+    }
+
+    /// The word that introduced it, as written (`<<-"EOF"`).
+    pub fn marker(&self) -> String {
+        let dash = if self.strip_tabs { "-" } else { "" };
+        let quote = if self.quoted { "\"" } else { "" };
+        format!("<<{dash}{quote}{}{quote}", self.name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +101,7 @@ fn known_flags(keyword: &str) -> &'static [&'static str] {
     match keyword {
         "FROM" => &["platform"],
         "COPY" => &["from", "chown", "chmod", "link"],
-        "ADD" => &["chown", "chmod", "link"],
+        "ADD" => &["chown", "chmod", "link", "checksum"],
         "HEALTHCHECK" => &[
             "interval",
             "timeout",
@@ -145,9 +180,77 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
                 break;
             }
         }
-        out.push(instruction(start + 1, joined.trim())?);
+        let mut inst = instruction(start + 1, joined.trim())?;
+        if matches!(inst.keyword.as_str(), "RUN" | "COPY" | "ADD") {
+            for (name, strip_tabs, quoted) in heredoc_markers(&inst.text) {
+                let mut body = String::new();
+                loop {
+                    let Some(line) = lines.get(i) else {
+                        return Err(ParseError::Invalid {
+                            line: start + 1,
+                            message: format!(
+                                "the here-document <<{name} is not closed by a line {name}"
+                            ),
+                        });
+                    };
+                    i += 1;
+                    let bare = if strip_tabs {
+                        line.trim_start_matches('\t')
+                    } else {
+                        line
+                    };
+                    if bare == name {
+                        break;
+                    }
+                    body.push_str(line);
+                    body.push('\n');
+                }
+                inst.heredocs.push(Heredoc {
+                    name,
+                    body,
+                    strip_tabs,
+                    quoted,
+                });
+            }
+        }
+        out.push(inst);
     }
     Ok(out)
+}
+
+/// The here-documents an instruction's words introduce: each word that starts with
+/// `<<` (not `<<<`, a here-string), then `-` to strip tabs, then the name, quoted or
+/// not. A `<<` inside a word (`$((1<<2))`) is not one, as for BuildKit.
+fn heredoc_markers(text: &str) -> Vec<(String, bool, bool)> {
+    let mut found = Vec::new();
+    for word in text.split_whitespace() {
+        let Some(rest) = word.strip_prefix("<<") else {
+            continue;
+        };
+        if rest.starts_with('<') {
+            continue;
+        }
+        let (strip_tabs, rest) = match rest.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let (quoted, name) = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => match rest[1..].strip_suffix(q) {
+                Some(name) => (true, name),
+                None => continue,
+            },
+            _ => (false, rest),
+        };
+        // A name becomes a file name for COPY: never `.` or `..`.
+        let valid = !name.bytes().all(|b| b == b'.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if valid {
+            found.push((name.to_owned(), strip_tabs, quoted));
+        }
+    }
+    found
 }
 
 fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
@@ -192,6 +295,7 @@ fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
         text: text[text.find(char::is_whitespace).unwrap_or(text.len())..]
             .trim()
             .to_owned(),
+        heredocs: Vec::new(),
     })
 }
 
@@ -478,5 +582,38 @@ mod tests {
             key_values("LEGACY value with spaces", &v).unwrap(),
             [("LEGACY".into(), "value with spaces".into())]
         );
+    }
+
+    #[test]
+    fn here_documents() {
+        let text = "FROM scratch\nRUN <<EOF\necho one\necho two\nEOF\nCOPY <<-\"app.conf\" <<b.txt /etc/\n\tport=$PORT\n\tapp.conf\nsecond\nb.txt\nRUN python3 <<'PY' > /out\nprint(1)\nPY\nRUN echo $((1<<2)) <<<here\nLABEL after=yes\n";
+        let parsed = parse(text).unwrap();
+        let keywords: Vec<&str> = parsed.iter().map(|i| i.keyword.as_str()).collect();
+        assert_eq!(keywords, ["FROM", "RUN", "COPY", "RUN", "RUN", "LABEL"]);
+        assert_eq!(parsed[1].heredocs.len(), 1);
+        assert_eq!(parsed[1].heredocs[0].body, "echo one\necho two\n");
+        let copy = &parsed[2].heredocs;
+        assert_eq!(copy.len(), 2);
+        assert!(copy[0].strip_tabs && copy[0].quoted && copy[0].name == "app.conf");
+        assert_eq!(copy[0].content(), "port=$PORT\n");
+        assert_eq!(
+            (copy[1].name.as_str(), copy[1].body.as_str()),
+            ("b.txt", "second\n")
+        );
+        assert!(parsed[3].heredocs[0].quoted);
+        // `1<<2` inside a word and a here-string are not here-documents.
+        assert!(parsed[4].heredocs.is_empty());
+        assert_eq!(parsed[5].line, 15);
+        // Not closed: an error naming the line and the document.
+        let e = parse("FROM scratch\nRUN <<EOF\necho\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile line 2: the here-document <<EOF is not closed by a line EOF"
+        );
+        // Names that would be paths are not documents.
+        for bad in ["RUN <<..", "RUN <<.", "RUN <<a/b"] {
+            let parsed = parse(&format!("FROM scratch\n{bad}\n")).unwrap();
+            assert!(parsed[1].heredocs.is_empty(), "{bad}");
+        }
     }
 }

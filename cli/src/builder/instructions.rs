@@ -11,8 +11,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::copy::CopyStep;
+use super::copy::{CopyStep, Made};
 use super::dockerfile::{self, Args, Instruction, ParseError};
+use super::remote::Remote;
 
 /// What a step does, once its cache key is known not to be cached.
 pub(super) enum Action {
@@ -23,6 +24,9 @@ pub(super) enum Action {
 pub(super) enum FileStep {
     Run {
         argv: Vec<String>,
+        /// A here-document run as a script of its own (`RUN <<EOF` whose body starts
+        /// with `#!`): put in the image for the command and removed after it.
+        script: Option<String>,
         env: Vec<(String, String)>,
         workdir: String,
         user: Option<String>,
@@ -295,7 +299,7 @@ fn healthcheck(input: &Input<'_>) -> anyhow::Result<Step> {
 }
 
 fn run(input: &Input<'_>) -> Step {
-    let argv = input.exec_or_shell();
+    let (argv, script) = run_command(input);
     // Build arguments reach the command as environment variables, as in docker; the
     // image's ENV wins over an ARG of the same name.
     let config_env = env_map(input.config);
@@ -314,15 +318,15 @@ fn run(input: &Input<'_>) -> Step {
         .as_str()
         .filter(|u| !u.is_empty())
         .map(str::to_owned);
+    // A script here-document is shown (and keyed) by its text, not its path.
+    let command = match &script {
+        Some(body) => format!("{}\n{body}{}", input.inst.text, input.inst.heredocs[0].name),
+        None => argv.join(" "),
+    };
     let shown = if used_args.is_empty() {
-        format!("RUN {}", argv.join(" "))
+        format!("RUN {command}")
     } else {
-        format!(
-            "RUN |{} {} {}",
-            used_args.len(),
-            used_args.join(" "),
-            argv.join(" ")
-        )
+        format!("RUN |{} {} {command}", used_args.len(), used_args.join(" "),)
     };
     let env: Vec<(String, String)> = env.into_iter().collect();
     Step {
@@ -330,11 +334,45 @@ fn run(input: &Input<'_>) -> Step {
         created_by: shown,
         action: Action::Files(FileStep::Run {
             argv,
+            script,
             env,
             workdir,
             user,
         }),
     }
+}
+
+/// What RUN executes, here-documents included, as BuildKit does: `RUN <<EOF` alone
+/// runs the document with the shell (or, when it starts with `#!`, as a script of
+/// its own); a document after a command (`RUN python3 <<EOF`) goes to the shell with
+/// the command, which feeds it to the command's input.
+fn run_command(input: &Input<'_>) -> (Vec<String>, Option<String>) {
+    let heredocs = &input.inst.heredocs;
+    let Args::Shell(text) = &input.inst.args else {
+        return (input.exec_or_shell(), None);
+    };
+    if heredocs.is_empty() {
+        return (input.exec_or_shell(), None);
+    }
+    let mut shell = shell_of(input.config);
+    if let [only] = heredocs.as_slice() {
+        if text.split_whitespace().count() == 1 {
+            let content = only.content();
+            if content.starts_with("#!") {
+                return (vec![super::run::SCRIPT_PATH.to_owned()], Some(content));
+            }
+            shell.push(content);
+            return (shell, None);
+        }
+    }
+    let mut script = text.clone();
+    for doc in heredocs {
+        script.push('\n');
+        script.push_str(&doc.body);
+        script.push_str(&doc.name);
+    }
+    shell.push(script);
+    (shell, None)
 }
 
 /// COPY and ADD. `inputs` gives what the sources are made of, for the cache key:
@@ -358,13 +396,22 @@ fn copy(
         inst.invalid("expected one or more sources and a destination")
     );
     let (dest, sources) = words.split_last().expect("two words at least");
-    if inst.keyword == "ADD" {
-        if let Some(url) = sources.iter().find(|s| s.contains("://")) {
-            return Err(inst
-                .invalid(format!("ADD from a URL ({url}) is not supported; download it in a RUN step, or next to the Dockerfile"))
-                .into());
+    let made = made_files(input, sources)?;
+    let names;
+    let sources: &[String] = match &made {
+        Made::Nothing => sources,
+        Made::Documents(docs) => {
+            names = docs
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect::<Vec<_>>();
+            &names
         }
-    }
+        Made::Downloads { remotes, .. } => {
+            names = remotes.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+            &names
+        }
+    };
     let expand_flag = |name: &str| inst.flag(name).map(|v| input.expand(v)).transpose();
     let from = expand_flag("from")?;
     let chown = expand_flag("chown")?;
@@ -385,13 +432,24 @@ fn copy(
     } else {
         dest_path
     };
-    // The inputs: the content of every source, or the source stage's identity.
-    let inputs = inputs(from.as_deref(), sources)?;
+    // The inputs: the content of every source, or the source stage's identity (the
+    // content of downloads is added to the key once they are fetched).
+    let inputs = match &made {
+        Made::Nothing => inputs(from.as_deref(), sources)?,
+        Made::Documents(docs) => format!("{docs:?}"),
+        Made::Downloads { remotes, .. } => format!("{remotes:?}"),
+    };
     let mut flags = String::new();
     for (k, v) in &inst.flags {
         flags.push_str(&format!("--{k}={v} "));
     }
-    let shown = format!("{} {flags}{} {dest}", inst.keyword, sources.join(" "));
+    let shown = match &made {
+        Made::Downloads { remotes, .. } => {
+            let urls: Vec<&str> = remotes.iter().map(|r| r.url.as_str()).collect();
+            format!("{} {flags}{} {dest}", inst.keyword, urls.join(" "))
+        }
+        _ => format!("{} {flags}{} {dest}", inst.keyword, sources.join(" ")),
+    };
     Ok(Step {
         key: format!("{shown}\n{dest_path}\n{inputs}"),
         created_by: shown,
@@ -401,9 +459,74 @@ fn copy(
             dest: dest_path,
             chown,
             chmod,
-            extract: inst.keyword == "ADD",
+            // Only local archives are unpacked, as docker does.
+            extract: inst.keyword == "ADD" && matches!(made, Made::Nothing),
+            made,
         })),
     })
+}
+
+/// The files a COPY or ADD makes itself rather than reads: here-documents (`COPY
+/// <<app.conf /etc/`, named after the document, variables expanded unless the name
+/// is quoted), or ADD's URLs (fetched before the step is keyed). Sources of one kind
+/// only: a mix is refused.
+fn made_files(input: &Input<'_>, sources: &[String]) -> anyhow::Result<Made> {
+    let inst = input.inst;
+    let documents = sources.iter().filter(|s| s.starts_with("<<")).count();
+    let urls = sources.iter().filter(|s| s.contains("://")).count();
+    if (documents > 0 || urls > 0) && inst.flag("from").is_some() {
+        return Err(inst
+            .invalid("--from copies files of a stage, not here-documents or URLs")
+            .into());
+    }
+    let checksum = inst.flag("checksum").map(|c| input.expand(c)).transpose()?;
+    if checksum.is_some() && (urls != 1 || sources.len() != 1) {
+        return Err(inst
+            .invalid("--checksum is for one http(s) URL source")
+            .into());
+    }
+    if documents > 0 {
+        if documents != sources.len() {
+            return Err(inst
+                .invalid("here-documents and files cannot be copied in one step: use two")
+                .into());
+        }
+        if documents != inst.heredocs.len() {
+            return Err(inst
+                .invalid("a here-document's name is letters, digits and _ . - (not only dots)")
+                .into());
+        }
+        let docs = inst
+            .heredocs
+            .iter()
+            .map(|doc| {
+                let content = match doc.quoted {
+                    true => doc.content(),
+                    false => input.expand(&doc.content())?,
+                };
+                Ok((doc.name.clone(), content))
+            })
+            .collect::<Result<_, ParseError>>()?;
+        return Ok(Made::Documents(docs));
+    }
+    if urls == 0 {
+        return Ok(Made::Nothing);
+    }
+    if inst.keyword == "COPY" {
+        return Err(inst
+            .invalid("COPY does not download: use ADD for a URL")
+            .into());
+    }
+    if urls != sources.len() {
+        return Err(inst
+            .invalid("URLs and files cannot be added in one step: use two")
+            .into());
+    }
+    let remotes = sources
+        .iter()
+        .map(|url| Remote::parse(url, checksum.clone()).map_err(|e| inst.invalid(e)))
+        .collect::<Result<_, ParseError>>()?;
+    Ok(Made::Downloads { remotes, dir: None })
 }
 
 /// Adds `items` to the config's set `field` (`ExposedPorts`, `Volumes`: objects whose
@@ -549,7 +672,26 @@ mod tests {
         assert_eq!((dest.as_str(), chmod), ("/app/dest/", Some(0o644)));
         let step = prepared("RUN make", &config).unwrap();
         assert_eq!(step.created_by, "RUN /bin/sh -c make");
-        assert!(prepared("ADD https://example.com/x /x", &config).is_err());
+        // ADD of a URL: the download is named after the URL; its content joins the
+        // key once fetched. Mixing, COPY of a URL, git and --from are refused.
+        let step = prepared("ADD https://example.com/dl/x.tar.gz /opt/", &config).unwrap();
+        assert_eq!(step.created_by, "ADD https://example.com/dl/x.tar.gz /opt/");
+        let Action::Files(FileStep::Copy(CopyStep {
+            sources, extract, ..
+        })) = step.action
+        else {
+            panic!("ADD copies files");
+        };
+        assert_eq!((sources, extract), (vec!["x.tar.gz".to_owned()], false));
+        for refused in [
+            "ADD https://example.com/x local /x",
+            "COPY https://example.com/x /x",
+            "ADD https://github.com/a/b.git /src",
+            "ADD --checksum=sha256:abc https://example.com/x /x",
+            "ADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 local /x",
+        ] {
+            assert!(prepared(refused, &config).is_err(), "{refused}");
+        }
         assert!(prepared("SHELL sh -c", &config).is_err());
     }
 }

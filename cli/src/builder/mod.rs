@@ -22,6 +22,7 @@ mod cache;
 mod copy;
 mod instructions;
 mod plan;
+mod remote;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use crate::manifest::{self, digest_of};
 use crate::reference::Reference;
 use crate::store::Store;
 use cache::{chain_hash, StepCache};
+use copy::{CopyStep, Made};
 use dockerfile::Instruction;
 use instructions::{Action, FileStep, Input};
 use plan::Stage;
@@ -186,10 +188,21 @@ impl Builder<'_> {
                 args: &args,
                 vars: self.vars(&state, &args),
             };
-            let step = instructions::prepare(&input, &mut cmd_set_here, |from, sources| {
+            let mut step = instructions::prepare(&input, &mut cmd_set_here, |from, sources| {
                 self.copy_inputs(inst, from, sources)
             })
             .map_err(|e| at_line(inst, e))?;
+            // ADD's downloads: fetched now, their content part of the step's key.
+            if let Action::Files(FileStep::Copy(CopyStep {
+                made: Made::Downloads { remotes, dir },
+                ..
+            })) = &mut step.action
+            {
+                let (fetched, digests) =
+                    remote::fetch(remotes).await.map_err(|e| at_line(inst, e))?;
+                *dir = Some(fetched);
+                step.key.push_str(&digests);
+            }
             let chain = chain_hash(format!("{}\n{}", state.chain, step.key).as_bytes());
             if let Some(cached) = self.cache.get(self.store, &chain) {
                 self.say(" ---> Using cache");
@@ -403,12 +416,13 @@ impl Builder<'_> {
         match step {
             FileStep::Run {
                 argv,
+                script,
                 env,
                 workdir,
                 user,
             } => {
                 let user = user.map(|u| run::resolve_user(root, &u)).transpose()?;
-                run::run(root, &argv, &env, &workdir, user)
+                run::run(root, &argv, script.as_deref(), &env, &workdir, user)
             }
             FileStep::Copy(copy) => self.copy_files(root, copy),
         }

@@ -9,10 +9,15 @@ use std::process::Command;
 
 use crate::inroot::Root;
 
-/// Runs `argv` in `root`; fails with the exit status if the command fails.
+/// Where a here-document script (`RUN <<EOF` starting with `#!`) is put for its run.
+pub const SCRIPT_PATH: &str = "/.berth-heredoc-script";
+
+/// Runs `argv` in `root` (with `script` at [`SCRIPT_PATH`] meanwhile, when given);
+/// fails with the exit status if the command fails.
 pub fn run(
     root: &Path,
     argv: &[String],
+    script: Option<&str>,
     env: &[(String, String)],
     workdir: &str,
     user: Option<(u32, u32)>,
@@ -42,6 +47,11 @@ pub fn run(
     // The working directory, made inside the image (its symbolic links followed
     // inside the root).
     image.create_dir_all(Path::new(workdir))?;
+    let script_path = Path::new(SCRIPT_PATH.trim_start_matches('/'));
+    if let Some(body) = script {
+        let mut file = image.create_file(script_path, 0o755)?;
+        std::io::Write::write_all(&mut file, body.as_bytes())?;
+    }
     // Everything the child needs is computed here: after fork, only system calls
     // (paths this short convert to C strings on the stack, without allocating).
     let (proc_dir, dev_dir, new_root) = (root.join("proc"), root.join("dev"), root.to_owned());
@@ -91,6 +101,10 @@ pub fn run(
     let status = cmd.status();
     for path in made {
         let _ = std::fs::remove_dir(path);
+    }
+    if script.is_some() {
+        // Not part of the image: gone before its changes become a layer.
+        image.remove_all(script_path)?;
     }
     let status =
         status.map_err(|e| anyhow::anyhow!("cannot run {:?} in the image: {e}", argv[0]))?;
