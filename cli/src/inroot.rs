@@ -467,6 +467,66 @@ impl Root {
             .map_err(|e| fail("hard link to", target, e))
     }
 
+    /// `path` (symbolic links followed inside the root) opened as an `O_PATH`
+    /// descriptor: what a mount can name as its source or target.
+    pub fn open_path(&self, path: &Path) -> Result<OwnedFd> {
+        self.resolve(&clean(path), OFlags::PATH)
+            .map_err(|e| fail("open", path, e))
+    }
+
+    /// A mount point at `path`: a directory (or, with `file`, an empty file) made
+    /// where nothing is, kept where one of the same kind is. Returns its `O_PATH`
+    /// descriptor and what was made (parents first), for [`Root::remove_stubs`].
+    pub fn mount_point(&self, path: &Path, file: bool) -> Result<(OwnedFd, Vec<PathBuf>)> {
+        let cleaned = clean(path);
+        let mut made = Vec::new();
+        let mut prefix = PathBuf::new();
+        for part in cleaned.components() {
+            prefix.push(part);
+            if self.lstat(&prefix)?.is_none() {
+                made.push(prefix.clone());
+            }
+        }
+        let fd = if file {
+            let parent = cleaned.parent().unwrap_or(Path::new(""));
+            self.create_dir_all(parent)?;
+            match self.lstat(&cleaned)? {
+                None => drop(self.create_file(&cleaned, 0o400)?),
+                Some(m) if m.kind == Kind::File => {}
+                Some(_) => {
+                    return Err(Error::Invalid {
+                        op: "mount",
+                        path: shown(path),
+                        reason: "a file is mounted there, and something else than a file is",
+                    })
+                }
+            }
+            self.open_path(&cleaned)?
+        } else {
+            self.create_dir_all(&cleaned)?
+        };
+        Ok((fd, made))
+    }
+
+    /// Removes what [`Root::mount_point`] made, last first: directories only when
+    /// empty (what a command wrote beside a mount stays), files only when empty.
+    pub fn remove_stubs(&self, made: &[PathBuf]) {
+        for path in made.iter().rev() {
+            let Ok(Some((dir, name))) = self.parent(path, false, "remove") else {
+                continue;
+            };
+            match rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if Meta::of(&st).is_dir() => {
+                    let _ = rustix::fs::unlinkat(&dir, &name, AtFlags::REMOVEDIR);
+                }
+                Ok(st) if Meta::of(&st).kind == Kind::File && st.st_size == 0 => {
+                    let _ = rustix::fs::unlinkat(&dir, &name, AtFlags::empty());
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Removes `path` and, for a directory, everything in it. Nothing there (or a
     /// missing directory on the way) is not an error. A symbolic link is removed,
     /// not followed.

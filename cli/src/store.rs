@@ -69,6 +69,14 @@ impl Store {
         self.root.parent().unwrap_or(&self.root).join("build-cache")
     }
 
+    /// Where `RUN --mount=type=cache` directories are kept between builds.
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.root
+            .parent()
+            .unwrap_or(&self.root)
+            .join("build-cache-mounts")
+    }
+
     /// Where the content sizes of layers are kept once counted (see
     /// `image::content_size`), beside the layout.
     pub fn content_sizes_dir(&self) -> PathBuf {

@@ -185,3 +185,174 @@ ADD {url} /opt/renamed.txt
         );
     }
 }
+
+/// `RUN --mount` of each type, checked in the image docker runs: a cache kept between
+/// builds, read-only bind mounts of the context and of a stage (their content part of
+/// the step's key), a secret as a file and as a variable (in neither the image nor
+/// its history), a tmpfs; no mount point left in a layer; a required secret missing
+/// and a bind source leaving the context refused; a mount target through an image's
+/// symbolic link to /etc stays inside the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_mounts_lend_without_leaving_anything_behind() {
+    if !docker_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("data")).unwrap();
+    std::fs::write(ctx.join("data/in.txt"), "first\n").unwrap();
+    std::os::unix::fs::symlink("/etc", ctx.join("escape")).unwrap();
+    let secret = format!("s3cret-{}", std::process::id());
+    let secret_file = tmp.path().join("token");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let probe = format!("berth-probe-{}", std::process::id());
+    let image = format!("berth-mounts-{}:1", std::process::id());
+    let dockerfile = format!(
+        "FROM mounts-base:1 AS builder
+RUN /bin/busybox mkdir /out && echo art > /out/artifact
+FROM mounts-base:1
+ARG ROUND=1
+RUN /bin/busybox ln -s /etc /link
+RUN --mount=type=cache,target=/cache,id=counter /bin/busybox sh -c 'echo $ROUND >> /cache/count; /bin/busybox wc -l < /cache/count > /cache-count'
+RUN --mount=type=bind,source=data,target=/mnt/data /bin/busybox cp /mnt/data/in.txt /copied.txt
+RUN --mount=type=bind,source=data,target=/mnt/data /bin/busybox sh -c 'if echo x > /mnt/data/w 2>/dev/null; then echo writable; else echo readonly; fi > /bind-result'
+RUN --mount=type=secret,id=token /bin/busybox sh -c '/bin/busybox wc -c < /run/secrets/token > /secret-len'
+RUN --mount=type=secret,id=token,env=TOKEN /bin/busybox sh -c 'echo ${{#TOKEN}} > /secret-env-len'
+RUN --mount=type=tmpfs,target=/scratch /bin/busybox sh -c '/bin/busybox grep -q \" /scratch tmpfs \" /proc/mounts && echo tmpfs > /tmpfs-result'
+RUN --mount=type=tmpfs,target=/link/{probe} /bin/busybox sh -c 'echo inside > /link/{probe}/x'
+RUN --mount=type=bind,from=builder,source=/out,target=/from-stage /bin/busybox cp /from-stage/artifact /artifact
+"
+    );
+    std::fs::write(ctx.join("Dockerfile"), &dockerfile).unwrap();
+    let build = move |round: &str| {
+        let (h, c, i, s) = (
+            home.clone(),
+            ctx.clone(),
+            image.clone(),
+            secret_file.clone(),
+        );
+        let round = round.to_owned();
+        move || {
+            ok(
+                &h,
+                &[
+                    "image",
+                    "build",
+                    "-t",
+                    &i,
+                    "--build-arg",
+                    &format!("ROUND={round}"),
+                    "--secret",
+                    &format!("id=token,src={}", s.display()),
+                    c.to_str().unwrap(),
+                ],
+            )
+        }
+    };
+    let t = tmp.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let rootfs = busybox_rootfs(&t, "mounts");
+        ok(
+            &t.join("home"),
+            &["image", "import", rootfs.to_str().unwrap(), "mounts-base:1"],
+        );
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(build("1")).await.unwrap();
+    // A new round: the cache mount keeps what the first build wrote.
+    let (h, i, t) = (
+        tmp.path().join("home"),
+        format!("berth-mounts-{}:1", std::process::id()),
+        tmp.path().to_owned(),
+    );
+    let second = tokio::task::spawn_blocking(build("2")).await.unwrap();
+    let archive = t.join("mounts.tar");
+    {
+        let (h, i, a) = (h.clone(), i.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || {
+            ok(&h, &["image", "save", &i, "-o", a.to_str().unwrap()]);
+        })
+        .await
+        .unwrap();
+    }
+    docker(&["load", "-i", archive.to_str().unwrap()]);
+    let cat = |path: &str| docker(&["run", "--rm", &i, "/bin/busybox", "cat", path]);
+    assert_eq!(
+        cat("/cache-count").trim(),
+        "2",
+        "the cache mount kept the first build's line"
+    );
+    assert_eq!(cat("/copied.txt"), "first\n");
+    assert_eq!(cat("/bind-result"), "readonly\n");
+    assert_eq!(cat("/secret-len").trim(), secret.len().to_string());
+    assert_eq!(cat("/secret-env-len").trim(), secret.len().to_string());
+    assert_eq!(cat("/tmpfs-result"), "tmpfs\n");
+    assert_eq!(cat("/artifact"), "art\n");
+    // No mount point, secret or tmpfs content in the image; the secret nowhere in its
+    // history or config.
+    let listing = docker(&["run", "--rm", &i, "/bin/busybox", "ls", "-a", "/", "/etc"]);
+    for gone in ["cache", "scratch", "run", "mnt", "from-stage", &probe] {
+        assert!(
+            !listing.split_whitespace().any(|n| n == gone),
+            "{gone} left in the image:\n{listing}"
+        );
+    }
+    let history = docker(&["history", "--no-trunc", &i]);
+    let inspect = docker(&["image", "inspect", &i]);
+    assert!(!history.contains(&secret) && !inspect.contains(&secret));
+    assert!(second.contains("--mount=type=secret"), "{second}");
+    // The mount through the image's link to /etc stayed inside the image.
+    assert!(
+        !std::path::Path::new("/etc").join(&probe).exists(),
+        "a mount escaped to the host's /etc"
+    );
+    docker(&["rmi", "-f", &i]);
+
+    // A bind mount's content is part of the step's key: changed, the step runs again.
+    std::fs::write(tmp.path().join("ctx/data/in.txt"), "second\n").unwrap();
+    let third = tokio::task::spawn_blocking(build("2")).await.unwrap();
+    assert!(
+        third.contains("cp /mnt/data/in.txt /copied.txt\n ---> ")
+            && !third.contains("cp /mnt/data/in.txt /copied.txt\n ---> Using cache"),
+        "{third}"
+    );
+
+    // Refused: a required secret not given, and a bind source outside the context
+    // (through `..` or a symbolic link, both resolved inside it).
+    for (mount, expected) in [
+        (
+            "type=secret,id=missing,required",
+            "the secret \"missing\" is required",
+        ),
+        (
+            "type=bind,source=escape/hostname,target=/mnt/h",
+            "escape/hostname",
+        ),
+        (
+            "type=bind,source=../../../../etc/hostname,target=/mnt/h",
+            "etc/hostname",
+        ),
+    ] {
+        std::fs::write(
+            tmp.path().join("ctx/Dockerfile"),
+            format!("FROM mounts-base:1\nRUN --mount={mount} /bin/busybox true\n"),
+        )
+        .unwrap();
+        let (h, c) = (h.clone(), tmp.path().join("ctx"));
+        let err = tokio::task::spawn_blocking(move || {
+            fails(
+                &h,
+                &["image", "build", "-t", "broken:1", c.to_str().unwrap()],
+                None,
+            )
+        })
+        .await
+        .unwrap();
+        assert!(
+            err.contains("Dockerfile line 2: RUN") && err.contains(expected),
+            "{mount}: {err}"
+        );
+    }
+}

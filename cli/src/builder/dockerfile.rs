@@ -100,6 +100,7 @@ pub const INSTRUCTIONS: [&str; 18] = [
 fn known_flags(keyword: &str) -> &'static [&'static str] {
     match keyword {
         "FROM" => &["platform"],
+        "RUN" => &["mount"],
         "COPY" => &["from", "chown", "chmod", "link"],
         "ADD" => &["chown", "chmod", "link", "checksum"],
         "HEALTHCHECK" => &[
@@ -533,10 +534,10 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("Dockerfile line 3: unknown instruction FROBNICATE"));
-        let e = parse("FROM scratch\nRUN --mount=type=cache true\n").unwrap_err();
+        let e = parse("FROM scratch\nRUN --network=none true\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "Dockerfile line 2: RUN does not support --mount"
+            "Dockerfile line 2: RUN does not support --network"
         );
     }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::copy::{CopyStep, Made};
 use super::dockerfile::{self, Args, Instruction, ParseError};
+use super::mounts::{self, MountSpec};
 use super::remote::Remote;
 
 /// What a step does, once its cache key is known not to be cached.
@@ -27,6 +28,8 @@ pub(super) enum FileStep {
         /// A here-document run as a script of its own (`RUN <<EOF` whose body starts
         /// with `#!`): put in the image for the command and removed after it.
         script: Option<String>,
+        /// `--mount`s, for the command only.
+        mounts: Vec<MountSpec>,
         env: Vec<(String, String)>,
         workdir: String,
         user: Option<String>,
@@ -83,11 +86,11 @@ impl Input<'_> {
 
 /// Works out what `input`'s instruction does. `cmd_set_here` records whether the
 /// stage has set CMD (an ENTRYPOINT resets only an inherited one); `copy_inputs`
-/// describes what a COPY or ADD reads (see [`copy`]).
+/// describes what a COPY or ADD reads, or a RUN's bind mounts show (see [`copy`]).
 pub(super) fn prepare(
     input: &Input<'_>,
     cmd_set_here: &mut bool,
-    copy_inputs: impl FnOnce(Option<&str>, &[String]) -> anyhow::Result<String>,
+    copy_inputs: impl FnMut(Option<&str>, &[String]) -> anyhow::Result<String>,
 ) -> anyhow::Result<Step> {
     match input.inst.keyword.as_str() {
         "ENV" => env(input),
@@ -106,7 +109,7 @@ pub(super) fn prepare(
         "ENTRYPOINT" => entrypoint(input, !*cmd_set_here),
         "ONBUILD" => Ok(onbuild(input)),
         "HEALTHCHECK" => healthcheck(input),
-        "RUN" => Ok(run(input)),
+        "RUN" => run(input, copy_inputs),
         "COPY" | "ADD" => copy(input, copy_inputs),
         other => Err(input
             .inst
@@ -298,8 +301,27 @@ fn healthcheck(input: &Input<'_>) -> anyhow::Result<Step> {
     }))
 }
 
-fn run(input: &Input<'_>) -> Step {
+fn run(
+    input: &Input<'_>,
+    mut inputs: impl FnMut(Option<&str>, &[String]) -> anyhow::Result<String>,
+) -> anyhow::Result<Step> {
+    let inst = input.inst;
     let (argv, script) = run_command(input);
+    let mut mounts = Vec::new();
+    let mut mount_key = String::new();
+    for (name, value) in &inst.flags {
+        if name != "mount" {
+            continue;
+        }
+        let spec = MountSpec::parse(&input.expand(value)?).map_err(|e| inst.invalid(e))?;
+        mount_key.push_str(&format!("\n{}", spec.key()));
+        // What a bind mount shows the command is part of what the step depends on.
+        if spec.kind == mounts::Kind::Bind {
+            let source = spec.source.clone().unwrap_or_else(|| ".".into());
+            mount_key.push_str(&format!(" {}", inputs(spec.from.as_deref(), &[source])?));
+        }
+        mounts.push(spec);
+    }
     // Build arguments reach the command as environment variables, as in docker; the
     // image's ENV wins over an ARG of the same name.
     let config_env = env_map(input.config);
@@ -329,17 +351,18 @@ fn run(input: &Input<'_>) -> Step {
         format!("RUN |{} {} {command}", used_args.len(), used_args.join(" "),)
     };
     let env: Vec<(String, String)> = env.into_iter().collect();
-    Step {
-        key: format!("{shown}\n{env:?}\n{workdir}\n{user:?}"),
+    Ok(Step {
+        key: format!("{shown}\n{env:?}\n{workdir}\n{user:?}{mount_key}"),
         created_by: shown,
         action: Action::Files(FileStep::Run {
             argv,
             script,
+            mounts,
             env,
             workdir,
             user,
         }),
-    }
+    })
 }
 
 /// What RUN executes, here-documents included, as BuildKit does: `RUN <<EOF` alone

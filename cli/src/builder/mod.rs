@@ -21,6 +21,7 @@ pub(crate) mod run;
 mod cache;
 mod copy;
 mod instructions;
+mod mounts;
 mod plan;
 mod remote;
 
@@ -43,6 +44,8 @@ use dockerfile::Instruction;
 use instructions::{Action, FileStep, Input};
 use plan::Stage;
 
+pub(crate) use mounts::read_secrets;
+
 /// What `berth image build` was asked.
 pub(crate) struct Options {
     pub context: PathBuf,
@@ -53,6 +56,8 @@ pub(crate) struct Options {
     pub target: Option<String>,
     pub platform: Option<String>,
     pub quiet: bool,
+    /// `--secret`s by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// Where base images come from: the local store, pulling when absent.
@@ -417,12 +422,31 @@ impl Builder<'_> {
             FileStep::Run {
                 argv,
                 script,
-                env,
+                mounts,
+                mut env,
                 workdir,
                 user,
             } => {
                 let user = user.map(|u| run::resolve_user(root, &u)).transpose()?;
-                run::run(root, &argv, script.as_deref(), &env, &workdir, user)
+                let options = self.options;
+                let lender = mounts::Lender {
+                    context: &self.context.clone(),
+                    secrets: &options.secrets,
+                    caches: self.store.cache_mounts_dir(),
+                };
+                let lent = lender.lend(&mounts, |stage| self.stage_root(stage))?;
+                env.extend(lent.env.iter().cloned());
+                run::run(
+                    root,
+                    &run::Run {
+                        argv: &argv,
+                        script: script.as_deref(),
+                        env: &env,
+                        workdir: &workdir,
+                        user,
+                        mounts: &lent.mounts,
+                    },
+                )
             }
             FileStep::Copy(copy) => self.copy_files(root, copy),
         }

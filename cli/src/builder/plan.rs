@@ -60,7 +60,8 @@ pub(super) fn target_index(stages: &[Stage], target: Option<&str>) -> anyhow::Re
     }
 }
 
-/// The stages `target` depends on (its base and `COPY --from` sources), itself included.
+/// The stages `target` depends on (its base, `COPY --from` sources and `RUN --mount`
+/// `from=` stages), itself included.
 pub(super) fn needed_stages(stages: &[Stage], target: usize) -> BTreeSet<usize> {
     let by_name = |name: &str| -> Option<usize> {
         stages
@@ -81,6 +82,15 @@ pub(super) fn needed_stages(stages: &[Stage], target: usize) -> BTreeSet<usize> 
             if let Some(from) = step.flag("from") {
                 deps.extend(by_name(&from.to_lowercase()).filter(|&d| d < i));
             }
+            // Read with the step's own parser (a spec it refuses is refused there).
+            let mounted = step
+                .flags
+                .iter()
+                .filter(|(name, _)| name == "mount")
+                .filter_map(|(_, value)| super::mounts::MountSpec::parse(value).ok()?.from);
+            for from in mounted {
+                deps.extend(by_name(&from.to_lowercase()).filter(|&d| d < i));
+            }
         }
         todo.extend(deps);
     }
@@ -88,7 +98,7 @@ pub(super) fn needed_stages(stages: &[Stage], target: usize) -> BTreeSet<usize> 
 }
 
 /// How many steps the build announces (`Step n/N`): each needed stage's FROM and
-/// instructions, ARGs not counted.
+/// instructions, ARGs included (as docker counts them).
 pub(super) fn step_count(stages: &[Stage], needed: &BTreeSet<usize>) -> usize {
     stages
         .iter()

@@ -3,25 +3,66 @@
 //! with the namespace when the command ends), as the stage's user, in its working
 //! directory, with its environment.
 
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::inroot::Root;
 
+/// A mount for one RUN (`RUN --mount`): made in the command's mount namespace, gone
+/// with it; its mount point, when made for it, removed afterwards.
+pub struct Mount {
+    pub source: MountSource,
+    /// Where the command sees it (resolved inside the image).
+    pub target: PathBuf,
+    /// The target is a file (a secret), not a directory.
+    pub file: bool,
+    pub readonly: bool,
+}
+
+pub enum MountSource {
+    /// A host directory or file, opened (`O_PATH`) where it was resolved safely.
+    Path(OwnedFd),
+    /// A new tmpfs of at most this many bytes.
+    Tmpfs { size: Option<u64> },
+}
+
+/// What one RUN executes.
+pub struct Run<'a> {
+    pub argv: &'a [String],
+    /// Put at [`SCRIPT_PATH`] for the run, when given.
+    pub script: Option<&'a str>,
+    pub env: &'a [(String, String)],
+    pub workdir: &'a str,
+    pub user: Option<(u32, u32)>,
+    pub mounts: &'a [Mount],
+}
+
+/// Where `fd` is, every symbolic link on the way resolved when it was opened. A
+/// mount is made in the command's new mount namespace, where descriptors opened
+/// before it still name the old one's mounts, so mounts take this path; nothing
+/// else changes the image's root or berth's own directories meanwhile.
+fn real_path(fd: &OwnedFd) -> anyhow::Result<CString> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    Ok(CString::new(path.into_os_string().into_vec())?)
+}
+
 /// Where a here-document script (`RUN <<EOF` starting with `#!`) is put for its run.
 pub const SCRIPT_PATH: &str = "/.berth-heredoc-script";
 
-/// Runs `argv` in `root` (with `script` at [`SCRIPT_PATH`] meanwhile, when given);
-/// fails with the exit status if the command fails.
-pub fn run(
-    root: &Path,
-    argv: &[String],
-    script: Option<&str>,
-    env: &[(String, String)],
-    workdir: &str,
-    user: Option<(u32, u32)>,
-) -> anyhow::Result<()> {
+/// Runs `what` in `root`; fails with the exit status if the command fails.
+pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
+    let Run {
+        argv,
+        script,
+        env,
+        workdir,
+        user,
+        mounts,
+    } = *what;
     anyhow::ensure!(!argv.is_empty(), "RUN needs a command");
     anyhow::ensure!(
         crate::builder::rootfs::running_as_root(),
@@ -52,6 +93,39 @@ pub fn run(
         let mut file = image.create_file(script_path, 0o755)?;
         std::io::Write::write_all(&mut file, body.as_bytes())?;
     }
+    // Mount points, resolved inside the image (its symbolic links cannot lead a mount
+    // out of it): mounted through their descriptors, not their paths.
+    let mut stubs = Vec::new();
+    let mut plan = Vec::new();
+    let real_root = std::fs::canonicalize(root)?;
+    for m in mounts {
+        let (target, made) = image.mount_point(&m.target, m.file)?;
+        stubs.extend(made);
+        let target = real_path(&target)?;
+        anyhow::ensure!(
+            Path::new(std::ffi::OsStr::from_bytes(target.as_bytes())).starts_with(&real_root),
+            "the mount target {} resolves outside the image",
+            m.target.display()
+        );
+        let source = match &m.source {
+            MountSource::Path(fd) => Some(real_path(fd)?),
+            MountSource::Tmpfs { .. } => None,
+        };
+        let data = match m.source {
+            MountSource::Tmpfs { size: Some(bytes) } => format!("mode=1777,size={bytes}"),
+            _ => "mode=1777".to_owned(),
+        };
+        // Read-only is set again after the chroot, on the path as the command sees it.
+        let inside = Path::new("/").join(crate::inroot::clean(&m.target));
+        let inside = CString::new(inside.as_os_str().as_bytes())
+            .map_err(|_| anyhow::anyhow!("a mount target has a NUL byte"))?;
+        plan.push((
+            source,
+            target,
+            CString::new(data).expect("no NUL"),
+            m.readonly.then_some(inside),
+        ));
+    }
     // Everything the child needs is computed here: after fork, only system calls
     // (paths this short convert to C strings on the stack, without allocating).
     let (proc_dir, dev_dir, new_root) = (root.join("proc"), root.join("dev"), root.to_owned());
@@ -78,7 +152,30 @@ pub fn run(
             .map_err(io)?;
             mount("proc", &proc_dir, "proc", MountFlags::empty(), None).map_err(io)?;
             mount_bind_recursive("/dev", &dev_dir).map_err(io)?;
+            for (source, target, data, _) in &plan {
+                match source {
+                    Some(source) => mount_bind_recursive(source.as_c_str(), target.as_c_str()),
+                    None => mount(
+                        c"tmpfs",
+                        target.as_c_str(),
+                        c"tmpfs",
+                        MountFlags::NOSUID | MountFlags::NODEV,
+                        Some(data.as_c_str()),
+                    ),
+                }
+                .map_err(io)?;
+            }
             rustix::process::chroot(&new_root).map_err(io)?;
+            for (_, _, _, readonly) in &plan {
+                if let Some(inside) = readonly {
+                    rustix::mount::mount_remount(
+                        inside.as_c_str(),
+                        MountFlags::BIND | MountFlags::RDONLY,
+                        c"",
+                    )
+                    .map_err(io)?;
+                }
+            }
             rustix::process::chdir(&cwd).map_err(io)?;
             if let Some((uid, gid)) = user {
                 rustix::thread::set_thread_groups(&[]).map_err(io)?;
@@ -106,6 +203,8 @@ pub fn run(
         // Not part of the image: gone before its changes become a layer.
         image.remove_all(script_path)?;
     }
+    // The mounts went with the command's namespace; what was made for them goes now.
+    image.remove_stubs(&stubs);
     let status =
         status.map_err(|e| anyhow::anyhow!("cannot run {:?} in the image: {e}", argv[0]))?;
     anyhow::ensure!(

@@ -30,6 +30,7 @@ pub(super) async fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<()> 
         target: args.target,
         platform: args.platform,
         quiet: args.quiet,
+        secrets: builder::read_secrets(&args.secrets)?,
     };
     builder::build(&ctx.store, ctx, &options).await.map(|_| ())
 }
