@@ -82,6 +82,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         accounts_on,
         config.auth.external_url.clone(),
         proxies.clone(),
+        config.auth.signup,
     ));
     let state = web::Data::new(AppState {
         storage: storage.clone(),

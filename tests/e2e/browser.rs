@@ -265,3 +265,147 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     }
     browser.close().await;
 }
+
+/// Fills the form field with this id.
+async fn fill(browser: &Browser, id: &str, value: &str) {
+    let field = wait_for(browser, &format!("#{id}")).await;
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+/// Submits the form whose submit button has this text, and waits for the next page.
+async fn submit(browser: &Browser, button: &str) {
+    let xpath = format!("//button[@type='submit' and normalize-space()='{button}']");
+    browser
+        .client
+        .find(Locator::XPath(&xpath))
+        .await
+        .unwrap_or_else(|e| panic!("no {button} button: {e}"))
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(browser, "footer").await;
+}
+
+/// A newcomer signs up from the header's link (a taken name and differing passwords
+/// said so), lands signed in, changes the password in Settings (a wrong current one
+/// refused), and the new password is the one that signs in, in the browser and at the
+/// token endpoint. Where sign-up is off there is no sign-up page or link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_signs_up_and_changes_the_password_in_the_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let s = Berthd::start_configured(Db::Sqlite, &[ALICE], &[("BERTH_AUTH_SIGNUP", "true")])
+        .await
+        .unwrap();
+    let base = s.url.clone();
+
+    browser.goto(&format!("{base}/")).await;
+    browser
+        .client
+        .find(Locator::LinkText("Sign up"))
+        .await
+        .expect("the header links to sign-up")
+        .click()
+        .await
+        .unwrap();
+    wait_for(&browser, "#confirm").await;
+    browser.screenshot("signup-1-form").await;
+    // A taken name, then passwords that differ: said, nothing made.
+    fill(&browser, "username", "alice").await;
+    fill(&browser, "password", "a-fine-password").await;
+    fill(&browser, "confirm", "a-fine-password").await;
+    submit(&browser, "Sign up").await;
+    assert!(browser
+        .text()
+        .await
+        .contains("The name alice is not available."));
+    fill(&browser, "username", "carolyn").await;
+    fill(&browser, "password", "a-fine-password").await;
+    fill(&browser, "confirm", "another-password").await;
+    submit(&browser, "Sign up").await;
+    assert!(browser.text().await.contains("The two passwords differ."));
+    browser.screenshot("signup-2-errors").await;
+    fill(&browser, "username", "carolyn").await;
+    fill(&browser, "password", "a-fine-password").await;
+    fill(&browser, "confirm", "a-fine-password").await;
+    submit(&browser, "Sign up").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("carolyn") && text.contains("Sign out"),
+        "{text}"
+    );
+
+    // Settings: a wrong current password, then the change.
+    browser.goto(&format!("{base}/settings")).await;
+    fill(&browser, "current-password", "not-the-password").await;
+    fill(&browser, "new-password", "a-newer-password").await;
+    fill(&browser, "confirm-password", "a-newer-password").await;
+    submit(&browser, "Change password").await;
+    assert!(browser
+        .text()
+        .await
+        .contains("The current password is wrong."));
+    fill(&browser, "current-password", "a-fine-password").await;
+    fill(&browser, "new-password", "a-newer-password").await;
+    fill(&browser, "confirm-password", "a-newer-password").await;
+    submit(&browser, "Change password").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Password changed.") && text.contains("Sign out"),
+        "still signed in: {text}"
+    );
+    browser.screenshot("settings-password-changed").await;
+
+    // The token endpoint (docker login) takes the new password, not the old one.
+    let http = reqwest::Client::new();
+    let token = |password: &'static str| {
+        http.get(format!("{base}/auth/token?service=berth"))
+            .basic_auth("carolyn", Some(password))
+            .send()
+    };
+    assert_eq!(token("a-newer-password").await.unwrap().status(), 200);
+    assert_eq!(token("a-fine-password").await.unwrap().status(), 401);
+    // Signed out, the new password signs in.
+    submit(&browser, "Sign out").await;
+    browser.goto(&format!("{base}/signin")).await;
+    assert!(browser.text().await.contains("No account yet? Sign up."));
+    fill(&browser, "username", "carolyn").await;
+    fill(&browser, "password", "a-newer-password").await;
+    submit(&browser, "Sign in").await;
+    assert!(browser.text().await.contains("Sign out"));
+    browser.close().await;
+
+    // Sign-up off (the default): no link, and /signup is a 404 page.
+    let off = Berthd::start_with_users(Db::Sqlite, &[ALICE])
+        .await
+        .unwrap();
+    let home = http
+        .get(&off.url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!home.contains("/signup"), "{home}");
+    let r = http
+        .get(format!("{}/signup", off.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .post(format!("{}/signup", off.url))
+        .form(&[
+            ("username", "mallory"),
+            ("password", "whatever-pw"),
+            ("confirm", "whatever-pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -6,6 +6,7 @@
 //! shortcut. Access follows the registry's rules: a repository a visitor may not pull
 //! does not exist for them, in pages, search results and API answers alike.
 
+mod account;
 mod api;
 mod docker_search;
 mod error;
@@ -44,6 +45,8 @@ pub struct Web {
     external_url: Option<String>,
     /// Pull-through caches: their repositories are shown as mirrors of upstreams.
     proxies: Arc<Proxies>,
+    /// Self sign-up (`[auth] signup`): the sign-up page.
+    signup: bool,
 }
 
 impl Web {
@@ -53,6 +56,7 @@ impl Web {
         accounts_on: AccountsOn,
         external_url: Option<String>,
         proxies: Arc<Proxies>,
+        signup: bool,
     ) -> Web {
         Web {
             storage,
@@ -60,6 +64,7 @@ impl Web {
             accounts_on,
             external_url,
             proxies,
+            signup,
         }
     }
 
@@ -91,6 +96,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/signin", web::post().to(pages::signin))
         .route("/signout", web::post().to(pages::signout))
         .route("/settings", read().to(pages::settings))
+        .route(
+            "/settings/password",
+            web::post().to(account::change_password),
+        )
+        .route("/signup", read().to(account::signup_form))
+        .route("/signup", web::post().to(account::signup))
         .route("/settings/tokens", web::post().to(pages::create_token))
         .route(
             "/settings/tokens/revoke",

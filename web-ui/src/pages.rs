@@ -50,6 +50,7 @@ pub(crate) fn render(
                 admin => visitor.user().is_some_and(|u| u.admin),
                 csrf => visitor.csrf(),
                 accounts => visitor.accounts,
+                signup => visitor.accounts && web.signup,
                 host => host(web, req),
                 // The header's link to /mirrors.
                 mirrors_link => web.proxies.iter().any(|p| mirrors::listed_to(visitor, p)),
@@ -427,11 +428,30 @@ pub async fn signout(
     Ok(res)
 }
 
-pub async fn settings(web: web::Data<Web>, visitor: Visitor, req: HttpRequest) -> PageResult {
-    settings_page(&web, &visitor, &req, StatusCode::OK, context! {}).await
+#[derive(Deserialize)]
+pub struct SettingsParams {
+    /// `changed` after a password change, to say so.
+    password: Option<String>,
 }
 
-async fn settings_page(
+pub async fn settings(
+    web: web::Data<Web>,
+    visitor: Visitor,
+    req: HttpRequest,
+    params: web::Query<SettingsParams>,
+) -> PageResult {
+    let changed = params.password.as_deref() == Some("changed");
+    settings_page(
+        &web,
+        &visitor,
+        &req,
+        StatusCode::OK,
+        context! { password_changed => changed },
+    )
+    .await
+}
+
+pub(crate) async fn settings_page(
     web: &Web,
     visitor: &Visitor,
     req: &HttpRequest,

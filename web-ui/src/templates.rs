@@ -28,6 +28,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/namespace.html"),
         ),
         ("signin.html", include_str!("../templates/signin.html")),
+        ("signup.html", include_str!("../templates/signup.html")),
         ("settings.html", include_str!("../templates/settings.html")),
         ("error.html", include_str!("../templates/error.html")),
         (
