@@ -213,4 +213,56 @@ mod tests {
             Vec::<String>::new()
         );
     }
+
+    #[tokio::test]
+    async fn an_organization_always_keeps_an_admin() {
+        use crate::orgs::Role;
+        let (_dir, accounts) = testing::accounts().await;
+        for name in ["alice", "bobby"] {
+            accounts
+                .add_user(name, format!("{name}-password"), false)
+                .await
+                .unwrap();
+        }
+        accounts.add_org("acme", "alice").await.unwrap();
+        accounts
+            .set_member("acme", "bobby", Role::Write)
+            .await
+            .unwrap();
+        assert_eq!(
+            accounts.members("acme").await.unwrap(),
+            [
+                ("alice".to_owned(), Role::Admin),
+                ("bobby".to_owned(), Role::Write)
+            ]
+        );
+        // alice is the only admin: not removed, not demoted, not deleted as a user.
+        let last =
+            |r: Result<(), AuthError>| matches!(r, Err(AuthError::LastAdmin(org)) if org == "acme");
+        assert!(last(accounts.remove_member("acme", "alice").await));
+        assert!(last(accounts.set_member("acme", "alice", Role::Read).await));
+        assert!(last(accounts.remove_user("alice").await));
+        assert!(
+            accounts.user("alice").await.unwrap().is_some(),
+            "nothing removed"
+        );
+        // With a second admin, she may go.
+        accounts
+            .set_member("acme", "bobby", Role::Admin)
+            .await
+            .unwrap();
+        accounts.remove_member("acme", "alice").await.unwrap();
+        assert_eq!(
+            accounts.members("acme").await.unwrap(),
+            [("bobby".to_owned(), Role::Admin)]
+        );
+        assert!(matches!(
+            accounts.remove_member("acme", "alice").await,
+            Err(AuthError::NotAMember { .. })
+        ));
+        assert!(matches!(
+            accounts.remove_member("nope", "bobby").await,
+            Err(AuthError::UserUnknown(_))
+        ));
+    }
 }

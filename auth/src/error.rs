@@ -20,6 +20,11 @@ pub enum AuthError {
     NameReserved(String),
     #[error("no such user: {0}")]
     UserUnknown(String),
+    #[error("{user} is not a member of {org}")]
+    NotAMember { org: String, user: String },
+    /// An organization always keeps an admin (who may manage it and delete in it).
+    #[error("{0} would have no admin left: make another member admin first")]
+    LastAdmin(String),
     #[error("a password needs at least 8 characters")]
     PasswordTooShort,
     #[error("incorrect username or password")]

@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::ActiveValue::Set;
+use sea_orm::{QueryOrder, QuerySelect};
 
 use crate::accounts::Accounts;
 use crate::error::AuthError;
@@ -97,14 +98,16 @@ impl Accounts {
         exists(&self.db, name).await
     }
 
-    /// Adds `user` to `org` with `role`, or changes their role.
+    /// Adds `user` to `org` with `role`, or changes their role; never leaves the
+    /// organization without an admin.
     pub async fn set_member(&self, org: &str, user: &str, role: Role) -> Result<(), AuthError> {
         let db = &self.db;
-        if !exists(db, org).await? {
-            return Err(AuthError::UserUnknown(format!("organization {org}")));
-        }
         if users::get(db, user).await?.is_none() {
             return Err(AuthError::UserUnknown(user.to_owned()));
+        }
+        let txn = locked_org(db, org).await?;
+        if role != Role::Admin {
+            refuse_last_admin(&txn, org, user).await?;
         }
         member::Entity::insert(member::ActiveModel {
             org_name: Set(org.to_owned()),
@@ -116,9 +119,41 @@ impl Accounts {
                 .update_column(member::Column::Role)
                 .to_owned(),
         )
-        .exec(db)
+        .exec(&txn)
         .await?;
+        txn.commit().await?;
         Ok(())
+    }
+
+    /// Removes `user` from `org`; never its last admin.
+    pub async fn remove_member(&self, org: &str, user: &str) -> Result<(), AuthError> {
+        let txn = locked_org(&self.db, org).await?;
+        refuse_last_admin(&txn, org, user).await?;
+        let deleted = member::Entity::delete_many()
+            .filter(member::Column::OrgName.eq(org))
+            .filter(member::Column::UserName.eq(user))
+            .exec(&txn)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(AuthError::NotAMember {
+                org: org.to_owned(),
+                user: user.to_owned(),
+            });
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The members of `org` and their roles, by name.
+    pub async fn members(&self, org: &str) -> Result<Vec<(String, Role)>, AuthError> {
+        member::Entity::find()
+            .filter(member::Column::OrgName.eq(org))
+            .order_by_asc(member::Column::UserName)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| Ok((m.user_name, Role::parse(&m.role)?)))
+            .collect()
     }
 
     /// `user`'s role in the organization `namespace`, if it is one and they are a
@@ -176,6 +211,44 @@ async fn create(
     Ok(())
 }
 
+/// A write transaction holding `org`'s row locked (on PostgreSQL; SQLite's write
+/// lock covers it), so that membership changes of one organization go one at a time.
+async fn locked_org(
+    db: &DatabaseConnection,
+    org: &str,
+) -> Result<sea_orm::DatabaseTransaction, AuthError> {
+    let txn = namespaces::write_transaction(db).await?;
+    let found = org::Entity::find()
+        .filter(org::Column::Name.eq(org))
+        .lock_exclusive()
+        .one(&txn)
+        .await?;
+    if found.is_none() {
+        return Err(AuthError::UserUnknown(format!("organization {org}")));
+    }
+    Ok(txn)
+}
+
+/// Refuses to take `user`'s admin role away when they are `org`'s only admin.
+async fn refuse_last_admin<C: ConnectionTrait>(
+    db: &C,
+    org: &str,
+    user: &str,
+) -> Result<(), AuthError> {
+    let admins: Vec<String> = member::Entity::find()
+        .filter(member::Column::OrgName.eq(org))
+        .filter(member::Column::Role.eq(Role::Admin.name()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.user_name)
+        .collect();
+    if admins == [user] {
+        return Err(AuthError::LastAdmin(org.to_owned()));
+    }
+    Ok(())
+}
+
 async fn exists(db: &DatabaseConnection, name: &str) -> Result<bool, AuthError> {
     Ok(org::Entity::find()
         .filter(org::Column::Name.eq(name))
@@ -184,8 +257,17 @@ async fn exists(db: &DatabaseConnection, name: &str) -> Result<bool, AuthError> 
         > 0)
 }
 
-/// Ends `user`'s memberships, inside a user removal's transaction.
+/// Ends `user`'s memberships, inside a user removal's transaction; refused when they
+/// are an organization's last admin (it would be left with nobody to manage it).
 pub(crate) async fn leave_all<C: ConnectionTrait>(db: &C, user: &str) -> Result<(), AuthError> {
+    let admin_of = member::Entity::find()
+        .filter(member::Column::UserName.eq(user))
+        .filter(member::Column::Role.eq(Role::Admin.name()))
+        .all(db)
+        .await?;
+    for membership in admin_of {
+        refuse_last_admin(db, &membership.org_name, user).await?;
+    }
     member::Entity::delete_many()
         .filter(member::Column::UserName.eq(user))
         .exec(db)

@@ -149,7 +149,8 @@ impl Accounts {
     }
 
     /// Removes `name` with everything that signs in as them (sessions, every token) and
-    /// their organization memberships. The name stays reserved: nobody gets it again
+    /// their organization memberships (refused, nothing removed, when they are an
+    /// organization's last admin). The name stays reserved: nobody gets it again
     /// unless an administrator reclaims it ([`Accounts::add_user_reclaiming`]).
     pub async fn remove_user(&self, name: &str) -> Result<(), AuthError> {
         let txn = namespaces::write_transaction(&self.db).await?;

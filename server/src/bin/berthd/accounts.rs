@@ -38,6 +38,19 @@ pub(crate) enum OrgMemberCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Remove USER from ORG (not its last admin).
+    Rm {
+        org: String,
+        user: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List ORG's members and their roles.
+    Ls {
+        org: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -236,6 +249,22 @@ pub(crate) async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
             let accounts = open_accounts(&config).await?;
             accounts.set_member(&org, &user, role).await?;
             println!("{user} is a member of {org} ({})", role.name());
+        }
+        OrgCommand::Member(OrgMemberCommand::Rm { org, user, config }) => {
+            let accounts = open_accounts(&config).await?;
+            accounts.remove_member(&org, &user).await?;
+            println!("{user} is no longer a member of {org}");
+        }
+        OrgCommand::Member(OrgMemberCommand::Ls { org, config }) => {
+            let accounts = open_accounts(&config).await?;
+            anyhow::ensure!(
+                accounts.org_exists(&org).await?,
+                "no such organization: {org}"
+            );
+            println!("USER\tROLE");
+            for (user, role) in accounts.members(&org).await? {
+                println!("{user}\t{}", role.name());
+            }
         }
     }
     Ok(())
