@@ -202,6 +202,9 @@ async fn run_mounts_lend_without_leaving_anything_behind() {
     let ctx = tmp.path().join("ctx");
     std::fs::create_dir_all(ctx.join("data")).unwrap();
     std::fs::write(ctx.join("data/in.txt"), "first\n").unwrap();
+    // Left out of COPY, and so of what a bind mount shows.
+    std::fs::write(ctx.join("data/ignored.env"), "PASSWORD=x\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "data/ignored.env\n").unwrap();
     std::os::unix::fs::symlink("/etc", ctx.join("escape")).unwrap();
     let secret = format!("s3cret-{}", std::process::id());
     let secret_file = tmp.path().join("token");
@@ -217,6 +220,7 @@ RUN /bin/busybox ln -s /etc /link
 RUN --mount=type=cache,target=/cache,id=counter /bin/busybox sh -c 'echo $ROUND >> /cache/count; /bin/busybox wc -l < /cache/count > /cache-count'
 RUN --mount=type=bind,source=data,target=/mnt/data /bin/busybox cp /mnt/data/in.txt /copied.txt
 RUN --mount=type=bind,source=data,target=/mnt/data /bin/busybox sh -c 'if echo x > /mnt/data/w 2>/dev/null; then echo writable; else echo readonly; fi > /bind-result'
+RUN --mount=type=bind,source=data,target=/mnt/data,rw /bin/busybox sh -c 'echo x > /mnt/data/w && test ! -e /mnt/data/ignored.env && echo written-to-a-copy > /rw-result'
 RUN --mount=type=secret,id=token /bin/busybox sh -c '/bin/busybox wc -c < /run/secrets/token > /secret-len'
 RUN --mount=type=secret,id=token,env=TOKEN /bin/busybox sh -c 'echo ${{#TOKEN}} > /secret-env-len'
 RUN --mount=type=tmpfs,target=/scratch /bin/busybox sh -c '/bin/busybox grep -q \" /scratch tmpfs \" /proc/mounts && echo tmpfs > /tmpfs-result'
@@ -286,6 +290,11 @@ RUN --mount=type=bind,from=builder,source=/out,target=/from-stage /bin/busybox c
     );
     assert_eq!(cat("/copied.txt"), "first\n");
     assert_eq!(cat("/bind-result"), "readonly\n");
+    assert_eq!(cat("/rw-result"), "written-to-a-copy\n");
+    assert!(
+        !tmp.path().join("ctx/data/w").exists(),
+        "a bind mount's writes never reach the context"
+    );
     assert_eq!(cat("/secret-len").trim(), secret.len().to_string());
     assert_eq!(cat("/secret-env-len").trim(), secret.len().to_string());
     assert_eq!(cat("/tmpfs-result"), "tmpfs\n");
@@ -319,25 +328,47 @@ RUN --mount=type=bind,from=builder,source=/out,target=/from-stage /bin/busybox c
         "{third}"
     );
 
-    // Refused: a required secret not given, and a bind source outside the context
-    // (through `..` or a symbolic link, both resolved inside it).
-    for (mount, expected) in [
+    // Refused: a required secret not given, a bind source outside the context
+    // (through `..` or a symbolic link, both resolved inside it), mount targets in
+    // /proc (directly, or through the image's own link to it), at /, or one inside
+    // another.
+    let proc_link = "RUN /bin/busybox ln -s /proc /plink\n";
+    for (before, mount, expected) in [
         (
+            "",
             "type=secret,id=missing,required",
             "the secret \"missing\" is required",
         ),
         (
+            "",
             "type=bind,source=escape/hostname,target=/mnt/h",
             "escape/hostname",
         ),
         (
+            "",
             "type=bind,source=../../../../etc/hostname,target=/mnt/h",
             "etc/hostname",
+        ),
+        (
+            "",
+            "type=tmpfs,target=/proc/self/root/tmp/x",
+            "cannot be /, or in /proc",
+        ),
+        (
+            proc_link,
+            "type=tmpfs,target=/plink/self/root/tmp/x",
+            "cannot be /, or in /proc",
+        ),
+        ("", "type=tmpfs,target=/", "cannot be /, or in /proc"),
+        (
+            "",
+            "type=tmpfs,target=/a --mount=type=tmpfs,target=/a/b",
+            "inside one another",
         ),
     ] {
         std::fs::write(
             tmp.path().join("ctx/Dockerfile"),
-            format!("FROM mounts-base:1\nRUN --mount={mount} /bin/busybox true\n"),
+            format!("FROM mounts-base:1\n{before}RUN --mount={mount} /bin/busybox true\n"),
         )
         .unwrap();
         let (h, c) = (h.clone(), tmp.path().join("ctx"));
@@ -350,8 +381,9 @@ RUN --mount=type=bind,from=builder,source=/out,target=/from-stage /bin/busybox c
         })
         .await
         .unwrap();
+        let line = if before.is_empty() { 2 } else { 3 };
         assert!(
-            err.contains("Dockerfile line 2: RUN") && err.contains(expected),
+            err.contains(&format!("Dockerfile line {line}: RUN")) && err.contains(expected),
             "{mount}: {err}"
         );
     }

@@ -123,6 +123,8 @@ impl Builder<'_> {
         let mut paths = Vec::new();
         for s in &sources {
             match &stage_root {
+                // Made files are named as they are: no glob in a URL's file name.
+                None if own.is_some() => paths.push(PathBuf::from(s)),
                 None => paths.extend(context::sources(context_dir, s, ignore)?),
                 Some(r) => paths.extend(context::stage_sources(r, s).map_err(|e| {
                     anyhow::anyhow!("COPY --from={}: {e}", from.as_deref().unwrap_or(""))
@@ -150,6 +152,41 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Builder<'_> {
+    /// A copy of the context's `source` (a file or a directory; `.dockerignore`
+    /// applied, as for COPY) in a new directory, for a `RUN --mount=type=bind`: the
+    /// command sees what COPY would copy and what the step's key was made of, and
+    /// its writes go to the copy.
+    pub(super) fn context_copy(
+        &self,
+        source: &str,
+    ) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+        let found = context::sources(&self.context, source, Some(&self.ignore))?;
+        let [rel] = found.as_slice() else {
+            anyhow::bail!(
+                "--mount source={source} names {} paths: one is mounted",
+                found.len()
+            );
+        };
+        let dir = tempfile::Builder::new().prefix("berth-bind-").tempdir()?;
+        let root = Root::open(dir.path())?;
+        let to = Dest {
+            root: &root,
+            owner: None,
+            chmod: None,
+        };
+        let src = Source::Context(&self.context);
+        let copy = Path::new("source");
+        if src.lstat(rel)?.is_dir() {
+            copy_tree(&src, rel, &to, copy, Some(&self.ignore))?;
+        } else {
+            copy_entry(&src, rel, &to, copy)?;
+        }
+        let path = dir.path().join(copy);
+        Ok((dir, path))
     }
 }
 

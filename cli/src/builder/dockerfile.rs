@@ -224,7 +224,7 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
 /// not. A `<<` inside a word (`$((1<<2))`) is not one, as for BuildKit.
 fn heredoc_markers(text: &str) -> Vec<(String, bool, bool)> {
     let mut found = Vec::new();
-    for word in text.split_whitespace() {
+    for word in unquoted_words(text) {
         let Some(rest) = word.strip_prefix("<<") else {
             continue;
         };
@@ -252,6 +252,39 @@ fn heredoc_markers(text: &str) -> Vec<(String, bool, bool)> {
         }
     }
     found
+}
+
+/// The words of `text` that start outside quotes (`echo "a <<EOF"` has no such word
+/// starting with `<<`), split at whitespace outside quotes, as a shell splits them.
+fn unquoted_words(text: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut start: Option<(usize, bool)> = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, c) if c.is_whitespace() => {
+                if let Some((s, outside)) = start.take() {
+                    if outside {
+                        words.push(&text[s..i]);
+                    }
+                }
+                continue;
+            }
+            (None, '"' | '\'') => quote = Some(c),
+            _ => {}
+        }
+        if start.is_none() {
+            // A word that opens with a quote is a quoted word (`"<<EOF"`), unless it
+            // is a marker's own quotes (`<<"EOF"`), which start after `<<`.
+            start = Some((i, !matches!(c, '"' | '\'')));
+        }
+    }
+    if let Some((s, true)) = start {
+        words.push(&text[s..]);
+    }
+    words
 }
 
 fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
@@ -611,6 +644,10 @@ mod tests {
             e.to_string(),
             "Dockerfile line 2: the here-document <<EOF is not closed by a line EOF"
         );
+        // Inside quotes, `<<` starts no document.
+        let parsed = parse("FROM scratch\nRUN echo \"a <<EOF b\" 'c <<X'\nLABEL a=b\n").unwrap();
+        assert!(parsed[1].heredocs.is_empty());
+        assert_eq!(parsed[2].keyword, "LABEL");
         // Names that would be paths are not documents.
         for bad in ["RUN <<..", "RUN <<.", "RUN <<a/b"] {
             let parsed = parse(&format!("FROM scratch\n{bad}\n")).unwrap();

@@ -460,15 +460,22 @@ fn copy(
     let inputs = match &made {
         Made::Nothing => inputs(from.as_deref(), sources)?,
         Made::Documents(docs) => format!("{docs:?}"),
-        Made::Downloads { remotes, .. } => format!("{remotes:?}"),
+        Made::Downloads { remotes, .. } => {
+            let shown: Vec<(&str, &Option<String>)> = remotes
+                .iter()
+                .map(|r| (r.shown.as_str(), &r.checksum))
+                .collect();
+            format!("{shown:?}")
+        }
     };
+    // Shown and keyed as they apply: `--chown=$USER` by its value.
     let mut flags = String::new();
     for (k, v) in &inst.flags {
-        flags.push_str(&format!("--{k}={v} "));
+        flags.push_str(&format!("--{k}={} ", input.expand(v)?));
     }
     let shown = match &made {
         Made::Downloads { remotes, .. } => {
-            let urls: Vec<&str> = remotes.iter().map(|r| r.url.as_str()).collect();
+            let urls: Vec<&str> = remotes.iter().map(|r| r.shown.as_str()).collect();
             format!("{} {flags}{} {dest}", inst.keyword, urls.join(" "))
         }
         _ => format!("{} {flags}{} {dest}", inst.keyword, sources.join(" ")),
@@ -487,6 +494,22 @@ fn copy(
             made,
         })),
     })
+}
+
+/// Refuses two made files of one name (the second would replace the first).
+fn unique_names<'a>(
+    inst: &Instruction,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<(), ParseError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            return Err(inst.invalid(format!(
+                "two sources would both be named {name}: add them in two steps"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The files a COPY or ADD makes itself rather than reads: here-documents (`COPY
@@ -519,7 +542,7 @@ fn made_files(input: &Input<'_>, sources: &[String]) -> anyhow::Result<Made> {
                 .invalid("a here-document's name is letters, digits and _ . - (not only dots)")
                 .into());
         }
-        let docs = inst
+        let docs: Vec<(String, String)> = inst
             .heredocs
             .iter()
             .map(|doc| {
@@ -530,6 +553,7 @@ fn made_files(input: &Input<'_>, sources: &[String]) -> anyhow::Result<Made> {
                 Ok((doc.name.clone(), content))
             })
             .collect::<Result<_, ParseError>>()?;
+        unique_names(inst, docs.iter().map(|(name, _)| name))?;
         return Ok(Made::Documents(docs));
     }
     if urls == 0 {
@@ -545,10 +569,11 @@ fn made_files(input: &Input<'_>, sources: &[String]) -> anyhow::Result<Made> {
             .invalid("URLs and files cannot be added in one step: use two")
             .into());
     }
-    let remotes = sources
+    let remotes: Vec<Remote> = sources
         .iter()
         .map(|url| Remote::parse(url, checksum.clone()).map_err(|e| inst.invalid(e)))
         .collect::<Result<_, ParseError>>()?;
+    unique_names(inst, remotes.iter().map(|r| &r.name))?;
     Ok(Made::Downloads { remotes, dir: None })
 }
 

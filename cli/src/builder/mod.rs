@@ -430,11 +430,10 @@ impl Builder<'_> {
                 let user = user.map(|u| run::resolve_user(root, &u)).transpose()?;
                 let options = self.options;
                 let lender = mounts::Lender {
-                    context: &self.context.clone(),
                     secrets: &options.secrets,
                     caches: self.store.cache_mounts_dir(),
                 };
-                let lent = lender.lend(&mounts, |stage| self.stage_root(stage))?;
+                let lent = lender.lend(&mounts, |spec| self.bind_source(spec))?;
                 env.extend(lent.env.iter().cloned());
                 run::run(
                     root,

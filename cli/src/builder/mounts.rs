@@ -8,10 +8,37 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::OwnedFd;
+
 use sha2::{Digest as _, Sha256};
 
 use super::run::{Mount, MountSource};
+use super::Builder;
 use crate::inroot::Root;
+
+impl Builder<'_> {
+    /// A bind mount's source, opened: a file or directory of an earlier stage
+    /// (resolved inside its root), or a copy of the context's (`.dockerignore`
+    /// applied, as the step's key was made), kept as long as the command runs.
+    pub(super) fn bind_source(
+        &mut self,
+        spec: &MountSpec,
+    ) -> anyhow::Result<(OwnedFd, Option<tempfile::TempDir>)> {
+        let source = spec.source.as_deref().unwrap_or(".");
+        match &spec.from {
+            Some(stage) => {
+                let root = self.stage_root(stage)?;
+                Ok((Root::open(&root)?.open_path(Path::new(source))?, None))
+            }
+            None => {
+                let (copy, path) = self.context_copy(source)?;
+                let fd = Root::open(path.parent().unwrap_or(copy.path()))?
+                    .open_path(Path::new(path.file_name().unwrap_or_default()))?;
+                Ok((fd, Some(copy)))
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Kind {
@@ -145,8 +172,13 @@ impl MountSpec {
                 return Err("--mount type=secret needs id= (or a target=)".into());
             }
         }
-        if spec.kind == Kind::Bind && spec.readonly == Some(false) {
-            return Err("--mount type=bind,rw is not supported (its writes would have to be thrown away): use a cache mount, or COPY".into());
+        // The context is bound as a copy, whose writes are thrown away (as BuildKit
+        // does); a stage's files are bound as they are, so never writable.
+        if spec.kind == Kind::Bind && spec.readonly == Some(false) && spec.from.is_some() {
+            return Err(
+                "--mount type=bind,from=…,rw is not supported: a stage's files are bound read-only"
+                    .into(),
+            );
         }
         if spec.kind == Kind::Cache && spec.from.is_some() {
             return Err("--mount type=cache,from= is not supported: the cache starts empty".into());
@@ -183,8 +215,6 @@ impl MountSpec {
 
 /// What a build lends its RUN mounts.
 pub(crate) struct Lender<'a> {
-    /// The build context.
-    pub context: &'a Path,
     /// `berth image build --secret`s by id.
     pub secrets: &'a BTreeMap<String, Vec<u8>>,
     /// Where cache mounts live.
@@ -201,25 +231,22 @@ pub(crate) struct Lent {
 }
 
 impl Lender<'_> {
-    /// Resolves `specs`; `stage_root` gives an earlier stage's unpacked root.
+    /// Resolves `specs`; `bind` opens a bind mount's source (see
+    /// [`Builder::bind_source`]).
     pub fn lend(
         &self,
         specs: &[MountSpec],
-        mut stage_root: impl FnMut(&str) -> anyhow::Result<PathBuf>,
+        mut bind: impl FnMut(&MountSpec) -> anyhow::Result<(OwnedFd, Option<tempfile::TempDir>)>,
     ) -> anyhow::Result<Lent> {
         let mut lent = Lent::default();
         for spec in specs {
             let target = PathBuf::from(spec.target());
             match spec.kind {
                 Kind::Bind => {
-                    let base = match &spec.from {
-                        Some(stage) => stage_root(stage)?,
-                        None => self.context.to_owned(),
-                    };
-                    let source = spec.source.as_deref().unwrap_or(".");
-                    // Resolved inside the context (or stage): no way out through `..`
-                    // or a symbolic link.
-                    let fd = Root::open(&base)?.open_path(Path::new(source))?;
+                    let (fd, copy) = bind(spec)?;
+                    if let Some(copy) = copy {
+                        lent.keep.push(Box::new(copy));
+                    }
                     let file = !rustix::fs::fstat(&fd)
                         .map(|st| {
                             rustix::fs::FileType::from_raw_mode(st.st_mode)
@@ -230,14 +257,19 @@ impl Lender<'_> {
                         source: MountSource::Path(fd),
                         target,
                         file,
-                        readonly: true,
+                        readonly: spec.readonly.unwrap_or(true),
                     });
                 }
                 Kind::Cache => {
                     let id = spec.id.clone().unwrap_or_else(|| spec.target());
                     let dir = self.caches.join(hex::encode(Sha256::digest(id.as_bytes())));
                     if !dir.exists() {
+                        // berth's alone: other users neither read nor change caches.
                         std::fs::create_dir_all(&self.caches)?;
+                        std::fs::set_permissions(
+                            &self.caches,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                        )?;
                         let fresh = tempfile::Builder::new().tempdir_in(&self.caches)?;
                         let mode = spec.mode.unwrap_or(0o755);
                         std::fs::set_permissions(
@@ -287,19 +319,18 @@ impl Lender<'_> {
                             continue;
                         }
                     }
-                    // A private file for the run, owned and moded as asked.
-                    let file = tempfile::Builder::new()
-                        .prefix("berth-secret-")
-                        .tempfile()?;
-                    std::fs::write(file.path(), value)?;
+                    // A file for the run, owned and moded as asked, in a directory
+                    // only root may enter: no other host user reaches it meanwhile.
+                    let dir = tempfile::Builder::new().prefix("berth-secret-").tempdir()?;
+                    let file = dir.path().join("secret");
+                    std::fs::write(&file, value)?;
                     std::fs::set_permissions(
-                        file.path(),
+                        &file,
                         std::os::unix::fs::PermissionsExt::from_mode(spec.mode.unwrap_or(0o400)),
                     )?;
-                    std::os::unix::fs::chown(file.path(), spec.uid, spec.gid)?;
-                    let fd = Root::open(file.path().parent().unwrap_or(Path::new("/")))?
-                        .open_path(Path::new(file.path().file_name().unwrap_or_default()))?;
-                    lent.keep.push(Box::new(file));
+                    std::os::unix::fs::chown(&file, spec.uid, spec.gid)?;
+                    let fd = Root::open(dir.path())?.open_path(Path::new("secret"))?;
+                    lent.keep.push(Box::new(dir));
                     lent.mounts.push(Mount {
                         source: MountSource::Path(fd),
                         target,
@@ -374,7 +405,7 @@ mod tests {
             "type=ssh",
             "type=weird,target=/x",
             "type=cache",
-            "type=bind,target=/x,rw",
+            "type=bind,target=/x,from=build,rw",
             "type=cache,target=/x,sharing=sometimes",
             "type=cache,target=/x,mode=rwx",
             "type=tmpfs,target=/x,colour=blue",

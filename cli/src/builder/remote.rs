@@ -12,6 +12,9 @@ use sha2::digest::DynDigest;
 #[derive(Debug, Clone)]
 pub(crate) struct Remote {
     pub url: String,
+    /// The URL as shown (history, messages, the step's key): without a user or
+    /// password it carries.
+    pub shown: String,
     /// The file's name: the URL's last path segment (`download` when it has none).
     pub name: String,
     /// `sha256:<hex>` (or `sha384:`, `sha512:`) the content must have.
@@ -51,6 +54,11 @@ impl Remote {
                 ));
             }
         }
+        let mut shown = url.clone();
+        if !url.username().is_empty() || url.password().is_some() {
+            let _ = shown.set_username("***");
+            let _ = shown.set_password(None);
+        }
         // The name stays percent-encoded: a decoded `%2F` would be a path.
         let name = url
             .path_segments()
@@ -60,6 +68,7 @@ impl Remote {
             .to_owned();
         Ok(Remote {
             url: text.to_owned(),
+            shown: shown.to_string(),
             name,
             checksum: checksum.map(|c| c.to_ascii_lowercase()),
         })
@@ -73,15 +82,29 @@ pub(super) async fn fetch(remotes: &[Remote]) -> anyhow::Result<(tempfile::TempD
     let http = reqwest::Client::builder()
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
+        // A server that stops sending fails the build instead of holding it.
+        .read_timeout(Duration::from_secs(120))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade = attempt.url().scheme() == "http"
+                && attempt.previous().iter().any(|u| u.scheme() == "https");
+            if downgrade {
+                attempt.error("a redirect from https to http is refused")
+            } else if attempt.previous().len() >= 10 {
+                attempt.error("more than 10 redirects")
+            } else {
+                attempt.follow()
+            }
+        }))
         .build()?;
     let mut digests = String::new();
     for remote in remotes {
-        let url = &remote.url;
+        let url = &remote.shown;
+        // reqwest's errors name the URL: shown without its credentials.
         let mut res = http
-            .get(url)
+            .get(&remote.url)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("ADD {url}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("ADD {url}: {}", e.without_url()))?;
         anyhow::ensure!(
             res.status().is_success(),
             "ADD {url}: the server answered {}",
@@ -92,7 +115,9 @@ pub(super) async fn fetch(remotes: &[Remote]) -> anyhow::Result<(tempfile::TempD
             .get(reqwest::header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-            .map(SystemTime::from);
+            .map(SystemTime::from)
+            // A time a tar header cannot hold, or one in the future, is not kept.
+            .filter(|t| *t >= SystemTime::UNIX_EPOCH && *t <= SystemTime::now());
         let algorithm = remote
             .checksum
             .as_deref()
@@ -108,7 +133,7 @@ pub(super) async fn fetch(remotes: &[Remote]) -> anyhow::Result<(tempfile::TempD
         while let Some(chunk) = res
             .chunk()
             .await
-            .map_err(|e| anyhow::anyhow!("ADD {url}: {e}"))?
+            .map_err(|e| anyhow::anyhow!("ADD {url}: {}", e.without_url()))?
         {
             hasher.update(&chunk);
             file.write_all(&chunk)?;

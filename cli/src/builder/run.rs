@@ -72,12 +72,18 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
     // would lead the mount elsewhere, as runc refuses too); those made here are removed
     // afterwards so they do not end up in the layer.
     let image = Root::open(root)?;
-    let mut made = Vec::new();
+    // What is made here for the run goes when it ends, however it ends.
+    let mut scaffolding = Scaffolding {
+        image: &image,
+        dirs: Vec::new(),
+        script: false,
+        stubs: Vec::new(),
+    };
     for dir in ["proc", "dev"] {
         match image.lstat(Path::new(dir))? {
             None => {
                 image.create_dir(Path::new(dir), 0o755)?;
-                made.push(root.join(dir));
+                scaffolding.dirs.push(root.join(dir));
             }
             Some(m) if m.is_dir() => {}
             Some(_) => anyhow::bail!(
@@ -90,23 +96,51 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
     image.create_dir_all(Path::new(workdir))?;
     let script_path = Path::new(SCRIPT_PATH.trim_start_matches('/'));
     if let Some(body) = script {
+        scaffolding.script = true;
         let mut file = image.create_file(script_path, 0o755)?;
         std::io::Write::write_all(&mut file, body.as_bytes())?;
     }
     // Mount points, resolved inside the image (its symbolic links cannot lead a mount
-    // out of it): mounted through their descriptors, not their paths.
-    let mut stubs = Vec::new();
+    // out of it), then mounted by the paths they resolved to. Those paths are walked
+    // again in the command's namespace before anything else is mounted there, and no
+    // mount is inside another or in /proc or /dev: nothing on them can have moved.
     let mut plan = Vec::new();
+    let mut resolved: Vec<PathBuf> = Vec::new();
     let real_root = std::fs::canonicalize(root)?;
     for m in mounts {
         let (target, made) = image.mount_point(&m.target, m.file)?;
-        stubs.extend(made);
+        scaffolding.stubs.extend(made);
         let target = real_path(&target)?;
+        let inside_image = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()))
+            .strip_prefix(&real_root)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the mount target {} resolves outside the image",
+                    m.target.display()
+                )
+            })?
+            .to_owned();
+        let first = inside_image.components().next();
         anyhow::ensure!(
-            Path::new(std::ffi::OsStr::from_bytes(target.as_bytes())).starts_with(&real_root),
-            "the mount target {} resolves outside the image",
-            m.target.display()
+            !matches!(
+                first.and_then(|c| c.as_os_str().to_str()),
+                None | Some("proc" | "dev" | "sys")
+            ),
+            "a mount target cannot be /, or in /proc, /dev or /sys ({} is {})",
+            m.target.display(),
+            Path::new("/").join(&inside_image).display()
         );
+        if let Some(other) = resolved
+            .iter()
+            .find(|o| o.starts_with(&inside_image) || inside_image.starts_with(o))
+        {
+            anyhow::bail!(
+                "mount targets cannot be inside one another: {} and /{}",
+                Path::new("/").join(&inside_image).display(),
+                other.display()
+            );
+        }
+        resolved.push(inside_image);
         let source = match &m.source {
             MountSource::Path(fd) => Some(real_path(fd)?),
             MountSource::Tmpfs { .. } => None,
@@ -139,7 +173,8 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
     unsafe {
         cmd.pre_exec(move || {
             use rustix::mount::{
-                mount, mount_bind_recursive, mount_change, MountFlags, MountPropagationFlags,
+                mount, mount_bind, mount_bind_recursive, mount_change, MountFlags,
+                MountPropagationFlags,
             };
             use rustix::thread::{unshare_unsafe, UnshareFlags};
             let io = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
@@ -150,11 +185,11 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
                 MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
             )
             .map_err(io)?;
-            mount("proc", &proc_dir, "proc", MountFlags::empty(), None).map_err(io)?;
-            mount_bind_recursive("/dev", &dev_dir).map_err(io)?;
+            // The build's mounts first, while the paths to them are as resolved.
             for (source, target, data, _) in &plan {
                 match source {
-                    Some(source) => mount_bind_recursive(source.as_c_str(), target.as_c_str()),
+                    // Not recursive: what is mounted inside a source stays out.
+                    Some(source) => mount_bind(source.as_c_str(), target.as_c_str()),
                     None => mount(
                         c"tmpfs",
                         target.as_c_str(),
@@ -165,6 +200,8 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
                 }
                 .map_err(io)?;
             }
+            mount("proc", &proc_dir, "proc", MountFlags::empty(), None).map_err(io)?;
+            mount_bind_recursive("/dev", &dev_dir).map_err(io)?;
             rustix::process::chroot(&new_root).map_err(io)?;
             for (_, _, _, readonly) in &plan {
                 if let Some(inside) = readonly {
@@ -196,15 +233,9 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
         });
     }
     let status = cmd.status();
-    for path in made {
-        let _ = std::fs::remove_dir(path);
-    }
-    if script.is_some() {
-        // Not part of the image: gone before its changes become a layer.
-        image.remove_all(script_path)?;
-    }
-    // The mounts went with the command's namespace; what was made for them goes now.
-    image.remove_stubs(&stubs);
+    // Mount points, /proc, /dev and the script are not part of the image: gone before
+    // its changes become a layer (the mounts went with the command's namespace).
+    drop(scaffolding);
     let status =
         status.map_err(|e| anyhow::anyhow!("cannot run {:?} in the image: {e}", argv[0]))?;
     anyhow::ensure!(
@@ -216,6 +247,31 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
             .map_or("killed by a signal".into(), |c| c.to_string())
     );
     Ok(())
+}
+
+/// What a RUN makes in the image for itself (`/proc` and `/dev` where missing, the
+/// here-document script, mount points), removed when the run ends, however it ends.
+struct Scaffolding<'a> {
+    image: &'a Root,
+    /// Host paths of the directories made.
+    dirs: Vec<PathBuf>,
+    script: bool,
+    /// What [`Root::mount_point`] made.
+    stubs: Vec<PathBuf>,
+}
+
+impl Drop for Scaffolding<'_> {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+        if self.script {
+            let _ = self
+                .image
+                .remove_all(Path::new(SCRIPT_PATH.trim_start_matches('/')));
+        }
+        self.image.remove_stubs(&self.stubs);
+    }
 }
 
 /// A user name or id (`name`, `uid`, `name:group`, `uid:gid`) as numbers, looked up
