@@ -409,3 +409,155 @@ async fn a_newcomer_signs_up_and_changes_the_password_in_the_browser() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// An organization made and run from the browser: alice creates it in Settings and
+/// lands on its page as its admin; adds bobby, changes his role, cannot remove
+/// herself as its last admin nor add someone who does not exist, then removes him.
+/// bobby, a member, sees the members but no forms (and his posts are refused);
+/// anonymous visitors see no members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_is_created_and_its_members_managed_in_the_browser() {
+    use crate::auth::BOB;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE, BOB])
+        .await
+        .unwrap();
+    let base = s.url.clone();
+    let org = "acmeteam";
+
+    // alice signs in and creates the organization.
+    browser.goto(&format!("{base}/signin")).await;
+    fill(&browser, "username", ALICE.0).await;
+    fill(&browser, "password", ALICE.1).await;
+    submit(&browser, "Sign in").await;
+    browser.goto(&format!("{base}/settings")).await;
+    assert!(browser
+        .text()
+        .await
+        .contains("You belong to no organization."));
+    fill(&browser, "org-name", "bobby").await;
+    submit(&browser, "Create organization").await;
+    assert!(browser
+        .text()
+        .await
+        .contains("The name bobby is not available."));
+    fill(&browser, "org-name", org).await;
+    submit(&browser, "Create organization").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Members") && text.contains("Add member"),
+        "{text}"
+    );
+    browser.screenshot("org-1-created").await;
+
+    // Members: add bobby, change his role, the refusals said.
+    let add = |user: &'static str, role: &'static str| {
+        let browser = &browser;
+        async move {
+            fill(browser, "new-member", user).await;
+            wait_for(browser, "#new-role")
+                .await
+                .select_by_value(role)
+                .await
+                .unwrap();
+            submit(browser, "Add member").await;
+        }
+    };
+    add("bobby", "write").await;
+    assert!(browser.text().await.contains("Member added."));
+    wait_for(&browser, "#role-bobby")
+        .await
+        .select_by_value("read")
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Css(
+            "button[aria-label='Change the role of bobby']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(browser.text().await.contains("Role changed."));
+    let listing = s.admin_ok(&["org", "member", "ls", org]);
+    assert!(
+        listing.contains("alice\tadmin") && listing.contains("bobby\tread"),
+        "{listing}"
+    );
+    add("nosuchuser", "read").await;
+    assert!(browser
+        .text()
+        .await
+        .contains("There is no user of that name."));
+    browser
+        .client
+        .find(Locator::Css("button[aria-label='Remove alice']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(browser.text().await.contains("would have no admin left"));
+    browser.screenshot("org-2-members").await;
+
+    // bobby sees the members, no forms; his post is refused. Anonymous: no members.
+    let bob = crate::web::sign_in(&base, BOB).await;
+    let page = bob
+        .get(format!("{base}/u/{org}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Members") && page.contains("alice") && !page.contains("Add member"));
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let r = bob
+        .post(format!("{base}/u/{org}/members"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("user", "bobby"),
+            ("role", "admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "a member who is not an admin manages nothing"
+    );
+    let anonymous = reqwest::get(format!("{base}/u/{org}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!anonymous.contains("Members"), "{anonymous}");
+
+    // alice removes bobby.
+    browser
+        .client
+        .find(Locator::Css("button[aria-label='Remove bobby']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(browser.text().await.contains("Member removed."));
+    let listing = s.admin_ok(&["org", "member", "ls", org]);
+    assert!(!listing.contains("bobby"), "{listing}");
+    browser.close().await;
+}

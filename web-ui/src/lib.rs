@@ -14,6 +14,7 @@ mod error_pages;
 mod lifecycle;
 mod markdown;
 mod mirrors;
+mod orgs;
 mod pages;
 mod session;
 mod tag_rules;
@@ -100,6 +101,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/settings/password",
             web::post().to(account::change_password),
         )
+        .route("/settings/organizations", web::post().to(orgs::create))
+        .route("/u/{name}/members", web::post().to(orgs::change))
         .route("/signup", read().to(account::signup_form))
         .route("/signup", web::post().to(account::signup))
         .route("/settings/tokens", web::post().to(pages::create_token))

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::error::{PageResult, WebError};
 use crate::session::Visitor;
 use crate::view::{self, Target, TAGS_PER_PAGE};
-use crate::{lifecycle, markdown, mirrors, templates, Web};
+use crate::{lifecycle, markdown, mirrors, orgs, templates, Web};
 
 const REPOS_PER_PAGE: u64 = 20;
 const MAX_DESCRIPTION_CHARS: usize = 100;
@@ -278,18 +278,25 @@ pub async fn repository_or_tag(
     }
 }
 
+#[derive(Deserialize)]
+pub struct NamespaceParams {
+    page: Option<u64>,
+    /// What a members form did (see `orgs::members_notice`).
+    members: Option<String>,
+}
+
 pub async fn namespace(
     web: web::Data<Web>,
     visitor: Visitor,
     req: HttpRequest,
     name: web::Path<String>,
-    query: web::Query<PageParam>,
+    query: web::Query<NamespaceParams>,
 ) -> PageResult {
     let viewer = visitor.viewer(&web).await?;
     let listing = Listing {
         namespace: Some(name.clone()),
         order: Order::Name,
-        page: query.page(),
+        page: query.page.unwrap_or(1).max(1),
         per_page: REPOS_PER_PAGE,
         ..Listing::default()
     };
@@ -325,6 +332,9 @@ pub async fn namespace(
         ),
         false => None,
     };
+    // An organization's members, to its members.
+    let organization = orgs::members_view(&web, &visitor, &name).await?;
+    let members_notice = query.members.as_deref().and_then(orgs::members_notice);
     render(
         &web,
         &visitor,
@@ -332,7 +342,7 @@ pub async fn namespace(
         StatusCode::OK,
         "namespace.html",
         context! {
-            lifecycle, can_manage, proxy,
+            lifecycle, can_manage, proxy, organization, members_notice,
             namespace => name.into_inner(),
             total => found.total,
             repos => view::repo_items(&web, found.items),
@@ -471,13 +481,18 @@ pub(crate) async fn settings_page(
             }
         })
         .collect();
+    let mut organizations = Vec::new();
+    for org in web.accounts.memberships(&user.name).await? {
+        let role = web.accounts.org_role(&org, &user.name).await?;
+        organizations.push(context! { name => org, role => role.map(|r| r.name()) });
+    }
     render(
         web,
         visitor,
         req,
         status,
         "settings.html",
-        context! { ..extra, ..context! { tokens } },
+        context! { ..extra, ..context! { tokens, organizations } },
     )
 }
 
