@@ -95,7 +95,35 @@ pub struct TagRow {
     pub media_type: String,
     /// Unix milliseconds.
     pub pushed_at: i64,
+    /// Unix milliseconds; `None` when never pulled.
+    pub last_pulled_at: Option<i64>,
     pub images: Vec<PlatformImage>,
+}
+
+/// Which tags of a repository a page lists, in what order.
+#[derive(Debug, Clone)]
+pub struct TagListing {
+    /// From 1.
+    pub page: u64,
+    pub per_page: u64,
+    /// Only tags whose name contains this.
+    pub filter: Option<String>,
+    pub order: TagOrder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TagOrder {
+    /// Most recently pushed first.
+    Newest,
+    /// By name, A to Z.
+    Name,
+}
+
+/// One page of tags and how many match in all.
+#[derive(Debug)]
+pub struct TagPage {
+    pub total: u64,
+    pub rows: Vec<TagRow>,
 }
 
 /// An image manifest: its platform (when its config names one) and compressed size.
@@ -112,6 +140,7 @@ pub struct PlatformImage {
 struct TagQueryRow {
     name: String,
     updated_at: i64,
+    last_pulled_at: Option<i64>,
     manifest_id: i64,
     digest: String,
     media_type: String,
@@ -372,16 +401,36 @@ impl Storage {
         }))
     }
 
-    /// One page of `repo`'s tags, most recently pushed first, each with its images.
-    pub async fn tag_rows(&self, repo: &str, page: u64, per_page: u64) -> Result<Vec<TagRow>> {
+    /// One page of `repo`'s tags as `listing` asks (filtered by name, newest first or
+    /// by name), each with its images, and how many match.
+    pub async fn tag_rows(&self, repo: &str, listing: &TagListing) -> Result<TagPage> {
         use manifest::Column as M;
         let repo_id = self.repository_id(repo).await?;
-        let per_page = per_page.clamp(1, 100);
+        let per_page = listing.per_page.clamp(1, 100);
+        let page = listing.page;
         let (t, m) = (Alias::new("t"), Alias::new("m"));
-        let select = Query::select()
+        let mut filter =
+            Condition::all().add(Expr::col((t.clone(), tag::Column::RepositoryId)).eq(repo_id));
+        if let Some(text) = listing.filter.as_deref().filter(|f| !f.is_empty()) {
+            filter = filter.add(
+                Expr::col((t.clone(), tag::Column::Name))
+                    .like(like(format!("%{}%", like_literal(text)))),
+            );
+        }
+        let count = Query::select()
+            .expr_as(Func::count(Expr::col(Asterisk)), Alias::new("n"))
+            .from_as(tag::Entity, t.clone())
+            .cond_where(filter.clone())
+            .to_owned();
+        let total = query_as::<Count>(&self.db, &count)
+            .await?
+            .first()
+            .map_or(0, |c| c.n as u64);
+        let mut select = Query::select()
             .columns([
                 (t.clone(), tag::Column::Name),
                 (t.clone(), tag::Column::UpdatedAt),
+                (t.clone(), tag::Column::LastPulledAt),
             ])
             .expr_as(Expr::col((m.clone(), M::Id)), Alias::new("manifest_id"))
             .columns([
@@ -399,12 +448,15 @@ impl Storage {
                 m.clone(),
                 Expr::col((m.clone(), M::Id)).equals((t.clone(), tag::Column::ManifestId)),
             )
-            .and_where(Expr::col((t.clone(), tag::Column::RepositoryId)).eq(repo_id))
-            .order_by((t.clone(), tag::Column::UpdatedAt), Direction::Desc)
+            .cond_where(filter)
+            .to_owned();
+        if listing.order == TagOrder::Newest {
+            select.order_by((t.clone(), tag::Column::UpdatedAt), Direction::Desc);
+        }
+        select
             .order_by((t, tag::Column::Name), Direction::Asc)
             .limit(per_page)
-            .offset(offset(page, per_page))
-            .to_owned();
+            .offset(offset(page, per_page));
         let rows: Vec<TagQueryRow> = query_as(&self.db, &select).await?;
         let indexes: Vec<i64> = rows
             .iter()
@@ -439,7 +491,7 @@ impl Storage {
                 .to_owned();
             children = query_as(&self.db, &select).await?;
         }
-        Ok(rows
+        let rows = rows
             .into_iter()
             .map(|r| {
                 let mut images: Vec<PlatformImage> = if r.image_size.is_some() {
@@ -473,10 +525,12 @@ impl Storage {
                     digest: r.digest,
                     media_type: r.media_type,
                     pushed_at: r.updated_at,
+                    last_pulled_at: r.last_pulled_at,
                     images,
                 }
             })
-            .collect())
+            .collect();
+        Ok(TagPage { total, rows })
     }
 
     /// Sets what the repository's page says about it.

@@ -113,12 +113,89 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
         .click()
         .await
         .unwrap();
+    // The Overview first (description, pull command, README), then the Tags tab.
+    wait_for(&browser, "nav.tabs").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("README") && text.contains("docker pull"),
+        "{text}"
+    );
+    browser.screenshot("3-repository-overview").await;
+    browser
+        .client
+        .find(Locator::Css("nav.tabs a[href$='?tab=tags']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_for(&browser, "table.tags").await;
     let text = browser.text().await;
-    for expected in ["1", "multi", "linux/amd64", "linux/arm64", "kB", "4 tags"] {
+    for expected in [
+        "1",
+        "multi",
+        "linux/amd64",
+        "linux/arm64",
+        "kB",
+        "4 tags",
+        "Last pulled",
+    ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
-    browser.screenshot("3-repository").await;
+    browser.screenshot("3-repository-tags").await;
+    // Filtered by name, then sorted A–Z.
+    let filter = wait_for(&browser, "#tag-filter").await;
+    filter.send_keys("ul").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("form.filters button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&browser, "p.count").await;
+    let rows = |browser: &Browser| {
+        let client = browser.client.clone();
+        async move {
+            let mut names = Vec::new();
+            for row in client
+                .find_all(Locator::Css("table.tags tbody tr td:first-child a"))
+                .await
+                .unwrap()
+            {
+                names.push(row.text().await.unwrap());
+            }
+            names
+        }
+    };
+    assert_eq!(rows(&browser).await, ["multi"], "only names containing ul");
+    browser.screenshot("3-repository-filtered").await;
+    wait_for(&browser, "#tag-filter")
+        .await
+        .clear()
+        .await
+        .unwrap();
+    wait_for(&browser, "#tag-sort")
+        .await
+        .select_by_value("name")
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Css("form.filters button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(&browser, "table.tags").await;
+    assert_eq!(
+        rows(&browser).await,
+        ["1", "amd64", "arm64", "multi"],
+        "A to Z"
+    );
 
     // Copy the pull command of tag 1, paste it back to see what the clipboard holds.
     let copy = wait_for(&browser, "button[aria-label='Copy pull command for 1']").await;
@@ -173,6 +250,53 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
         "config shown"
     );
     browser.screenshot("4-tag").await;
+
+    // A multi-platform tag: one platform at a time, chosen in the OS/ARCH selector,
+    // with the docker pull of that platform's image by digest.
+    browser
+        .goto(&format!("{base}/r/alice/webdemo/tags/multi"))
+        .await;
+    wait_for(&browser, "#platform")
+        .await
+        .select_by_value("linux/arm64")
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Css("form.filters button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(&browser, "section.image").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains(&format!(
+            "docker pull {}/alice/webdemo@{}",
+            s.addr,
+            sha256(&arm64)
+        )),
+        "{text}"
+    );
+    let shown: Vec<String> = {
+        let mut v = Vec::new();
+        for h in browser
+            .client
+            .find_all(Locator::Css("section.image h2"))
+            .await
+            .unwrap()
+        {
+            v.push(h.text().await.unwrap());
+        }
+        v
+    };
+    assert!(
+        shown.len() == 1 && shown[0].starts_with("linux/arm64"),
+        "{shown:?}"
+    );
+    browser.screenshot("4-tag-platform").await;
 
     // The private repository does not exist for an anonymous visitor.
     browser.goto(&format!("{base}/search?q=hidden")).await;

@@ -308,7 +308,7 @@ async fn rules_are_managed_by_owners_only(s: Berthd) {
         .push_manifest("alice/app", "v1", OCI_MANIFEST, &other)
         .await;
     assert_eq!(r.status(), 403);
-    let page = page_of(&alice, &format!("{base}/r/alice/app")).await;
+    let page = page_of(&alice, &format!("{base}/r/alice/app?tab=tags")).await;
     let page = unescape(&page);
     assert!(
         page.contains("Immutable tags") && page.contains("<code>v*</code>"),

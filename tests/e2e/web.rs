@@ -452,8 +452,9 @@ async fn search_pages_and_api_follow_access_rules(s: Berthd) {
         404
     );
 
-    // The repository page: every tag, each platform of the index, sizes, pull commands.
-    let (status, page) = get(&anonymous, &format!("{base}/r/alice/app")).await;
+    // The repository page's Tags tab: every tag, each platform of the index, sizes,
+    // pull commands.
+    let (status, page) = get(&anonymous, &format!("{base}/r/alice/app?tab=tags")).await;
     assert_eq!(status, 200);
     for expected in [
         "linux/amd64",
@@ -487,6 +488,45 @@ async fn search_pages_and_api_follow_access_rules(s: Berthd) {
         .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     assert!(multi["images"][0]["size"].as_i64().unwrap() > 2000);
+    // Filtered by name (LIKE's wildcards taken literally) and sorted A–Z; the total
+    // counts the matches; a sort it does not know is a 400.
+    let tag_names = |v: &Value| -> Vec<String> {
+        v["tags"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, filtered) = get_json(
+        &anonymous,
+        &format!("{base}/api/v1/repositories/alice/app/tags?name=a&sort=name"),
+    )
+    .await;
+    assert_eq!(
+        (tag_names(&filtered), &filtered["total"]),
+        (vec!["arm".to_owned(), "latest".to_owned()], &json!(2))
+    );
+    for wildcard in ["%25", "_"] {
+        let (_, none) = get_json(
+            &anonymous,
+            &format!("{base}/api/v1/repositories/alice/app/tags?name={wildcard}"),
+        )
+        .await;
+        assert_eq!(none["total"], 0, "{wildcard}: {none}");
+    }
+    let (status, bad) = get_json(
+        &anonymous,
+        &format!("{base}/api/v1/repositories/alice/app/tags?sort=sideways"),
+    )
+    .await;
+    assert_eq!(
+        (status, &bad["errors"][0]["code"]),
+        (400, &json!("UNSUPPORTED"))
+    );
+    // The Overview tab: description and README first, no tag table.
+    let (_, overview) = get(&anonymous, &format!("{base}/r/alice/app")).await;
+    assert!(overview.contains("README") && !overview.contains("<table class=\"tags\">"));
 
     // The tag detail: layers, history and config per platform.
     let (status, detail) = get_json(

@@ -4,9 +4,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use crate::error::ApiResult;
-use crate::pages::{host, PageParam, SearchParams};
+use crate::pages::{host, SearchParams};
 use crate::session::Visitor;
-use crate::view::{self, Target, TAGS_PER_PAGE};
+use crate::view::{self, TagParams, Target, TAGS_PER_PAGE};
 use crate::Web;
 
 /// `GET /api/v1/search?q=&namespace=&os=&arch=&page=&per_page=`
@@ -26,23 +26,24 @@ pub async fn search(
     })))
 }
 
-/// `GET /api/v1/repositories/<name>`, `…/<name>/tags?page=`, `…/<name>/tags/<tag>`.
+/// `GET /api/v1/repositories/<name>`, `…/<name>/tags?page=&name=&sort=`,
+/// `…/<name>/tags/<tag>`.
 pub async fn repository(
     web: web::Data<Web>,
     visitor: Visitor,
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<PageParam>,
+    query: web::Query<TagParams>,
 ) -> ApiResult {
     let host = host(&web, &req);
     let body = match view::resolve(&web, &visitor, &path).await? {
         Target::Repository(repo) => json!(view::repo_page_view(&web, repo)),
         Target::Tags(repo) => {
-            let page = query.page();
-            let tags = view::tag_views(&web, &host, &repo.summary.name, page).await?;
+            let listing = query.listing()?;
+            let (tags, total) = view::tag_views(&web, &host, &repo.summary.name, &listing).await?;
             json!({
-                "total": repo.summary.tag_count,
-                "page": page,
+                "total": total,
+                "page": listing.page,
                 "per_page": TAGS_PER_PAGE,
                 "tags": tags,
             })

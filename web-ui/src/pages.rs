@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::error::{PageResult, WebError};
 use crate::session::Visitor;
-use crate::view::{self, Target, TAGS_PER_PAGE};
+use crate::view::{self, TagParams, Target, TAGS_PER_PAGE};
 use crate::{lifecycle, markdown, mirrors, orgs, templates, Web};
 
 const REPOS_PER_PAGE: u64 = 20;
@@ -187,40 +187,47 @@ pub async fn search(
 }
 
 /// `?page=N` of a paginated page or API answer.
-#[derive(Deserialize)]
-pub struct PageParam {
-    page: Option<u64>,
-}
-
-impl PageParam {
-    /// The page asked for, from 1.
-    pub fn page(&self) -> u64 {
-        self.page.unwrap_or(1).max(1)
-    }
-}
-
 pub async fn repository_or_tag(
     web: web::Data<Web>,
     visitor: Visitor,
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<PageParam>,
+    query: web::Query<TagParams>,
 ) -> PageResult {
     let host = host(&web, &req);
-    match view::resolve(&web, &visitor, &path).await? {
+    let target = view::resolve(&web, &visitor, &path).await?;
+    // `/r/<name>/tags` is the Tags tab, as `?tab=tags`.
+    let tags_tab = matches!(target, Target::Tags(_)) || query.tab.as_deref() == Some("tags");
+    match target {
         Target::Repository(repo) | Target::Tags(repo) => {
             let name = repo.summary.name.clone();
             let mirror = mirrors::mirror_of(&web, &name);
             let can_manage = visitor
                 .may(&web, &name, repo.summary.private, "delete")
                 .await?;
-            let page = query.page();
-            let tags = view::tag_views(&web, &host, &name, page).await?;
-            let latest_pull = tags
-                .iter()
-                .find(|t| t.name == "latest")
-                .or(tags.first())
-                .map(|t| t.pull.clone());
+            let listing = query.listing()?;
+            let (tags, matching) = view::tag_views(&web, &host, &name, &listing).await?;
+            // The Overview's pull command: `latest`, else the newest tag.
+            let latest_pull = match tags_tab {
+                false => tags
+                    .iter()
+                    .find(|t| t.name == "latest")
+                    .or(tags.first())
+                    .map(|t| t.pull.clone()),
+                true => None,
+            };
+            let filter = listing.filter.clone().unwrap_or_default();
+            let sort = match listing.order {
+                berth_storage::explore::TagOrder::Newest => "newest",
+                berth_storage::explore::TagOrder::Name => "name",
+            };
+            let pager_base = format!(
+                "/r/{name}?tab=tags&{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("name", &filter)
+                    .append_pair("sort", sort)
+                    .finish()
+            ) + "&";
             let readme_html =
                 (!repo.readme.trim().is_empty()).then(|| markdown::render(&repo.readme));
             // Rules are the owners' to see and change, as the rest of Manage.
@@ -247,17 +254,34 @@ pub async fn repository_or_tag(
                 StatusCode::OK,
                 "repository.html",
                 context! {
-                    pages => pages(repo.summary.tag_count as u64, TAGS_PER_PAGE),
+                    pages => pages(matching, TAGS_PER_PAGE),
                     repo => context! { readme => repo.readme, ..Value::from_serialize(&repo.summary) },
-                    tags, page, latest_pull, readme_html, can_manage,
-                    rules, immutable_tags, namespace_scope, lifecycle, mirror,
-                    pager_base => format!("/r/{name}?"),
+                    tags, latest_pull, readme_html, can_manage, tags_tab, filter, sort, matching,
+                    rules, immutable_tags, namespace_scope, lifecycle, mirror, pager_base,
+                    page => listing.page,
                 },
             )
         }
         Target::Tag(repo, tag) => {
             let name = repo.summary.name.clone();
-            let detail = view::tag_detail(&web, &name, &tag).await?;
+            let mut detail = view::tag_detail(&web, &name, &tag).await?;
+            // A multi-platform tag shows one platform at a time, chosen by
+            // `?platform=os/arch[/variant]` (the first, else).
+            let platforms: Vec<String> = detail.images.iter().map(|i| i.platform.clone()).collect();
+            let chosen = query
+                .platform
+                .clone()
+                .filter(|p| platforms.contains(p))
+                .or_else(|| platforms.first().cloned());
+            if platforms.len() > 1 {
+                detail
+                    .images
+                    .retain(|i| Some(&i.platform) == chosen.as_ref());
+            }
+            let by_digest = detail
+                .images
+                .first()
+                .map(|i| format!("docker pull {host}/{name}@{}", i.digest));
             let can_manage = visitor
                 .may(&web, &name, repo.summary.private, "delete")
                 .await?;
@@ -271,7 +295,7 @@ pub async fn repository_or_tag(
                     pull => view::pull_command(&host, &name, &tag),
                     mirror => mirrors::mirror_of(&web, &name),
                     tag => detail,
-                    can_manage,
+                    can_manage, platforms, chosen, by_digest,
                 },
             )
         }
@@ -662,7 +686,7 @@ pub async fn set_visibility(
 }
 
 #[derive(Deserialize)]
-pub struct TagParams {
+pub struct DeleteTagParams {
     repository: String,
     tag: String,
 }
@@ -671,7 +695,7 @@ pub async fn confirm_delete_tag(
     web: web::Data<Web>,
     visitor: Visitor,
     req: HttpRequest,
-    params: web::Query<TagParams>,
+    params: web::Query<DeleteTagParams>,
 ) -> PageResult {
     managed_repository(&web, &visitor, &params.repository).await?;
     mirrors::refuse_mirror(&web, &params.repository)?;

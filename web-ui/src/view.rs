@@ -25,9 +25,49 @@ pub struct TagView {
     pub media_type: String,
     /// Unix milliseconds.
     pub pushed_at: i64,
+    /// Unix milliseconds; `None` when never pulled.
+    pub last_pulled_at: Option<i64>,
     pub images: Vec<ImageView>,
     /// `docker pull <host>/<repo>:<tag>`
     pub pull: String,
+}
+
+/// `?page=&name=&sort=newest|name` of a tag list (the repository page's Tags tab and
+/// the JSON API), with the page's own `tab` and a tag page's `platform`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TagParams {
+    pub page: Option<u64>,
+    /// Only tags whose name contains this.
+    pub name: Option<String>,
+    /// `newest` (the default) or `name`.
+    pub sort: Option<String>,
+    pub tab: Option<String>,
+    pub platform: Option<String>,
+}
+
+impl TagParams {
+    pub fn page(&self) -> u64 {
+        self.page.unwrap_or(1).max(1)
+    }
+
+    pub fn listing(&self) -> Result<berth_storage::explore::TagListing, WebError> {
+        use berth_storage::explore::{TagListing, TagOrder};
+        let order = match self.sort.as_deref() {
+            None | Some("" | "newest") => TagOrder::Newest,
+            Some("name") => TagOrder::Name,
+            Some(other) => {
+                return Err(WebError::BadRequest(format!(
+                    "sort={other}: newest or name"
+                )))
+            }
+        };
+        Ok(TagListing {
+            page: self.page(),
+            per_page: TAGS_PER_PAGE,
+            filter: self.name.clone().filter(|n| !n.trim().is_empty()),
+            order,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -192,14 +232,16 @@ pub fn platform(os: Option<&str>, architecture: Option<&str>, variant: Option<&s
     }
 }
 
+/// One page of `repo`'s tags as `listing` asks, and how many match.
 pub async fn tag_views(
     web: &Web,
     host: &str,
     repo: &str,
-    page: u64,
-) -> Result<Vec<TagView>, WebError> {
-    let rows = web.storage.tag_rows(repo, page, TAGS_PER_PAGE).await?;
-    Ok(rows
+    listing: &berth_storage::explore::TagListing,
+) -> Result<(Vec<TagView>, u64), WebError> {
+    let found = web.storage.tag_rows(repo, listing).await?;
+    let views = found
+        .rows
         .into_iter()
         .map(|row: TagRow| TagView {
             pull: pull_command(host, repo, &row.name),
@@ -220,8 +262,10 @@ pub async fn tag_views(
             digest: row.digest,
             media_type: row.media_type,
             pushed_at: row.pushed_at,
+            last_pulled_at: row.last_pulled_at,
         })
-        .collect())
+        .collect();
+    Ok((views, found.total))
 }
 
 /// Everything about one tag: each platform's layers, history and configuration.
