@@ -17,7 +17,7 @@ use sea_orm::{ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter}
 use serde::Serialize;
 
 use crate::db::{query_as, WriteTxn};
-use crate::entity::{manifest, manifest_child, repository, tag};
+use crate::entity::{manifest, manifest_child, repository, repository_star, tag};
 use crate::error::{Result, StorageError};
 use crate::repos::{find_repository, Viewer};
 use crate::Storage;
@@ -32,6 +32,7 @@ pub struct RepoSummary {
     /// Unix milliseconds.
     pub pushed_at: i64,
     pub tag_count: i64,
+    pub star_count: i64,
 }
 
 /// A repository's page: its summary and README (Markdown).
@@ -54,6 +55,7 @@ pub enum Order {
     /// Relevance when searching for text, else most pulled.
     Relevance,
     MostPulled,
+    MostStarred,
     RecentlyPushed,
     Name,
 }
@@ -269,6 +271,21 @@ fn summary_columns(select: &mut SelectStatement) -> &mut SelectStatement {
             r(R::PushedAt),
         ])
         .expr_as(tag_count, Alias::new("tag_count"))
+        .expr_as(star_count(), Alias::new("star_count"))
+}
+
+/// `(SELECT COUNT(*) FROM repository_stars s WHERE s.repository_id = r.id)`.
+fn star_count() -> SimpleExpr {
+    let s = Alias::new("s");
+    Query::select()
+        .expr(Func::count(Expr::col(Asterisk)))
+        .from_as(repository_star::Entity, s.clone())
+        .and_where(
+            Expr::col((s, repository_star::Column::RepositoryId))
+                .equals((Alias::new("r"), repository::Column::Id)),
+        )
+        .to_owned()
+        .into()
 }
 
 impl Storage {
@@ -357,6 +374,11 @@ impl Storage {
                     .order_by_expr(r(R::PullCount), Direction::Desc)
                     .order_by_expr(r(R::PushedAt), Direction::Desc);
             }
+            (Order::MostStarred, _) => {
+                select
+                    .order_by_expr(star_count(), Direction::Desc)
+                    .order_by_expr(r(R::PullCount), Direction::Desc);
+            }
             (Order::RecentlyPushed, _) => {
                 select.order_by_expr(r(R::PushedAt), Direction::Desc);
             }
@@ -381,6 +403,7 @@ impl Storage {
             pull_count: i64,
             pushed_at: i64,
             tag_count: i64,
+            star_count: i64,
             readme: String,
         }
         let mut select = from_repositories();
@@ -396,6 +419,7 @@ impl Storage {
                 pull_count: r.pull_count,
                 pushed_at: r.pushed_at,
                 tag_count: r.tag_count,
+                star_count: r.star_count,
             },
             readme: r.readme,
         }))

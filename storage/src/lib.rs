@@ -49,6 +49,7 @@ pub mod quotas;
 pub mod repos;
 pub mod retention;
 pub(crate) mod space;
+pub(crate) mod stars;
 pub mod tag_rules;
 pub(crate) mod test_faults;
 pub mod untagged;

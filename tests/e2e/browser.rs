@@ -685,3 +685,119 @@ async fn an_organization_is_created_and_its_members_managed_in_the_browser() {
     assert!(!listing.contains("bobby"), "{listing}");
     browser.close().await;
 }
+
+/// Stars: alice stars a repository from its page (the button turns to Starred, the
+/// count to 1), bobby too; search sorted by most starred puts it first, and the JSON
+/// API and `docker search`'s API count them; taking a star back counts down. Nobody
+/// stars what they may not see, or without signing in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repositories_are_starred_and_searched_by_stars_in_the_browser() {
+    use crate::auth::BOB;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let s = Berthd::start_with_users(Db::Sqlite, &[ALICE, BOB])
+        .await
+        .unwrap();
+    let base = s.url.clone();
+    let c = s.client();
+    for repo in ["alice/starone", "alice/startwo", "alice/starhidden"] {
+        push_platform_image(&c, ALICE, repo, "1", "amd64", "RUN star").await;
+    }
+    s.admin_ok(&["repo", "private", "alice/starhidden"]);
+
+    browser.goto(&format!("{base}/signin")).await;
+    fill(&browser, "username", ALICE.0).await;
+    fill(&browser, "password", ALICE.1).await;
+    submit(&browser, "Sign in").await;
+    browser.goto(&format!("{base}/r/alice/startwo")).await;
+    assert!(browser.text().await.contains("0 stars"));
+    submit(&browser, "☆ Star").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("★ Starred") && text.contains("1 star"),
+        "{text}"
+    );
+    browser.screenshot("star-1-starred").await;
+
+    // bobby stars it too, over HTTP with his session; not the private one.
+    let bob = crate::web::sign_in(&base, BOB).await;
+    let page = bob
+        .get(format!("{base}/r/alice/startwo"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = crate::web::csrf_of(&page);
+    let star = |repo: &'static str, on: &'static str| {
+        bob.post(format!("{base}/star"))
+            .form(&[("csrf", csrf.as_str()), ("repository", repo), ("star", on)])
+            .send()
+    };
+    assert_eq!(star("alice/startwo", "true").await.unwrap().status(), 303);
+    assert_eq!(
+        star("alice/startwo", "true").await.unwrap().status(),
+        303,
+        "twice is once"
+    );
+    assert_eq!(
+        star("alice/starhidden", "true").await.unwrap().status(),
+        404
+    );
+    let anonymous = reqwest::Client::new()
+        .post(format!("{base}/star"))
+        .form(&[
+            ("csrf", "x"),
+            ("repository", "alice/startwo"),
+            ("star", "true"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // Search, most starred first.
+    browser.goto(&format!("{base}/search?q=star")).await;
+    wait_for(&browser, "#sort")
+        .await
+        .select_by_value("stars")
+        .await
+        .unwrap();
+    submit(&browser, "Filter").await;
+    let first = wait_for(&browser, "ul.repos li a.name")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(first, "alice/startwo");
+    assert!(browser.text().await.contains("2 stars"));
+    browser.screenshot("star-2-search").await;
+    let api: serde_json::Value = reqwest::get(format!("{base}/api/v1/search?q=star&sort=stars"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["results"][0]["name"], "alice/startwo");
+    assert_eq!(api["results"][0]["star_count"], 2);
+    let docker: serde_json::Value = reqwest::get(format!("{base}/v1/search?q=startwo"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(docker["results"][0]["star_count"], 2);
+    let bad = reqwest::get(format!("{base}/api/v1/search?sort=sideways"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // alice takes hers back.
+    browser.goto(&format!("{base}/r/alice/startwo")).await;
+    submit(&browser, "★ Starred").await;
+    let text = browser.text().await;
+    assert!(text.contains("☆ Star") && text.contains("1 star"), "{text}");
+    browser.close().await;
+}

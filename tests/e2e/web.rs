@@ -524,6 +524,13 @@ async fn search_pages_and_api_follow_access_rules(s: Berthd) {
         (status, &bad["errors"][0]["code"]),
         (400, &json!("UNSUPPORTED"))
     );
+    // Every search order runs on this database (stars counted by a subquery).
+    for sort in ["best", "pulls", "stars", "updated"] {
+        let (status, found) =
+            get_json(&anonymous, &format!("{base}/api/v1/search?q=app&sort={sort}")).await;
+        assert_eq!(status, 200, "{sort}: {found}");
+        assert!(found["results"][0]["star_count"].is_number(), "{found}");
+    }
     // The Overview tab: description and README first, no tag table.
     let (_, overview) = get(&anonymous, &format!("{base}/r/alice/app")).await;
     assert!(overview.contains("README") && !overview.contains("<table class=\"tags\">"));

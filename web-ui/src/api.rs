@@ -15,7 +15,7 @@ pub async fn search(
     visitor: Visitor,
     params: web::Query<SearchParams>,
 ) -> ApiResult {
-    let listing = params.listing(20);
+    let listing = params.listing(20)?;
     let viewer = visitor.viewer(&web).await?;
     let found = web.storage.list_repositories(&viewer, &listing).await?;
     Ok(HttpResponse::Ok().json(json!({

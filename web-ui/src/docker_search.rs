@@ -48,8 +48,9 @@ pub async fn search(
         arch: None,
         page: number(param("page"), "page")?,
         per_page: number(param("n"), "n")?,
+        sort: None,
     }
-    .listing(DEFAULT_LIMIT);
+    .listing(DEFAULT_LIMIT)?;
     let viewer = visitor.anonymous().viewer(&web).await?;
     let found = web.storage.list_repositories(&viewer, &listing).await?;
     let results: Vec<_> = found
@@ -59,7 +60,7 @@ pub async fn search(
             json!({
                 "name": repo.name,
                 "description": repo.description,
-                "star_count": 0,
+                "star_count": repo.star_count,
                 "is_official": false,
                 "is_automated": false,
             })

@@ -117,6 +117,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(pages::set_description)),
         )
         .route("/manage/visibility", web::post().to(pages::set_visibility))
+        .route("/star", web::post().to(pages::star))
         .route("/manage/delete-tag", read().to(pages::confirm_delete_tag))
         .route("/manage/delete-tag", web::post().to(pages::delete_tag))
         .route(

@@ -318,6 +318,7 @@ mod tests {
             pull_count: 1,
             pushed_at: 0,
             tag_count: 2,
+            star_count: 0,
         }
     }
 

@@ -134,19 +134,40 @@ pub struct SearchParams {
     pub arch: Option<String>,
     pub page: Option<u64>,
     pub per_page: Option<u64>,
+    /// `best` (match, the default), `pulls`, `stars` or `updated`.
+    pub sort: Option<String>,
 }
 
 impl SearchParams {
-    pub fn listing(&self, default_per_page: u64) -> Listing {
-        Listing {
+    pub fn listing(&self, default_per_page: u64) -> Result<Listing, WebError> {
+        let order = match self.sort.as_deref() {
+            None | Some("" | "best") => Order::Relevance,
+            Some("pulls") => Order::MostPulled,
+            Some("stars") => Order::MostStarred,
+            Some("updated") => Order::RecentlyPushed,
+            Some(other) => {
+                return Err(WebError::BadRequest(format!(
+                    "sort={other}: best, pulls, stars or updated"
+                )))
+            }
+        };
+        Ok(Listing {
             text: self.q.clone(),
             namespace: nonempty(&self.namespace),
             os: nonempty(&self.os),
             architecture: nonempty(&self.arch),
-            order: Order::Relevance,
+            order,
             page: self.page.unwrap_or(1).max(1),
             per_page: self.per_page.unwrap_or(default_per_page).clamp(1, 100),
-        }
+        })
+    }
+
+    /// The sort as the search form shows it.
+    fn sort_name(&self) -> &str {
+        self.sort
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("best")
     }
 }
 
@@ -156,17 +177,19 @@ pub async fn search(
     req: HttpRequest,
     params: web::Query<SearchParams>,
 ) -> PageResult {
-    let listing = params.listing(REPOS_PER_PAGE);
+    let listing = params.listing(REPOS_PER_PAGE)?;
     let viewer = visitor.viewer(&web).await?;
     let found = web.storage.list_repositories(&viewer, &listing).await?;
     let namespace = listing.namespace.clone().unwrap_or_default();
     let os = listing.os.clone().unwrap_or_default();
     let arch = listing.architecture.clone().unwrap_or_default();
+    let sort = params.sort_name().to_owned();
     let base = query_string(&[
         ("q", params.q.as_str()),
         ("namespace", &namespace),
         ("os", &os),
         ("arch", &arch),
+        ("sort", &sort),
     ]);
     render(
         &web,
@@ -176,7 +199,7 @@ pub async fn search(
         "search.html",
         context! {
             q => params.q.clone(),
-            namespace, os, arch,
+            namespace, os, arch, sort,
             total => found.total,
             results => view::repo_items(&web, found.items),
             page => listing.page,
@@ -242,6 +265,10 @@ pub async fn repository_or_tag(
                 .map(|t| t.name.as_str())
                 .collect();
             let namespace_scope = name.split_once('/').map(|(ns, _)| format!("{ns}/*"));
+            let starred = match visitor.user() {
+                Some(user) => web.storage.starred(&name, &user.name).await?,
+                None => false,
+            };
             // Usage and retention, as the rules: the owners' only.
             let lifecycle = match can_manage {
                 true => lifecycle::shown(lifecycle::repository_lifecycle(&web, &name).await),
@@ -256,7 +283,7 @@ pub async fn repository_or_tag(
                 context! {
                     pages => pages(matching, TAGS_PER_PAGE),
                     repo => context! { readme => repo.readme, ..Value::from_serialize(&repo.summary) },
-                    tags, latest_pull, readme_html, can_manage, tags_tab, filter, sort, matching,
+                    tags, latest_pull, readme_html, can_manage, tags_tab, filter, sort, matching, starred,
                     rules, immutable_tags, namespace_scope, lifecycle, mirror, pager_base,
                     page => listing.page,
                 },
@@ -660,6 +687,31 @@ pub async fn set_description(
         .set_description(&form.repository, &description, &form.readme)
         .await?;
     Ok(see_other(&format!("/r/{}", form.repository)))
+}
+
+#[derive(Deserialize)]
+pub struct StarForm {
+    #[serde(default)]
+    csrf: String,
+    repository: String,
+    /// `true` to star, `false` to take the star back.
+    star: bool,
+}
+
+/// `POST /star`: a signed-in user stars a repository they may see (one they
+/// may not does not exist for them), or takes the star back.
+pub async fn star(web: web::Data<Web>, visitor: Visitor, form: web::Form<StarForm>) -> PageResult {
+    let user = visitor.signed_in()?.clone();
+    visitor.check_csrf(&form.csrf)?;
+    let Target::Repository(repo) = view::resolve(&web, &visitor, &form.repository).await? else {
+        return Err(WebError::NotFound(format!("repository {}", form.repository)).into());
+    };
+    let name = repo.summary.name;
+    match form.star {
+        true => web.storage.star(&name, &user.name).await?,
+        false => web.storage.unstar(&name, &user.name).await?,
+    }
+    Ok(see_other(&format!("/r/{name}")))
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@ pub mod manifest_child;
 pub mod quota;
 pub mod repository;
 pub mod repository_blob;
+pub mod repository_star;
 pub mod retention_policy;
 pub mod tag;
 pub mod upload;

@@ -10,6 +10,7 @@ mod m0005_upload_tombstones;
 mod m0006_lifecycle;
 mod m0007_tag_rules;
 mod m0008_generations;
+mod m0009_stars;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_lifecycle::Migration),
             Box::new(m0007_tag_rules::Migration),
             Box::new(m0008_generations::Migration),
+            Box::new(m0009_stars::Migration),
         ]
     }
 }
