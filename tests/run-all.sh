@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real services: installs what is missing
 # (Debian packages: PostgreSQL, skopeo, umoci, busybox, docker-registry, Chromium and
-# its WebDriver, debootstrap), starts a throwaway PostgreSQL, builds the binaries, runs
+# its WebDriver, debootstrap, qemu-user-static), sets up arm64 emulation for the
+# multi-platform build test, starts a throwaway PostgreSQL, builds the binaries, runs
 # `cargo test --workspace`, then fuzzes every parser of outside input for 200 s
 # in all (tests/fuzz.sh; BERTH_FUZZ_SECONDS sets the total). Used as-is by .ci/run.
 # Screenshots of the web UI's pages are kept in target/test-artifacts/web/.
@@ -24,6 +25,8 @@ have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
 # The cluster fault tests build their images from a debootstrapped Debian (compose/).
 have debootstrap || need+=(debootstrap)
+# Multi-platform builds run an arm64 RUN under qemu (binfmt).
+[ -e /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "installing: ${need[*]}"
@@ -33,6 +36,27 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing packages: ${need[*]} (install them with apt-get as root)" >&2
     [ "${CI:-}" = "" ] || exit 1
   fi
+fi
+
+# --- arm64 emulation: qemu registered with the kernel's binfmt_misc (the F flag
+# opens qemu now, so it runs in chroots and containers), and an arm64 busybox for
+# the test's image (Debian's busybox-static for arm64, unpacked, not installed).
+if [ "$(id -u)" = 0 ]; then
+  [ -e /proc/sys/fs/binfmt_misc/register ] \
+    || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+  if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
+  fi
+  arm64_dir="$root/target/test-deps/arm64-busybox"
+  if [ ! -x "$arm64_dir/bin/busybox" ]; then
+    dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+    apt-get update -qq
+    mkdir -p "$root/target/test-deps"
+    (cd "$root/target/test-deps" && rm -f busybox-static_*_arm64.deb \
+      && apt-get download -qq busybox-static:arm64 \
+      && dpkg-deb -x busybox-static_*_arm64.deb "$arm64_dir")
+  fi
+  export BERTH_TEST_ARM64_BUSYBOX="$arm64_dir/bin/busybox"
 fi
 
 # --- S3: s3s-fs, a real S3 protocol server over a directory (tests start their own)

@@ -34,6 +34,38 @@ pub fn blobs_of(store: &Store, manifest_digest: &str) -> anyhow::Result<Vec<Stri
     Ok(out)
 }
 
+/// The image for `platform` (`os/arch[/variant]`) that the stored manifest or index
+/// `digest` holds: itself when its config is that platform's, or the index's child
+/// for it when that child is here.
+pub fn platform_image(
+    store: &Store,
+    digest: &str,
+    platform: &str,
+) -> anyhow::Result<Option<String>> {
+    let matches = |p: &str| p == platform || p.starts_with(&format!("{platform}/"));
+    match store.read_manifest(digest)? {
+        Manifest::Index(index) => Ok(index
+            .manifests()
+            .iter()
+            .find(|m| matches(&manifest::platform_of(m.platform().as_ref())))
+            .map(|m| digest_of(m).to_owned())
+            .filter(|d| store.has_blob(d))),
+        Manifest::Image(_) => {
+            let image = Image::load(store, digest)?;
+            let c = &image.config;
+            let mut p = format!(
+                "{}/{}",
+                c["os"].as_str().unwrap_or_default(),
+                c["architecture"].as_str().unwrap_or_default()
+            );
+            if let Some(v) = c["variant"].as_str() {
+                p = format!("{p}/{v}");
+            }
+            Ok(matches(&p).then(|| digest.to_owned()))
+        }
+    }
+}
+
 /// The platform image a listed entry stands for: its manifest and config.
 pub struct Image {
     pub manifest_digest: String,

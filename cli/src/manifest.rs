@@ -84,6 +84,32 @@ pub fn index(manifests: Vec<Descriptor>) -> anyhow::Result<ImageIndex> {
         .build()?)
 }
 
+/// An OCI image index of `manifests`, to push (its media type set).
+pub fn index_of(manifests: Vec<Descriptor>) -> anyhow::Result<ImageIndex> {
+    Ok(ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()?)
+}
+
+/// `descriptor` with the platform an image `config` (JSON) names.
+pub fn with_platform(
+    mut descriptor: Descriptor,
+    config: &serde_json::Value,
+) -> anyhow::Result<Descriptor> {
+    let text = |key: &str| config[key].as_str().unwrap_or_default().to_owned();
+    let mut platform = oci_spec::image::PlatformBuilder::default()
+        .os(oci_spec::image::Os::from(text("os").as_str()))
+        .architecture(oci_spec::image::Arch::from(text("architecture").as_str()))
+        .build()?;
+    if let Some(variant) = config["variant"].as_str() {
+        platform.set_variant(Some(variant.to_owned()));
+    }
+    descriptor.set_platform(Some(platform));
+    Ok(descriptor)
+}
+
 /// Stores `manifest`; returns its descriptor (digest and size of the stored bytes).
 pub fn put(store: &Store, manifest: &ImageManifest) -> anyhow::Result<Descriptor> {
     let bytes = to_bytes(manifest)?;

@@ -388,3 +388,115 @@ RUN --mount=type=bind,from=builder,source=/out,target=/from-stage /bin/busybox c
         );
     }
 }
+
+/// An arm64 busybox and the kernel's binfmt registration of qemu for arm64 (both set
+/// up by `tests/run-all.sh`): what a foreign-platform RUN needs. Missing outside CI:
+/// the test is skipped; in CI it fails.
+fn arm64_emulation() -> Option<std::path::PathBuf> {
+    let busybox = std::env::var_os("BERTH_TEST_ARM64_BUSYBOX").map(std::path::PathBuf::from);
+    let registered = std::path::Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists();
+    match busybox {
+        Some(path) if registered && path.exists() => Some(path),
+        _ => {
+            assert!(
+                !in_ci(),
+                "arm64 emulation is not set up (BERTH_TEST_ARM64_BUSYBOX, binfmt qemu-aarch64): tests/run-all.sh does it"
+            );
+            eprintln!("skipped: no arm64 emulation (run tests/run-all.sh)");
+            None
+        }
+    }
+}
+
+/// `--platform linux/amd64,linux/arm64`: each platform built (the arm64 RUN under
+/// qemu, BuildKit's TARGETARCH choosing the binary to copy), an index naming both,
+/// pushed whole; docker pulls and runs each platform's image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_platform_build_runs_each_platform() {
+    if !docker_available() {
+        return;
+    }
+    let Some(arm64_busybox) = arm64_emulation() else {
+        return;
+    };
+    let s = Berthd::start_with_users(Db::Sqlite, &[crate::cli::ALICE])
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, ctx) = (tmp.path().join("home"), tmp.path().join("ctx"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy("/bin/busybox", ctx.join("busybox-amd64")).unwrap();
+    std::fs::copy(&arm64_busybox, ctx.join("busybox-arm64")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox uname -m > /arch\"]\nCMD [\"/bin/busybox\", \"cat\", \"/arch\"]\n",
+    )
+    .unwrap();
+    let image = format!("{}/alice/twoplatforms:{}", s.addr, std::process::id());
+    let (h, c, i, addr) = (home.clone(), ctx.clone(), image.clone(), s.addr.clone());
+    let (built, pushed) = tokio::task::spawn_blocking(move || {
+        let built = ok(
+            &h,
+            &[
+                "image",
+                "build",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-t",
+                &i,
+                c.to_str().unwrap(),
+            ],
+        );
+        berth(
+            &h,
+            &["login", &addr, "-u", "alice", "--password-stdin"],
+            Some(crate::cli::ALICE.1),
+        );
+        (built, ok(&h, &["image", "push", &i]))
+    })
+    .await
+    .unwrap();
+    assert!(
+        built.contains("Building for linux/amd64")
+            && built.contains("Building for linux/arm64")
+            && built.contains("(linux/amd64, linux/arm64)"),
+        "{built}"
+    );
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    // The registry has an index of both.
+    let (index, _, _) = crate::proxy::fakes::get_manifest(
+        &s.client().with_token(
+            &crate::auth::bearer(
+                &s.client(),
+                Some(("alice", crate::cli::ALICE.1)),
+                "repository:alice/twoplatforms:pull",
+            )
+            .await,
+        ),
+        "alice/twoplatforms",
+        &std::process::id().to_string(),
+    )
+    .await;
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    // docker runs each platform's image: the arm64 one under qemu.
+    for (platform, machine) in [("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")] {
+        docker(&["rmi", "-f", &image]);
+        docker(&["pull", "--platform", platform, &image]);
+        let out = docker(&["run", "--rm", "--platform", platform, &image]);
+        assert_eq!(out.trim(), machine, "{platform}");
+    }
+    docker(&["rmi", "-f", &image]);
+}

@@ -526,8 +526,11 @@ async fn search_pages_and_api_follow_access_rules(s: Berthd) {
     );
     // Every search order runs on this database (stars counted by a subquery).
     for sort in ["best", "pulls", "stars", "updated"] {
-        let (status, found) =
-            get_json(&anonymous, &format!("{base}/api/v1/search?q=app&sort={sort}")).await;
+        let (status, found) = get_json(
+            &anonymous,
+            &format!("{base}/api/v1/search?q=app&sort={sort}"),
+        )
+        .await;
         assert_eq!(status, 200, "{sort}: {found}");
         assert!(found["results"][0]["star_count"].is_number(), "{found}");
     }

@@ -91,11 +91,19 @@ pub(crate) async fn build(
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dockerfile_path.display()))?;
     let instructions = dockerfile::parse(&text)?;
     let (global_args, stages) = plan::split_stages(instructions)?;
-    let meta_args = plan::global_args(&global_args, &options.build_args)?;
+    // BuildKit's automatic platform arguments, as defaults a --build-arg overrides:
+    // FROM lines may use them undeclared; a stage declares them (`ARG TARGETARCH`).
+    let mut build_args = plan::platform_args(options.platform.as_deref());
+    build_args.extend(options.build_args.clone());
+    let mut meta_args = plan::global_args(&global_args, &build_args)?;
+    for (name, value) in plan::platform_args(options.platform.as_deref()) {
+        meta_args.entry(name).or_insert(value);
+    }
     let target = plan::target_index(&stages, options.target.as_deref())?;
     let needed = plan::needed_stages(&stages, target);
     let mut builder = Builder {
         store,
+        build_args,
         ignore: context::Ignore::load(&options.context)?,
         context: options
             .context
@@ -137,6 +145,8 @@ struct Finished {
 
 struct Builder<'a> {
     store: &'a Store,
+    /// `--build-arg`s over the automatic platform arguments.
+    build_args: BTreeMap<String, String>,
     cache: StepCache,
     ignore: context::Ignore,
     context: PathBuf,
@@ -181,8 +191,7 @@ impl Builder<'_> {
             ));
             if inst.keyword == "ARG" {
                 let vars = self.vars(&state, &args);
-                let (name, value) =
-                    plan::declare_arg(inst, &self.options.build_args, meta_args, &vars)?;
+                let (name, value) = plan::declare_arg(inst, &self.build_args, meta_args, &vars)?;
                 args.insert(name, value.unwrap_or_default());
                 self.say_id(&state.config);
                 continue;
@@ -324,7 +333,8 @@ impl Builder<'_> {
                     "rootfs": {"type": "layers", "diff_ids": []}, "history": [],
                 }),
                 layers: Vec::new(),
-                chain: chain_hash(b"FROM scratch"),
+                // Steps on one platform's scratch are not another's.
+                chain: chain_hash(format!("FROM scratch {os}/{arch}").as_bytes()),
             };
             Ok((state, None))
         } else if let Some(i) = self.stage_index(&base) {

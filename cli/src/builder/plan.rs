@@ -108,6 +108,28 @@ pub(super) fn step_count(stages: &[Stage], needed: &BTreeSet<usize>) -> usize {
         .sum()
 }
 
+/// BuildKit's automatic platform arguments for a build for `platform` (`os/arch[/variant]`,
+/// default this machine's): `TARGETPLATFORM`, `TARGETOS`, `TARGETARCH`, `TARGETVARIANT`
+/// and the same for `BUILD…`, the machine building.
+pub(super) fn platform_args(platform: Option<&str>) -> BTreeMap<String, String> {
+    let host = format!("linux/{}", crate::image::host_architecture());
+    let mut args = BTreeMap::new();
+    for (prefix, p) in [
+        ("TARGET", platform.unwrap_or(&host)),
+        ("BUILD", host.as_str()),
+    ] {
+        let mut parts = p.split('/');
+        let os = parts.next().unwrap_or("linux");
+        let arch = parts.next().unwrap_or_default();
+        let variant = parts.next().unwrap_or_default();
+        args.insert(format!("{prefix}PLATFORM"), p.to_owned());
+        args.insert(format!("{prefix}OS"), os.to_owned());
+        args.insert(format!("{prefix}ARCH"), arch.to_owned());
+        args.insert(format!("{prefix}VARIANT"), variant.to_owned());
+    }
+    args
+}
+
 /// The values of the global ARGs (for FROM lines and as defaults of stage ARGs).
 pub(super) fn global_args(
     args: &[Instruction],

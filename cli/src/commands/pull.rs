@@ -10,6 +10,7 @@ use berth_oci::{Algorithm, Digest};
 use super::{progress_bar, short_id, Context};
 use crate::image;
 use crate::manifest::{self, digest_of, platform_of, Manifest};
+use crate::reference::Reference;
 
 /// Parallel layer downloads at most.
 const DOWNLOADS: usize = 3;
@@ -35,6 +36,46 @@ pub(super) async fn pull(
         None => r.reference().to_owned(),
     };
     say(format!("{pulling}: Pulling from {}", r.repository));
+    let Fetched {
+        descriptor,
+        top_digest,
+        config_digest,
+    } = fetch(ctx, &r, platform, quiet).await?;
+    let name = r.to_string();
+    // As docker: up to date when the name already stood for this image (its config).
+    let before = ctx.store.find(&name)?;
+    let up_to_date = before
+        .and_then(|b| image::Image::load(&ctx.store, b.digest()).ok())
+        .is_some_and(|b| b.id() == config_digest);
+    ctx.store.set(&name, descriptor, Some(&top_digest))?;
+    say(format!("Digest: {top_digest}"));
+    say(if up_to_date {
+        format!("Status: Image is up to date for {}", r.familiar())
+    } else {
+        format!("Status: Downloaded newer image for {}", r.familiar())
+    });
+    println!("{r}");
+    Ok(())
+}
+
+/// What [`fetch`] stored: the platform image's manifest descriptor, the digest the
+/// registry knows the image by (an index's, for a multi-platform image), and the
+/// image's config digest (its id).
+pub(super) struct Fetched {
+    pub descriptor: oci_spec::image::Descriptor,
+    pub top_digest: String,
+    pub config_digest: String,
+}
+
+/// Downloads `r`'s image (for a multi-platform image, `platform`'s, else this
+/// machine's) into the store without naming it: the config and the layers not
+/// already here, each verified, then the manifest.
+pub(super) async fn fetch(
+    ctx: &Context,
+    r: &Reference,
+    platform: Option<&str>,
+    quiet: bool,
+) -> anyhow::Result<Fetched> {
     let registry = ctx.registry(&r.registry)?;
     let (media_type, bytes) = registry.get_manifest(&r.repository, r.reference()).await?;
     // Pinned by digest, the manifest must be that digest's: a registry answering with
@@ -121,22 +162,12 @@ pub(super) async fn pull(
         .buffer_unordered(DOWNLOADS)
         .try_collect::<Vec<()>>()
         .await?;
-    // The manifest goes in last, and the name after it: no half-pulled image is listed.
+    // The manifest goes in last: no half-pulled image is ever named.
     let digest = ctx.store.put_blob(&manifest_bytes)?;
     let descriptor = manifest::descriptor(&manifest_type, &digest, manifest_bytes.len() as u64)?;
-    let name = r.to_string();
-    // As docker: up to date when the name already stood for this image (its config).
-    let before = ctx.store.find(&name)?;
-    let up_to_date = before
-        .and_then(|b| image::Image::load(&ctx.store, b.digest()).ok())
-        .is_some_and(|b| b.id() == digest_of(manifest.config()));
-    ctx.store.set(&name, descriptor, Some(&top_digest))?;
-    say(format!("Digest: {top_digest}"));
-    say(if up_to_date {
-        format!("Status: Image is up to date for {}", r.familiar())
-    } else {
-        format!("Status: Downloaded newer image for {}", r.familiar())
-    });
-    println!("{r}");
-    Ok(())
+    Ok(Fetched {
+        descriptor,
+        top_digest,
+        config_digest: digest_of(manifest.config()).to_owned(),
+    })
 }
