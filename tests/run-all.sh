@@ -27,6 +27,8 @@ have chromedriver || need+=(chromium-driver)
 have debootstrap || need+=(debootstrap)
 # Multi-platform builds run an arm64 RUN under qemu (binfmt).
 [ -e /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
+# Rootless builds map a user's subordinate ids with newuidmap / newgidmap.
+have newuidmap || need+=(uidmap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "installing: ${need[*]}"

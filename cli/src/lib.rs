@@ -25,6 +25,7 @@ mod listing;
 pub mod manifest;
 mod reference;
 mod registry;
+pub mod rootless;
 pub mod store;
 
 pub use commands::run;

@@ -4,6 +4,21 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = berth_cli::args::Cli::parse();
+    // A build by a user who is not root runs again in a user namespace (rootless).
+    if let Err(e) = berth_cli::rootless::enter_if_child() {
+        eprintln!("berth: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let building = matches!(
+        cli.command,
+        berth_cli::args::Command::Image(berth_cli::args::ImageCommand::Build(_))
+    );
+    if building && !rustix::process::geteuid().is_root() {
+        return berth_cli::rootless::rerun_in_user_namespace().unwrap_or_else(|e| {
+            eprintln!("berth: {e:#}");
+            std::process::ExitCode::FAILURE
+        });
+    }
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(berth_cli::run(cli)));

@@ -500,3 +500,141 @@ async fn a_two_platform_build_runs_each_platform() {
     }
     docker(&["rmi", "-f", &image]);
 }
+
+/// A user with subordinate ids for rootless builds (made when missing; needs root).
+fn rootless_user() -> Option<(String, u32)> {
+    let name = "berthrootless";
+    let uid = || {
+        let out = Command::new("id").args(["-u", name]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+    if uid().is_none() {
+        let made = Command::new("useradd").args(["-m", name]).status();
+        if !made.is_ok_and(|s| s.success()) {
+            assert!(
+                !in_ci(),
+                "cannot make the rootless test's user (run as root)"
+            );
+            return None;
+        }
+    }
+    let listed = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !listed.lines().any(|l| l.starts_with(&format!("{name}:"))) {
+        let added = Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "300000-365535",
+                "--add-subgids",
+                "300000-365535",
+                name,
+            ])
+            .status();
+        assert!(added.is_ok_and(|s| s.success()), "usermod --add-subuids");
+    }
+    Some((name.to_owned(), uid()?))
+}
+
+/// `berth image build` by a user who is not root: RUN runs in a user namespace where
+/// the user is root and their subordinate ids are the image's (newuidmap); files keep
+/// the owners the build gives them (a `chown 1000` stays 1000, root's files stay 0),
+/// and the store is the user's own on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_needs_no_root() {
+    if !docker_available() || !require_tool("newuidmap") {
+        return;
+    }
+    let Some((user, uid)) = rootless_user() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, ctx) = (tmp.path().join("home"), tmp.path().join("ctx"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    let rootfs = busybox_rootfs(tmp.path(), "rootless");
+    std::fs::copy(&rootfs, ctx.join("rootfs.tar")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM rootless-base:1\nRUN /bin/busybox sh -c 'echo made > /made && /bin/busybox touch /owned && /bin/busybox chown 1000:1000 /owned && /bin/busybox id -u > /id'\n",
+    )
+    .unwrap();
+    for path in [tmp.path(), &ctx] {
+        Command::new("chown")
+            .args(["-R", &user])
+            .arg(path)
+            .status()
+            .unwrap();
+    }
+    let image = format!("berth-rootless-{}:1", std::process::id());
+    let as_user = |args: &[&str]| {
+        let out = Command::new("runuser")
+            .args(["-u", &user, "--"])
+            .arg(workspace_bin("berth"))
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .env("HOME", tmp.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "berth {args:?} as {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let archive = tmp.path().join("rootless.tar");
+    let (ctx_s, archive_s) = (
+        ctx.to_str().unwrap().to_owned(),
+        archive.to_str().unwrap().to_owned(),
+    );
+    as_user(&[
+        "image",
+        "import",
+        &format!("{ctx_s}/rootfs.tar"),
+        "rootless-base:1",
+    ]);
+    let built = as_user(&["image", "build", "-t", &image, &ctx_s]);
+    assert!(built.contains("Successfully tagged"), "{built}");
+    as_user(&["image", "save", &image, "-o", &archive_s]);
+    // The store belongs to the user on the host.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(home.join("images/index.json"))
+            .unwrap()
+            .uid(),
+        uid
+    );
+    docker(&["load", "-i", &archive_s]);
+    let listing = docker(&[
+        "run",
+        "--rm",
+        &image,
+        "/bin/busybox",
+        "ls",
+        "-ln",
+        "/owned",
+        "/made",
+    ]);
+    let owners: Vec<(String, String)> = listing
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[2].to_owned(), f[f.len() - 1].to_owned())
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            ("0".to_owned(), "/made".to_owned()),
+            ("1000".to_owned(), "/owned".to_owned())
+        ],
+        "{listing}"
+    );
+    assert_eq!(
+        docker(&["run", "--rm", &image, "/bin/busybox", "cat", "/id"]).trim(),
+        "0"
+    );
+    docker(&["rmi", "-f", &image]);
+}

@@ -200,7 +200,11 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
                 }
                 .map_err(io)?;
             }
-            mount("proc", &proc_dir, "proc", MountFlags::empty(), None).map_err(io)?;
+            // A fresh /proc needs a PID namespace of our own user namespace's; in a
+            // rootless build (a user namespace of its own), the host's is bound.
+            mount("proc", &proc_dir, "proc", MountFlags::empty(), None)
+                .or_else(|_| mount_bind_recursive("/proc", &proc_dir))
+                .map_err(io)?;
             mount_bind_recursive("/dev", &dev_dir).map_err(io)?;
             rustix::process::chroot(&new_root).map_err(io)?;
             for (_, _, _, readonly) in &plan {
