@@ -105,14 +105,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     browser.screenshot("2-search").await;
 
     // The repository page: tags, platforms, sizes.
-    browser
-        .client
-        .find(Locator::LinkText("alice/webdemo"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::LinkText("alice/webdemo")).await;
     // The Overview first (description, pull command, README), then the Tags tab.
     wait_for(&browser, "nav.tabs").await;
     let text = browser.text().await;
@@ -121,14 +114,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
         "{text}"
     );
     browser.screenshot("3-repository-overview").await;
-    browser
-        .client
-        .find(Locator::Css("nav.tabs a[href$='?tab=tags']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("nav.tabs a[href$='?tab=tags']")).await;
     wait_for(&browser, "table.tags").await;
     let text = browser.text().await;
     for expected in [
@@ -146,14 +132,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     // Filtered by name, then sorted A–Z.
     let filter = wait_for(&browser, "#tag-filter").await;
     filter.send_keys("ul").await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("form.filters button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("form.filters button")).await;
     wait_for(&browser, "p.count").await;
     let rows = |browser: &Browser| {
         let client = browser.client.clone();
@@ -181,14 +160,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
         .select_by_value("name")
         .await
         .unwrap();
-    browser
-        .client
-        .find(Locator::Css("form.filters button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("form.filters button")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_for(&browser, "table.tags").await;
     assert_eq!(
@@ -222,14 +194,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
     assert_eq!(out.trim(), marker);
 
     // The tag page shows what `docker history` shows.
-    browser
-        .client
-        .find(Locator::LinkText("1"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::LinkText("1")).await;
     wait_for(&browser, "table.history").await;
     let text = squeeze(&browser.text().await);
     let history = run(Command::new("docker").args([
@@ -261,14 +226,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
         .select_by_value("linux/arm64")
         .await
         .unwrap();
-    browser
-        .client
-        .find(Locator::Css("form.filters button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("form.filters button")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_for(&browser, "section.image").await;
     let text = browser.text().await;
@@ -306,14 +264,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
 
     // Sign in: now it is there.
     browser.goto(&format!("{base}/")).await;
-    browser
-        .client
-        .find(Locator::LinkText("Sign in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::LinkText("Sign in")).await;
     wait_for(&browser, "#username")
         .await
         .send_keys(ALICE.0)
@@ -338,14 +289,7 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
         .send_keys("docker on my laptop")
         .await
         .unwrap();
-    browser
-        .client
-        .find(Locator::XPath("//button[text()='Create token']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::XPath("//button[text()='Create token']")).await;
     let token = wait_for(&browser, "#new-token").await.text().await.unwrap();
     assert!(token.starts_with("berth_pat_"), "{token}");
     browser.screenshot("6-token").await;
@@ -388,6 +332,18 @@ async fn a_newcomer_finds_understands_and_pulls_an_image_in_the_browser() {
         browser.screenshot(shot).await;
     }
     browser.close().await;
+}
+
+/// Clicks the element `locator` finds.
+async fn click(browser: &Browser, locator: Locator<'_>) {
+    browser
+        .client
+        .find(locator)
+        .await
+        .unwrap_or_else(|e| panic!("nothing to click: {e}"))
+        .click()
+        .await
+        .unwrap();
 }
 
 /// Fills the form field with this id.
@@ -596,16 +552,11 @@ async fn an_organization_is_created_and_its_members_managed_in_the_browser() {
         .select_by_value("read")
         .await
         .unwrap();
-    browser
-        .client
-        .find(Locator::Css(
-            "button[aria-label='Change the role of bobby']",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        Locator::Css("button[aria-label='Change the role of bobby']"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(browser.text().await.contains("Role changed."));
     let listing = s.admin_ok(&["org", "member", "ls", org]);
@@ -618,14 +569,7 @@ async fn an_organization_is_created_and_its_members_managed_in_the_browser() {
         .text()
         .await
         .contains("There is no user of that name."));
-    browser
-        .client
-        .find(Locator::Css("button[aria-label='Remove alice']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("button[aria-label='Remove alice']")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(browser.text().await.contains("would have no admin left"));
     browser.screenshot("org-2-members").await;
@@ -671,14 +615,7 @@ async fn an_organization_is_created_and_its_members_managed_in_the_browser() {
     assert!(!anonymous.contains("Members"), "{anonymous}");
 
     // alice removes bobby.
-    browser
-        .client
-        .find(Locator::Css("button[aria-label='Remove bobby']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("button[aria-label='Remove bobby']")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(browser.text().await.contains("Member removed."));
     let listing = s.admin_ok(&["org", "member", "ls", org]);
