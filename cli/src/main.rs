@@ -14,10 +14,14 @@ fn main() -> std::process::ExitCode {
         berth_cli::args::Command::Image(berth_cli::args::ImageCommand::Build(_))
     );
     if building && !rustix::process::geteuid().is_root() {
-        return berth_cli::rootless::rerun_in_user_namespace().unwrap_or_else(|e| {
-            eprintln!("berth: {e:#}");
-            std::process::ExitCode::FAILURE
-        });
+        match berth_cli::rootless::rerun_in_user_namespace() {
+            Ok(Some(code)) => return code,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
     }
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)

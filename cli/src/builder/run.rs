@@ -66,7 +66,7 @@ pub fn run(root: &Path, what: &Run<'_>) -> anyhow::Result<()> {
     anyhow::ensure!(!argv.is_empty(), "RUN needs a command");
     anyhow::ensure!(
         crate::builder::rootfs::running_as_root(),
-        "RUN needs root (it uses a mount namespace and chroot); run berth image build as root, or build without RUN"
+        "RUN needs root, or a rootless build: subordinate ids for your user in /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER) and Debian's uidmap package"
     );
     // Mount points must exist in the image, as directories (a symbolic link there
     // would lead the mount elsewhere, as runc refuses too); those made here are removed
