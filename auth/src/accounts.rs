@@ -265,4 +265,38 @@ mod tests {
             Err(AuthError::UserUnknown(_))
         ));
     }
+
+    #[tokio::test]
+    async fn one_user_belongs_to_a_bounded_number_of_organizations() {
+        use crate::orgs::{Role, MAX_MEMBERSHIPS};
+        let (_dir, accounts) = testing::accounts().await;
+        for name in ["alice", "bobby"] {
+            accounts
+                .add_user(name, format!("{name}-password"), false)
+                .await
+                .unwrap();
+        }
+        for i in 0..MAX_MEMBERSHIPS {
+            accounts.add_org(&format!("org{i}"), "alice").await.unwrap();
+        }
+        // No more organizations of hers, and nobody adds her to another.
+        assert!(matches!(
+            accounts.add_org("onemore", "alice").await,
+            Err(AuthError::TooManyMemberships(_))
+        ));
+        accounts.add_org("bobsorg", "bobby").await.unwrap();
+        assert!(matches!(
+            accounts.set_member("bobsorg", "alice", Role::Read).await,
+            Err(AuthError::TooManyMemberships(_))
+        ));
+        // A role change of a membership she has is not one more.
+        accounts
+            .set_member("org0", "bobby", Role::Admin)
+            .await
+            .unwrap();
+        accounts
+            .set_member("org0", "alice", Role::Write)
+            .await
+            .unwrap();
+    }
 }

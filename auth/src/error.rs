@@ -20,6 +20,13 @@ pub enum AuthError {
     NameReserved(String),
     #[error("no such user: {0}")]
     UserUnknown(String),
+    /// Repositories are stored under the name, though no account holds it: only an
+    /// administrator gives it out (`berthd user add` / `org add`).
+    #[error("the name {0} is not available")]
+    NameInUse(String),
+    /// A user belongs to as many organizations as one may.
+    #[error("{0} belongs to {max} organizations, the most one may", max = crate::orgs::MAX_MEMBERSHIPS)]
+    TooManyMemberships(String),
     #[error("{user} is not a member of {org}")]
     NotAMember { org: String, user: String },
     /// An organization always keeps an admin (who may manage it and delete in it).

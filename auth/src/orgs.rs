@@ -48,6 +48,10 @@ mod member {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The most organizations one user belongs to: bounds what one account can claim,
+/// and the namespaces a listing checks for them.
+pub const MAX_MEMBERSHIPS: u64 = 100;
+
 /// A member's rights in the organization's namespace.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub enum Role {
@@ -101,11 +105,20 @@ impl Accounts {
     /// Adds `user` to `org` with `role`, or changes their role; never leaves the
     /// organization without an admin.
     pub async fn set_member(&self, org: &str, user: &str, role: Role) -> Result<(), AuthError> {
-        let db = &self.db;
-        if users::get(db, user).await?.is_none() {
+        let txn = locked_org(&self.db, org).await?;
+        // Read in the transaction: a user removed meanwhile is not made a member.
+        if users::get(&txn, user).await?.is_none() {
             return Err(AuthError::UserUnknown(user.to_owned()));
         }
-        let txn = locked_org(db, org).await?;
+        let already = member::Entity::find()
+            .filter(member::Column::OrgName.eq(org))
+            .filter(member::Column::UserName.eq(user))
+            .count(&txn)
+            .await?
+            > 0;
+        if !already {
+            refuse_too_many(&txn, user).await?;
+        }
         if role != Role::Admin {
             refuse_last_admin(&txn, org, user).await?;
         }
@@ -192,6 +205,7 @@ async fn create(
         return Err(AuthError::UserUnknown(owner.to_owned()));
     }
     let txn = namespaces::write_transaction(db).await?;
+    refuse_too_many(&txn, owner).await?;
     namespaces::claim(&txn, name, Kind::Organization, reclaim).await?;
     org::Entity::insert(org::ActiveModel {
         name: Set(name.to_owned()),
@@ -227,6 +241,18 @@ async fn locked_org(
         return Err(AuthError::UserUnknown(format!("organization {org}")));
     }
     Ok(txn)
+}
+
+/// Refuses one more membership to a user who has [`MAX_MEMBERSHIPS`].
+async fn refuse_too_many<C: ConnectionTrait>(db: &C, user: &str) -> Result<(), AuthError> {
+    let memberships = member::Entity::find()
+        .filter(member::Column::UserName.eq(user))
+        .count(db)
+        .await?;
+    if memberships >= MAX_MEMBERSHIPS {
+        return Err(AuthError::TooManyMemberships(user.to_owned()));
+    }
+    Ok(())
 }
 
 /// Refuses to take `user`'s admin role away when they are `org`'s only admin.
@@ -265,6 +291,18 @@ pub(crate) async fn leave_all<C: ConnectionTrait>(db: &C, user: &str) -> Result<
         .filter(member::Column::Role.eq(Role::Admin.name()))
         .all(db)
         .await?;
+    // Those organizations' rows locked, in name order, as membership changes lock
+    // them: the admins counted below cannot change meanwhile.
+    let mut names: Vec<&str> = admin_of.iter().map(|m| m.org_name.as_str()).collect();
+    names.sort_unstable();
+    if !names.is_empty() {
+        org::Entity::find()
+            .filter(org::Column::Name.is_in(names))
+            .order_by_asc(org::Column::Name)
+            .lock_exclusive()
+            .all(db)
+            .await?;
+    }
     for membership in admin_of {
         refuse_last_admin(db, &membership.org_name, user).await?;
     }

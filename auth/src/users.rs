@@ -206,11 +206,11 @@ async fn create(
 }
 
 /// The user named `name`, if any.
-pub(crate) async fn get(db: &DatabaseConnection, name: &str) -> Result<Option<User>, AuthError> {
+pub(crate) async fn get<C: ConnectionTrait>(db: &C, name: &str) -> Result<Option<User>, AuthError> {
     Ok(find(db, name).await?.map(User::from))
 }
 
-async fn find(db: &DatabaseConnection, name: &str) -> Result<Option<user::Model>, AuthError> {
+async fn find<C: ConnectionTrait>(db: &C, name: &str) -> Result<Option<user::Model>, AuthError> {
     Ok(user::Entity::find()
         .filter(user::Column::Name.eq(name))
         .one(db)

@@ -87,6 +87,26 @@ impl Storage {
         Ok(())
     }
 
+    /// Whether repositories are stored under `namespace/` (one pushed by an admin, or
+    /// while accounts were off, under a name no account holds). Self-service sign-up
+    /// and organizations must not take such a name: its owner would own them.
+    pub async fn namespace_in_use(&self, namespace: &str) -> Result<bool> {
+        // Namespaces are [a-z0-9]: nothing for LIKE to read as a wildcard. Any other
+        // name is no namespace (the accounts refuse it), and holds nothing.
+        if namespace.is_empty()
+            || !namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Ok(false);
+        }
+        Ok(repository::Entity::find()
+            .filter(repository::Column::Name.starts_with(format!("{namespace}/")))
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
     /// Lists repository names after `last`, at most `n` of them, that `viewer` may see.
     pub async fn catalog(&self, n: u64, last: Option<&str>, viewer: &Viewer) -> Result<Page> {
         let mut q = repository::Entity::find()

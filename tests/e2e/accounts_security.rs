@@ -46,6 +46,7 @@ on_sqlite_and_postgres!(
     a_burst_of_correct_logins_stays_small_and_succeeds,
     a_burst_of_wrong_passwords_gets_only_the_allowed_checks,
     password_change_and_removal_end_what_the_old_password_started,
+    names_with_repositories_are_not_given_away,
 );
 
 const SIGNUP_ON: &[(&str, &str)] = &[("BERTH_AUTH_SIGNUP", "true")];
@@ -460,4 +461,96 @@ async fn password_change_and_removal_end_what_the_old_password_started(db: Db) {
         "the personal token ended"
     );
     assert_eq!(login(&c, ALICE.0, "alice-new-password").await.status(), 401);
+}
+
+/// Repositories stored under a name no account holds (an admin pushed `teamx/app`)
+/// are not given away: neither sign-up (the registry's and the web UI's) nor a new
+/// organization takes that name, or its owner would own them.
+async fn names_with_repositories_are_not_given_away(db: Db) {
+    let s = server(db, SIGNUP_ON).await;
+    let (ok, out) = admin(
+        &s,
+        &["user", "add", "rooty", "--admin", "--password-stdin"],
+        Some("rooty-secret-pw"),
+    );
+    assert!(ok, "{out}");
+    let c = s.client();
+    let token = crate::auth::bearer(
+        &c,
+        Some(("rooty", "rooty-secret-pw")),
+        "repository:teamx/app:pull,push",
+    )
+    .await;
+    c.with_token(&token)
+        .push_image("teamx/app", "1", b"stored under a name nobody holds")
+        .await;
+
+    // The registry's sign-up endpoint.
+    let r = reqwest::Client::new()
+        .post(format!("{}/auth/signup", s.url))
+        .form(&[("username", "teamx"), ("password", "a-fine-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("the name teamx is not available"));
+    // The web UI's sign-up page.
+    let anonymous = crate::web::cookie_client();
+    let form = anonymous
+        .get(format!("{}/signup", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = anonymous
+        .post(format!("{}/signup", s.url))
+        .form(&[
+            ("csrf", crate::web::csrf_of(&form).as_str()),
+            ("username", "teamx"),
+            ("password", "a-fine-password"),
+            ("confirm", "a-fine-password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("The name teamx is not available."));
+    // A new organization, from alice's settings.
+    let alice = crate::web::sign_in(&s.url, ALICE).await;
+    let settings = alice
+        .get(format!("{}/settings", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = alice
+        .post(format!("{}/settings/organizations", s.url))
+        .form(&[
+            ("csrf", crate::web::csrf_of(&settings).as_str()),
+            ("name", "teamx"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("The name teamx is not available."));
+    // An admin still gives it out.
+    let (ok, out) = admin(&s, &["org", "add", "teamx", "--owner", "alice"], None);
+    assert!(ok, "{out}");
 }

@@ -65,18 +65,25 @@ pub async fn signup(
         return problem("The two passwords differ.".into());
     }
     let peer = req.peer_addr().map(|a| a.ip());
-    let user = match web
-        .accounts
-        .sign_up(&form.username, form.password.clone(), peer)
-        .await
-    {
+    let made = match held_by_repositories(&web, &form.username).await? {
+        true => Err(AuthError::NameInUse(form.username.clone())),
+        false => {
+            web.accounts
+                .sign_up(&form.username, form.password.clone(), peer)
+                .await
+        }
+    };
+    let user = match made {
         Ok(user) => user,
         Err(e @ (AuthError::UsernameInvalid(_) | AuthError::PasswordTooShort)) => {
             return problem(capitalised(&e.to_string()));
         }
         // Taken, by a user or an organization, or reserved: said alike.
         Err(
-            AuthError::UserExists(_) | AuthError::NameTaken { .. } | AuthError::NameReserved(_),
+            AuthError::UserExists(_)
+            | AuthError::NameTaken { .. }
+            | AuthError::NameReserved(_)
+            | AuthError::NameInUse(_),
         ) => {
             return problem(format!("The name {} is not available.", form.username));
         }
@@ -148,6 +155,15 @@ pub async fn change_password(
         Err(e) => return Err(e.into()),
     }
     signed_in_at(&web, &visitor, user, "/settings?password=changed").await
+}
+
+/// Whether repositories are stored under `name` though no account, organization or
+/// proxy holds it (an admin pushed there): such a name is not given away by sign-up
+/// or a new organization, or its new owner would own them. A held name is the
+/// accounts' to refuse, with their own reason.
+pub(crate) async fn held_by_repositories(web: &Web, name: &str) -> Result<bool, WebError> {
+    Ok(web.accounts.namespace_kind(name).await?.is_none()
+        && web.storage.namespace_in_use(name).await?)
 }
 
 /// A new session for `user`, and a redirect to `location` that sets its cookie.

@@ -56,6 +56,7 @@ pub(crate) fn members_notice(code: &str) -> Option<&'static str> {
             "The organization would have no admin left: make another member admin first."
         }
         "not-a-member" => "That user is not a member.",
+        "too-many" => "That user belongs to as many organizations as one may.",
         _ => return None,
     })
 }
@@ -87,14 +88,28 @@ pub async fn create(
             context! { org_error => message, org_name => name },
         )
     };
-    match web.accounts.add_org(name, &user.name).await {
+    let added = match crate::account::held_by_repositories(&web, name).await? {
+        true => Err(AuthError::NameInUse(name.to_owned())),
+        false => web.accounts.add_org(name, &user.name).await,
+    };
+    match added {
         Ok(()) => Ok(see_other(&format!("/u/{name}"))),
         Err(e @ AuthError::UsernameInvalid(_)) => {
             problem(e.to_string().replacen("username", "organization name", 1)).await
         }
         Err(
-            AuthError::UserExists(_) | AuthError::NameTaken { .. } | AuthError::NameReserved(_),
+            AuthError::UserExists(_)
+            | AuthError::NameTaken { .. }
+            | AuthError::NameReserved(_)
+            | AuthError::NameInUse(_),
         ) => problem(format!("The name {name} is not available.")).await,
+        Err(AuthError::TooManyMemberships(_)) => {
+            problem(format!(
+                "You belong to {} organizations, the most one may.",
+                berth_auth::orgs::MAX_MEMBERSHIPS
+            ))
+            .await
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -149,6 +164,7 @@ pub async fn change(
         Err(AuthError::UserUnknown(_)) => "unknown-user",
         Err(AuthError::LastAdmin(_)) => "last-admin",
         Err(AuthError::NotAMember { .. }) => "not-a-member",
+        Err(AuthError::TooManyMemberships(_)) => "too-many",
         Err(e) => return Err(e.into()),
     };
     Ok(see_other(&format!("/u/{org}?members={code}#members")))

@@ -324,7 +324,8 @@ fn login_error(e: AuthError) -> ApiError {
         | AuthError::PasswordTooShort
         | AuthError::UserExists(_)
         | AuthError::NameTaken { .. }
-        | AuthError::NameReserved(_) => ApiError::bad_request("DENIED", e.to_string()),
+        | AuthError::NameReserved(_)
+        | AuthError::NameInUse(_) => ApiError::bad_request("DENIED", e.to_string()),
         other => {
             tracing::error!(error = %other, "token endpoint failure");
             ApiError::new(
@@ -358,6 +359,23 @@ pub async fn signup(
     }
     // Attempts count against the client address like failed logins: no account farming.
     let SignupForm { username, password } = form.into_inner();
+    // Repositories stored under a name no account holds are not given away (a held
+    // name is the accounts' to refuse, with their own reason).
+    let unheld = auth
+        .accounts
+        .namespace_kind(&username)
+        .await
+        .map_err(login_error)?
+        .is_none();
+    if unheld
+        && state
+            .storage
+            .namespace_in_use(&username)
+            .await
+            .map_err(ApiError::from)?
+    {
+        return Err(login_error(AuthError::NameInUse(username)));
+    }
     let user = auth
         .accounts
         .sign_up(&username, password, client_address(&req))
