@@ -12,7 +12,7 @@
 use std::fmt;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
 use crate::error::AuthError;
 
@@ -173,10 +173,13 @@ pub(crate) async fn reserve(txn: &DatabaseTransaction, name: &str) -> Result<(),
 pub(crate) async fn write_transaction(
     db: &DatabaseConnection,
 ) -> Result<DatabaseTransaction, AuthError> {
-    Ok(db
-        .begin_with_options(sea_orm::TransactionOptions {
+    // Begun whole, whoever drops the caller meanwhile (see `begin_whole`).
+    Ok(berth_storage::database::begin_whole(
+        db,
+        sea_orm::TransactionOptions {
             sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
             ..Default::default()
-        })
-        .await?)
+        },
+    )
+    .await?)
 }

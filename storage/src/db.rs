@@ -128,12 +128,14 @@ where
 {
     /// Any constant shared by every Berth process: "berth" in ASCII.
     const MIGRATION_LOCK: i64 = 0x0062_6572_7468;
-    let txn = db
-        .begin_with_options(TransactionOptions {
+    let txn = begin_whole(
+        db,
+        TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         let lock = Query::select()
             .expr(Func::cust("pg_advisory_xact_lock").arg(MIGRATION_LOCK))
@@ -250,17 +252,37 @@ pub async fn begin_write(
     };
     // IMMEDIATE: a deferred SQLite transaction that reads, then writes, fails with
     // "database is locked" when another process (an admin command) is writing.
-    let txn = db
-        .begin_with_options(TransactionOptions {
+    let txn = begin_whole(
+        db,
+        TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(WriteTxn {
         txn,
         turn,
         wal: sqlite.as_ref().map(|w| w.wal.clone()),
     })
+}
+
+/// Begins a transaction in a task of its own, so that no caller dropped while `BEGIN`
+/// is in flight (a readiness probe timed out, a client hung up) can leave a pooled
+/// connection inside a transaction sqlx does not count (sqlx 0.9.0,
+/// transact-rs/sqlx#4393: the drop queues no ROLLBACK before the reply raises the
+/// depth). On that connection the next statement run outside a transaction, an
+/// upload's row written by a chunk, would be answered as done and never committed.
+/// Here the task always finishes `BEGIN`; a transaction nobody takes is dropped at
+/// depth 1, which queues its ROLLBACK.
+pub async fn begin_whole(
+    db: &DatabaseConnection,
+    options: TransactionOptions,
+) -> Result<DatabaseTransaction, DbErr> {
+    let db = db.clone();
+    tokio::spawn(async move { db.begin_with_options(options).await })
+        .await
+        .map_err(|e| DbErr::Custom(format!("beginning a transaction: {e}")))?
 }
 
 /// Runs a query and reads its rows as `M` (for statements built with sea-query whose

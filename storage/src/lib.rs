@@ -60,7 +60,7 @@ pub mod uploads;
 /// hooks) and migrating it one process at a time: for components that keep their own
 /// tables beside storage's, on their own pool (accounts).
 pub mod database {
-    pub use crate::db::{connect, migrate_exclusively};
+    pub use crate::db::{begin_whole, connect, migrate_exclusively};
 }
 
 use std::sync::Arc;

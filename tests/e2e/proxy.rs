@@ -368,11 +368,19 @@ async fn distribution_upstream_and_the_mirror_listener() {
         &format!("docker://{team}"),
     ]);
     let blobs = blobs_of(upstream_manifest.as_bytes());
-    let fetched = dist.requests("GET", "/v2/team/bb/blobs/");
-    assert_eq!(
-        fetched,
-        blobs.len(),
-        "docker's pull fetched each blob from Distribution once"
+    // Each blob reached Distribution once at most: docker skips a layer its daemon
+    // holds already (another test's image may share the busybox layer), never one
+    // fetched twice through the proxy.
+    for (blob, _) in &blobs {
+        let fetched = dist.requests("GET", &format!("/v2/team/bb/blobs/{blob}"));
+        assert!(
+            fetched <= 1,
+            "{blob} fetched from Distribution {fetched} times"
+        );
+    }
+    assert!(
+        dist.requests("GET", "/v2/team/bb/blobs/") >= 1,
+        "docker's pull went through to Distribution"
     );
 
     // skopeo: the same bytes; a second pull reaches Distribution for no blob.
@@ -396,11 +404,12 @@ async fn distribution_upstream_and_the_mirror_listener() {
             assert_eq!((bytes.len(), sha256(&bytes)), (*size, blob.clone()));
         }
     }
-    assert_eq!(
-        dist.requests("GET", "/v2/team/bb/blobs/"),
-        fetched,
-        "cached blobs are not fetched again"
-    );
+    // Over both pulls, every blob reached Distribution exactly once: what docker's
+    // pull cached is not fetched again, what it skipped was fetched for skopeo.
+    for (blob, _) in &blobs {
+        let fetched = dist.requests("GET", &format!("/v2/team/bb/blobs/{blob}"));
+        assert_eq!(fetched, 1, "{blob}: cached blobs are not fetched again");
+    }
 
     // The mirror listener: what Docker Engine sends to a registry mirror.
     let m = p.mirror_client();
