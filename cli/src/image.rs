@@ -42,7 +42,7 @@ pub fn platform_image(
     digest: &str,
     platform: &str,
 ) -> anyhow::Result<Option<String>> {
-    let matches = |p: &str| p == platform || p.starts_with(&format!("{platform}/"));
+    let matches = |p: &str| manifest::platform_matches(p, platform);
     match store.read_manifest(digest)? {
         Manifest::Index(index) => Ok(index
             .manifests()
@@ -404,6 +404,14 @@ pub fn created_now() -> String {
         .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
         .unwrap_or_else(chrono::Utc::now);
     now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// An id or digest as docker shows it: its first 12 hex digits.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.char_indices()
+        .nth(12)
+        .map_or(hex, |(end, _)| &hex[..end])
 }
 
 /// The OCI name of this machine's architecture.

@@ -149,6 +149,12 @@ pub fn platform_of(platform: Option<&Platform>) -> String {
     s
 }
 
+/// Whether platform `found` (`os/arch[/variant]`) is the `wanted` one: the same, or
+/// a variant of it when `wanted` names none (`linux/arm` takes `linux/arm/v7`).
+pub fn platform_matches(found: &str, wanted: &str) -> bool {
+    found == wanted || found.starts_with(&format!("{wanted}/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use berth_oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP};
 
-use crate::image;
+use crate::image::{self, short_id};
 use crate::inroot::Root;
 use crate::manifest::{self, digest_of};
 use crate::reference::Reference;
@@ -93,10 +93,11 @@ pub(crate) async fn build(
     let (global_args, stages) = plan::split_stages(instructions)?;
     // BuildKit's automatic platform arguments, as defaults a --build-arg overrides:
     // FROM lines may use them undeclared; a stage declares them (`ARG TARGETARCH`).
-    let mut build_args = plan::platform_args(options.platform.as_deref());
+    let automatic = plan::platform_args(options.platform.as_deref());
+    let mut build_args = automatic.clone();
     build_args.extend(options.build_args.clone());
     let mut meta_args = plan::global_args(&global_args, &build_args)?;
-    for (name, value) in plan::platform_args(options.platform.as_deref()) {
+    for (name, value) in automatic {
         meta_args.entry(name).or_insert(value);
     }
     let target = plan::target_index(&stages, options.target.as_deref())?;
@@ -179,7 +180,7 @@ impl Builder<'_> {
             stage.from.raw()
         ));
         let (mut state, from_id) = self.from(stage, bases, meta_args).await?;
-        self.say(format!(" ---> {}", from_id.as_deref().map_or("", short)));
+        self.say(format!(" ---> {}", from_id.as_deref().map_or("", short_id)));
         let mut root: Option<tempfile::TempDir> = None;
         let mut args: BTreeMap<String, String> = BTreeMap::new();
         let mut cmd_set_here = false;
@@ -279,7 +280,7 @@ impl Builder<'_> {
     /// Says the id of the image the steps so far make (docker's ` ---> <id>`).
     fn say_id(&self, config: &Value) {
         if !self.options.quiet {
-            self.say(format!(" ---> {}", short(&image_id(config))));
+            self.say(format!(" ---> {}", short_id(&image_id(config))));
         }
     }
 
@@ -476,7 +477,7 @@ impl Builder<'_> {
         if self.options.quiet {
             println!("{config_digest}");
         } else {
-            println!("Successfully built {}", short(&config_digest));
+            println!("Successfully built {}", short_id(&config_digest));
             for tag in &self.options.tags {
                 println!("Successfully tagged {}", tag.familiar());
             }
@@ -489,12 +490,6 @@ impl Builder<'_> {
 fn image_id(config: &Value) -> String {
     let bytes = serde_json::to_vec(config).expect("a JSON value serializes");
     berth_oci::Digest::of(berth_oci::Algorithm::Sha256, &bytes).to_string()
-}
-
-/// An id as docker shows it: 12 hex digits.
-fn short(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
 }
 
 /// The `PATH` docker's builders give a Linux stage whose base sets none.

@@ -73,7 +73,7 @@ pub(super) async fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<()> 
     } else {
         println!(
             "Successfully built {} ({})",
-            &digest[7..19],
+            image::short_id(&digest),
             platforms.join(", ")
         );
         for tag in &tags {

@@ -14,6 +14,7 @@ use berth_oci::size::{human_size, SizeFormat};
 
 use crate::args::{Cli, Command, ImageCommand};
 use crate::credentials::Credentials;
+use crate::image::short_id;
 use crate::reference::{self, Reference};
 use crate::registry::{BadCredentials, Registry};
 use crate::store::{self, Store};
@@ -182,15 +183,6 @@ async fn image_command(ctx: &Context, command: ImageCommand) -> anyhow::Result<(
     }
 }
 
-/// The first 12 hex digits, as docker shows ids.
-fn short_id(digest: &str) -> String {
-    digest
-        .trim_start_matches("sha256:")
-        .chars()
-        .take(12)
-        .collect()
-}
-
 /// A per-blob progress bar on stderr (drawn only on a terminal, never when quiet).
 fn progress_bar(
     bars: &indicatif::MultiProgress,
@@ -207,6 +199,6 @@ fn progress_bar(
             .expect("valid template")
             .progress_chars("=> "),
     );
-    bar.set_prefix(short_id(digest));
+    bar.set_prefix(short_id(digest).to_owned());
     bar
 }

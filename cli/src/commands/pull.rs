@@ -104,10 +104,7 @@ pub(super) async fn fetch(
             let child = index
                 .manifests()
                 .iter()
-                .find(|m| {
-                    let p = platform_of(m.platform().as_ref());
-                    p == wanted || p.starts_with(&format!("{wanted}/"))
-                })
+                .find(|m| manifest::platform_matches(&platform_of(m.platform().as_ref()), &wanted))
                 .ok_or_else(|| anyhow::anyhow!("{r} has no image for platform {wanted}"))?;
             let digest = digest_of(child);
             let (t, b) = registry.get_manifest(&r.repository, digest).await?;

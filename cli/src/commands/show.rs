@@ -55,7 +55,7 @@ pub(super) fn ls(ctx: &Context, options: &LsOptions<'_>) -> anyhow::Result<()> {
         let id = if options.no_trunc {
             image.id().to_owned()
         } else {
-            short_id(image.id())
+            short_id(image.id()).to_owned()
         };
         let created = image.created();
         let row = Row::from([
@@ -152,7 +152,7 @@ pub(super) fn history(ctx: &Context, options: &HistoryOptions<'_>) -> anyhow::Re
     for step in image.history(&ctx.store)? {
         let id = match step.id {
             Some(id) if options.no_trunc => id,
-            Some(id) => short_id(&id),
+            Some(id) => short_id(&id).to_owned(),
             None => "<missing>".to_owned(),
         };
         let created_at = step.created.map_or_else(String::new, |t| {
