@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use berth_config::Config;
+use berth_storage::audit::{self, Action, Actor, AuditEntry, Outcome};
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 
@@ -25,6 +26,10 @@ pub struct Accounts {
     /// Login checks, shared by every entry point of the process (token endpoint, web
     /// sign-in).
     pub(crate) logins: Arc<Logins>,
+    /// Whom changes made through this handle are recorded as in the audit log.
+    pub(crate) actor: Arc<Actor>,
+    /// Which rate-limited sign-ins are recorded (see `refusals`).
+    refusals: Arc<crate::refusals::Refusals>,
 }
 
 impl Accounts {
@@ -44,13 +49,80 @@ impl Accounts {
     pub async fn connect(url: &str) -> Result<Accounts, AuthError> {
         let db = berth_storage::database::connect(url).await?;
         berth_storage::database::migrate_exclusively(&db, |txn| {
-            Box::pin(crate::migration::Migrator::up(txn, None))
+            Box::pin(async move {
+                // The audit log's table is storage's, and account changes are written
+                // to it: it exists before any (an admin command may come first).
+                berth_storage::database::migrate_storage(txn).await?;
+                crate::migration::Migrator::up(txn, None).await
+            })
         })
         .await?;
         Ok(Accounts {
             db,
             logins: Arc::default(),
+            actor: Arc::default(),
+            refusals: Arc::default(),
         })
+    }
+
+    /// These accounts with the changes made through them recorded as `actor`'s in the
+    /// audit log (cheap: for one request or command).
+    pub fn by(&self, actor: Actor) -> Accounts {
+        Accounts {
+            actor: Arc::new(actor),
+            ..self.clone()
+        }
+    }
+
+    /// Records `entry` in the audit log at once, for what has no transaction of its
+    /// own here (a refused sign-in). A failure is logged: what it describes happened.
+    pub async fn audit(&self, entry: AuditEntry) {
+        if let Err(e) = audit::record(&self.db, &entry).await {
+            tracing::error!(error = %e, action = entry.action.name(), "cannot write an audit log entry");
+        }
+    }
+
+    /// Records `action` on `target` by this handle's actor in `txn`, the change's own
+    /// transaction.
+    pub(crate) async fn audited(
+        &self,
+        txn: &impl sea_orm::ConnectionTrait,
+        action: Action,
+        target: &str,
+        detail: String,
+    ) -> Result<(), AuthError> {
+        let entry = self.actor.entry(action, target).detail(detail);
+        Ok(audit::record(txn, &entry).await?)
+    }
+
+    /// Records a refused sign-in as `name` from `peer` (`how`: with a password, a
+    /// token): a wrong secret is a failure, a refusal before checking (rate limited)
+    /// a denial (once per address and minute: a flood of refusals is one entry a
+    /// minute). Other errors (overload, the database) say nothing about the client.
+    async fn audit_refusal<T>(
+        &self,
+        name: Option<&str>,
+        peer: Option<IpAddr>,
+        how: &str,
+        result: &Result<T, AuthError>,
+    ) {
+        let (outcome, why) = match result {
+            Err(AuthError::BadCredentials) => (Outcome::Failure, "wrong credentials"),
+            Err(AuthError::RateLimited { .. }) if self.refusals.record_now(peer) => (
+                Outcome::Denied,
+                "rate limited (further refusals from this address within a minute not recorded)",
+            ),
+            _ => return,
+        };
+        let actor = Actor {
+            name: name.map(str::to_owned),
+            ..Actor::anonymous(peer)
+        };
+        let entry = actor
+            .entry(Action::SignInFailed, name)
+            .outcome(outcome)
+            .detail(format!("{how}: {why}"));
+        self.audit(entry).await;
     }
 
     /// The user whose password `password` is, checked the one way every entry point
@@ -65,7 +137,10 @@ impl Accounts {
         password: String,
         peer: Option<IpAddr>,
     ) -> Result<User, AuthError> {
-        self.logins.password(&self.db, name, password, peer).await
+        let checked = self.logins.password(&self.db, name, password, peer).await;
+        self.audit_refusal(Some(name), peer, "password", &checked)
+            .await;
+        checked
     }
 
     /// The user and scope of a personal access token or login token: `secret` given as
@@ -77,7 +152,13 @@ impl Accounts {
         secret: &str,
         peer: Option<IpAddr>,
     ) -> Result<(User, TokenScope), AuthError> {
-        self.logins.token(&self.db, name, secret, peer).await
+        let checked = self.logins.token(&self.db, name, secret, peer).await;
+        let how = match name {
+            Some(_) => "access token",
+            None => "refresh or access token",
+        };
+        self.audit_refusal(name, peer, how, &checked).await;
+        checked
     }
 
     /// Self sign-up from `peer`: every attempt counts against the address (nobody farms
@@ -89,7 +170,10 @@ impl Accounts {
         peer: Option<IpAddr>,
     ) -> Result<User, AuthError> {
         self.logins.signup(&self.db, peer).await?;
-        self.add_user(name, password, false).await
+        // Recorded as the new user's own doing, from where they signed up.
+        self.by(Actor::user(name, peer))
+            .add_user(name, password, false)
+            .await
     }
 }
 

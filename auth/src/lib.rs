@@ -16,6 +16,7 @@ pub mod namespaces;
 pub mod orgs;
 mod password;
 pub mod pat;
+mod refusals;
 pub mod scope;
 pub mod secret;
 pub mod sessions;

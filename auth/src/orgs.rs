@@ -5,6 +5,8 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{QueryOrder, QuerySelect};
 
+use berth_storage::audit::Action;
+
 use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::namespaces::{self, Kind};
@@ -89,13 +91,13 @@ impl Accounts {
     /// user namespace space: no user and no organization may have the same name, and a
     /// removed user's name is reserved (see `namespaces`).
     pub async fn add_org(&self, name: &str, owner: &str) -> Result<(), AuthError> {
-        create(&self.db, name, owner, false).await
+        create(self, name, owner, false).await
     }
 
     /// Like [`Accounts::add_org`], and the name may be a removed user's (an
     /// administrator's decision).
     pub async fn add_org_reclaiming(&self, name: &str, owner: &str) -> Result<(), AuthError> {
-        create(&self.db, name, owner, true).await
+        create(self, name, owner, true).await
     }
 
     pub async fn org_exists(&self, name: &str) -> Result<bool, AuthError> {
@@ -113,10 +115,9 @@ impl Accounts {
         let already = member::Entity::find()
             .filter(member::Column::OrgName.eq(org))
             .filter(member::Column::UserName.eq(user))
-            .count(&txn)
-            .await?
-            > 0;
-        if !already {
+            .one(&txn)
+            .await?;
+        if already.is_none() {
             refuse_too_many(&txn, user).await?;
         }
         if role != Role::Admin {
@@ -134,6 +135,18 @@ impl Accounts {
         )
         .exec(&txn)
         .await?;
+        let (action, detail) = match already {
+            None => (Action::MemberAdded, format!("{user} as {}", role.name())),
+            Some(m) if m.role == role.name() => (
+                Action::MemberRoleChanged,
+                format!("{user} stays {}", m.role),
+            ),
+            Some(m) => (
+                Action::MemberRoleChanged,
+                format!("{user} from {} to {}", m.role, role.name()),
+            ),
+        };
+        self.audited(&txn, action, org, detail).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -153,6 +166,8 @@ impl Accounts {
                 user: user.to_owned(),
             });
         }
+        self.audited(&txn, Action::MemberRemoved, org, user.to_owned())
+            .await?;
         txn.commit().await?;
         Ok(())
     }
@@ -194,11 +209,12 @@ impl Accounts {
 }
 
 async fn create(
-    db: &DatabaseConnection,
+    accounts: &Accounts,
     name: &str,
     owner: &str,
     reclaim: bool,
 ) -> Result<(), AuthError> {
+    let db = &accounts.db;
     validate_username(name)?;
     namespaces::check_free(db, name, Kind::Organization, reclaim).await?;
     if users::get(db, owner).await?.is_none() {
@@ -221,6 +237,13 @@ async fn create(
     })
     .exec(&txn)
     .await?;
+    let detail = match reclaim {
+        true => format!("admin: {owner}; reclaiming a removed user's name"),
+        false => format!("admin: {owner}"),
+    };
+    accounts
+        .audited(&txn, Action::OrgCreated, name, detail)
+        .await?;
     txn.commit().await?;
     Ok(())
 }

@@ -5,6 +5,8 @@
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, QueryOrder};
 
+use berth_storage::audit::Action;
+
 use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::secret::{self, hash};
@@ -130,7 +132,7 @@ impl Accounts {
         expires_in_days: Option<u32>,
     ) -> Result<(i64, String), AuthError> {
         insert(
-            &self.db,
+            self,
             user_name,
             name,
             scope,
@@ -145,7 +147,7 @@ impl Accounts {
     /// secret.
     pub async fn create_login_token(&self, user_name: &str) -> Result<(i64, String), AuthError> {
         insert(
-            &self.db,
+            self,
             user_name,
             LOGIN_TOKEN_NAME,
             TokenScope::ReadWriteDelete,
@@ -178,29 +180,41 @@ impl Accounts {
     /// Revokes `user_name`'s token `id` ([`AuthError::TokenInvalid`] if they have none
     /// such).
     pub async fn revoke_token(&self, user_name: &str, id: i64) -> Result<(), AuthError> {
+        let txn = crate::namespaces::write_transaction(&self.db).await?;
+        let found = token::Entity::find()
+            .filter(token::Column::UserName.eq(user_name))
+            .filter(token::Column::Id.eq(id))
+            .one(&txn)
+            .await?;
         let deleted = token::Entity::delete_many()
             .filter(token::Column::UserName.eq(user_name))
             .filter(token::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        if deleted.rows_affected == 0 {
+        let Some(found) = found.filter(|_| deleted.rows_affected > 0) else {
             return Err(AuthError::TokenInvalid(format!(
                 "{user_name} has no token {id}"
             )));
-        }
+        };
+        // Its id and name, never its secret (only its hash is kept anyway).
+        let detail = format!("token {id} {:?} ({})", found.name, found.kind);
+        self.audited(&txn, Action::TokenRevoked, user_name, detail)
+            .await?;
+        txn.commit().await?;
         Ok(())
     }
 }
 
 async fn insert(
-    db: &DatabaseConnection,
+    accounts: &Accounts,
     user_name: &str,
     name: &str,
     scope: TokenScope,
     expires_in_days: Option<u32>,
     kind: TokenKind,
 ) -> Result<(i64, String), AuthError> {
-    if users::get(db, user_name).await?.is_none() {
+    let txn = crate::namespaces::write_transaction(&accounts.db).await?;
+    if users::get(&txn, user_name).await?.is_none() {
         return Err(AuthError::UserUnknown(user_name.to_owned()));
     }
     let secret = format!("{PREFIX}{}", secret::random()?);
@@ -215,9 +229,28 @@ async fn insert(
         kind: Set(kind.name().to_owned()),
         ..Default::default()
     })
-    .exec(db)
+    .exec(&txn)
     .await?;
-    Ok((inserted.last_insert_id, secret))
+    let id = inserted.last_insert_id;
+    // A login token is what a `docker login` with the password leaves: the sign-in is
+    // the event. Never the secret: its id, name and scope.
+    let (action, detail) = match kind {
+        TokenKind::Personal => (
+            Action::TokenCreated,
+            format!(
+                "token {id} {name:?} ({}, {})",
+                scope.name(),
+                match expires_in_days {
+                    Some(days) => format!("expires in {days} days"),
+                    None => "never expires".into(),
+                }
+            ),
+        ),
+        TokenKind::Login => (Action::SignIn, format!("docker login (login token {id})")),
+    };
+    accounts.audited(&txn, action, user_name, detail).await?;
+    txn.commit().await?;
+    Ok((id, secret))
 }
 
 /// Ends `user_name`'s login (refresh) tokens, inside a password change's transaction.

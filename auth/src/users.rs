@@ -3,6 +3,8 @@
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, QueryOrder};
 
+use berth_storage::audit::Action;
+
 use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::namespaces::{self, Kind};
@@ -93,7 +95,7 @@ impl Accounts {
         password: String,
         admin: bool,
     ) -> Result<User, AuthError> {
-        create(&self.db, name, password, admin, false).await
+        create(self, name, password, admin, false).await
     }
 
     /// Like [`Accounts::add_user`], and the name may be a removed user's (reserved
@@ -105,7 +107,7 @@ impl Accounts {
         password: String,
         admin: bool,
     ) -> Result<User, AuthError> {
-        create(&self.db, name, password, admin, true).await
+        create(self, name, password, admin, true).await
     }
 
     /// Every user, by name.
@@ -144,6 +146,9 @@ impl Accounts {
         }
         crate::pat::revoke_logins(&txn, name).await?;
         crate::sessions::end_all(&txn, name).await?;
+        let detail = "password changed; web sessions and docker logins ended".into();
+        self.audited(&txn, Action::UserChanged, name, detail)
+            .await?;
         txn.commit().await?;
         Ok(())
     }
@@ -165,18 +170,24 @@ impl Accounts {
         crate::pat::remove_all(&txn, name).await?;
         crate::sessions::end_all(&txn, name).await?;
         crate::orgs::leave_all(&txn, name).await?;
+        berth_storage::events::webhooks::remove_namespace_webhooks(&txn, name).await?;
+        let detail =
+            "with their sessions, tokens, memberships and webhooks; the name stays reserved";
+        self.audited(&txn, Action::UserRemoved, name, detail.into())
+            .await?;
         txn.commit().await?;
         Ok(())
     }
 }
 
 async fn create(
-    db: &DatabaseConnection,
+    accounts: &Accounts,
     name: &str,
     password: String,
     admin: bool,
     reclaim: bool,
 ) -> Result<User, AuthError> {
+    let db = &accounts.db;
     validate_username(name)?;
     // A taken name is refused before the slow hash; the transaction below decides.
     namespaces::check_free(db, name, Kind::User, reclaim).await?;
@@ -198,6 +209,15 @@ async fn create(
         }
         _ => AuthError::Database(e),
     })?;
+    let detail = match (admin, reclaim) {
+        (true, true) => "admin, reclaiming a removed user's name",
+        (true, false) => "admin",
+        (false, true) => "reclaiming a removed user's name",
+        (false, false) => "user",
+    };
+    accounts
+        .audited(&txn, Action::UserCreated, name, detail.into())
+        .await?;
     txn.commit().await?;
     Ok(User {
         name: name.to_owned(),

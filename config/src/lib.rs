@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod events;
 pub mod proxy;
+pub use events::{NotificationEndpoint, WebhookSettings};
 pub use proxy::{ProxyAccess, ProxyConfig};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -29,6 +31,9 @@ pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// What a blob nothing references is given before it is collected: far longer than
 /// any push takes between uploading its layers and its manifest.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// Audit log entries are kept this long: a quarter covers most incident reviews
+/// (longer, or forever, is a setting).
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -66,12 +71,18 @@ pub struct Config {
     pub limits: Limits,
     pub auth: AuthConfig,
     pub gc: GcConfig,
+    /// Audit log entries older than this are deleted (`[audit] retention`); `None`:
+    /// kept forever.
+    pub audit_retention: Option<Duration>,
     /// The storage quota of every namespace without one of its own (`[quota] default`);
     /// `None`: unlimited.
     pub default_quota: Option<u64>,
     pub log_format: LogFormat,
     /// Upstream registries mirrored under local namespaces (`[[proxy]]`).
     pub proxies: Vec<ProxyConfig>,
+    /// Endpoints registry events are posted to (`[[notifications]]`).
+    pub notifications: Vec<NotificationEndpoint>,
+    pub webhooks: WebhookSettings,
 }
 
 /// Garbage collection (`[gc]`).
@@ -218,9 +229,15 @@ pub struct Layer {
     #[serde(default)]
     pub gc: GcLayer,
     #[serde(default)]
+    pub audit: AuditLayer,
+    #[serde(default)]
     pub quota: QuotaLayer,
     /// `[[proxy]]` entries (the file only: a list does not fit one variable).
     pub proxy: Option<Vec<proxy::ProxyLayer>>,
+    /// `[[notifications]]` entries (the file only).
+    pub notifications: Option<Vec<events::NotificationLayer>>,
+    #[serde(default)]
+    pub webhooks: events::WebhooksLayer,
 }
 
 /// `[quota]`.
@@ -260,6 +277,14 @@ pub struct StorageLayer {
     pub redirect: Option<bool>,
     pub upload_expiry_secs: Option<u64>,
     pub min_free: Option<SizeSetting>,
+}
+
+/// `[audit]`: `retention` as a duration (`"90days"`), or `"0"`/`"off"`/`"none"` to
+/// keep entries forever.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLayer {
+    pub retention: Option<String>,
 }
 
 /// `[gc]`: durations as text, e.g. `"10m"`, `"1h"`, `"30days"`, or `"off"`.
@@ -327,6 +352,14 @@ impl Layer {
                 default: get("BERTH_QUOTA_DEFAULT").map(SizeSetting::Text),
             },
             proxy: None,
+            notifications: None,
+            webhooks: events::WebhooksLayer {
+                allow_private: bool_var("BERTH_WEBHOOKS_ALLOW_PRIVATE")?,
+                timeout: get("BERTH_WEBHOOKS_TIMEOUT"),
+            },
+            audit: AuditLayer {
+                retention: get("BERTH_AUDIT_RETENTION"),
+            },
             gc: GcLayer {
                 interval: get("BERTH_GC_INTERVAL"),
                 grace: get("BERTH_GC_GRACE"),
@@ -379,6 +412,14 @@ impl Layer {
                 default: over.quota.default.or(self.quota.default),
             },
             proxy: over.proxy.or(self.proxy),
+            notifications: over.notifications.or(self.notifications),
+            webhooks: events::WebhooksLayer {
+                allow_private: over.webhooks.allow_private.or(self.webhooks.allow_private),
+                timeout: over.webhooks.timeout.or(self.webhooks.timeout),
+            },
+            audit: AuditLayer {
+                retention: over.audit.retention.or(self.audit.retention),
+            },
             gc: GcLayer {
                 interval: over.gc.interval.or(self.gc.interval),
                 grace: over.gc.grace.or(self.gc.grace),
@@ -537,6 +578,11 @@ impl Config {
             }
         };
         let gc = gc_config(&merged.gc)?;
+        let audit_retention = match merged.audit.retention.as_deref().map(str::trim) {
+            None => Some(DEFAULT_AUDIT_RETENTION),
+            Some("none") => None,
+            Some(text) => parse_duration("audit.retention", text)?,
+        };
         let default_quota = match merged.quota.default.clone() {
             None => None,
             Some(SizeSetting::Bytes(n)) => Some(n),
@@ -571,9 +617,14 @@ impl Config {
                 signing_key: merged.auth.signing_key,
             },
             gc,
+            audit_retention,
             default_quota,
             log_format,
             proxies: proxy::resolve_all(merged.proxy.as_deref().unwrap_or_default(), listen)?,
+            notifications: events::resolve_notifications(
+                merged.notifications.as_deref().unwrap_or_default(),
+            )?,
+            webhooks: merged.webhooks.resolve()?,
         })
     }
 
@@ -800,6 +851,32 @@ mod tests {
         assert!(env_err
             .to_string()
             .contains("BERTH_LIMITS_MAX_MANIFEST_BYTES"));
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_90_days_and_turns_off() {
+        let resolve = |toml_text: &str| {
+            let file: Layer = toml::from_str(toml_text).unwrap();
+            Config::resolve(file, Layer::default(), Layer::default())
+        };
+        assert_eq!(
+            resolve("").unwrap().audit_retention,
+            Some(DEFAULT_AUDIT_RETENTION)
+        );
+        let year = resolve("[audit]\nretention = \"365days\"\n").unwrap();
+        assert_eq!(
+            year.audit_retention,
+            Some(Duration::from_secs(365 * 86_400))
+        );
+        for forever in ["0", "off", "none"] {
+            let text = format!("[audit]\nretention = \"{forever}\"\n");
+            assert_eq!(resolve(&text).unwrap().audit_retention, None, "{forever}");
+        }
+        let err = resolve("[audit]\nretention = \"long\"\n").unwrap_err();
+        assert!(err.to_string().contains("audit.retention"), "{err}");
+        let env = Layer::from_env(|k| (k == "BERTH_AUDIT_RETENTION").then(|| "7days".into()));
+        let c = Config::resolve(Layer::default(), env.unwrap(), Layer::default()).unwrap();
+        assert_eq!(c.audit_retention, Some(Duration::from_secs(7 * 86_400)));
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct RouteLabel(pub &'static str);
 pub struct Granted {
     pub action: Action,
     pub viewer: Viewer,
+    /// Who the token names (`None` on an open registry, or anonymous): the actor of
+    /// the request's events.
+    pub actor: Option<String>,
 }
 
 /// Middleware: registry requests are parsed, authorized and dispatched here; every
@@ -108,6 +111,7 @@ async fn gate(
         return Ok(Granted {
             action,
             viewer: Viewer::Everything,
+            actor: None,
         });
     };
     let needs: &[Resource] = match &parsed {
@@ -156,7 +160,12 @@ async fn gate(
         Action::Catalog => viewer(auth, &claims).await?,
         _ => Viewer::Everything,
     };
-    Ok(Granted { action, viewer })
+    let actor = Some(claims.sub.clone()).filter(|s| !s.is_empty());
+    Ok(Granted {
+        action,
+        viewer,
+        actor,
+    })
 }
 
 /// A proxy's repositories hold its upstream's content: nobody pushes or deletes
@@ -269,55 +278,5 @@ fn internal(e: berth_auth::AuthError) -> ApiError {
 /// challenge's realm is where docker sends credentials. Behind a proxy, configure
 /// `auth.external_url`. A `Host` that is not a plain authority is not echoed.
 pub fn external_url(auth: &AuthState, req: &HttpRequest) -> String {
-    if let Some(url) = &auth.external_url {
-        return url.clone();
-    }
-    let host = req
-        .headers()
-        .get(actix_web::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| is_authority(h))
-        .unwrap_or("localhost");
-    let scheme = match req.connection_info().scheme() {
-        "https" => "https",
-        _ => "http",
-    };
-    format!("{scheme}://{host}")
-}
-
-/// `host[:port]` (names, IPv4, bracketed IPv6): nothing that could end a quoted
-/// header parameter or a URL's authority.
-fn is_authority(host: &str) -> bool {
-    (1..=255).contains(&host.len())
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_plain_authorities_make_the_realm() {
-        for ok in [
-            "registry.example:5000",
-            "127.0.0.1:5000",
-            "[::1]:5000",
-            "localhost",
-        ] {
-            assert!(is_authority(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "a\"b",
-            "a\",realm=\"http://x",
-            "a b",
-            "a/b",
-            "a@b",
-            &"a".repeat(256),
-        ] {
-            assert!(!is_authority(bad), "{bad}");
-        }
-    }
+    berth_events::origin::base_url(auth.external_url.as_deref(), req)
 }

@@ -125,6 +125,7 @@ impl From<&StorageError> for ApiError {
             // Rules are managed by `berthd repo immutable` and the web UI, not over /v2.
             S::TagRuleInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             S::TagRuleUnknown(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
+            S::WebhookLimit { .. } => (StatusCode::CONFLICT, "DENIED"),
             // The spec has no code for it; clients show the message (docker: "unknown:
             // the registry is out of space …") and 507 tells machines what happened.
             S::BelowReserve { .. } => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),

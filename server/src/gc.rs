@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use berth_storage::audit::Actor;
 use berth_storage::gc::Sweep;
 use berth_storage::Storage;
 
@@ -11,6 +12,8 @@ use crate::observe::METRICS;
 /// Runs a pass every `interval`, forever (the first after one interval: a freshly
 /// started replica has nothing urgent to collect).
 pub async fn run(storage: Storage, interval: Duration) {
+    // What passes delete (retention runs, untagged manifests) is audited as theirs.
+    let storage = storage.by(Actor::server("garbage collection"));
     let mut ticker =
         actix_web::rt::time::interval_at(actix_web::rt::time::Instant::now() + interval, interval);
     loop {

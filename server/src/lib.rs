@@ -40,6 +40,8 @@ pub struct AppState {
     pub auth: Arc<authz::Auth>,
     /// Pull-through caches of other registries (`[[proxy]]`).
     pub proxies: Arc<berth_proxy::Proxies>,
+    /// This instance and the registry's address, as events report them.
+    pub events: berth_events::origin::EventSource,
 }
 
 /// A listening socket as actix-web makes one (address reuse, a deep accept queue).
@@ -63,6 +65,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let auth = open_auth(&config, &accounts).await?;
     actix_web::rt::spawn(expire_uploads(storage.clone(), config.upload_expiry_secs));
     actix_web::rt::spawn(flush_pulls(storage.clone()));
+    if let Some(retention) = config.audit_retention {
+        actix_web::rt::spawn(expire_audit_log(storage.clone(), retention));
+    }
     if let Some(interval) = config.gc.interval {
         actix_web::rt::spawn(gc::run(storage.clone(), interval));
     }
@@ -76,18 +81,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         &storage,
         &config.data_dir,
     )?);
-    let ui = web::Data::new(berth_web_ui::Web::new(
-        storage.clone(),
-        accounts,
-        accounts_on,
+    let events = berth_events::origin::EventSource::new(
+        config.listen.to_string(),
         config.auth.external_url.clone(),
-        proxies.clone(),
-        config.auth.signup,
-    ));
+    );
+    let ui = web::Data::new(
+        berth_web_ui::Web::new(
+            storage.clone(),
+            accounts,
+            accounts_on,
+            config.auth.external_url.clone(),
+            proxies.clone(),
+            config.auth.signup,
+        )
+        .with_events(events.clone(), config.webhooks.allow_private),
+    );
+    berth_events::start(storage.clone(), &config, events.source.instance_id.clone())?;
     let state = web::Data::new(AppState {
         storage: storage.clone(),
         auth,
         proxies,
+        events,
     });
     // The registry (with the web UI) on `listen`; each proxy's mirror listener serves
     // the registry API alone, every name under the proxy's prefix.
@@ -273,6 +287,20 @@ async fn expire_uploads(storage: Storage, expiry_secs: u64) {
             Ok(0) => {}
             Ok(n) => tracing::info!("deleted {n} abandoned uploads"),
             Err(e) => tracing::warn!(error = %e, "expiring uploads failed; will retry"),
+        }
+    }
+}
+
+/// Deletes audit log entries older than `retention`, forever, hourly (the first at
+/// start-up: a server down for a while catches up at once).
+async fn expire_audit_log(storage: Storage, retention: std::time::Duration) {
+    let mut ticker = actix_web::rt::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        ticker.tick().await;
+        match storage.expire_audit_log(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("deleted {n} audit log entries past their retention"),
+            Err(e) => tracing::warn!(error = %e, "expiring audit log entries failed; will retry"),
         }
     }
 }

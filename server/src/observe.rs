@@ -188,6 +188,7 @@ impl Metrics {
         ]
         .into_iter()
         .chain(berth_proxy::metrics::collectors())
+        .chain(berth_events::metrics::collectors())
         {
             registry.register(m).expect("metric names are unique");
         }
@@ -355,6 +356,8 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = request_id(&req);
+    req.extensions_mut()
+        .insert(berth_events::origin::RequestId(id.clone()));
     let method = req.method().clone();
     // The path only: query strings are the client's business (and never needed here).
     let path = log_path(req.path());

@@ -10,6 +10,7 @@ use crate::db::query_as;
 use crate::digest::Digest;
 use crate::entity::{blob, now_millis, repository, repository_blob};
 use crate::error::{Result, StorageError};
+use crate::events::{Action, Target};
 use crate::liveness;
 use crate::objects::{ByteStream, Segment};
 use crate::repos::ensure_repository;
@@ -180,13 +181,25 @@ impl Storage {
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
         let unknown = || StorageError::BlobUnknown(digest.clone());
         let repo_id = self.known_repository_id(repo).await?.ok_or_else(unknown)?;
+        let events = self
+            .events_for_change(
+                Action::Delete,
+                repo,
+                [Target::named(repo, Some(digest.as_str()), None)],
+            )
+            .await?;
         let txn = self.write().await?;
         let deleted = repository_blob::Entity::delete_many()
             .filter(repository_blob::Column::RepositoryId.eq(repo_id))
             .filter(repository_blob::Column::Digest.eq(digest.as_str()))
             .exec(&*txn)
             .await?;
-        txn.commit().await?;
+        let events = if deleted.rows_affected > 0 {
+            &events[..]
+        } else {
+            &[]
+        };
+        self.commit_with_events(txn, events).await?;
         self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {
             return Err(unknown());
@@ -204,6 +217,16 @@ impl Storage {
             Err(StorageError::BlobUnknown(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
+        let events = self
+            .events_for_change(
+                Action::Mount,
+                repo,
+                [Target {
+                    from_repository: Some(from.to_owned()),
+                    ..Target::blob(repo, digest.as_str(), source.size)
+                }],
+            )
+            .await?;
         let txn = self.write().await?;
         // The source's link, locked: a blob collected since the lookup is not mounted.
         let alive = liveness::lock_linked_blobs(&*txn, source.repo_id, [digest.to_string()])
@@ -214,7 +237,7 @@ impl Storage {
         }
         let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         liveness::link(&*txn, [(repo_id, digest.to_string())], now_millis()).await?;
-        txn.commit().await?;
+        self.commit_with_events(txn, &events).await?;
         self.cache.invalidate(repo);
         Ok(true)
     }
@@ -228,13 +251,22 @@ impl Storage {
         segments: &[Segment],
         upload: Option<EndingUpload>,
     ) -> Result<()> {
+        let size: i64 = segments.iter().map(|s| s.size as i64).sum();
+        let events = self
+            .events_for_change(
+                Action::Push,
+                repo,
+                [Target::blob(repo, digest.as_str(), size as u64)],
+            )
+            .await?;
+        let has_events = !events.is_empty();
         let blob = NewBlob {
             repo: repo.to_owned(),
             // Looked up outside the write: writes take turns, and every statement inside
             // one lengthens everyone's wait (repositories are never removed).
             repo_id: self.known_repository_id(repo).await?,
             digest: digest.to_string(),
-            size: segments.iter().map(|s| s.size as i64).sum(),
+            size,
             segments: serde_json::to_string(segments).expect("segments serialize"),
             keys: segments.iter().map(|s| s.key.clone()).collect(),
         };
@@ -244,8 +276,12 @@ impl Storage {
             .write(Completion {
                 upload,
                 blob: Some(blob),
+                events,
             })
             .await?;
+        if has_events {
+            self.events_written();
+        }
         if outcome == Outcome::BlobExisted {
             // Someone stored these bytes first; one copy is enough.
             self.objects.delete_all(segments).await?;

@@ -27,10 +27,12 @@ pub(crate) use crate::upload_row::EndingUpload;
 /// limits on bound values per statement).
 const MAX_BATCH: usize = 256;
 
-/// One completion: an upload that ends, a blob to store, or both.
+/// One completion: an upload that ends, a blob to store, or both; and the events
+/// that report it.
 pub(crate) struct Completion {
     pub upload: Option<EndingUpload>,
     pub blob: Option<NewBlob>,
+    pub events: Vec<crate::events::Event>,
 }
 
 /// A blob whose bytes are durable, to be recorded and linked to `repo`.
@@ -138,6 +140,7 @@ async fn write_batch(
         .filter_map(|(i, c)| Some((i, c.blob.as_ref()?)))
         .collect();
     if blobs.is_empty() {
+        record_events(&*txn, batch, &outcomes).await?;
         txn.commit().await?;
         return Ok(outcomes);
     }
@@ -194,8 +197,24 @@ async fn write_batch(
         .iter()
         .map(|(_, b)| (repo_ids[b.repo.as_str()], b.digest.clone()));
     liveness::link(&*txn, links, now).await?;
+    record_events(&*txn, batch, &outcomes).await?;
     txn.commit().await?;
     Ok(outcomes)
+}
+
+/// The events of the completions that succeed, in the batch's order.
+async fn record_events(
+    db: &impl ConnectionTrait,
+    batch: &[Completion],
+    outcomes: &[Result<Outcome>],
+) -> Result<()> {
+    let events: Vec<crate::events::Event> = batch
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .flat_map(|(c, _)| c.events.iter().cloned())
+        .collect();
+    crate::events::record(db, &events).await
 }
 
 /// Inserts the blobs not stored yet; returns the digests inserted.

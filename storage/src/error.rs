@@ -60,6 +60,9 @@ pub enum StorageError {
     TagRuleInvalid(String),
     #[error("no immutable tag rule {0}")]
     TagRuleUnknown(i64),
+    /// A namespace (or a user) has as many webhooks as it may.
+    #[error("{holder} has {limit} webhooks already, the most allowed")]
+    WebhookLimit { holder: String, limit: u64 },
     /// Refused up front: free space is below the reserve kept for metadata commits.
     #[error(
         "the registry is out of space: {} MiB free, below the {} MiB kept in reserve; pushes are refused until space is freed",

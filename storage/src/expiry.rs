@@ -25,6 +25,7 @@ impl Storage {
                 let completion = Completion {
                     upload: Some(EndingUpload::expire(&row, cutoff)),
                     blob: None,
+                    events: Vec::new(),
                 };
                 match self.completions.write(completion).await {
                     Ok(_) => {}

@@ -16,6 +16,7 @@
 //! | immutable tags | `tag_rules.rs` | `add_immutable_rule`, `immutable_rules`, `immutable_rule`, `remove_immutable_rule` (checked by the manifest writes) |
 //! | pull counts | `pulls.rs` | `record_pull`, `flush_pulls` |
 //! | quotas and usage | `quotas.rs` | `set_quota`, `remove_quota`, `quotas`, `quota_of`, `namespace_usage`, `namespace_usages`, `repository_usage`, `registry_usage` |
+//! | the audit log | `audit.rs` | `by`, `audit`, `audit_log`, `expire_audit_log` |
 //! | retention policies | `retention.rs` | `set_retention`, `retention_policies`, `remove_retention`, `retention_preview`, `apply_retention` |
 //! | garbage collection | `gc/` (the protocol beside pushes: `liveness.rs`) | `collect_garbage` |
 //!
@@ -23,6 +24,7 @@
 //! `objects/backend.rs`), the metadata schema (`entity/`, `migration/`), and the
 //! database plumbing (`db.rs`), whose connection never leaves this crate.
 
+pub mod audit;
 pub(crate) mod blobs;
 pub(crate) mod cache;
 pub(crate) mod change_feed;
@@ -31,6 +33,7 @@ pub(crate) mod db;
 pub mod digest;
 pub(crate) mod entity;
 pub mod error;
+pub mod events;
 pub(crate) mod expiry;
 pub mod explore;
 pub mod gc;
@@ -60,7 +63,7 @@ pub mod uploads;
 /// hooks) and migrating it one process at a time: for components that keep their own
 /// tables beside storage's, on their own pool (accounts).
 pub mod database {
-    pub use crate::db::{begin_whole, connect, migrate_exclusively};
+    pub use crate::db::{begin_whole, connect, migrate_exclusively, migrate_storage};
 }
 
 use std::sync::Arc;
@@ -95,6 +98,14 @@ pub struct Storage {
     upload_expiry_ms: i64,
     gc: gc::GcSettings,
     quotas: Arc<quotas::Quotas>,
+    /// Which events are wanted, and events of requests that changed nothing (pulls,
+    /// repeated pushes) waiting to be written.
+    events: Arc<events::EventGate>,
+    /// The request this storage acts for (see [`Storage::for_request`]): its changes'
+    /// events name it. `None`: changes the registry makes itself record no events.
+    origin: Option<Arc<events::Origin>>,
+    /// Whom this storage's changes are recorded as in the audit log (see `audit`).
+    actor: Arc<audit::Actor>,
 }
 
 impl Storage {
@@ -164,6 +175,9 @@ impl Storage {
                 config.default_quota,
                 config.proxies.iter().map(|p| p.prefix.clone()).collect(),
             )),
+            events: Arc::new(events::EventGate::new(&config.notifications)),
+            origin: None,
+            actor: Arc::default(),
         })
     }
 

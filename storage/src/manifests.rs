@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::digest::{Algorithm, Digest};
 use crate::entity::{manifest, manifest_blob, manifest_child, now_millis, repository, tag};
 use crate::error::{Result, StorageError};
+use crate::events::{Action, Target};
 use crate::manifest_refs::ManifestRefs;
 use crate::names::validate_tag;
 use crate::repos::{ensure_repository, Page};
@@ -98,12 +99,15 @@ impl Storage {
             }
         }
         let parsed = ManifestRefs::of(&Manifest::parse_pushed(content_type, body)?)?;
+        let targets = || manifest_targets(repo, &digest, &parsed, body, &tags);
         if self.already_stored(repo, &digest, &tags).await?
             && (!tags.is_empty() || self.repushed_untagged(repo, &digest).await?)
         {
-            // Re-pushing what is already there (CI does it all the time) writes nothing;
-            // a tag found there may have been pushed elsewhere a moment ago and still be
-            // settling, so this answer waits as that one does.
+            // Re-pushing what is already there (CI does it all the time) writes nothing
+            // (its event is buffered); a tag found there may have been pushed elsewhere a
+            // moment ago and still be settling, so this answer waits as that one does.
+            let events = self.events_for(Action::Push, repo, targets()).await?;
+            self.buffer_events(events);
             if !tags.is_empty() {
                 self.settle_change().await;
             }
@@ -119,6 +123,9 @@ impl Storage {
         let platform = self
             .image_platform(repo, parsed.image_config.as_ref())
             .await?;
+        let events = self
+            .events_for_change(Action::Push, repo, targets())
+            .await?;
         let txn = self.write().await?;
         let repo_id = ensure_repository(&*txn, repo, self.private_by_default).await?;
         check_references(&*txn, repo_id, &parsed).await?;
@@ -127,7 +134,7 @@ impl Storage {
         let manifest_id =
             insert_manifest(&*txn, repo_id, &digest, &parsed, &platform, body).await?;
         record_push(&*txn, repo_id, manifest_id, &tags).await?;
-        txn.commit().await?;
+        self.commit_with_events(txn, &events).await?;
         self.cache.invalidate(repo);
         if !tags.is_empty() {
             self.settle_change().await;
@@ -200,6 +207,13 @@ impl Storage {
     /// By digest: removes the manifest and every tag on it. By tag: removes the tag only.
     pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
         let repo_id = self.repository_id(repo).await?;
+        let target = match reference {
+            Reference::Tag(t) => Target::named(repo, None, Some(t)),
+            Reference::Digest(d) => Target::named(repo, Some(d.as_str()), None),
+        };
+        let events = self
+            .events_for_change(Action::Delete, repo, [target])
+            .await?;
         let txn = self.write().await?;
         crate::tag_rules::check_deletable(&*txn, repo, repo_id, reference).await?;
         let deleted = match reference {
@@ -219,7 +233,12 @@ impl Storage {
             }
         };
         crate::platforms::refresh(&*txn, repo_id).await?;
-        txn.commit().await?;
+        let events = if deleted.rows_affected > 0 {
+            &events[..]
+        } else {
+            &[]
+        };
+        self.commit_with_events(txn, events).await?;
         self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {
             return Err(StorageError::ManifestUnknown(reference_text(reference)));
@@ -299,6 +318,24 @@ impl Storage {
                 annotations: row.annotations.and_then(|a| serde_json::from_str(&a).ok()),
             })
             .collect())
+    }
+}
+
+/// A manifest push's event targets: one per tag, or one without a tag.
+fn manifest_targets(
+    repo: &str,
+    digest: &Digest,
+    parsed: &ManifestRefs,
+    body: &[u8],
+    tags: &[String],
+) -> Vec<Target> {
+    let target = |tag: Option<&str>| {
+        let size = body.len() as u64;
+        Target::manifest(repo, digest.as_str(), &parsed.media_type, size, tag)
+    };
+    match tags.is_empty() {
+        true => vec![target(None)],
+        false => tags.iter().map(|t| target(Some(t))).collect(),
     }
 }
 

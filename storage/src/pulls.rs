@@ -83,6 +83,7 @@ impl Storage {
 
     /// Writes the pulls counted since the last flush; returns how many.
     pub async fn flush_pulls(&self) -> Result<i64> {
+        self.flush_buffered_events().await?;
         let pending = self.pulls.take();
         if pending.is_empty() {
             return Ok(0);

@@ -16,6 +16,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, QueryOrder, QuerySelect};
 
+use crate::audit::Action;
 use crate::digest::Digest;
 use crate::entity::{blob, manifest, manifest_blob, quota, repository};
 use crate::error::{Result, StorageError};
@@ -111,6 +112,9 @@ impl Storage {
         )
         .exec(&*txn)
         .await?;
+        let detail = format!("{bytes} bytes");
+        self.audited(&*txn, Action::QuotaChanged, namespace, Some(detail))
+            .await?;
         txn.commit().await?;
         self.quotas.forget();
         Ok(())
@@ -120,6 +124,11 @@ impl Storage {
     pub async fn remove_quota(&self, namespace: &str) -> Result<bool> {
         let txn = self.write().await?;
         let removed = quota::Entity::delete_by_id(namespace).exec(&*txn).await?;
+        if removed.rows_affected > 0 {
+            let detail = Some("removed (the default applies)".into());
+            self.audited(&*txn, Action::QuotaChanged, namespace, detail)
+                .await?;
+        }
         txn.commit().await?;
         self.quotas.forget();
         Ok(removed.rows_affected > 0)

@@ -6,6 +6,7 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
+use crate::audit::Action;
 use crate::db::byte_order;
 use crate::entity::{now_millis, repository};
 use crate::error::{Result, StorageError};
@@ -80,6 +81,11 @@ impl Storage {
             .filter(repository::Column::Name.eq(name))
             .exec(&*txn)
             .await?;
+        if updated.rows_affected > 0 {
+            let now = if private { "private" } else { "public" };
+            self.audited(&*txn, Action::VisibilityChanged, name, Some(now.into()))
+                .await?;
+        }
         txn.commit().await?;
         if updated.rows_affected == 0 {
             return Err(StorageError::NameUnknown(name.to_owned()));

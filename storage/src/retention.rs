@@ -19,6 +19,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use crate::audit::Action;
 use crate::entity::{blob, manifest, manifest_blob, manifest_child, now_millis, repository};
 use crate::entity::{retention_policy as policy, tag};
 use crate::error::{Result, StorageError};
@@ -91,6 +92,25 @@ struct ManifestRow {
 }
 
 impl RetentionPolicy {
+    /// The policy in one line, for the audit log.
+    fn describe(&self) -> String {
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        let mut parts = Vec::new();
+        if let Some(n) = self.keep_last {
+            parts.push(format!("keep_last={n}"));
+        }
+        if let Some(p) = &self.keep_pattern {
+            parts.push(format!("keep_pattern={p}"));
+        }
+        if let Some(d) = self.unpushed_for {
+            parts.push(format!("unpushed_for={}", text(d)));
+        }
+        if let Some(d) = self.unpulled_for {
+            parts.push(format!("unpulled_for={}", text(d)));
+        }
+        format!("set {}", parts.join(" "))
+    }
+
     fn check(&self) -> Result<()> {
         Scope::parse(&self.scope)?;
         if let Some(p) = &self.keep_pattern {
@@ -164,6 +184,13 @@ impl Storage {
         )
         .exec(&*txn)
         .await?;
+        self.audited(
+            &*txn,
+            Action::RetentionChanged,
+            &p.scope,
+            Some(p.describe()),
+        )
+        .await?;
         Ok(txn.commit().await?)
     }
 
@@ -185,6 +212,15 @@ impl Storage {
     pub async fn remove_retention(&self, scope: &str) -> Result<bool> {
         let txn = self.write().await?;
         let removed = policy::Entity::delete_by_id(scope).exec(&*txn).await?;
+        if removed.rows_affected > 0 {
+            self.audited(
+                &*txn,
+                Action::RetentionChanged,
+                scope,
+                Some("removed".into()),
+            )
+            .await?;
+        }
         txn.commit().await?;
         Ok(removed.rows_affected > 0)
     }
@@ -201,6 +237,18 @@ impl Storage {
         let summary = self.summarize(&plans).await?;
         for plan in &plans {
             self.apply_repo_plan(plan).await?;
+        }
+        // One entry per run (a run may delete thousands of tags), with its counts.
+        if !summary.tags.is_empty() || !summary.manifests.is_empty() {
+            let entry = self
+                .actor
+                .entry(Action::RetentionRun, scope.unwrap_or("every policy"))
+                .detail(format!(
+                    "deleted {} tags and {} manifests",
+                    summary.tags.len(),
+                    summary.manifests.len()
+                ));
+            self.audit(entry).await;
         }
         // A run asked for through the API is answered once every replica serves it.
         if !plans.is_empty() {

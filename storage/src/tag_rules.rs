@@ -22,6 +22,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use crate::audit::Action;
 use crate::entity::{immutable_tag_rule as rule, manifest, now_millis, tag};
 use crate::error::{Result, StorageError};
 use crate::manifests::Reference;
@@ -237,6 +238,9 @@ impl Storage {
             .one(&*txn)
             .await?
             .ok_or_else(|| StorageError::TagRuleInvalid(format!("{pattern:?} on {scope}")))?;
+        let detail = format!("added rule {}: {pattern}", added.id);
+        self.audited(&*txn, Action::ImmutableTagRuleChanged, scope, Some(detail))
+            .await?;
         txn.commit().await?;
         Ok(added.into())
     }
@@ -278,7 +282,18 @@ impl Storage {
 
     pub async fn remove_immutable_rule(&self, id: i64) -> Result<()> {
         let txn = self.write().await?;
+        let found = rule::Entity::find_by_id(id).one(&*txn).await?;
         let removed = rule::Entity::delete_by_id(id).exec(&*txn).await?;
+        if let Some(rule) = found.filter(|_| removed.rows_affected > 0) {
+            let detail = format!("removed rule {id}: {}", rule.pattern);
+            self.audited(
+                &*txn,
+                Action::ImmutableTagRuleChanged,
+                &rule.scope,
+                Some(detail),
+            )
+            .await?;
+        }
         txn.commit().await?;
         match removed.rows_affected {
             0 => Err(StorageError::TagRuleUnknown(id)),

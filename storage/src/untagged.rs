@@ -11,6 +11,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use crate::audit::Action;
 use crate::db::query_as;
 use crate::digest::Digest;
 use crate::entity::{blob, manifest, manifest_blob, manifest_child, tag};
@@ -134,6 +135,17 @@ impl Storage {
     /// tag pushed onto it meanwhile keeps it (`ManifestInUse`), never goes with it.
     pub async fn delete_untagged(&self, repo: &str, digest: &Digest) -> Result<()> {
         let repo_id = self.repository_id(repo).await?;
+        let events = self
+            .events_for_change(
+                crate::events::Action::Delete,
+                repo,
+                [crate::events::Target::named(
+                    repo,
+                    Some(digest.as_str()),
+                    None,
+                )],
+            )
+            .await?;
         let txn = self.write().await?;
         let id: Option<i64> = manifest::Entity::find()
             .select_only()
@@ -179,7 +191,15 @@ impl Storage {
             )));
         }
         manifest::Entity::delete_by_id(id).exec(&*txn).await?;
-        txn.commit().await?;
+        let target = format!("{repo}@{digest}");
+        self.audited(
+            &*txn,
+            Action::ManifestDeleted,
+            &target,
+            Some("untagged".into()),
+        )
+        .await?;
+        self.commit_with_events(txn, &events).await?;
         self.cache.invalidate(repo);
         self.settle_change().await;
         Ok(())

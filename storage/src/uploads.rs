@@ -194,6 +194,7 @@ impl Storage {
         let completion = Completion {
             upload: Some(ending(loaded)),
             blob: None,
+            events: Vec::new(),
         };
         self.completions.write(completion).await?;
         self.objects.delete_all(&loaded.segments).await

@@ -738,3 +738,91 @@ async fn repositories_are_starred_and_searched_by_stars_in_the_browser() {
     assert!(text.contains("☆ Star") && text.contains("1 star"), "{text}");
     browser.close().await;
 }
+
+/// Webhooks in the browser: alice opens them from her repository's page, adds one
+/// (an internal address refused where the operator has not allowed them, here
+/// allowed), pushes, sees the delivery with its status, sends it again, and removes
+/// the webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_added_watched_and_redelivered_in_the_browser() {
+    use crate::proxy::fakes::{eventually, FakeUpstream, Reply};
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let receiver = FakeUpstream::start(std::sync::Arc::new(|_| {
+        Reply::new(200).body(b"{\"ok\":true}".to_vec())
+    }))
+    .await;
+    let s = Berthd::start_configured(
+        Db::Sqlite,
+        &[ALICE],
+        &[("BERTH_WEBHOOKS_ALLOW_PRIVATE", "true")],
+    )
+    .await
+    .unwrap();
+    let base = s.url.clone();
+    let alice = crate::auth::pusher(&s, ALICE, "alice/hooked").await;
+    alice.push_image("alice/hooked", "v1", b"first").await;
+
+    browser.goto(&format!("{base}/signin")).await;
+    fill(&browser, "username", ALICE.0).await;
+    fill(&browser, "password", ALICE.1).await;
+    submit(&browser, "Sign in").await;
+    browser.goto(&format!("{base}/r/alice/hooked")).await;
+    click(&browser, Locator::LinkText("Webhooks…")).await;
+    wait_for(&browser, "#webhook-name").await;
+    assert!(browser
+        .text()
+        .await
+        .contains("No webhooks for alice/hooked"));
+    fill(&browser, "webhook-name", "deploy").await;
+    fill(&browser, "webhook-url", &format!("{}/deploy", receiver.url)).await;
+    fill(&browser, "webhook-secret", "s3cret").await;
+    submit(&browser, "Add webhook").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Added the webhook.") && text.contains("signed"),
+        "{text}"
+    );
+
+    alice.push_image("alice/hooked", "v2", b"second").await;
+    eventually(Duration::from_secs(10), "the delivery", || async {
+        match receiver.count("/deploy") {
+            1 => Ok(()),
+            n => Err(format!("{n} requests")),
+        }
+    })
+    .await;
+    let url = browser.client.current_url().await.unwrap().to_string();
+    let text = eventually(Duration::from_secs(10), "delivered", || async {
+        browser.goto(&url).await;
+        let text = browser.text().await;
+        match text.contains("delivered") {
+            true => Ok(text),
+            false => Err(text),
+        }
+    })
+    .await;
+    assert!(text.contains("v2") && text.contains("200"), "{text}");
+    browser.screenshot("webhooks-1-delivered").await;
+    click(&browser, Locator::Css("button[aria-label^='Redeliver']")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(browser.text().await.contains("Sent again"));
+    eventually(Duration::from_secs(10), "the redelivery", || async {
+        match receiver.count("/deploy") {
+            2 => Ok(()),
+            n => Err(format!("{n} requests")),
+        }
+    })
+    .await;
+    click(
+        &browser,
+        Locator::Css("button[aria-label='Remove webhook deploy']"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = browser.text().await;
+    assert!(text.contains("Removed the webhook."), "{text}");
+    browser.screenshot("webhooks-2-removed").await;
+    browser.close().await;
+}

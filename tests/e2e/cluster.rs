@@ -14,15 +14,15 @@ const ALICE: (&str, &str, bool) = ("alice", "alice-password", false);
 const MIB: usize = 1024 * 1024;
 
 /// Replicas `a` and `b` on one fresh database and one S3 server.
-struct Cluster {
+pub(crate) struct Cluster {
     s3: S3Server,
-    a: Berthd,
-    b: Berthd,
+    pub a: Berthd,
+    pub b: Berthd,
 }
 
 impl Cluster {
     /// `None` outside CI when PostgreSQL or s3s-fs is missing.
-    async fn start(
+    pub(crate) async fn start(
         users: &[(&str, &str, bool)],
         extra: &[(&'static str, &str)],
     ) -> Option<Cluster> {

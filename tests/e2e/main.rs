@@ -3,6 +3,7 @@
 
 mod accounts_security;
 mod api;
+mod audit;
 mod auth;
 mod browser;
 mod cli;
@@ -12,6 +13,7 @@ mod clients;
 mod cluster;
 mod disk_full;
 mod durability;
+mod events;
 mod gc;
 mod hostile_images;
 mod image;

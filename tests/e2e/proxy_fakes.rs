@@ -346,6 +346,7 @@ pub struct FakeRequest {
     pub path: String,
     /// Lower-case names.
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl FakeRequest {
@@ -410,7 +411,12 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start(handler: Handler) -> FakeUpstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FakeUpstream::start_on("127.0.0.1:0", handler).await
+    }
+
+    /// On a given address (a port an earlier fake gave up, say).
+    pub async fn start_on(addr: &str, handler: Handler) -> FakeUpstream {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
@@ -465,15 +471,16 @@ async fn fake_connection(
         buf.drain(..end + 4);
         let mut lines = head.split("\r\n");
         let mut first = lines.next().unwrap_or_default().split(' ');
-        let request = FakeRequest {
+        let mut request = FakeRequest {
             method: first.next().unwrap_or_default().to_owned(),
             path: first.next().unwrap_or_default().to_owned(),
             headers: lines
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
                 .collect(),
+            body: Vec::new(),
         };
-        // Skip a request body (the proxy sends none, but stay in step if it did).
+        // The request body, if any.
         let length: usize = request
             .header("content-length")
             .and_then(|v| v.parse().ok())
@@ -485,7 +492,7 @@ async fn fake_connection(
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        buf.drain(..length);
+        request.body = buf.drain(..length).collect();
         seen.lock().unwrap().push(request.clone());
         let reply = handler(&request);
         let mut out = format!("HTTP/1.1 {} Fake\r\n", reply.status);

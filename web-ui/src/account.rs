@@ -141,6 +141,7 @@ pub async fn change_password(
     }
     match web
         .accounts
+        .by(visitor.actor())
         .set_password(&user.name, form.new.clone())
         .await
     {

@@ -8,6 +8,7 @@
 
 mod account;
 mod api;
+mod audit;
 mod docker_search;
 mod error;
 mod error_pages;
@@ -21,6 +22,7 @@ mod tag_rules;
 mod templates;
 mod untagged;
 mod view;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -48,6 +50,10 @@ pub struct Web {
     proxies: Arc<Proxies>,
     /// Self sign-up (`[auth] signup`): the sign-up page.
     signup: bool,
+    /// `[webhooks] allow_private`: webhooks may point at internal addresses.
+    allow_private_webhooks: bool,
+    /// This instance, as the events of changes made here name it.
+    events: berth_events::origin::EventSource,
 }
 
 impl Web {
@@ -66,7 +72,29 @@ impl Web {
             external_url,
             proxies,
             signup,
+            allow_private_webhooks: false,
+            events: Default::default(),
         }
+    }
+
+    /// Events: this instance as they name it, and whether webhooks may point at
+    /// internal addresses (`[webhooks] allow_private`).
+    pub fn with_events(
+        mut self,
+        source: berth_events::origin::EventSource,
+        allow_private_webhooks: bool,
+    ) -> Web {
+        self.events = source;
+        self.allow_private_webhooks = allow_private_webhooks;
+        self
+    }
+
+    /// Storage acting for `req` by `visitor`: the changes it makes are reported in
+    /// events naming them.
+    fn storage_for(&self, req: &actix_web::HttpRequest, visitor: &session::Visitor) -> Storage {
+        let user = visitor.user().map(|u| u.name.clone());
+        let origin = berth_events::origin::origin(&self.events, req, user);
+        self.storage.by(visitor.actor()).for_request(origin)
     }
 
     /// Whether the registry has accounts now (token authentication on).
@@ -139,6 +167,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/manage/retention/run", web::post().to(lifecycle::run_form))
         .route("/usage", read().to(lifecycle::usage_page))
+        .route("/admin/audit", read().to(audit::page))
+        .route("/api/v1/audit", read().to(audit::list))
         .route("/manage/untagged", read().to(untagged::page))
         .route(
             "/manage/untagged/delete",
@@ -148,6 +178,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/api/v1/untagged")
                 .route(read().to(untagged::list))
                 .route(web::delete().to(untagged::delete)),
+        )
+        .route("/manage/webhooks", read().to(webhooks::page))
+        .route("/manage/webhooks", web::post().to(webhooks::add_form))
+        .route(
+            "/manage/webhooks/remove",
+            web::post().to(webhooks::remove_form),
+        )
+        .route(
+            "/manage/webhooks/redeliver",
+            web::post().to(webhooks::redeliver_form),
+        )
+        .service(
+            web::resource("/api/v1/webhooks")
+                .route(read().to(webhooks::list))
+                .route(web::post().to(webhooks::create)),
+        )
+        .route("/api/v1/webhooks/{id}", web::delete().to(webhooks::remove))
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            read().to(webhooks::list_deliveries),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver",
+            web::post().to(webhooks::redeliver),
+        )
+        .route(
+            "/api/v1/webhooks/callback/{token}",
+            web::post().to(webhooks::callback),
         )
         .route("/api/v1/search", read().to(api::search))
         .route("/v1/_ping", read().to(docker_search::ping))

@@ -257,7 +257,7 @@ async fn repository_policies(web: &Web, namespace: &str) -> Result<Vec<PolicyVie
 
 /// A scope's owners only (see the module comment); a scope that cannot be one is a
 /// 400 saying why, under `what` ("retention policy", "usage").
-async fn check_owner(
+pub(crate) async fn check_owner(
     web: &Web,
     visitor: &Visitor,
     scope: &str,
@@ -360,8 +360,13 @@ impl PolicyInput {
     }
 }
 
-async fn set_policy(web: &Web, policy: &RetentionPolicy) -> Result<(), WebError> {
+async fn set_policy(
+    web: &Web,
+    visitor: &Visitor,
+    policy: &RetentionPolicy,
+) -> Result<(), WebError> {
     web.storage
+        .by(visitor.actor())
         .set_retention(policy)
         .await
         .map_err(|e| reworded(e.into(), "retention policy"))
@@ -554,7 +559,7 @@ pub async fn put_policy(
         (None, None) => required(&None)?.to_owned(),
     };
     check_owner(&web, &visitor, &scope, "retention policy").await?;
-    set_policy(&web, &input.policy(&scope)?).await?;
+    set_policy(&web, &visitor, &input.policy(&scope)?).await?;
     Ok(HttpResponse::Ok().json(existing_policy(&web, &scope).await?))
 }
 
@@ -570,7 +575,12 @@ pub async fn delete_policy(
     visitor.check_api_write(&req, "delete")?;
     let scope = required(&query.scope)?;
     check_owner(&web, &visitor, scope, "retention policy").await?;
-    if !web.storage.remove_retention(scope).await? {
+    if !web
+        .storage
+        .by(visitor.actor())
+        .remove_retention(scope)
+        .await?
+    {
         return Err(no_policy(&web, scope).await?.into());
     }
     Ok(HttpResponse::NoContent().finish())
@@ -617,7 +627,11 @@ pub async fn run(
             return Err(changed().into());
         }
     }
-    let done = web.storage.apply_retention(Some(scope)).await?;
+    let done = web
+        .storage
+        .by(visitor.actor())
+        .apply_retention(Some(scope))
+        .await?;
     Ok(HttpResponse::Ok().json(PlanView::new(scope, done)))
 }
 
@@ -678,7 +692,7 @@ pub async fn set_form(
         unpushed_for: text(&form.unpushed_for),
         unpulled_for: text(&form.unpulled_for),
     };
-    set_policy(&web, &input.policy(&form.scope)?).await?;
+    set_policy(&web, &visitor, &input.policy(&form.scope)?).await?;
     Ok(see_other(&page_of(&form.scope)))
 }
 
@@ -696,7 +710,12 @@ pub async fn remove_form(
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
     check_owner(&web, &visitor, &form.scope, "retention policy").await?;
-    if !web.storage.remove_retention(&form.scope).await? {
+    if !web
+        .storage
+        .by(visitor.actor())
+        .remove_retention(&form.scope)
+        .await?
+    {
         return Err(no_policy(&web, &form.scope).await?.into());
     }
     Ok(see_other(&page_of(&form.scope)))
@@ -791,7 +810,11 @@ pub async fn run_form(
         )
         .await;
     }
-    let done = web.storage.apply_retention(Some(&form.scope)).await?;
+    let done = web
+        .storage
+        .by(visitor.actor())
+        .apply_retention(Some(&form.scope))
+        .await?;
     render(
         &web,
         &visitor,

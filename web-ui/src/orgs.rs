@@ -6,6 +6,7 @@
 
 use actix_web::{web, HttpRequest};
 use berth_auth::{AuthError, Role};
+use berth_storage::audit::{Action, Outcome};
 use minijinja::{context, Value};
 use serde::Deserialize;
 
@@ -90,7 +91,12 @@ pub async fn create(
     };
     let added = match crate::account::held_by_repositories(&web, name).await? {
         true => Err(AuthError::NameInUse(name.to_owned())),
-        false => web.accounts.add_org(name, &user.name).await,
+        false => {
+            web.accounts
+                .by(visitor.actor())
+                .add_org(name, &user.name)
+                .await
+        }
     };
     match added {
         Ok(()) => Ok(see_other(&format!("/u/{name}"))),
@@ -138,14 +144,22 @@ pub async fn change(
     // is as if the form were not there.
     let manager = user.admin || web.accounts.org_role(&org, &user.name).await? == Some(Role::Admin);
     if !manager || !web.accounts.org_exists(&org).await? {
+        let action = match form.role {
+            Some(_) => Action::MemberAdded,
+            None => Action::MemberRemoved,
+        };
+        let refused = visitor.actor().entry(action, org.as_str());
+        let refused = refused.outcome(Outcome::Denied).detail(form.user.trim());
+        web.accounts.audit(refused).await;
         return Err(WebError::Forbidden.into());
     }
     let member = form.user.trim();
+    let accounts = web.accounts.by(visitor.actor());
     let outcome = match &form.role {
         Some(role) => {
             let role = Role::parse(role)?;
             let known = web.accounts.org_role(&org, member).await?.is_some();
-            web.accounts.set_member(&org, member, role).await.map(|()| {
+            accounts.set_member(&org, member, role).await.map(|()| {
                 if known {
                     "updated"
                 } else {
@@ -153,8 +167,7 @@ pub async fn change(
                 }
             })
         }
-        None => web
-            .accounts
+        None => accounts
             .remove_member(&org, member)
             .await
             .map(|()| "removed"),

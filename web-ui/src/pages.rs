@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use berth_auth::namespaces::Kind;
 use berth_auth::{AuthError, TokenScope};
+use berth_storage::audit::{Action, Actor};
 use berth_storage::explore::{Listing, Order, RepoDetail};
 use berth_storage::manifests::Reference;
 use berth_storage::repos::Viewer;
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use crate::error::{PageResult, WebError};
 use crate::session::Visitor;
 use crate::view::{self, TagParams, Target, TAGS_PER_PAGE};
-use crate::{lifecycle, markdown, mirrors, orgs, templates, Web};
+use crate::{audit, lifecycle, markdown, mirrors, orgs, templates, Web};
 
 const REPOS_PER_PAGE: u64 = 20;
 const MAX_DESCRIPTION_CHARS: usize = 100;
@@ -449,6 +450,8 @@ pub async fn signin(
         .await
     {
         Ok(user) => {
+            let signed_in = Actor::user(&user.name, peer).entry(Action::SignIn, user.name.as_str());
+            web.accounts.audit(signed_in.detail("web sign-in")).await;
             let (secret, _) = web.accounts.start_session(user).await?;
             let mut res = see_other("/");
             res.add_cookie(&visitor.session_cookie(secret))
@@ -593,6 +596,7 @@ pub async fn create_token(
     };
     let (_, secret) = web
         .accounts
+        .by(visitor.actor())
         .create_token(&user.name, name, scope, days)
         .await?;
     settings_page(
@@ -619,7 +623,12 @@ pub async fn revoke_token(
 ) -> PageResult {
     let user = visitor.signed_in()?;
     visitor.check_csrf(&form.csrf)?;
-    match web.accounts.revoke_token(&user.name, form.id).await {
+    match web
+        .accounts
+        .by(visitor.actor())
+        .revoke_token(&user.name, form.id)
+        .await
+    {
         Ok(()) => Ok(see_other("/settings")),
         Err(AuthError::TokenInvalid(_)) => Err(WebError::NotFound("token".into()).into()),
         Err(e) => Err(e.into()),
@@ -728,10 +737,20 @@ pub async fn set_visibility(
     form: web::Form<VisibilityForm>,
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
-    managed_repository(&web, &visitor, &form.repository).await?;
+    let managed = managed_repository(&web, &visitor, &form.repository).await;
+    audit::refused(
+        &web,
+        &visitor,
+        Action::VisibilityChanged,
+        &form.repository,
+        &managed,
+    )
+    .await;
+    managed?;
     // A mirror's visibility follows its proxy's `access`.
     mirrors::refuse_mirror(&web, &form.repository)?;
     web.storage
+        .by(visitor.actor())
         .set_private(&form.repository, form.private)
         .await?;
     Ok(see_other(&format!("/r/{}", form.repository)))
@@ -772,15 +791,23 @@ pub struct DeleteTagForm {
 pub async fn delete_tag(
     web: web::Data<Web>,
     visitor: Visitor,
+    req: HttpRequest,
     form: web::Form<DeleteTagForm>,
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
-    managed_repository(&web, &visitor, &form.repository).await?;
+    let target = format!("{}:{}", form.repository, form.tag);
+    let managed = managed_repository(&web, &visitor, &form.repository).await;
+    audit::refused(&web, &visitor, Action::TagDeleted, &target, &managed).await;
+    managed?;
     mirrors::refuse_mirror(&web, &form.repository)?;
     let tag = match Reference::parse(&form.tag)? {
         tag @ Reference::Tag(_) => tag,
         Reference::Digest(_) => return Err(WebError::BadRequest("not a tag".into()).into()),
     };
-    web.storage.delete_manifest(&form.repository, &tag).await?;
+    web.storage_for(&req, &visitor)
+        .delete_manifest(&form.repository, &tag)
+        .await?;
+    let deleted = visitor.actor().entry(Action::TagDeleted, target.as_str());
+    web.storage.audit(deleted.detail("web UI")).await;
     Ok(see_other(&format!("/r/{}", form.repository)))
 }

@@ -14,6 +14,7 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponseBuilder};
 use berth_auth::{secret, sessions, Session, TokenScope, User};
+use berth_storage::audit::Actor;
 use berth_storage::repos::Viewer;
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +40,8 @@ pub struct Visitor {
     pub secure: bool,
     /// Whether the registry has accounts at all (without, everyone may do everything).
     pub accounts: bool,
+    /// The client's address, as the login rate limits key it (for the audit log).
+    address: Option<std::net::IpAddr>,
 }
 
 impl FromRequest for Visitor {
@@ -65,9 +68,9 @@ impl FromRequest for Visitor {
 
 /// Who is asking (their session, if any, and the CSRF cookie), as the extractor finds it.
 pub(crate) async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, WebError> {
+    let peer = req.peer_addr().map(|a| a.ip());
     let (session, token_scope) = match (web.accounts_on(), api_bearer(req)) {
         (true, Some(secret)) => {
-            let peer = req.peer_addr().map(|a| a.ip());
             let (user, scope) = web.accounts.check_token(None, secret, peer).await?;
             // Never shown to anyone: a token's requests need no CSRF token.
             let csrf_token = secret::random()?;
@@ -95,12 +98,21 @@ pub(crate) async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, Web
         new_csrf_cookie,
         secure,
         accounts: web.accounts_on(),
+        address: peer,
     })
 }
 
 impl Visitor {
     pub fn user(&self) -> Option<&User> {
         self.session.as_ref().map(|s| &s.user)
+    }
+
+    /// Who this visitor is in the audit log: their name (if signed in) and address.
+    pub fn actor(&self) -> Actor {
+        match self.user() {
+            Some(user) => Actor::user(&user.name, self.address),
+            None => Actor::anonymous(self.address),
+        }
     }
 
     /// The token this visitor's forms carry.
@@ -143,11 +155,7 @@ impl Visitor {
         action: &'static str,
     ) -> Result<(), WebError> {
         match self.token_scope {
-            Some(scope) if scope.permits(action) => Ok(()),
-            Some(scope) => Err(WebError::TokenScope {
-                scope: scope.name(),
-                action,
-            }),
+            Some(_) => self.check_token_scope(action),
             None => {
                 let sent = req
                     .headers()
@@ -156,6 +164,18 @@ impl Visitor {
                     .unwrap_or_default();
                 self.check_csrf(sent)
             }
+        }
+    }
+
+    /// Refuses a request made with a personal access token whose scope does not
+    /// permit `action` (`push` or `delete`); sessions pass.
+    pub(crate) fn check_token_scope(&self, action: &'static str) -> Result<(), WebError> {
+        match self.token_scope {
+            Some(scope) if !scope.permits(action) => Err(WebError::TokenScope {
+                scope: scope.name(),
+                action,
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -43,16 +43,33 @@ pub(crate) async fn check_manager(
     })
 }
 
-/// A rule by id, if `visitor` may manage its scope; one they may not manage is
-/// answered as its scope would be, a missing one with 404.
+/// A rule by id, if `visitor` may manage its scope: one they may not manage is a
+/// 404 like a missing one (its scope may name a private repository), except that a
+/// visitor not signed in is asked to.
 async fn managed_rule(web: &Web, visitor: &Visitor, id: i64) -> Result<ImmutableRule, WebError> {
+    let not_found = || WebError::NotFound(format!("immutable tag rule {id}"));
     let rule = web
         .storage
         .immutable_rule(id)
         .await?
-        .ok_or_else(|| WebError::NotFound(format!("immutable tag rule {id}")))?;
-    check_manager(web, visitor, &rule.scope).await?;
+        .ok_or_else(not_found)?;
+    check_manager_of_hidden(web, visitor, &rule.scope, not_found()).await?;
     Ok(rule)
+}
+
+/// [`check_manager`] for something found by id in `scope`: any refusal but a request
+/// to sign in is `not_found`, so ids tell nothing about scopes one may not see.
+pub(crate) async fn check_manager_of_hidden(
+    web: &Web,
+    visitor: &Visitor,
+    scope: &str,
+    not_found: WebError,
+) -> Result<(), WebError> {
+    match check_manager(web, visitor, scope).await {
+        Ok(()) => Ok(()),
+        Err(WebError::SignInRequired) => Err(WebError::SignInRequired),
+        Err(_) => Err(not_found),
+    }
 }
 
 #[derive(Deserialize)]
@@ -98,6 +115,7 @@ pub async fn add(
     check_manager(&web, &visitor, &new.scope).await?;
     let rule = web
         .storage
+        .by(visitor.actor())
         .add_immutable_rule(&new.scope, &new.pattern)
         .await?;
     Ok(HttpResponse::Created().json(rule))
@@ -113,7 +131,10 @@ pub async fn remove(
     // Removing one lets tags be deleted and overwritten.
     visitor.check_api_write(&req, "delete")?;
     let rule = managed_rule(&web, &visitor, *id).await?;
-    web.storage.remove_immutable_rule(rule.id).await?;
+    web.storage
+        .by(visitor.actor())
+        .remove_immutable_rule(rule.id)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -158,6 +179,7 @@ pub async fn add_form(
     }
     check_manager(&web, &visitor, &form.scope).await?;
     web.storage
+        .by(visitor.actor())
         .add_immutable_rule(&form.scope, form.pattern.trim())
         .await?;
     Ok(back_to(&form.repository))
@@ -181,7 +203,10 @@ pub async fn remove_form(
     if !applies_to(&rule.scope, &form.repository) {
         return Err(WebError::NotFound(format!("immutable tag rule {}", form.id)).into());
     }
-    web.storage.remove_immutable_rule(rule.id).await?;
+    web.storage
+        .by(visitor.actor())
+        .remove_immutable_rule(rule.id)
+        .await?;
     Ok(back_to(&form.repository))
 }
 

@@ -36,8 +36,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/retention_preview.html"),
         ),
         ("usage.html", include_str!("../templates/usage.html")),
+        ("audit.html", include_str!("../templates/audit.html")),
         ("untagged.html", include_str!("../templates/untagged.html")),
         ("mirrors.html", include_str!("../templates/mirrors.html")),
+        ("webhooks.html", include_str!("../templates/webhooks.html")),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));

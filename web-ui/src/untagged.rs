@@ -115,7 +115,13 @@ fn parse_digest(text: &str) -> Result<Digest, WebError> {
 
 /// Deletes one untagged manifest no index lists; refuses (409) a tagged one and one
 /// an index lists, 404 for one the repository does not have.
-async fn delete_one(web: &Web, repo: &str, digest: &Digest) -> Result<UntaggedManifest, WebError> {
+async fn delete_one(
+    web: &Web,
+    visitor: &Visitor,
+    req: &HttpRequest,
+    repo: &str,
+    digest: &Digest,
+) -> Result<UntaggedManifest, WebError> {
     let text = digest.to_string();
     let listed = web.storage.untagged_manifests(repo).await?;
     let Some(found) = listed.into_iter().find(|m| m.digest == text) else {
@@ -132,7 +138,9 @@ async fn delete_one(web: &Web, repo: &str, digest: &Digest) -> Result<UntaggedMa
         )));
     }
     // Decided again, atomically, by storage: a tag pushed since the listing keeps it.
-    web.storage.delete_untagged(repo, digest).await?;
+    web.storage_for(req, visitor)
+        .delete_untagged(repo, digest)
+        .await?;
     Ok(found)
 }
 
@@ -178,7 +186,7 @@ pub async fn delete(
         .digest
         .as_deref()
         .ok_or_else(|| WebError::BadRequest("digest is missing: &digest=sha256:…".into()))?;
-    let deleted = delete_one(&web, &query.scope, &parse_digest(digest)?).await?;
+    let deleted = delete_one(&web, &visitor, &req, &query.scope, &parse_digest(digest)?).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted": UntaggedView::from(deleted) })))
 }
 
@@ -224,12 +232,13 @@ pub struct DeleteForm {
 pub async fn delete_form(
     web: web::Data<Web>,
     visitor: Visitor,
+    req: HttpRequest,
     form: web::Form<DeleteForm>,
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
     check_owner(&web, &visitor, &form.repo).await?;
     let digest = parse_digest(&form.digest)?;
-    delete_one(&web, &form.repo, &digest).await?;
+    delete_one(&web, &visitor, &req, &form.repo, &digest).await?;
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("repo", &form.repo)
         .append_pair("deleted", &digest.to_string())

@@ -6,11 +6,13 @@ use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use berth_oci::{Digest, RepoName};
+use berth_storage::audit::{Action as AuditAction, Actor};
+use berth_storage::events::Target;
 use berth_storage::BlobInfo;
 use futures::TryStreamExt;
 
 use crate::downloads::{FileBody, Handoff};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::http::{byte_range, head_body, header};
 use crate::AppState;
 
@@ -36,6 +38,9 @@ pub async fn get(
     req: &HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let blob = state.storage.blob(name, digest).await?;
+    state
+        .storage
+        .record_pull_event(Target::blob(name, digest.as_str(), blob.size));
     send(state, &blob, req).await
 }
 
@@ -88,7 +93,19 @@ pub(crate) async fn send(
     Ok(res.body(SizedStream::new(length, body)))
 }
 
-pub async fn delete(state: &AppState, name: &RepoName, digest: &Digest) -> ApiResult<HttpResponse> {
-    state.storage.delete_blob(name, digest).await?;
+pub async fn delete(
+    state: &AppState,
+    name: &RepoName,
+    digest: &Digest,
+    actor: Actor,
+) -> ApiResult<HttpResponse> {
+    let result = state
+        .storage
+        .delete_blob(name, digest)
+        .await
+        .map_err(ApiError::from);
+    let target = format!("{name}@{digest}");
+    super::audit_delete(state, actor, AuditAction::BlobDeleted, target, &result).await;
+    result?;
     Ok(HttpResponse::Accepted().finish())
 }

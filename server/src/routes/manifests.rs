@@ -4,6 +4,8 @@
 use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse};
 use berth_oci::{Reference, RepoName};
+use berth_storage::audit::{Action as AuditAction, Actor};
+use berth_storage::events::Target;
 use berth_storage::manifests::StoredManifest;
 use berth_storage::StorageError;
 use futures::StreamExt;
@@ -25,6 +27,7 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(name, reference).await?;
     state.storage.record_pull(name, reference, &m);
+    record_pull_event(state, name, reference, &m);
     Ok(respond(&m, false))
 }
 
@@ -35,6 +38,27 @@ pub async fn head(
 ) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(name, reference).await?;
     Ok(respond(&m, true))
+}
+
+/// A manifest GET's event, for endpoints that want pulls.
+pub(crate) fn record_pull_event(
+    state: &AppState,
+    name: &RepoName,
+    reference: &Reference,
+    m: &StoredManifest,
+) {
+    let tag = match reference {
+        Reference::Tag(t) => Some(t.as_str()),
+        Reference::Digest(_) => None,
+    };
+    let size = m.content.len() as u64;
+    state.storage.record_pull_event(Target::manifest(
+        name,
+        m.digest.as_str(),
+        &m.media_type,
+        size,
+        tag,
+    ));
 }
 
 /// A manifest's 200: its bytes, or for a `HEAD` only their length.
@@ -100,7 +124,18 @@ pub async fn delete(
     state: &AppState,
     name: &RepoName,
     reference: &Reference,
+    actor: Actor,
 ) -> ApiResult<HttpResponse> {
-    state.storage.delete_manifest(name, reference).await?;
+    let result = state
+        .storage
+        .delete_manifest(name, reference)
+        .await
+        .map_err(ApiError::from);
+    let (action, target) = match reference {
+        Reference::Tag(t) => (AuditAction::TagDeleted, format!("{name}:{t}")),
+        Reference::Digest(d) => (AuditAction::ManifestDeleted, format!("{name}@{d}")),
+    };
+    super::audit_delete(state, actor, action, target, &result).await;
+    result?;
     Ok(HttpResponse::Accepted().finish())
 }

@@ -18,7 +18,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use berth_oci::Action;
 
 use crate::authz::Granted;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -85,6 +85,51 @@ async fn proxied(
     })
 }
 
+/// Who makes a registry request, as the audit log records them.
+fn audit_actor(req: &HttpRequest, user: Option<&str>) -> berth_storage::audit::Actor {
+    use berth_storage::audit::Actor;
+    let address = req.peer_addr().map(|a| a.ip());
+    match user {
+        Some(name) => Actor::user(name, address),
+        None => Actor::anonymous(address),
+    }
+}
+
+/// Records a registry delete in the audit log: done, or refused by a rule.
+pub(crate) async fn audit_delete<T>(
+    state: &AppState,
+    actor: berth_storage::audit::Actor,
+    action: berth_storage::audit::Action,
+    target: String,
+    result: &ApiResult<T>,
+) {
+    use berth_storage::audit::Outcome;
+    let outcome = match result {
+        Ok(_) => Outcome::Success,
+        Err(e) if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::CONFLICT => {
+            Outcome::Denied
+        }
+        Err(_) => return,
+    };
+    let entry = actor
+        .entry(action, target.as_str())
+        .outcome(outcome)
+        .detail("registry API");
+    state.storage.audit(entry).await;
+}
+
+/// Whether `action` may write events: every change, and pulls when an endpoint wants
+/// them (checked first: pulls are the hot path).
+fn records_events(state: &AppState, action: &Action) -> bool {
+    use Action::*;
+    match action {
+        PutManifest(..) | DeleteManifest(..) | DeleteBlob(..) | StartUpload(..)
+        | CompleteUpload(..) => true,
+        GetManifest(..) | GetBlob(..) => state.storage.wants_pull_events(),
+        _ => false,
+    }
+}
+
 /// Performs an authorized registry action: the one place registry requests meet
 /// their handlers, matching on the parsed action (never on the path again).
 pub async fn dispatch(
@@ -99,6 +144,21 @@ pub async fn dispatch(
         StartUpload(..) | AppendUpload(..) | CompleteUpload(..)
     )
     .then(crate::observe::InProgress::start);
+    // A request whose changes (or pulls) events report acts through storage bound
+    // to its origin.
+    let for_request;
+    let state = if records_events(state, &granted.action) {
+        let origin = berth_events::origin::origin(&state.events, req, granted.actor.clone());
+        for_request = AppState {
+            storage: state.storage.for_request(origin),
+            auth: state.auth.clone(),
+            proxies: state.proxies.clone(),
+            events: state.events.clone(),
+        };
+        &for_request
+    } else {
+        state
+    };
     if let Some(result) = proxied(state, &granted.action, req).await {
         return result.unwrap_or_else(|e| e.error_response());
     }
@@ -109,10 +169,16 @@ pub async fn dispatch(
         GetManifest(name, reference) => manifests::get(state, &name, &reference).await,
         HeadManifest(name, reference) => manifests::head(state, &name, &reference).await,
         PutManifest(name, reference) => manifests::put(state, &name, &reference, req, body).await,
-        DeleteManifest(name, reference) => manifests::delete(state, &name, &reference).await,
+        DeleteManifest(name, reference) => {
+            let actor = audit_actor(req, granted.actor.as_deref());
+            manifests::delete(state, &name, &reference, actor).await
+        }
         GetBlob(name, digest) => blobs::get(state, &name, &digest, req).await,
         HeadBlob(name, digest) => blobs::head(state, &name, &digest).await,
-        DeleteBlob(name, digest) => blobs::delete(state, &name, &digest).await,
+        DeleteBlob(name, digest) => {
+            let actor = audit_actor(req, granted.actor.as_deref());
+            blobs::delete(state, &name, &digest, actor).await
+        }
         StartUpload(name, start) => uploads::start(state, &name, start, body).await,
         UploadStatus(name, id) => uploads::status(state, &name, &id).await,
         AppendUpload(name, id) => uploads::append(state, &name, &id, req, body).await,

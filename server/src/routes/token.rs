@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use berth_auth::{pat, Access, AuthError, Scope, User};
 use berth_oci::RepoName;
+use berth_storage::audit::Actor;
 use serde_json::json;
 
 use crate::authz::AuthState;
@@ -71,6 +72,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
         // ended by a password change.
         let (_, secret) = auth
             .accounts
+            .by(Actor::user(&user, client_address(&req)))
             .create_login_token(&user)
             .await
             .map_err(login_error)?;

@@ -74,6 +74,7 @@ pub async fn registry(
         storage,
         auth: Arc::new(gate),
         proxies: Arc::default(),
+        events: Default::default(),
     });
     let app = test::init_service(berth_server::registry_app(state)).await;
     Registry {

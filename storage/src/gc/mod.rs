@@ -197,7 +197,18 @@ impl Storage {
             if let Some(after_ms) = self.gc.delete_untagged_after_ms {
                 // What retention deletes is not counted twice by a dry run.
                 let taken: HashSet<i64> = retention.manifest_ids.iter().copied().collect();
+                let before = report.manifests;
                 manifests::collect(self, &lease, after_ms, &taken, &mut report).await?;
+                let untagged = report.manifests - before;
+                if !dry_run && untagged > 0 {
+                    let entry = self
+                        .actor
+                        .entry(crate::audit::Action::ManifestDeleted, None)
+                        .detail(format!(
+                            "{untagged} untagged manifests (with their referrers) past delete_untagged_after"
+                        ));
+                    self.audit(entry).await;
+                }
             }
             Ok::<_, crate::error::StorageError>(())
         }

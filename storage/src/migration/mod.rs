@@ -11,6 +11,8 @@ mod m0006_lifecycle;
 mod m0007_tag_rules;
 mod m0008_generations;
 mod m0009_stars;
+mod m0010_events;
+mod m0011_audit;
 
 pub struct Migrator;
 
@@ -27,6 +29,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_tag_rules::Migration),
             Box::new(m0008_generations::Migration),
             Box::new(m0009_stars::Migration),
+            Box::new(m0010_events::Migration),
+            Box::new(m0011_audit::Migration),
         ]
     }
 }

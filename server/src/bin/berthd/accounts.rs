@@ -1,6 +1,7 @@
 //! `berthd user`, `org` and `token`: accounts, organizations and tokens.
 
 use berth_auth::{Accounts, Role, TokenScope};
+use berth_storage::audit::Actor;
 use clap::Subcommand;
 
 use crate::{millis_to_rfc3339, ConfigArgs};
@@ -272,7 +273,10 @@ pub(crate) async fn org_command(command: OrgCommand) -> anyhow::Result<()> {
 
 /// The accounts of a data dir (or configured database), their tables in place.
 pub(crate) async fn open_accounts(args: &ConfigArgs) -> anyhow::Result<Accounts> {
-    Ok(Accounts::open(&args.resolve()?).await?)
+    // What these commands change is recorded as the local admin's doing.
+    Ok(Accounts::open(&args.resolve()?)
+        .await?
+        .by(Actor::local_admin()))
 }
 
 /// The password from standard input, without its trailing newline.

@@ -2,9 +2,11 @@
 //! group) that work on the same data while it runs.
 
 mod accounts;
+mod audit;
 mod probe;
 mod repo;
 mod storage;
+mod webhook;
 
 use std::path::PathBuf;
 
@@ -43,6 +45,10 @@ enum Command {
     /// Manage repositories (works while the server runs).
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Webhooks of repositories and namespaces, and their deliveries (works while
+    /// the server runs).
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Run one garbage collection pass now and print what it deleted (works while the
     /// server runs; the `[gc]` settings apply: grace, delete_untagged_after).
     Gc {
@@ -63,6 +69,9 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Read the audit log (sign-ins, account, token, membership, visibility, deletion,
+    /// retention and quota changes), newest first.
+    Audit(audit::AuditArgs),
     /// Exit 0 if URL answers 200 (a container health check: the image has no curl).
     Probe {
         /// e.g. http://127.0.0.1:5000/readyz
@@ -75,7 +84,7 @@ enum Command {
 struct ConfigArgs {
     /// TOML config file (keys in the README: listen, data_dir, log_format, [database] url,
     /// [storage] backend/root/bucket/endpoint/region/redirect/upload_expiry_secs,
-    /// [limits], [auth], [gc] interval/grace/delete_untagged_after, [quota] default,
+    /// [limits], [auth], [gc] interval/grace/delete_untagged_after, [quota] default, [audit] retention,
     /// [[proxy]] prefix/upstream/username_env/password_env/tag_ttl/max_size/access/mirror_listen).
     #[arg(long, value_name = "FILE", env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
@@ -123,11 +132,13 @@ fn main() -> std::process::ExitCode {
             }),
         Command::User(command) => admin(user_command(command)),
         Command::Repo(command) => admin(repo_command(command)),
+        Command::Webhook(command) => admin(webhook::webhook_command(command)),
         Command::Token(command) => admin(token_command(command)),
         Command::Org(command) => admin(org_command(command)),
         Command::Gc { dry_run, config } => admin(gc_command(dry_run, config)),
         Command::Quota(command) => admin(quota_command(command)),
         Command::Usage { name, config } => admin(usage_command(name, config)),
+        Command::Audit(args) => admin(audit::audit_command(args)),
         Command::Probe { url } => probe::probe(&url),
     };
     match result {
@@ -181,6 +192,14 @@ fn init_logging(format: LogFormat, writer: BoxMakeWriter) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
+}
+
+/// The registry's storage for an admin command: what it changes is recorded in the
+/// audit log as the local admin's doing.
+async fn admin_storage(config: &Config) -> anyhow::Result<berth_storage::Storage> {
+    Ok(berth_server::open_storage(config)
+        .await?
+        .by(berth_storage::audit::Actor::local_admin()))
 }
 
 fn millis_to_rfc3339(ms: i64) -> String {

@@ -111,7 +111,7 @@ pub(crate) async fn repo_command(command: RepoCommand) -> anyhow::Result<()> {
         RepoCommand::Immutable(command) => return immutable_command(command).await,
         RepoCommand::Retention(command) => return retention_command(command).await,
     };
-    let storage = berth_server::open_storage(&args.resolve()?).await?;
+    let storage = crate::admin_storage(&args.resolve()?).await?;
     storage.set_private(name, private).await?;
     println!(
         "{name} is now {}",
@@ -126,7 +126,7 @@ pub(crate) async fn immutable_command(command: &ImmutableCommand) -> anyhow::Res
         | ImmutableCommand::List { config, .. }
         | ImmutableCommand::Rm { config, .. } => config,
     };
-    let storage = berth_server::open_storage(&args.resolve()?).await?;
+    let storage = crate::admin_storage(&args.resolve()?).await?;
     match command {
         ImmutableCommand::Add { scope, pattern, .. } => {
             let rule = storage.add_immutable_rule(scope, pattern).await?;
@@ -164,7 +164,7 @@ pub(crate) async fn retention_command(command: &RetentionCommand) -> anyhow::Res
         | RetentionCommand::Preview { config, .. }
         | RetentionCommand::Run { config, .. } => config,
     };
-    let storage = berth_server::open_storage(&args.resolve()?).await?;
+    let storage = crate::admin_storage(&args.resolve()?).await?;
     let duration = |key: &'static str, text: &Option<String>| -> anyhow::Result<_> {
         match text {
             None => Ok(None),

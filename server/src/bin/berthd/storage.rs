@@ -34,7 +34,7 @@ pub(crate) async fn quota_command(command: QuotaCommand) -> anyhow::Result<()> {
         | QuotaCommand::Rm { config, .. }
         | QuotaCommand::List { config } => config,
     };
-    let storage = berth_server::open_storage(&args.resolve()?).await?;
+    let storage = crate::admin_storage(&args.resolve()?).await?;
     match command {
         QuotaCommand::Set {
             namespace, size, ..
@@ -65,7 +65,7 @@ pub(crate) async fn quota_command(command: QuotaCommand) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn usage_command(name: Option<String>, args: ConfigArgs) -> anyhow::Result<()> {
-    let storage = berth_server::open_storage(&args.resolve()?).await?;
+    let storage = crate::admin_storage(&args.resolve()?).await?;
     let quota_text = |q: Option<u64>| q.map_or("unlimited".into(), size_text);
     match name {
         Some(repo) if repo.contains('/') => {
@@ -113,7 +113,7 @@ pub(crate) fn size_text(bytes: u64) -> String {
 }
 
 pub(crate) async fn gc_command(dry_run: bool, args: ConfigArgs) -> anyhow::Result<()> {
-    let storage = berth_server::open_storage(&args.resolve()?).await?;
+    let storage = crate::admin_storage(&args.resolve()?).await?;
     match storage.collect_garbage(dry_run, Sweep::Always).await? {
         Ok(report) => {
             println!("{report}");

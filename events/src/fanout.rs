@@ -1,0 +1,141 @@
+//! Fanning the outbox out: which endpoints get which event, in what form.
+
+use std::collections::HashMap;
+
+use berth_config::NotificationEndpoint;
+use berth_storage::events::queue::{Fanned, NewDelivery};
+use berth_storage::events::webhooks::{endpoint_of, Webhook};
+use berth_storage::events::{Event, BLOB_MEDIA_TYPE};
+use berth_storage::explore::RepoDetail;
+use berth_storage::Storage;
+
+use crate::hub;
+use crate::EventsError;
+
+/// Events read from the outbox at a time.
+const BATCH: u64 = 500;
+
+/// The delivery key of a configured endpoint.
+pub(crate) fn notification_key(name: &str) -> String {
+    format!("notification:{name}")
+}
+
+/// Fans out everything in the outbox; returns the deliveries created.
+pub(crate) async fn fan_out(
+    storage: &Storage,
+    endpoints: &[NotificationEndpoint],
+) -> Result<usize, EventsError> {
+    let mut created = 0;
+    loop {
+        let events = storage.peek_outbox(BATCH).await?;
+        if events.is_empty() {
+            return Ok(created);
+        }
+        let mut fanned = Vec::with_capacity(events.len());
+        // Webhooks and repository details, read once per repository and batch.
+        let mut repos = HashMap::new();
+        for (seq, event) in events {
+            let deliveries = plan(storage, endpoints, &event, &mut repos).await?;
+            fanned.push(Fanned {
+                seq,
+                event,
+                deliveries,
+            });
+        }
+        created += storage.fan_out(&fanned).await?;
+    }
+}
+
+/// A repository's webhooks and what their payloads say about it.
+struct RepoFacts {
+    hooks: Vec<Webhook>,
+    detail: Option<RepoDetail>,
+    created_at: Option<i64>,
+}
+
+/// The deliveries of one event.
+async fn plan(
+    storage: &Storage,
+    endpoints: &[NotificationEndpoint],
+    event: &Event,
+    repos: &mut HashMap<String, RepoFacts>,
+) -> Result<Vec<NewDelivery>, EventsError> {
+    if event.id.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut deliveries = Vec::new();
+    let body = serde_json::to_string(event).expect("events serialize");
+    for endpoint in endpoints.iter().filter(|e| wants(e, event)) {
+        deliveries.push(NewDelivery {
+            endpoint: notification_key(&endpoint.name),
+            body: body.clone(),
+            callback_token: None,
+        });
+    }
+    // Webhooks are about tags: a manifest pushed with one.
+    let tag_push = event.action == "push"
+        && event.target.tag.is_some()
+        && event.target.media_type.as_deref() != Some(BLOB_MEDIA_TYPE);
+    if tag_push {
+        let name = &event.target.repository;
+        if !repos.contains_key(name) {
+            let hooks = storage.webhooks_for(name).await?;
+            let (detail, created_at) = match hooks.is_empty() {
+                true => (None, None),
+                false => (
+                    storage.repository_detail(name).await?,
+                    storage.repository_created_at(name).await?,
+                ),
+            };
+            let facts = RepoFacts {
+                hooks,
+                detail,
+                created_at,
+            };
+            repos.insert(name.clone(), facts);
+        }
+        let facts = &repos[name];
+        if !facts.hooks.is_empty() {
+            let base = base_of(event);
+            for hook in &facts.hooks {
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                let payload = hub::payload(
+                    event,
+                    facts.detail.as_ref(),
+                    facts.created_at,
+                    &base,
+                    &token,
+                );
+                deliveries.push(NewDelivery {
+                    endpoint: endpoint_of(hook.id),
+                    body: payload.to_string(),
+                    callback_token: Some(token),
+                });
+            }
+        }
+    }
+    Ok(deliveries)
+}
+
+/// Whether a configured endpoint takes `event` (Distribution's `ignore` rules).
+fn wants(endpoint: &NotificationEndpoint, event: &Event) -> bool {
+    let ignored_action = endpoint.ignore_actions.contains(&event.action);
+    let ignored_type = event
+        .target
+        .media_type
+        .as_deref()
+        .is_some_and(|t| endpoint.ignore_media_types.iter().any(|i| i == t));
+    !ignored_action && !ignored_type
+}
+
+/// The registry's address as the event's URLs give it (`[auth] external_url`, else
+/// what its request addressed: see `origin::base_url`).
+fn base_of(event: &Event) -> String {
+    event
+        .target
+        .url
+        .as_deref()
+        .and_then(|u| u.split_once("/v2/"))
+        .map(|(base, _)| base.to_owned())
+        .unwrap_or_default()
+}

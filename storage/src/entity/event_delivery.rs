@@ -1,0 +1,35 @@
+//! One event (or a redelivery of it) for one endpoint, and how its delivery went.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "event_deliveries")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// `notification:<name>` or `webhook:<id>`.
+    pub endpoint: String,
+    pub event_id: String,
+    pub action: String,
+    pub repository: String,
+    /// What is sent: the Distribution event (wrapped in an envelope when sent), or a
+    /// webhook's whole payload.
+    pub body: String,
+    /// See `events::Status`.
+    pub status: i16,
+    pub attempts: i32,
+    pub next_at: i64,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub response_ms: Option<i32>,
+    pub response_excerpt: Option<String>,
+    pub callback_token: Option<String>,
+    pub callback_state: Option<String>,
+    pub callback_description: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

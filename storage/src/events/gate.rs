@@ -1,0 +1,118 @@
+//! Whether an event is wanted at all: events are written only when an endpoint would
+//! receive them (a configured notification endpoint that does not ignore the action,
+//! or a webhook on the repository's namespace), so a registry without consumers
+//! writes nothing extra.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_config::NotificationEndpoint;
+use sea_orm::{DatabaseConnection, EntityTrait, QuerySelect};
+
+use super::{namespace_of, Action, Event};
+use crate::entity::webhook;
+use crate::error::Result;
+
+/// How long another replica's new webhook may go unseen here.
+const WEBHOOKS_FRESH: Duration = Duration::from_secs(2);
+/// Events of requests that changed nothing held in memory between flushes; beyond
+/// it they are dropped (counted).
+const MAX_BUFFERED: usize = 10_000;
+
+pub(crate) struct EventGate {
+    /// Per action (push, pull, delete, mount): does any notification endpoint want it?
+    notified: [bool; 4],
+    /// Namespaces with webhooks, and when they were read.
+    webhooks: Mutex<Option<(Instant, Arc<HashSet<String>>)>>,
+    /// Events of requests that changed nothing (pulls, a manifest pushed again): no
+    /// transaction to join, so written in batches (see `outbox`).
+    buffered: Mutex<Vec<Event>>,
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Woken when events were committed, so this instance's delivery starts at once.
+    pub written: Arc<tokio::sync::Notify>,
+}
+
+fn index(action: Action) -> usize {
+    match action {
+        Action::Push => 0,
+        Action::Pull => 1,
+        Action::Delete => 2,
+        Action::Mount => 3,
+    }
+}
+
+impl EventGate {
+    pub fn new(endpoints: &[NotificationEndpoint]) -> EventGate {
+        let mut notified = [false; 4];
+        for action in [Action::Push, Action::Pull, Action::Delete, Action::Mount] {
+            notified[index(action)] = endpoints
+                .iter()
+                .any(|e| !e.ignore_actions.iter().any(|a| a == action.as_str()));
+        }
+        EventGate {
+            notified,
+            webhooks: Mutex::new(None),
+            buffered: Mutex::new(Vec::new()),
+            dropped: Default::default(),
+            written: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Pulls are wanted by notification endpoints only (webhooks are about pushes).
+    pub fn wants_pulls(&self) -> bool {
+        self.notified[index(Action::Pull)]
+    }
+
+    pub async fn wants(&self, db: &DatabaseConnection, action: Action, repo: &str) -> Result<bool> {
+        if self.notified[index(action)] {
+            return Ok(true);
+        }
+        if action != Action::Push {
+            return Ok(false);
+        }
+        Ok(self
+            .webhook_namespaces(db)
+            .await?
+            .contains(namespace_of(repo)))
+    }
+
+    async fn webhook_namespaces(&self, db: &DatabaseConnection) -> Result<Arc<HashSet<String>>> {
+        if let Some((read, set)) = &*self.webhooks.lock().expect("webhooks lock") {
+            if read.elapsed() < WEBHOOKS_FRESH {
+                return Ok(set.clone());
+            }
+        }
+        let names: Vec<String> = webhook::Entity::find()
+            .select_only()
+            .column(webhook::Column::Namespace)
+            .distinct()
+            .into_tuple()
+            .all(db)
+            .await?;
+        let set = Arc::new(names.into_iter().collect::<HashSet<_>>());
+        *self.webhooks.lock().expect("webhooks lock") = Some((Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// Forgets the namespaces read (a webhook was added or removed here).
+    pub fn webhooks_changed(&self) {
+        *self.webhooks.lock().expect("webhooks lock") = None;
+    }
+
+    pub fn buffer(&self, events: impl IntoIterator<Item = Event>) {
+        let mut buffered = self.buffered.lock().expect("buffered events lock");
+        for event in events {
+            if buffered.len() < MAX_BUFFERED {
+                buffered.push(event);
+            } else {
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn take_buffered(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.buffered.lock().expect("buffered events lock"))
+    }
+}

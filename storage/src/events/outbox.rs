@@ -1,0 +1,145 @@
+//! Writing events into the outbox, inside the transaction of the change they describe.
+
+use sea_orm::sea_query::Query;
+use sea_orm::ConnectionTrait;
+
+use super::{Action, Event, Origin, Target};
+use crate::db::WriteTxn;
+use crate::entity::{event_outbox, now_millis};
+use crate::error::Result;
+use crate::Storage;
+
+/// Inserts `events` with whatever `db` is (the change's transaction).
+pub(crate) async fn record(db: &impl ConnectionTrait, events: &[Event]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = now_millis();
+    let mut insert = Query::insert()
+        .into_table(event_outbox::Entity)
+        .columns([
+            event_outbox::Column::Payload,
+            event_outbox::Column::CreatedAt,
+        ])
+        .to_owned();
+    for event in events {
+        let payload = serde_json::to_string(event).expect("events serialize");
+        insert.values_panic([payload.into(), now.into()]);
+    }
+    db.execute(&insert).await?;
+    Ok(())
+}
+
+impl Storage {
+    /// This storage acting for one request: the changes it makes are recorded with
+    /// events naming `origin`. Cheap (a clone of shared handles).
+    pub fn for_request(&self, origin: Origin) -> Storage {
+        Storage {
+            origin: Some(std::sync::Arc::new(origin)),
+            ..self.clone()
+        }
+    }
+
+    /// The events of one change for `repo`, if anyone wants them: none without an
+    /// origin (changes the registry makes itself, such as a proxy's cache filling) or
+    /// without a consumer.
+    pub(crate) async fn events_for(
+        &self,
+        action: Action,
+        repo: &str,
+        targets: impl IntoIterator<Item = Target>,
+    ) -> Result<Vec<Event>> {
+        let Some(origin) = self.origin.as_deref() else {
+            return Ok(Vec::new());
+        };
+        if !self.events.wants(&self.db, action, repo).await? {
+            return Ok(Vec::new());
+        }
+        Ok(targets
+            .into_iter()
+            .map(|t| origin.event(action, t))
+            .collect())
+    }
+
+    /// [`Storage::events_for`] for a change about to be committed: what this
+    /// instance buffered before it (pulls, repeated pushes) is written first, so it
+    /// goes out first.
+    pub(crate) async fn events_for_change(
+        &self,
+        action: Action,
+        repo: &str,
+        targets: impl IntoIterator<Item = Target>,
+    ) -> Result<Vec<Event>> {
+        let events = self.events_for(action, repo, targets).await?;
+        if !events.is_empty() {
+            self.flush_buffered_events().await?;
+        }
+        Ok(events)
+    }
+
+    /// Whether pull events are wanted (checked before building them on the pull path).
+    pub fn wants_pull_events(&self) -> bool {
+        self.events.wants_pulls()
+    }
+
+    /// Buffers a pull's event (of the request this storage acts for).
+    pub fn record_pull_event(&self, target: Target) {
+        if let Some(origin) = self.origin.as_deref().filter(|_| self.events.wants_pulls()) {
+            self.events.buffer([origin.event(Action::Pull, target)]);
+        }
+    }
+
+    /// Buffers the events of a request that changed nothing (a manifest pushed again
+    /// as it was): no change to commit them with, and a durable write per such
+    /// request would make repeated pushes, which CI sends all the time, cost a commit
+    /// each.
+    pub(crate) fn buffer_events(&self, events: Vec<Event>) {
+        if !events.is_empty() {
+            self.events.buffer(events);
+            self.events_written();
+        }
+    }
+
+    /// Writes the buffered events (every 50 ms from `berth-events`, with the pull
+    /// counts, and before any change this instance makes, so they keep their order).
+    pub async fn flush_buffered_events(&self) -> Result<()> {
+        let events = self.events.take_buffered();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let _turn = self.write_turn().await;
+        for chunk in events.chunks(500) {
+            record(&self.db, chunk).await?;
+        }
+        self.events_written();
+        Ok(())
+    }
+
+    /// Buffered events dropped because the buffer was full.
+    pub fn dropped_buffered_events(&self) -> u64 {
+        self.events
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Wakes this instance's delivery: events were committed.
+    pub(crate) fn events_written(&self) {
+        self.events.written.notify_one();
+    }
+
+    /// Commits `txn` with `events` written in it (the change they describe), then
+    /// wakes this instance's delivery if there were any.
+    pub(crate) async fn commit_with_events(&self, txn: WriteTxn, events: &[Event]) -> Result<()> {
+        record(&*txn, events).await?;
+        txn.commit().await?;
+        if !events.is_empty() {
+            self.events_written();
+        }
+        Ok(())
+    }
+
+    /// What this instance's delivery waits on between rounds.
+    pub fn events_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.events.written.clone()
+    }
+}
