@@ -177,8 +177,9 @@ impl Storage {
     }
 
     /// Unlinks the blob from `repo`; the data stays while other repositories link it
-    /// (garbage collection removes data nothing links).
-    pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
+    /// (garbage collection removes data nothing links). Recorded in the audit log as
+    /// this storage's actor's in the same transaction; `via` says through what.
+    pub async fn delete_blob(&self, repo: &str, digest: &Digest, via: &str) -> Result<()> {
         let unknown = || StorageError::BlobUnknown(digest.clone());
         let repo_id = self.known_repository_id(repo).await?.ok_or_else(unknown)?;
         let events = self
@@ -194,16 +195,20 @@ impl Storage {
             .filter(repository_blob::Column::Digest.eq(digest.as_str()))
             .exec(&*txn)
             .await?;
-        let events = if deleted.rows_affected > 0 {
-            &events[..]
-        } else {
-            &[]
-        };
-        self.commit_with_events(txn, events).await?;
-        self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {
+            self.cache.invalidate(repo);
             return Err(unknown());
         }
+        let target = format!("{repo}@{digest}");
+        self.audited(
+            &*txn,
+            crate::audit::Action::BlobDeleted,
+            &target,
+            Some(via.to_owned()),
+        )
+        .await?;
+        self.commit_with_events(txn, &events).await?;
+        self.cache.invalidate(repo);
         self.settle_change().await;
         Ok(())
     }

@@ -205,7 +205,26 @@ impl Storage {
     }
 
     /// By digest: removes the manifest and every tag on it. By tag: removes the tag only.
-    pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
+    /// Deletes a tag, or a manifest by digest (with its tags), recording it in the
+    /// audit log as this storage's actor's (see [`Storage::by`]) in the same
+    /// transaction; `via` says through what (the registry API, the web UI).
+    pub async fn delete_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+        via: &str,
+    ) -> Result<()> {
+        self.remove_manifest(repo, reference, Some(via)).await
+    }
+
+    /// [`Storage::delete_manifest`], audited only with `audit_via` (the registry's own
+    /// removals, such as a proxy cache's evictions, are not someone's action).
+    pub(crate) async fn remove_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+        audit_via: Option<&str>,
+    ) -> Result<()> {
         let repo_id = self.repository_id(repo).await?;
         let target = match reference {
             Reference::Tag(t) => Target::named(repo, None, Some(t)),
@@ -233,16 +252,22 @@ impl Storage {
             }
         };
         crate::platforms::refresh(&*txn, repo_id).await?;
-        let events = if deleted.rows_affected > 0 {
-            &events[..]
-        } else {
-            &[]
-        };
-        self.commit_with_events(txn, events).await?;
-        self.cache.invalidate(repo);
         if deleted.rows_affected == 0 {
+            self.cache.invalidate(repo);
             return Err(StorageError::ManifestUnknown(reference_text(reference)));
         }
+        if let Some(via) = audit_via {
+            let (action, target) = match reference {
+                Reference::Tag(t) => (crate::audit::Action::TagDeleted, format!("{repo}:{t}")),
+                Reference::Digest(d) => {
+                    (crate::audit::Action::ManifestDeleted, format!("{repo}@{d}"))
+                }
+            };
+            self.audited(&*txn, action, &target, Some(via.to_owned()))
+                .await?;
+        }
+        self.commit_with_events(txn, &events).await?;
+        self.cache.invalidate(repo);
         self.settle_change().await;
         Ok(())
     }

@@ -289,7 +289,7 @@ impl Storage {
             .all(&self.db)
             .await?;
         let digest: Digest = digest.parse()?;
-        self.delete_manifest(repo, &Reference::Digest(digest))
+        self.remove_manifest(repo, &Reference::Digest(digest), None)
             .await?;
         let mut evicted = 1;
         for child in children {
@@ -321,7 +321,7 @@ impl Storage {
                 continue;
             }
             match self
-                .delete_manifest(repo, &Reference::Digest(child.parse()?))
+                .remove_manifest(repo, &Reference::Digest(child.parse()?), None)
                 .await
             {
                 Ok(()) => evicted += 1,

@@ -153,6 +153,97 @@ async fn check(database_url: Option<String>) {
     assert_eq!(left[0].target.as_deref(), Some("bobby"));
 }
 
+/// Registry deletes are recorded in their own transaction, as their actor's: one
+/// that deletes nothing (or is refused) records nothing, and the registry's own
+/// removals (a proxy cache's evictions) are nobody's.
+async fn check_deletes(database_url: Option<String>) {
+    use berth_oci::media_types::OCI_MANIFEST;
+    use berth_storage::manifests::Reference;
+    use berth_storage::{Algorithm, Digest};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config::in_dir(tmp.path());
+    config.database_url = database_url;
+    let s = Storage::open(&config).await.unwrap();
+    let bob = s.by(Actor::user("bob", Some("10.0.0.9".parse().unwrap())));
+    let config_blob = Digest::of(Algorithm::Sha256, b"{}");
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{}"))]);
+    s.put_blob("acme/app", &config_blob, body).await.unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_blob.to_string(), "size": 2},
+        "layers": [],
+    }))
+    .unwrap();
+    let v1 = Reference::Tag("v1".into());
+    s.put_manifest("acme/app", &v1, None, &manifest, &[])
+        .await
+        .unwrap();
+
+    bob.delete_manifest("acme/app", &v1, "registry API")
+        .await
+        .unwrap();
+    assert!(bob
+        .delete_manifest("acme/app", &v1, "registry API")
+        .await
+        .is_err());
+    bob.delete_blob("acme/app", &config_blob, "web UI")
+        .await
+        .unwrap();
+    assert!(bob
+        .delete_blob("acme/app", &config_blob, "web UI")
+        .await
+        .is_err());
+
+    let all = s.audit_log(&AuditFilter::default()).await.unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.actor.as_deref(),
+                e.address.as_deref(),
+                e.target.clone().unwrap_or_default(),
+                e.detail.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "blob_deleted",
+                Some("bob"),
+                Some("10.0.0.9"),
+                format!("acme/app@{config_blob}"),
+                Some("web UI")
+            ),
+            (
+                "tag_deleted",
+                Some("bob"),
+                Some("10.0.0.9"),
+                "acme/app:v1".to_owned(),
+                Some("registry API")
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn deletes_are_audited_on_sqlite() {
+    check_deletes(None).await;
+}
+
+#[tokio::test]
+async fn deletes_are_audited_on_postgres() {
+    let Some(admin) = berth_tests::postgres_admin_url() else {
+        eprintln!("SKIPPED: set BERTH_TEST_POSTGRES_URL to run the PostgreSQL variant");
+        return;
+    };
+    check_deletes(Some(berth_tests::fresh_postgres_database(&admin).await)).await;
+}
+
 #[tokio::test]
 async fn audit_log_on_sqlite() {
     check(None).await;

@@ -191,7 +191,7 @@ async fn blobs_and_orphans(database_url: Option<String>) {
         .manifest("gc/app", &Reference::Tag("v1".into()))
         .await
         .unwrap();
-    s.delete_manifest("gc/app", &Reference::Digest(tagged.digest.clone()))
+    s.delete_manifest("gc/app", &Reference::Digest(tagged.digest.clone()), "test")
         .await
         .unwrap();
     tokio::time::sleep(GRACE + Duration::from_millis(300)).await;

@@ -162,24 +162,26 @@ async fn check(database_url: Option<String>) {
 
     // Deletes: by a protected tag, or by the digest of a manifest a protected tag is on.
     refused(
-        s.delete_manifest(repo, &tag("v1")).await,
+        s.delete_manifest(repo, &tag("v1"), "test").await,
         "v1",
         "\"v*\" on acme/*",
     );
     refused(
-        s.delete_manifest(repo, &by_digest(&a_digest)).await,
+        s.delete_manifest(repo, &by_digest(&a_digest), "test").await,
         "v1",
         "\"v*\" on acme/*",
     );
     assert_eq!(digest_of(&s, repo, "v1").await, a_digest);
     assert_eq!(digest_of(&s, repo, "stable").await, a_digest);
-    s.delete_manifest(repo, &tag("stable")).await.unwrap();
+    s.delete_manifest(repo, &tag("stable"), "test")
+        .await
+        .unwrap();
     put(&s, repo, "temp", &c).await.unwrap();
-    s.delete_manifest(repo, &by_digest(&c_digest))
+    s.delete_manifest(repo, &by_digest(&c_digest), "test")
         .await
         .unwrap();
     assert!(matches!(
-        s.delete_manifest(repo, &tag("never-pushed")).await,
+        s.delete_manifest(repo, &tag("never-pushed"), "test").await,
         Err(StorageError::ManifestUnknown(_))
     ));
 
@@ -199,7 +201,9 @@ async fn check(database_url: Option<String>) {
     let (free_b, _) = image(&s, "free/app", "b").await;
     put(&s, "free/app", "v1", &free_a).await.unwrap();
     put(&s, "free/app", "v1", &free_b).await.unwrap();
-    s.delete_manifest("free/app", &tag("v1")).await.unwrap();
+    s.delete_manifest("free/app", &tag("v1"), "test")
+        .await
+        .unwrap();
 
     // Removing the rule frees its tags.
     s.remove_immutable_rule(ns_rule.id).await.unwrap();
@@ -208,7 +212,7 @@ async fn check(database_url: Option<String>) {
         Err(StorageError::TagRuleUnknown(id)) if id == ns_rule.id
     ));
     put(&s, repo, "v1", &b).await.unwrap();
-    s.delete_manifest(repo, &tag("v1")).await.unwrap();
+    s.delete_manifest(repo, &tag("v1"), "test").await.unwrap();
 
     // Concurrent first pushes of one protected tag, each of another manifest: one
     // creates it, every other is an overwrite and refused.

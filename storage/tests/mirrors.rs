@@ -202,6 +202,12 @@ async fn check(database_url: Option<String>) {
     assert_eq!(s.evict_least_pulled("up", 0).await.unwrap(), 2);
     assert_eq!(s.namespace_usage("up").await.unwrap().bytes, 0);
     assert!(exists(&s, "acme/app", &local_d).await);
+    // Evictions are the registry's own housekeeping, nobody's action to audit.
+    let audited = s
+        .audit_log(&berth_storage::audit::AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(audited.is_empty(), "{audited:?}");
 }
 
 #[tokio::test]

@@ -805,9 +805,7 @@ pub async fn delete_tag(
         Reference::Digest(_) => return Err(WebError::BadRequest("not a tag".into()).into()),
     };
     web.storage_for(&req, &visitor)
-        .delete_manifest(&form.repository, &tag)
+        .delete_manifest(&form.repository, &tag, "web UI")
         .await?;
-    let deleted = visitor.actor().entry(Action::TagDeleted, target.as_str());
-    web.storage.audit(deleted.detail("web UI")).await;
     Ok(see_other(&format!("/r/{}", form.repository)))
 }

@@ -101,11 +101,12 @@ pub async fn delete(
 ) -> ApiResult<HttpResponse> {
     let result = state
         .storage
-        .delete_blob(name, digest)
+        .by(actor.clone())
+        .delete_blob(name, digest, super::VIA_API)
         .await
         .map_err(ApiError::from);
     let target = format!("{name}@{digest}");
-    super::audit_delete(state, actor, AuditAction::BlobDeleted, target, &result).await;
+    super::audit_refusal(state, actor, AuditAction::BlobDeleted, target, &result).await;
     result?;
     Ok(HttpResponse::Accepted().finish())
 }

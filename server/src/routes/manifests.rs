@@ -128,14 +128,15 @@ pub async fn delete(
 ) -> ApiResult<HttpResponse> {
     let result = state
         .storage
-        .delete_manifest(name, reference)
+        .by(actor.clone())
+        .delete_manifest(name, reference, super::VIA_API)
         .await
         .map_err(ApiError::from);
     let (action, target) = match reference {
         Reference::Tag(t) => (AuditAction::TagDeleted, format!("{name}:{t}")),
         Reference::Digest(d) => (AuditAction::ManifestDeleted, format!("{name}@{d}")),
     };
-    super::audit_delete(state, actor, action, target, &result).await;
+    super::audit_refusal(state, actor, action, target, &result).await;
     result?;
     Ok(HttpResponse::Accepted().finish())
 }

@@ -95,8 +95,12 @@ fn audit_actor(req: &HttpRequest, user: Option<&str>) -> berth_storage::audit::A
     }
 }
 
-/// Records a registry delete in the audit log: done, or refused by a rule.
-pub(crate) async fn audit_delete<T>(
+/// How the audit log names changes made through the registry API.
+pub(crate) const VIA_API: &str = "registry API";
+
+/// Records a registry delete refused by a rule in the audit log (one done is recorded
+/// by storage, in its transaction).
+pub(crate) async fn audit_refusal<T>(
     state: &AppState,
     actor: berth_storage::audit::Actor,
     action: berth_storage::audit::Action,
@@ -104,17 +108,14 @@ pub(crate) async fn audit_delete<T>(
     result: &ApiResult<T>,
 ) {
     use berth_storage::audit::Outcome;
-    let outcome = match result {
-        Ok(_) => Outcome::Success,
-        Err(e) if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::CONFLICT => {
-            Outcome::Denied
-        }
-        Err(_) => return,
-    };
+    match result {
+        Err(e) if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::CONFLICT => {}
+        _ => return,
+    }
     let entry = actor
         .entry(action, target.as_str())
-        .outcome(outcome)
-        .detail("registry API");
+        .outcome(Outcome::Denied)
+        .detail(VIA_API);
     state.storage.audit(entry).await;
 }
 
