@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_config::{Config, NotificationEndpoint, WebhookSettings};
-use berth_storage::events::queue::{Attempt, Delivery};
+use berth_storage::events::queue::{held, Attempt, Delivery, ENVELOPE_EVENTS};
 use berth_storage::events::ENVELOPE_MEDIA_TYPE;
 use berth_storage::Storage;
 
@@ -15,8 +15,6 @@ use crate::address::PublicOnly;
 use crate::fanout::{fan_out, notification_key};
 use crate::{metrics, signature, EventsError, SIGNATURE_HEADER};
 
-/// Events in one notification envelope at most.
-const ENVELOPE_EVENTS: u64 = 100;
 /// How much of a response is read, and kept for the delivery history.
 const RESPONSE_READ: usize = 64 * 1024;
 const EXCERPT_CHARS: usize = 1000;
@@ -176,11 +174,16 @@ impl Deliverer {
                 }
                 leased.insert(endpoint.to_owned(), Instant::now());
             }
-            let limit = match endpoint.starts_with("webhook:") {
+            // A webhook's payloads go one by one; a notification endpoint's rows are
+            // joined into envelopes of up to ENVELOPE_EVENTS events.
+            let rows = match endpoint.starts_with("webhook:") {
                 true => 1,
-                false => ENVELOPE_EVENTS,
+                false => ENVELOPE_EVENTS as u64,
             };
-            let batch = self.storage.pending_deliveries(endpoint, limit).await?;
+            let batch = self
+                .storage
+                .pending_deliveries(endpoint, rows, ENVELOPE_EVENTS)
+                .await?;
             let Some(head) = batch.first() else {
                 return Ok(());
             };
@@ -199,7 +202,8 @@ impl Deliverer {
             if ok {
                 let keep = !self.by_key.contains_key(endpoint);
                 self.storage.deliveries_done(&ids, &attempt, keep).await?;
-                metrics::delivered(endpoint, ids.len());
+                let events = batch.iter().map(|d| held(d.events) as usize).sum();
+                metrics::delivered(endpoint, events);
             } else {
                 metrics::failed(endpoint);
                 let delay = self.backoff(endpoint, attempts);

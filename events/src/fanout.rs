@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use berth_config::NotificationEndpoint;
-use berth_storage::events::queue::{Fanned, NewDelivery};
+use berth_storage::events::queue::{Fanned, NewDelivery, Outboxed};
 use berth_storage::events::webhooks::{endpoint_of, Webhook};
 use berth_storage::events::{Event, BLOB_MEDIA_TYPE};
 use berth_storage::explore::RepoDetail;
@@ -20,7 +20,7 @@ pub(crate) fn notification_key(name: &str) -> String {
     format!("notification:{name}")
 }
 
-/// Fans out everything in the outbox; returns the deliveries created.
+/// Fans out everything in the outbox; returns the events queued (once per endpoint).
 pub(crate) async fn fan_out(
     storage: &Storage,
     endpoints: &[NotificationEndpoint],
@@ -34,11 +34,11 @@ pub(crate) async fn fan_out(
         let mut fanned = Vec::with_capacity(events.len());
         // Webhooks and repository details, read once per repository and batch.
         let mut repos = HashMap::new();
-        for (seq, event) in events {
-            let deliveries = plan(storage, endpoints, &event, &mut repos).await?;
+        for row in events {
+            let deliveries = plan(storage, endpoints, &row, &mut repos).await?;
             fanned.push(Fanned {
-                seq,
-                event,
+                seq: row.seq,
+                event: row.event,
                 deliveries,
             });
         }
@@ -57,19 +57,18 @@ struct RepoFacts {
 async fn plan(
     storage: &Storage,
     endpoints: &[NotificationEndpoint],
-    event: &Event,
+    row: &Outboxed,
     repos: &mut HashMap<String, RepoFacts>,
 ) -> Result<Vec<NewDelivery>, EventsError> {
+    let event = &row.event;
     if event.id.is_empty() {
         return Ok(Vec::new());
     }
     let mut deliveries = Vec::new();
-    let body = serde_json::to_string(event).expect("events serialize");
     for endpoint in endpoints.iter().filter(|e| wants(e, event)) {
-        deliveries.push(NewDelivery {
+        deliveries.push(NewDelivery::Notification {
             endpoint: notification_key(&endpoint.name),
-            body: body.clone(),
-            callback_token: None,
+            event: row.json.clone(),
         });
     }
     // Webhooks are about tags: a manifest pushed with one.
@@ -106,10 +105,10 @@ async fn plan(
                     &base,
                     &token,
                 );
-                deliveries.push(NewDelivery {
+                deliveries.push(NewDelivery::Webhook {
                     endpoint: endpoint_of(hook.id),
                     body: payload.to_string(),
-                    callback_token: Some(token),
+                    callback_token: token,
                 });
             }
         }

@@ -1,4 +1,5 @@
-//! One event (or a redelivery of it) for one endpoint, and how its delivery went.
+//! Events for one endpoint (a notification endpoint's run of them, or one for a
+//! webhook, or a redelivery of it), and how their delivery went.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -11,9 +12,12 @@ pub struct Model {
     pub event_id: String,
     pub action: String,
     pub repository: String,
-    /// What is sent: the Distribution event (wrapped in an envelope when sent), or a
-    /// webhook's whole payload.
+    /// What is sent: Distribution events joined by commas (wrapped in an envelope
+    /// when sent), or a webhook's whole payload. `event_id`, `action` and
+    /// `repository` are its first event's.
     pub body: String,
+    /// How many events `body` holds.
+    pub events: i32,
     /// See `events::Status`.
     pub status: i16,
     pub attempts: i32,

@@ -3,7 +3,7 @@
 //!
 //! A change's event is written to the outbox in the change's own transaction
 //! (`outbox`), so an acknowledged push always has its event and a failed one never
-//! does. Off the request path the events are fanned out into one delivery row per
+//! does. Off the request path the events are fanned out into delivery rows per
 //! endpoint (`queue`), which `berth-events` sends in order, at least once, with the
 //! same event id on every attempt. Webhooks (`webhooks`) are endpoints users add.
 

@@ -1,11 +1,17 @@
-//! Deliveries: the outbox fanned out into one row per event and endpoint, taken in
-//! order by the one replica holding the endpoint's lease.
+//! Deliveries: the outbox fanned out into rows per endpoint, taken in order by the
+//! one replica holding the endpoint's lease. A notification endpoint's row carries
+//! a run of events (what one envelope would hold), a webhook's row one event: rows
+//! are what a busy registry writes per event, so events that travel together are
+//! stored together.
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect,
 };
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::Event;
 use crate::entity::{event_delivery, event_lease, event_outbox, now_millis};
@@ -36,20 +42,38 @@ impl Status {
     }
 }
 
+/// Events in one notification delivery row at most (one envelope's worth).
+pub const ENVELOPE_EVENTS: usize = 100;
+
 /// A delivery to create when fanning out.
 #[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub endpoint: String,
-    pub body: String,
-    pub callback_token: Option<String>,
+pub enum NewDelivery {
+    /// The event's JSON, for a notification endpoint: joined with the events next to
+    /// it for the same endpoint into one row.
+    Notification { endpoint: String, event: Arc<str> },
+    /// A webhook's whole payload, a row of its own (its history lists it).
+    Webhook {
+        endpoint: String,
+        body: String,
+        callback_token: String,
+    },
 }
 
-/// An event read from the outbox, with the deliveries it fans out into.
+/// An event read from the outbox (its JSON as stored), with the deliveries it fans
+/// out into.
 #[derive(Debug, Clone)]
 pub struct Fanned {
     pub seq: i64,
     pub event: Event,
     pub deliveries: Vec<NewDelivery>,
+}
+
+/// An outbox row: the event, and its JSON as written.
+#[derive(Debug, Clone)]
+pub struct Outboxed {
+    pub seq: i64,
+    pub event: Event,
+    pub json: Arc<str>,
 }
 
 /// A delivery as the sender and the history pages see it.
@@ -61,6 +85,8 @@ pub struct Delivery {
     pub action: String,
     pub repository: String,
     pub body: String,
+    /// How many events `body` holds (a notification row's run; 1 for a webhook's).
+    pub events: i32,
     pub status: i16,
     pub attempts: i32,
     pub next_at: i64,
@@ -93,7 +119,7 @@ pub struct QueueStats {
 
 impl Storage {
     /// The oldest `limit` events in the outbox, with their sequence numbers.
-    pub async fn peek_outbox(&self, limit: u64) -> Result<Vec<(i64, Event)>> {
+    pub async fn peek_outbox(&self, limit: u64) -> Result<Vec<Outboxed>> {
         let rows: Vec<event_outbox::Model> = event_outbox::Entity::find()
             .order_by_asc(event_outbox::Column::Seq)
             .limit(limit)
@@ -101,15 +127,20 @@ impl Storage {
             .await?;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            match serde_json::from_str(&row.payload) {
-                Ok(event) => events.push((row.seq, event)),
+            let event = match serde_json::from_str(&row.payload) {
+                Ok(event) => event,
                 // Written by this code, never expected: dropped, not retried forever.
                 Err(e) => {
                     tracing::error!(seq = row.seq, error = %e, "unreadable event dropped");
                     // An empty event (no id) is fanned out to nobody.
-                    events.push((row.seq, Event::default()));
+                    Event::default()
                 }
-            }
+            };
+            events.push(Outboxed {
+                seq: row.seq,
+                event,
+                json: row.payload.into(),
+            });
         }
         Ok(events)
     }
@@ -117,7 +148,7 @@ impl Storage {
     /// Moves events from the outbox into their deliveries, in one commit. Each event
     /// is taken by whoever deletes its outbox row: one another replica fanned out
     /// meanwhile is skipped, so every event is fanned out exactly once. Returns the
-    /// deliveries created.
+    /// events queued (an event counted once per endpoint).
     pub async fn fan_out(&self, fanned: &[Fanned]) -> Result<usize> {
         if fanned.is_empty() {
             return Ok(0);
@@ -131,28 +162,61 @@ impl Storage {
             .into_iter()
             .map(|m| m.seq)
             .collect();
-        let rows: Vec<event_delivery::ActiveModel> = fanned
-            .iter()
-            .filter(|f| taken.contains(&f.seq))
-            .flat_map(|f| {
-                f.deliveries
-                    .iter()
-                    .map(move |d| event_delivery::ActiveModel {
-                        endpoint: Set(d.endpoint.clone()),
-                        event_id: Set(f.event.id.clone()),
-                        action: Set(f.event.action.clone()),
-                        repository: Set(f.event.target.repository.clone()),
-                        body: Set(d.body.clone()),
-                        status: Set(Status::Pending as i16),
-                        attempts: Set(0),
-                        next_at: Set(now),
-                        created_at: Set(now),
-                        callback_token: Set(d.callback_token.clone()),
-                        ..Default::default()
-                    })
-            })
-            .collect();
-        let count = rows.len();
+        let row = |endpoint: &str, first: &Event, body: String, events: usize, token| {
+            event_delivery::ActiveModel {
+                endpoint: Set(endpoint.to_owned()),
+                event_id: Set(first.id.clone()),
+                action: Set(first.action.clone()),
+                repository: Set(first.target.repository.clone()),
+                body: Set(body),
+                events: Set(events as i32),
+                status: Set(Status::Pending as i16),
+                attempts: Set(0),
+                next_at: Set(now),
+                created_at: Set(now),
+                callback_token: Set(token),
+                ..Default::default()
+            }
+        };
+        // Rows in the order their first event came; a notification endpoint's open
+        // run (its row index, events in it) takes its next events until full.
+        let mut rows: Vec<event_delivery::ActiveModel> = Vec::new();
+        let mut runs: HashMap<&str, (usize, Vec<&str>)> = HashMap::new();
+        let mut queued = 0;
+        for f in fanned.iter().filter(|f| taken.contains(&f.seq)) {
+            for d in &f.deliveries {
+                queued += 1;
+                match d {
+                    NewDelivery::Webhook {
+                        endpoint,
+                        body,
+                        callback_token,
+                    } => rows.push(row(
+                        endpoint,
+                        &f.event,
+                        body.clone(),
+                        1,
+                        Some(callback_token.clone()),
+                    )),
+                    NewDelivery::Notification { endpoint, event } => {
+                        let run = runs.entry(endpoint).or_insert((usize::MAX, Vec::new()));
+                        if run.0 == usize::MAX || run.1.len() == ENVELOPE_EVENTS {
+                            if run.0 != usize::MAX {
+                                let full = std::mem::take(&mut run.1);
+                                rows[run.0].body = Set(full.join(","));
+                            }
+                            run.0 = rows.len();
+                            rows.push(row(endpoint, &f.event, String::new(), 0, None));
+                        }
+                        run.1.push(event);
+                        rows[run.0].events = Set(run.1.len() as i32);
+                    }
+                }
+            }
+        }
+        for (index, events) in runs.into_values() {
+            rows[index].body = Set(events.join(","));
+        }
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<_> = rows.by_ref().take(200).collect();
@@ -161,7 +225,7 @@ impl Storage {
                 .await?;
         }
         txn.commit().await?;
-        Ok(count)
+        Ok(queued)
     }
 
     /// Endpoints with deliveries waiting.
@@ -203,16 +267,32 @@ impl Storage {
         Ok(taken.rows_affected == 1)
     }
 
-    /// The oldest pending deliveries of `endpoint`, in order.
-    pub async fn pending_deliveries(&self, endpoint: &str, limit: u64) -> Result<Vec<Delivery>> {
-        Ok(event_delivery::Entity::find()
+    /// The oldest pending deliveries of `endpoint`, in order: `rows` rows at most,
+    /// and no more than `events` events unless the first holds more.
+    pub async fn pending_deliveries(
+        &self,
+        endpoint: &str,
+        rows: u64,
+        events: usize,
+    ) -> Result<Vec<Delivery>> {
+        let mut batch: Vec<Delivery> = event_delivery::Entity::find()
             .filter(event_delivery::Column::Endpoint.eq(endpoint))
             .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
             .order_by_asc(event_delivery::Column::Id)
-            .limit(limit)
+            .limit(rows)
             .into_model()
             .all(&self.db)
-            .await?)
+            .await?;
+        let mut total = 0;
+        let keep = batch
+            .iter()
+            .take_while(|d| {
+                total += held(d.events) as usize;
+                total <= events
+            })
+            .count();
+        batch.truncate(keep.max(1));
+        Ok(batch)
     }
 
     /// Records a successful attempt of the deliveries `ids`; without `keep` they are
@@ -293,23 +373,87 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes the oldest pending deliveries of `endpoint` beyond `backlog`; returns
-    /// how many (they are counted, not kept).
+    /// Deletes the oldest pending events of `endpoint` beyond `backlog`; returns how
+    /// many went (they are counted, not kept). The row that crosses the limit keeps
+    /// its newest events.
     pub async fn cap_backlog(&self, endpoint: &str, backlog: u64) -> Result<u64> {
-        let Some(cut) = self
-            .nth_newest(endpoint, Some(Status::Pending), backlog)
-            .await?
-        else {
+        let pending = || {
+            event_delivery::Entity::find()
+                .filter(event_delivery::Column::Endpoint.eq(endpoint))
+                .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
+        };
+        let newest: Vec<(i64, i32)> = pending()
+            .select_only()
+            .column(event_delivery::Column::Id)
+            .column(event_delivery::Column::Events)
+            .order_by_desc(event_delivery::Column::Id)
+            // Every row holds an event at least: the limit is crossed within these.
+            .limit(backlog + 1)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut kept = 0u64;
+        let Some(cross) = newest.iter().position(|(_, events)| {
+            kept += held(*events);
+            kept > backlog
+        }) else {
             return Ok(0);
         };
-        let _turn = self.write_turn().await;
-        let dropped = event_delivery::Entity::delete_many()
+        let (cut, events) = newest[cross];
+        let room = held(events) - (kept - backlog);
+        let txn = self.write().await?;
+        let older: Option<i64> = pending()
+            .select_only()
+            .column_as(event_delivery::Column::Events.sum(), "events")
+            .filter(event_delivery::Column::Id.lt(cut))
+            .into_tuple()
+            .one(&*txn)
+            .await?
+            .flatten();
+        let mut dropped = older.unwrap_or(0) as u64;
+        let crossing = pending()
+            .filter(event_delivery::Column::Id.eq(cut))
+            .one(&*txn)
+            .await?;
+        if let Some(row) = crossing {
+            dropped += held(row.events) - room;
+            let mut trimmed: Vec<Event> = match room {
+                0 => Vec::new(),
+                _ => serde_json::from_str(&format!("[{}]", row.body)).unwrap_or_default(),
+            };
+            let from = trimmed.len().saturating_sub(room as usize);
+            trimmed.drain(..from);
+            if trimmed.is_empty() {
+                event_delivery::Entity::delete_by_id(cut)
+                    .exec(&*txn)
+                    .await?;
+            } else {
+                let first = &trimmed[0];
+                let body: Vec<String> = trimmed
+                    .iter()
+                    .map(|e| serde_json::to_string(e).expect("events serialize"))
+                    .collect();
+                event_delivery::ActiveModel {
+                    id: Set(cut),
+                    event_id: Set(first.id.clone()),
+                    action: Set(first.action.clone()),
+                    repository: Set(first.target.repository.clone()),
+                    body: Set(body.join(",")),
+                    events: Set(trimmed.len() as i32),
+                    ..Default::default()
+                }
+                .update(&*txn)
+                .await?;
+            }
+        }
+        event_delivery::Entity::delete_many()
             .filter(event_delivery::Column::Endpoint.eq(endpoint))
             .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
-            .filter(event_delivery::Column::Id.lte(cut))
-            .exec(&self.db)
+            .filter(event_delivery::Column::Id.lt(cut))
+            .exec(&*txn)
             .await?;
-        Ok(dropped.rows_affected)
+        txn.commit().await?;
+        Ok(dropped)
     }
 
     /// The id of `endpoint`'s `n`-th newest delivery (0: the newest) in `status` (or
@@ -340,7 +484,7 @@ impl Storage {
         Ok(event_delivery::Entity::find()
             .select_only()
             .column(event_delivery::Column::Endpoint)
-            .column_as(event_delivery::Column::Id.count(), "pending")
+            .column_as(event_delivery::Column::Events.sum(), "pending")
             .column_as(event_delivery::Column::CreatedAt.min(), "oldest")
             .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
             .group_by(event_delivery::Column::Endpoint)
@@ -382,6 +526,11 @@ impl Storage {
     }
 }
 
+/// The events a row holds (every row holds one at least).
+pub fn held(events: i32) -> u64 {
+    Ord::max(events, 1) as u64
+}
+
 /// Inserts a copy of a delivery (same event id and body) at the end of its endpoint's
 /// queue.
 pub(crate) async fn requeue(
@@ -395,6 +544,7 @@ pub(crate) async fn requeue(
         action: Set(original.action.clone()),
         repository: Set(original.repository.clone()),
         body: Set(original.body.clone()),
+        events: Set(original.events),
         status: Set(Status::Pending as i16),
         attempts: Set(0),
         next_at: Set(now),

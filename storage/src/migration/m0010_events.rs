@@ -30,6 +30,7 @@ impl MigrationTrait for Migration {
                 .col(text("action"))
                 .col(text("repository"))
                 .col(text("body"))
+                .col(integer("events"))
                 .col(small_integer("status"))
                 .col(integer("attempts"))
                 .col(big_integer("next_at"))
