@@ -1,18 +1,22 @@
-//! The delivery queue on a real database (SQLite, and PostgreSQL when configured): a
-//! notification endpoint's events are stored in runs of up to an envelope's worth, in
-//! order, each fanned out once; a capped backlog keeps exactly the newest events,
-//! cutting into the run that crosses the limit.
+//! The delivery queue on a real database (SQLite, and PostgreSQL when configured):
+//! notification endpoints' events are stored in runs of up to an envelope's worth, a
+//! run every endpoint takes whole once for all of them, in order, each event fanned
+//! out once; a capped backlog keeps exactly the newest events, cutting into the run
+//! that crosses the limit; a run goes when the last delivery naming it does.
 
 use berth_config::{Config, NotificationEndpoint};
-use berth_storage::events::queue::{held, Fanned, NewDelivery, ENVELOPE_EVENTS};
+use berth_storage::events::queue::{held, Attempt, Fanned, NewDelivery, ENVELOPE_EVENTS};
 use berth_storage::events::{Event, Origin, Target};
 use berth_storage::Storage;
 
-const ENDPOINT: &str = "notification:ci";
+/// Takes every event.
+const ALL: &str = "notification:all";
+/// Takes every other event (as an endpoint ignoring some would).
+const SOME: &str = "notification:some";
 
-fn endpoint() -> NotificationEndpoint {
+fn endpoint(name: &str) -> NotificationEndpoint {
     NotificationEndpoint {
-        name: "ci".into(),
+        name: name.into(),
         url: "http://127.0.0.1:9/".into(),
         headers: Vec::new(),
         timeout: std::time::Duration::from_secs(1),
@@ -24,37 +28,43 @@ fn endpoint() -> NotificationEndpoint {
     }
 }
 
-/// Queues `n` pull events of `repo` for the endpoint; returns the events' ids.
-async fn queue(s: &Storage, repo: &str, n: usize) -> Vec<String> {
+/// Queues `n` pull events (for both endpoints, the even ones for SOME); returns the
+/// events' ids.
+async fn queue(s: &Storage, n: usize) -> Vec<String> {
     let request = s.for_request(Origin::default());
     for i in 0..n {
-        request.record_pull_event(Target::blob(repo, &format!("sha256:{i:064x}"), 1));
+        request.record_pull_event(Target::blob("acme/app", &format!("sha256:{i:064x}"), 1));
     }
     request.flush_buffered_events().await.unwrap();
     let rows = s.peek_outbox(10_000).await.unwrap();
     assert_eq!(rows.len(), n);
     let fanned: Vec<Fanned> = rows
         .iter()
-        .map(|row| Fanned {
+        .enumerate()
+        .map(|(i, row)| Fanned {
             seq: row.seq,
             event: row.event.clone(),
-            deliveries: vec![NewDelivery::Notification {
-                endpoint: ENDPOINT.into(),
-                event: row.json.clone(),
-            }],
+            deliveries: [ALL, SOME]
+                .iter()
+                .filter(|e| **e == ALL || i % 2 == 0)
+                .map(|e| NewDelivery::Notification {
+                    endpoint: (*e).into(),
+                    event: row.json.clone(),
+                })
+                .collect(),
         })
         .collect();
-    assert_eq!(s.fan_out(&fanned).await.unwrap(), n);
+    assert_eq!(s.fan_out(&fanned).await.unwrap(), n + n.div_ceil(2));
     // Taken once: a second fan-out of the same rows (another replica's) adds nothing.
     assert_eq!(s.fan_out(&fanned).await.unwrap(), 0);
     assert!(s.peek_outbox(10).await.unwrap().is_empty());
     rows.into_iter().map(|r| r.event.id).collect()
 }
 
-/// Every pending event of the endpoint, oldest first, with the row sizes.
-async fn pending(s: &Storage) -> (Vec<String>, Vec<u64>) {
+/// Every pending event of `endpoint`, oldest first, and its rows' sizes and ids.
+async fn pending(s: &Storage, endpoint: &str) -> (Vec<String>, Vec<u64>, Vec<i64>) {
     let rows = s
-        .pending_deliveries(ENDPOINT, 10_000, usize::MAX)
+        .pending_deliveries(endpoint, 10_000, usize::MAX)
         .await
         .unwrap();
     let mut ids = Vec::new();
@@ -64,50 +74,82 @@ async fn pending(s: &Storage) -> (Vec<String>, Vec<u64>) {
         assert_eq!(events[0].id, row.event_id);
         ids.extend(events.into_iter().map(|e| e.id));
     }
-    (ids, rows.iter().map(|r| held(r.events)).collect())
+    let sizes = rows.iter().map(|r| held(r.events)).collect();
+    (ids, sizes, rows.iter().map(|r| r.id).collect())
+}
+
+fn evens(ids: &[String]) -> Vec<String> {
+    ids.iter().step_by(2).cloned().collect()
 }
 
 async fn check(database_url: Option<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = Config::in_dir(tmp.path());
     config.database_url = database_url;
-    config.notifications = vec![endpoint()];
+    config.notifications = vec![endpoint("all"), endpoint("some")];
     let s = Storage::open(&config).await.unwrap();
 
-    let mut all = queue(&s, "acme/app", 250).await;
-    let (ids, rows) = pending(&s).await;
-    assert_eq!(ids, all, "in order, each once");
+    let first = queue(&s, 250).await;
+    let (ids, rows, _) = pending(&s, ALL).await;
+    assert_eq!(ids, first, "in order, each once");
     assert_eq!(rows, vec![100, 100, 50], "runs of an envelope's worth");
-    all.extend(queue(&s, "acme/app", 3).await);
-    assert_eq!(pending(&s).await.0, all);
-    let stats = s.queue_stats().await.unwrap();
-    assert_eq!(stats.len(), 1);
-    assert_eq!(
-        (stats[0].endpoint.as_str(), stats[0].pending),
-        (ENDPOINT, 253)
-    );
+    let (ids, rows, _) = pending(&s, SOME).await;
+    assert_eq!(ids, evens(&first));
+    assert_eq!(rows, vec![50, 50, 25]);
+    // Stored once: the runs ALL takes whole; SOME's parts are its own.
+    assert_eq!(s.shared_event_runs().await.unwrap(), 3);
+
+    let mut all = first.clone();
+    all.extend(queue(&s, 3).await);
+    assert_eq!(pending(&s, ALL).await.0, all);
+    assert_eq!(s.shared_event_runs().await.unwrap(), 4);
+    let mut stats = s.queue_stats().await.unwrap();
+    stats.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+    let figures: Vec<_> = stats
+        .iter()
+        .map(|q| (q.endpoint.as_str(), q.pending))
+        .collect();
+    assert_eq!(figures, [(ALL, 253), (SOME, 127)]);
 
     // A sender takes whole rows up to an envelope's worth, the first one at least.
     let batch = s
-        .pending_deliveries(ENDPOINT, 100, ENVELOPE_EVENTS)
+        .pending_deliveries(ALL, 100, ENVELOPE_EVENTS)
         .await
         .unwrap();
     assert_eq!(batch.len(), 1);
-    let batch = s.pending_deliveries(ENDPOINT, 100, 10).await.unwrap();
+    let batch = s.pending_deliveries(ALL, 100, 10).await.unwrap();
     assert_eq!(batch.len(), 1, "a row bigger than the limit still goes");
 
-    // Capped at 120: the newest 120 stay, the run crossing the limit cut into.
-    assert_eq!(s.cap_backlog(ENDPOINT, 120).await.unwrap(), 133);
-    let (ids, rows) = pending(&s).await;
+    // SOME's deliveries sent: the runs stay while ALL's rows name them.
+    let some_rows = pending(&s, SOME).await.2;
+    s.deliveries_done(&some_rows, &Attempt::default(), false)
+        .await
+        .unwrap();
+    assert!(pending(&s, SOME).await.0.is_empty());
+    assert_eq!(s.shared_event_runs().await.unwrap(), 4);
+
+    // Capped at 120: the newest 120 stay, the run crossing the limit cut into (and
+    // its rest no longer shared).
+    assert_eq!(s.cap_backlog(ALL, 120).await.unwrap(), 133);
+    let (ids, rows, _) = pending(&s, ALL).await;
     assert_eq!(ids, all[133..]);
     assert_eq!(rows, vec![67, 50, 3]);
-    assert_eq!(s.cap_backlog(ENDPOINT, 120).await.unwrap(), 0);
+    assert_eq!(s.shared_event_runs().await.unwrap(), 2);
+    assert_eq!(s.cap_backlog(ALL, 120).await.unwrap(), 0);
     // On a row's boundary: whole rows go.
-    assert_eq!(s.cap_backlog(ENDPOINT, 53).await.unwrap(), 67);
-    assert_eq!(pending(&s).await.0, all[200..]);
-    assert_eq!(s.cap_backlog(ENDPOINT, 0).await.unwrap(), 53);
-    assert!(pending(&s).await.0.is_empty());
+    assert_eq!(s.cap_backlog(ALL, 53).await.unwrap(), 67);
+    assert_eq!(pending(&s, ALL).await.0, all[200..]);
+    // Sent: nothing is left behind.
+    let all_rows = pending(&s, ALL).await.2;
+    s.deliveries_done(&all_rows, &Attempt::default(), false)
+        .await
+        .unwrap();
     assert!(s.queue_stats().await.unwrap().is_empty());
+    assert_eq!(s.shared_event_runs().await.unwrap(), 0);
+    // And a cap down to nothing takes the runs too.
+    queue(&s, 30).await;
+    assert_eq!(s.cap_backlog(ALL, 0).await.unwrap(), 30);
+    assert_eq!(s.shared_event_runs().await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@ pub struct Model {
     pub body: String,
     /// How many events `body` holds.
     pub events: i32,
+    /// A notification endpoint's run shared with others (`event_log`): then `body`
+    /// is empty and the run's are the events.
+    pub log_id: Option<i64>,
     /// See `events::Status`.
     pub status: i16,
     pub attempts: i32,

@@ -6,6 +6,7 @@ pub mod blob;
 pub mod blob_object;
 pub mod event_delivery;
 pub mod event_lease;
+pub mod event_log;
 pub mod event_outbox;
 pub mod immutable_tag_rule;
 pub mod invalidation;

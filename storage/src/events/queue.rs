@@ -4,17 +4,17 @@
 //! are what a busy registry writes per event, so events that travel together are
 //! stored together.
 
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Event;
-use crate::entity::{event_delivery, event_lease, event_outbox, now_millis};
+use crate::entity::{event_delivery, event_lease, event_log, event_outbox, now_millis};
 use crate::error::Result;
 use crate::Storage;
 
@@ -87,6 +87,8 @@ pub struct Delivery {
     pub body: String,
     /// How many events `body` holds (a notification row's run; 1 for a webhook's).
     pub events: i32,
+    /// The shared run `body` was read from, if any.
+    pub log_id: Option<i64>,
     pub status: i16,
     pub attempts: i32,
     pub next_at: i64,
@@ -175,47 +177,88 @@ impl Storage {
                 next_at: Set(now),
                 created_at: Set(now),
                 callback_token: Set(token),
+                log_id: Set(None),
                 ..Default::default()
             }
         };
-        // Rows in the order their first event came; a notification endpoint's open
-        // run (its row index, events in it) takes its next events until full.
+        let taken: Vec<&Fanned> = fanned.iter().filter(|f| taken.contains(&f.seq)).collect();
         let mut rows: Vec<event_delivery::ActiveModel> = Vec::new();
-        let mut runs: HashMap<&str, (usize, Vec<&str>)> = HashMap::new();
         let mut queued = 0;
-        for f in fanned.iter().filter(|f| taken.contains(&f.seq)) {
+        for f in &taken {
             for d in &f.deliveries {
-                queued += 1;
-                match d {
-                    NewDelivery::Webhook {
-                        endpoint,
-                        body,
-                        callback_token,
-                    } => rows.push(row(
+                if let NewDelivery::Webhook {
+                    endpoint,
+                    body,
+                    callback_token,
+                } = d
+                {
+                    queued += 1;
+                    rows.push(row(
                         endpoint,
                         &f.event,
                         body.clone(),
                         1,
                         Some(callback_token.clone()),
-                    )),
-                    NewDelivery::Notification { endpoint, event } => {
-                        let run = runs.entry(endpoint).or_insert((usize::MAX, Vec::new()));
-                        if run.0 == usize::MAX || run.1.len() == ENVELOPE_EVENTS {
-                            if run.0 != usize::MAX {
-                                let full = std::mem::take(&mut run.1);
-                                rows[run.0].body = Set(full.join(","));
-                            }
-                            run.0 = rows.len();
-                            rows.push(row(endpoint, &f.event, String::new(), 0, None));
-                        }
-                        run.1.push(event);
-                        rows[run.0].events = Set(run.1.len() as i32);
-                    }
+                    ));
                 }
             }
         }
-        for (index, events) in runs.into_values() {
-            rows[index].body = Set(events.join(","));
+        // The events notification endpoints take, in runs of an envelope's worth: a run
+        // an endpoint takes whole is stored once (`event_log`) and named by the row of
+        // each endpoint taking it; an endpoint that takes part of it gets its part.
+        let notified: Vec<(&Event, Vec<(&str, &str)>)> = taken
+            .iter()
+            .filter_map(|f| {
+                let to: Vec<(&str, &str)> = f
+                    .deliveries
+                    .iter()
+                    .filter_map(|d| match d {
+                        NewDelivery::Notification { endpoint, event } => {
+                            Some((endpoint.as_str(), &**event))
+                        }
+                        NewDelivery::Webhook { .. } => None,
+                    })
+                    .collect();
+                (!to.is_empty()).then_some((&f.event, to))
+            })
+            .collect();
+        for run in notified.chunks(ENVELOPE_EVENTS) {
+            // Per endpoint, in order of appearance: its events and the first one.
+            let mut parts: Vec<(&str, &Event, Vec<&str>)> = Vec::new();
+            for (event, to) in run {
+                for (endpoint, json) in to {
+                    match parts.iter_mut().find(|p| p.0 == *endpoint) {
+                        Some(part) => part.2.push(json),
+                        None => parts.push((endpoint, event, vec![json])),
+                    }
+                }
+            }
+            let mut shared = None;
+            for (endpoint, first, events) in parts {
+                queued += events.len();
+                if events.len() < run.len() {
+                    rows.push(row(endpoint, first, events.join(","), events.len(), None));
+                    continue;
+                }
+                let log_id = match shared {
+                    Some(id) => id,
+                    None => {
+                        let id = event_log::Entity::insert(event_log::ActiveModel {
+                            body: Set(events.join(",")),
+                            events: Set(events.len() as i32),
+                            created_at: Set(now),
+                            ..Default::default()
+                        })
+                        .exec(&*txn)
+                        .await?
+                        .last_insert_id;
+                        *shared.insert(id)
+                    }
+                };
+                let mut named = row(endpoint, first, String::new(), events.len(), None);
+                named.log_id = Set(Some(log_id));
+                rows.push(named);
+            }
         }
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
@@ -292,6 +335,24 @@ impl Storage {
             })
             .count();
         batch.truncate(keep.max(1));
+        let shared: Vec<i64> = batch.iter().filter_map(|d| d.log_id).collect();
+        if !shared.is_empty() {
+            let runs: HashMap<i64, String> = event_log::Entity::find()
+                .select_only()
+                .column(event_log::Column::Id)
+                .column(event_log::Column::Body)
+                .filter(event_log::Column::Id.is_in(shared))
+                .into_tuple()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .collect();
+            for d in &mut batch {
+                if let Some(body) = d.log_id.and_then(|id| runs.get(&id)) {
+                    d.body.clone_from(body);
+                }
+            }
+        }
         Ok(batch)
     }
 
@@ -304,11 +365,13 @@ impl Storage {
                 .record_attempt(ids, attempt, Some(Status::Delivered), None)
                 .await;
         }
-        let _turn = self.write_turn().await;
-        event_delivery::Entity::delete_many()
+        let txn = self.write().await?;
+        let done = event_delivery::Entity::delete_many()
             .filter(event_delivery::Column::Id.is_in(ids.iter().copied()))
-            .exec(&self.db)
+            .exec_with_returning(&*txn)
             .await?;
+        release_runs(&*txn, done.iter().filter_map(|d| d.log_id)).await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -415,11 +478,23 @@ impl Storage {
             .filter(event_delivery::Column::Id.eq(cut))
             .one(&*txn)
             .await?;
+        let mut released = Vec::new();
         if let Some(row) = crossing {
             dropped += held(row.events) - room;
+            let body = match row.log_id {
+                Some(id) => {
+                    released.push(id);
+                    event_log::Entity::find_by_id(id)
+                        .one(&*txn)
+                        .await?
+                        .map(|run| run.body)
+                        .unwrap_or_default()
+                }
+                None => row.body,
+            };
             let mut trimmed: Vec<Event> = match room {
                 0 => Vec::new(),
-                _ => serde_json::from_str(&format!("[{}]", row.body)).unwrap_or_default(),
+                _ => serde_json::from_str(&format!("[{body}]")).unwrap_or_default(),
             };
             let from = trimmed.len().saturating_sub(room as usize);
             trimmed.drain(..from);
@@ -440,18 +515,21 @@ impl Storage {
                     repository: Set(first.target.repository.clone()),
                     body: Set(body.join(",")),
                     events: Set(trimmed.len() as i32),
+                    log_id: Set(None),
                     ..Default::default()
                 }
                 .update(&*txn)
                 .await?;
             }
         }
-        event_delivery::Entity::delete_many()
+        let older = event_delivery::Entity::delete_many()
             .filter(event_delivery::Column::Endpoint.eq(endpoint))
             .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
             .filter(event_delivery::Column::Id.lt(cut))
-            .exec(&*txn)
+            .exec_with_returning(&*txn)
             .await?;
+        released.extend(older.iter().filter_map(|d| d.log_id));
+        release_runs(&*txn, released).await?;
         txn.commit().await?;
         Ok(dropped)
     }
@@ -477,6 +555,12 @@ impl Storage {
             .into_tuple()
             .one(&self.db)
             .await?)
+    }
+
+    /// Shared runs of events stored (see `event_log`): what is left of them once
+    /// every delivery naming them is gone, for tests and diagnostics.
+    pub async fn shared_event_runs(&self) -> Result<u64> {
+        Ok(event_log::Entity::find().count(&self.db).await?)
     }
 
     /// Pending deliveries and the oldest one's creation time, per endpoint.
@@ -526,6 +610,25 @@ impl Storage {
     }
 }
 
+/// Removes those of the shared runs `ids` no delivery names any more.
+async fn release_runs(db: &impl ConnectionTrait, ids: impl IntoIterator<Item = i64>) -> Result<()> {
+    let ids: std::collections::BTreeSet<i64> = ids.into_iter().collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let named = Query::select()
+        .column(event_delivery::Column::LogId)
+        .from(event_delivery::Entity)
+        .and_where(event_delivery::Column::LogId.is_in(ids.iter().copied()))
+        .to_owned();
+    event_log::Entity::delete_many()
+        .filter(event_log::Column::Id.is_in(ids))
+        .filter(event_log::Column::Id.not_in_subquery(named))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// The events a row holds (every row holds one at least).
 pub fn held(events: i32) -> u64 {
     Ord::max(events, 1) as u64
@@ -545,6 +648,7 @@ pub(crate) async fn requeue(
         repository: Set(original.repository.clone()),
         body: Set(original.body.clone()),
         events: Set(original.events),
+        log_id: Set(original.log_id),
         status: Set(Status::Pending as i16),
         attempts: Set(0),
         next_at: Set(now),

@@ -1,7 +1,8 @@
 //! Events: the outbox (an event row written in the transaction of the change it
-//! describes), deliveries (one row per event and endpoint, fanned out off the request
-//! path), per-endpoint leases (so one replica delivers an endpoint at a time, in
-//! order), and the webhooks namespace owners add.
+//! describes), deliveries (rows per endpoint, fanned out off the request path; runs
+//! of events notification endpoints share are stored once, in the event log),
+//! per-endpoint leases (so one replica delivers an endpoint at a time, in order), and
+//! the webhooks namespace owners add.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -31,6 +32,7 @@ impl MigrationTrait for Migration {
                 .col(text("repository"))
                 .col(text("body"))
                 .col(integer("events"))
+                .col(big_integer_null("log_id"))
                 .col(small_integer("status"))
                 .col(integer("attempts"))
                 .col(big_integer("next_at"))
@@ -71,6 +73,25 @@ impl MigrationTrait for Migration {
                 .name("event_deliveries_callback")
                 .table("event_deliveries")
                 .col("callback_token")
+                .to_owned(),
+        )
+        .await?;
+        // Which runs are still wanted (after each sent envelope).
+        m.create_index(
+            Index::create()
+                .name("event_deliveries_log")
+                .table("event_deliveries")
+                .col("log_id")
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("event_log")
+                .col(big_pk_auto("id"))
+                .col(text("body"))
+                .col(integer("events"))
+                .col(big_integer("created_at"))
                 .to_owned(),
         )
         .await?;
