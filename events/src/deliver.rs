@@ -12,7 +12,7 @@ use berth_storage::events::ENVELOPE_MEDIA_TYPE;
 use berth_storage::Storage;
 
 use crate::address::PublicOnly;
-use crate::fanout::{fan_out, notification_key};
+use crate::fanout::{fan_out, fan_out_buffered, notification_key};
 use crate::{metrics, signature, EventsError, SIGNATURE_HEADER};
 
 /// How much of a response is read, and kept for the delivery history.
@@ -314,6 +314,18 @@ impl Deliverer {
             },
             ok,
         ))
+    }
+
+    /// Forever: fans out the events buffered in memory (pulls, repeated pushes) every
+    /// 50 ms, apart from delivery rounds, so a slow one never lets the buffer fill.
+    pub async fn write_buffered(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            ticker.tick().await;
+            if let Err(e) = fan_out_buffered(&self.storage, &self.endpoints).await {
+                tracing::warn!(error = %e, "writing buffered events failed; will retry");
+            }
+        }
     }
 
     /// Every few seconds: backlogs capped and queue figures for `/metrics`; webhooks'

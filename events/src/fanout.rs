@@ -46,6 +46,43 @@ pub(crate) async fn fan_out(
     }
 }
 
+/// Fans out the events buffered in memory (pulls, repeated pushes) without the outbox
+/// in between where their order allows (see `Storage::fan_out_buffered`); returns the
+/// events queued (once per endpoint).
+pub(crate) async fn fan_out_buffered(
+    storage: &Storage,
+    endpoints: &[NotificationEndpoint],
+) -> Result<usize, EventsError> {
+    let (turn, events) = storage.take_buffered_events().await;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let mut repos = HashMap::new();
+    let mut fanned = Vec::with_capacity(events.len());
+    for event in &events {
+        let row = Outboxed {
+            seq: 0,
+            json: serde_json::to_string(event)
+                .expect("events serialize")
+                .into(),
+            event: event.clone(),
+        };
+        match plan(storage, endpoints, &row, &mut repos).await {
+            Ok(deliveries) => fanned.push(Fanned {
+                seq: 0,
+                event: row.event,
+                deliveries,
+            }),
+            // Kept, for the outbox's fan-out to try again.
+            Err(e) => {
+                storage.write_buffered_to_outbox(turn, &events).await?;
+                return Err(e);
+            }
+        }
+    }
+    Ok(storage.fan_out_buffered(turn, &fanned).await?)
+}
+
 /// A repository's webhooks and what their payloads say about it.
 struct RepoFacts {
     hooks: Vec<Webhook>,

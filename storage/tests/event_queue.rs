@@ -150,6 +150,65 @@ async fn check(database_url: Option<String>) {
     queue(&s, 30).await;
     assert_eq!(s.cap_backlog(ALL, 0).await.unwrap(), 30);
     assert_eq!(s.shared_event_runs().await.unwrap(), 0);
+
+    // Buffered events go straight to their deliveries while the outbox is empty...
+    let request = s.for_request(Origin::default());
+    let pulls = |n: usize| {
+        for i in 0..n {
+            request.record_pull_event(Target::blob("acme/b", &format!("sha256:{i:064x}"), 1));
+        }
+    };
+    pulls(3);
+    let (turn, events) = s.take_buffered_events().await;
+    assert_eq!(s.fan_out_buffered(turn, &to_all(&events)).await.unwrap(), 3);
+    assert!(s.peek_outbox(10).await.unwrap().is_empty());
+    let direct = ids_of(&events);
+    assert_eq!(pending(&s, ALL).await.0, direct);
+    // ...and behind it while it holds something committed before them.
+    pulls(2);
+    s.flush_buffered_events().await.unwrap();
+    let committed: Vec<Event> = s
+        .peek_outbox(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(committed.len(), 2);
+    pulls(2);
+    let (turn, later) = s.take_buffered_events().await;
+    assert_eq!(s.fan_out_buffered(turn, &to_all(&later)).await.unwrap(), 0);
+    let waiting: Vec<Event> = s
+        .peek_outbox(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(
+        ids_of(&waiting),
+        [ids_of(&committed), ids_of(&later)].concat()
+    );
+    assert_eq!(pending(&s, ALL).await.0, direct);
+}
+
+fn ids_of(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+/// `events` planned for ALL only.
+fn to_all(events: &[Event]) -> Vec<Fanned> {
+    events
+        .iter()
+        .map(|e| Fanned {
+            seq: 0,
+            event: e.clone(),
+            deliveries: vec![NewDelivery::Notification {
+                endpoint: ALL.into(),
+                event: serde_json::to_string(e).unwrap().into(),
+            }],
+        })
+        .collect()
 }
 
 #[tokio::test]

@@ -28,6 +28,9 @@ pub(crate) struct EventGate {
     /// Events of requests that changed nothing (pulls, a manifest pushed again): no
     /// transaction to join, so written in batches (see `outbox`).
     buffered: Mutex<Vec<Event>>,
+    /// Held from taking buffered events until they are written: a change waits for it
+    /// (see `outbox`), so events buffered before it are never written after it.
+    pub flush: tokio::sync::Mutex<()>,
     pub dropped: std::sync::atomic::AtomicU64,
     /// Woken when events were committed, so this instance's delivery starts at once.
     pub written: Arc<tokio::sync::Notify>,
@@ -54,6 +57,7 @@ impl EventGate {
             notified,
             webhooks: Mutex::new(None),
             buffered: Mutex::new(Vec::new()),
+            flush: tokio::sync::Mutex::new(()),
             dropped: Default::default(),
             written: Arc::new(tokio::sync::Notify::new()),
         }

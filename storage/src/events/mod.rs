@@ -14,6 +14,7 @@ pub mod webhooks;
 
 pub(crate) use gate::EventGate;
 pub(crate) use outbox::record;
+pub use outbox::FlushTurn;
 
 use serde::{Deserialize, Serialize};
 

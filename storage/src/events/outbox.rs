@@ -11,23 +11,27 @@ use crate::Storage;
 
 /// Inserts `events` with whatever `db` is (the change's transaction).
 pub(crate) async fn record(db: &impl ConnectionTrait, events: &[Event]) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
     let now = now_millis();
-    let mut insert = Query::insert()
-        .into_table(event_outbox::Entity)
-        .columns([
-            event_outbox::Column::Payload,
-            event_outbox::Column::CreatedAt,
-        ])
-        .to_owned();
-    for event in events {
-        let payload = serde_json::to_string(event).expect("events serialize");
-        insert.values_panic([payload.into(), now.into()]);
+    for chunk in events.chunks(500) {
+        let mut insert = Query::insert()
+            .into_table(event_outbox::Entity)
+            .columns([
+                event_outbox::Column::Payload,
+                event_outbox::Column::CreatedAt,
+            ])
+            .to_owned();
+        for event in chunk {
+            let payload = serde_json::to_string(event).expect("events serialize");
+            insert.values_panic([payload.into(), now.into()]);
+        }
+        db.execute(&insert).await?;
     }
-    db.execute(&insert).await?;
     Ok(())
+}
+
+/// This instance's turn to write buffered events, held until they are written.
+pub struct FlushTurn<'a> {
+    _held: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl Storage {
@@ -100,19 +104,32 @@ impl Storage {
         }
     }
 
-    /// Writes the buffered events (every 50 ms from `berth-events`, with the pull
-    /// counts, and before any change this instance makes, so they keep their order).
+    /// Writes the buffered events into the outbox (with the pull counts, and before
+    /// any change this instance makes, so they keep their order).
     pub async fn flush_buffered_events(&self) -> Result<()> {
-        let events = self.events.take_buffered();
+        let (turn, events) = self.take_buffered_events().await;
+        self.write_buffered_to_outbox(turn, &events).await
+    }
+
+    /// Writes buffered events taken with `_turn` into the outbox.
+    pub async fn write_buffered_to_outbox(
+        &self,
+        _turn: FlushTurn<'_>,
+        events: &[Event],
+    ) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let _turn = self.write_turn().await;
-        for chunk in events.chunks(500) {
-            record(&self.db, chunk).await?;
-        }
-        self.events_written();
-        Ok(())
+        let txn = self.write().await?;
+        self.commit_with_events(txn, events).await
+    }
+
+    /// The buffered events, with this instance's turn to write them (changes wait for
+    /// it): for `berth-events` to fan them out directly (see
+    /// [`Storage::fan_out_buffered`]).
+    pub async fn take_buffered_events(&self) -> (FlushTurn<'_>, Vec<Event>) {
+        let turn = self.events.flush.lock().await;
+        (FlushTurn { _held: turn }, self.events.take_buffered())
     }
 
     /// Buffered events dropped because the buffer was full.

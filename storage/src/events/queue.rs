@@ -13,6 +13,7 @@ use sea_orm::{
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::outbox::FlushTurn;
 use super::Event;
 use crate::entity::{event_delivery, event_lease, event_log, event_outbox, now_millis};
 use crate::error::Result;
@@ -155,7 +156,6 @@ impl Storage {
         if fanned.is_empty() {
             return Ok(0);
         }
-        let now = now_millis();
         let txn = self.write().await?;
         let taken: std::collections::HashSet<i64> = event_outbox::Entity::delete_many()
             .filter(event_outbox::Column::Seq.is_in(fanned.iter().map(|f| f.seq)))
@@ -164,110 +164,40 @@ impl Storage {
             .into_iter()
             .map(|m| m.seq)
             .collect();
-        let row = |endpoint: &str, first: &Event, body: String, events: usize, token| {
-            event_delivery::ActiveModel {
-                endpoint: Set(endpoint.to_owned()),
-                event_id: Set(first.id.clone()),
-                action: Set(first.action.clone()),
-                repository: Set(first.target.repository.clone()),
-                body: Set(body),
-                events: Set(events as i32),
-                status: Set(Status::Pending as i16),
-                attempts: Set(0),
-                next_at: Set(now),
-                created_at: Set(now),
-                callback_token: Set(token),
-                log_id: Set(None),
-                ..Default::default()
-            }
-        };
         let taken: Vec<&Fanned> = fanned.iter().filter(|f| taken.contains(&f.seq)).collect();
-        let mut rows: Vec<event_delivery::ActiveModel> = Vec::new();
-        let mut queued = 0;
-        for f in &taken {
-            for d in &f.deliveries {
-                if let NewDelivery::Webhook {
-                    endpoint,
-                    body,
-                    callback_token,
-                } = d
-                {
-                    queued += 1;
-                    rows.push(row(
-                        endpoint,
-                        &f.event,
-                        body.clone(),
-                        1,
-                        Some(callback_token.clone()),
-                    ));
-                }
-            }
-        }
-        // The events notification endpoints take, in runs of an envelope's worth: a run
-        // an endpoint takes whole is stored once (`event_log`) and named by the row of
-        // each endpoint taking it; an endpoint that takes part of it gets its part.
-        let notified: Vec<(&Event, Vec<(&str, &str)>)> = taken
-            .iter()
-            .filter_map(|f| {
-                let to: Vec<(&str, &str)> = f
-                    .deliveries
-                    .iter()
-                    .filter_map(|d| match d {
-                        NewDelivery::Notification { endpoint, event } => {
-                            Some((endpoint.as_str(), &**event))
-                        }
-                        NewDelivery::Webhook { .. } => None,
-                    })
-                    .collect();
-                (!to.is_empty()).then_some((&f.event, to))
-            })
-            .collect();
-        for run in notified.chunks(ENVELOPE_EVENTS) {
-            // Per endpoint, in order of appearance: its events and the first one.
-            let mut parts: Vec<(&str, &Event, Vec<&str>)> = Vec::new();
-            for (event, to) in run {
-                for (endpoint, json) in to {
-                    match parts.iter_mut().find(|p| p.0 == *endpoint) {
-                        Some(part) => part.2.push(json),
-                        None => parts.push((endpoint, event, vec![json])),
-                    }
-                }
-            }
-            let mut shared = None;
-            for (endpoint, first, events) in parts {
-                queued += events.len();
-                if events.len() < run.len() {
-                    rows.push(row(endpoint, first, events.join(","), events.len(), None));
-                    continue;
-                }
-                let log_id = match shared {
-                    Some(id) => id,
-                    None => {
-                        let id = event_log::Entity::insert(event_log::ActiveModel {
-                            body: Set(events.join(",")),
-                            events: Set(events.len() as i32),
-                            created_at: Set(now),
-                            ..Default::default()
-                        })
-                        .exec(&*txn)
-                        .await?
-                        .last_insert_id;
-                        *shared.insert(id)
-                    }
-                };
-                let mut named = row(endpoint, first, String::new(), events.len(), None);
-                named.log_id = Set(Some(log_id));
-                rows.push(named);
-            }
-        }
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(200).collect();
-            event_delivery::Entity::insert_many(chunk)
-                .exec_without_returning(&*txn)
-                .await?;
-        }
+        let queued = insert_deliveries(&*txn, &taken).await?;
         txn.commit().await?;
+        Ok(queued)
+    }
+
+    /// Fans buffered events (see [`Storage::take_buffered_events`]), planned by the
+    /// caller, straight out into their deliveries, without the outbox in between: but
+    /// only while the outbox is empty, so that nothing committed before them is sent
+    /// after them; otherwise they are written to the outbox, behind it. Returns the
+    /// events queued (once per endpoint).
+    pub async fn fan_out_buffered(&self, turn: FlushTurn<'_>, fanned: &[Fanned]) -> Result<usize> {
+        if fanned.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.write().await?;
+        let waiting = event_outbox::Entity::find()
+            .select_only()
+            .column(event_outbox::Column::Seq)
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(&*txn)
+            .await?;
+        let queued = match waiting {
+            Some(_) => {
+                let events: Vec<Event> = fanned.iter().map(|f| f.event.clone()).collect();
+                super::record(&*txn, &events).await?;
+                0
+            }
+            None => insert_deliveries(&*txn, &fanned.iter().collect::<Vec<_>>()).await?,
+        };
+        txn.commit().await?;
+        drop(turn);
+        self.events_written();
         Ok(queued)
     }
 
@@ -608,6 +538,115 @@ impl Storage {
         }
         Ok(removed)
     }
+}
+
+/// Inserts the deliveries of `taken` (in order) in `txn`; returns the events queued
+/// (once per endpoint).
+async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Result<usize> {
+    let now = now_millis();
+    let row = |endpoint: &str, first: &Event, body: String, events: usize, token| {
+        event_delivery::ActiveModel {
+            endpoint: Set(endpoint.to_owned()),
+            event_id: Set(first.id.clone()),
+            action: Set(first.action.clone()),
+            repository: Set(first.target.repository.clone()),
+            body: Set(body),
+            events: Set(events as i32),
+            status: Set(Status::Pending as i16),
+            attempts: Set(0),
+            next_at: Set(now),
+            created_at: Set(now),
+            callback_token: Set(token),
+            log_id: Set(None),
+            ..Default::default()
+        }
+    };
+    let mut rows: Vec<event_delivery::ActiveModel> = Vec::new();
+    let mut queued = 0;
+    for f in taken {
+        for d in &f.deliveries {
+            if let NewDelivery::Webhook {
+                endpoint,
+                body,
+                callback_token,
+            } = d
+            {
+                queued += 1;
+                rows.push(row(
+                    endpoint,
+                    &f.event,
+                    body.clone(),
+                    1,
+                    Some(callback_token.clone()),
+                ));
+            }
+        }
+    }
+    // The events notification endpoints take, in runs of an envelope's worth: a run
+    // an endpoint takes whole is stored once (`event_log`) and named by the row of
+    // each endpoint taking it; an endpoint that takes part of it gets its part.
+    let notified: Vec<(&Event, Vec<(&str, &str)>)> = taken
+        .iter()
+        .filter_map(|f| {
+            let to: Vec<(&str, &str)> = f
+                .deliveries
+                .iter()
+                .filter_map(|d| match d {
+                    NewDelivery::Notification { endpoint, event } => {
+                        Some((endpoint.as_str(), &**event))
+                    }
+                    NewDelivery::Webhook { .. } => None,
+                })
+                .collect();
+            (!to.is_empty()).then_some((&f.event, to))
+        })
+        .collect();
+    for run in notified.chunks(ENVELOPE_EVENTS) {
+        // Per endpoint, in order of appearance: its events and the first one.
+        let mut parts: Vec<(&str, &Event, Vec<&str>)> = Vec::new();
+        for (event, to) in run {
+            for (endpoint, json) in to {
+                match parts.iter_mut().find(|p| p.0 == *endpoint) {
+                    Some(part) => part.2.push(json),
+                    None => parts.push((endpoint, event, vec![json])),
+                }
+            }
+        }
+        let mut shared = None;
+        for (endpoint, first, events) in parts {
+            queued += events.len();
+            if events.len() < run.len() {
+                rows.push(row(endpoint, first, events.join(","), events.len(), None));
+                continue;
+            }
+            let log_id = match shared {
+                Some(id) => id,
+                None => {
+                    let id = event_log::Entity::insert(event_log::ActiveModel {
+                        body: Set(events.join(",")),
+                        events: Set(events.len() as i32),
+                        created_at: Set(now),
+                        ..Default::default()
+                    })
+                    .exec(txn)
+                    .await?
+                    .last_insert_id;
+                    *shared.insert(id)
+                }
+            };
+            let mut named = row(endpoint, first, String::new(), events.len(), None);
+            named.log_id = Set(Some(log_id));
+            rows.push(named);
+        }
+    }
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(200).collect();
+        event_delivery::Entity::insert_many(chunk)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(queued)
 }
 
 /// Removes those of the shared runs `ids` no delivery names any more.
