@@ -92,8 +92,17 @@ impl Deliverer {
     pub async fn run(self: Arc<Self>) {
         let wake = self.storage.events_notify();
         loop {
-            if let Err(e) = self.round().await {
-                tracing::warn!(error = %e, "event delivery round failed; will retry");
+            let more = match self.round().await {
+                Ok(more) => more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event delivery round failed; will retry");
+                    false
+                }
+            };
+            if more {
+                // Behind: on with the outbox (the senders run meanwhile).
+                tokio::task::yield_now().await;
+                continue;
             }
             let _ = tokio::time::timeout(POLL, wake.notified()).await;
             // Events come in bursts under load: what commits meanwhile is fanned out
@@ -103,8 +112,10 @@ impl Deliverer {
         }
     }
 
-    async fn round(self: &Arc<Self>) -> Result<(), EventsError> {
-        fan_out(&self.storage, &self.endpoints).await?;
+    /// Fans out (part of) the outbox and starts the senders; returns whether more of
+    /// the outbox may be waiting.
+    async fn round(self: &Arc<Self>) -> Result<bool, EventsError> {
+        let more = fan_out(&self.storage, &self.endpoints).await?;
         let now = chrono::Utc::now().timestamp_millis();
         self.backing_off
             .lock()
@@ -133,7 +144,7 @@ impl Deliverer {
                 this.running.lock().expect("lock").remove(&endpoint);
             });
         }
-        Ok(())
+        Ok(more)
     }
 
     fn lease_ms(&self) -> i64 {
@@ -342,7 +353,6 @@ impl Deliverer {
     }
 
     async fn tidy(&self, last_prune: &mut Instant) -> Result<(), EventsError> {
-        metrics::buffer_dropped(self.storage.dropped_buffered_events());
         let mut stats = self.storage.queue_stats().await?;
         let mut capped = false;
         for s in &stats {

@@ -14,23 +14,24 @@ use crate::EventsError;
 
 /// Events read from the outbox at a time.
 const BATCH: u64 = 500;
+/// Batches fanned out in one delivery round at most: a round also starts the senders,
+/// which an outbox filling as fast as it is read must not keep waiting.
+const ROUND_BATCHES: usize = 4;
 
 /// The delivery key of a configured endpoint.
 pub(crate) fn notification_key(name: &str) -> String {
     format!("notification:{name}")
 }
 
-/// Fans out everything in the outbox; returns the events queued (once per endpoint).
+/// Fans out the outbox, [`ROUND_BATCHES`] batches at most; returns whether more
+/// may be waiting.
 pub(crate) async fn fan_out(
     storage: &Storage,
     endpoints: &[NotificationEndpoint],
-) -> Result<usize, EventsError> {
-    let mut created = 0;
-    loop {
+) -> Result<bool, EventsError> {
+    for _ in 0..ROUND_BATCHES {
         let events = storage.peek_outbox(BATCH).await?;
-        if events.is_empty() {
-            return Ok(created);
-        }
+        let last = (events.len() as u64) < BATCH;
         let mut fanned = Vec::with_capacity(events.len());
         // Webhooks and repository details, read once per repository and batch.
         let mut repos = HashMap::new();
@@ -42,8 +43,12 @@ pub(crate) async fn fan_out(
                 deliveries,
             });
         }
-        created += storage.fan_out(&fanned).await?;
+        storage.fan_out(&fanned).await?;
+        if last {
+            return Ok(false);
+        }
     }
+    Ok(true)
 }
 
 /// Fans out the events buffered in memory (pulls, repeated pushes) without the outbox

@@ -107,7 +107,7 @@ impl Storage {
             // (its event is buffered); a tag found there may have been pushed elsewhere a
             // moment ago and still be settling, so this answer waits as that one does.
             let events = self.events_for(Action::Push, repo, targets()).await?;
-            self.buffer_events(events);
+            self.buffer_events(events).await?;
             if !tags.is_empty() {
                 self.settle_change().await;
             }

@@ -33,7 +33,10 @@ fn endpoint(name: &str) -> NotificationEndpoint {
 async fn queue(s: &Storage, n: usize) -> Vec<String> {
     let request = s.for_request(Origin::default());
     for i in 0..n {
-        request.record_pull_event(Target::blob("acme/app", &format!("sha256:{i:064x}"), 1));
+        request
+            .record_pull_event(Target::blob("acme/app", &format!("sha256:{i:064x}"), 1))
+            .await
+            .unwrap();
     }
     request.flush_buffered_events().await.unwrap();
     let rows = s.peek_outbox(10_000).await.unwrap();
@@ -153,19 +156,14 @@ async fn check(database_url: Option<String>) {
 
     // Buffered events go straight to their deliveries while the outbox is empty...
     let request = s.for_request(Origin::default());
-    let pulls = |n: usize| {
-        for i in 0..n {
-            request.record_pull_event(Target::blob("acme/b", &format!("sha256:{i:064x}"), 1));
-        }
-    };
-    pulls(3);
+    pulls(&request, 3).await;
     let (turn, events) = s.take_buffered_events().await;
     assert_eq!(s.fan_out_buffered(turn, &to_all(&events)).await.unwrap(), 3);
     assert!(s.peek_outbox(10).await.unwrap().is_empty());
     let direct = ids_of(&events);
     assert_eq!(pending(&s, ALL).await.0, direct);
     // ...and behind it while it holds something committed before them.
-    pulls(2);
+    pulls(&request, 2).await;
     s.flush_buffered_events().await.unwrap();
     let committed: Vec<Event> = s
         .peek_outbox(10)
@@ -175,7 +173,7 @@ async fn check(database_url: Option<String>) {
         .map(|r| r.event)
         .collect();
     assert_eq!(committed.len(), 2);
-    pulls(2);
+    pulls(&request, 2).await;
     let (turn, later) = s.take_buffered_events().await;
     assert_eq!(s.fan_out_buffered(turn, &to_all(&later)).await.unwrap(), 0);
     let waiting: Vec<Event> = s
@@ -190,6 +188,20 @@ async fn check(database_url: Option<String>) {
         [ids_of(&committed), ids_of(&later)].concat()
     );
     assert_eq!(pending(&s, ALL).await.0, direct);
+
+    // A full buffer is written by the request that fills it: requests slow down,
+    // nothing is dropped.
+    pulls(&request, 10_001).await;
+    assert_eq!(s.peek_outbox(20_000).await.unwrap().len(), 4 + 10_000);
+    assert_eq!(s.take_buffered_events().await.1.len(), 1);
+}
+
+/// `n` pull events of the request `request` acts for.
+async fn pulls(request: &Storage, n: usize) {
+    for i in 0..n {
+        let target = Target::blob("acme/b", &format!("sha256:{i:064x}"), 1);
+        request.record_pull_event(target).await.unwrap();
+    }
 }
 
 fn ids_of(events: &[Event]) -> Vec<String> {

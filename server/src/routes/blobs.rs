@@ -38,9 +38,7 @@ pub async fn get(
     req: &HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let blob = state.storage.blob(name, digest).await?;
-    state
-        .storage
-        .record_pull_event(Target::blob(name, digest.as_str(), blob.size));
+    super::record_pull_event(state, Target::blob(name, digest.as_str(), blob.size)).await;
     send(state, &blob, req).await
 }
 

@@ -27,7 +27,7 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     let m = state.storage.manifest(name, reference).await?;
     state.storage.record_pull(name, reference, &m);
-    record_pull_event(state, name, reference, &m);
+    record_pull_event(state, name, reference, &m).await;
     Ok(respond(&m, false))
 }
 
@@ -41,7 +41,7 @@ pub async fn head(
 }
 
 /// A manifest GET's event, for endpoints that want pulls.
-pub(crate) fn record_pull_event(
+pub(crate) async fn record_pull_event(
     state: &AppState,
     name: &RepoName,
     reference: &Reference,
@@ -52,13 +52,8 @@ pub(crate) fn record_pull_event(
         Reference::Digest(_) => None,
     };
     let size = m.content.len() as u64;
-    state.storage.record_pull_event(Target::manifest(
-        name,
-        m.digest.as_str(),
-        &m.media_type,
-        size,
-        tag,
-    ));
+    let target = Target::manifest(name, m.digest.as_str(), &m.media_type, size, tag);
+    super::record_pull_event(state, target).await;
 }
 
 /// A manifest's 200: its bytes, or for a `HEAD` only their length.

@@ -95,6 +95,14 @@ fn audit_actor(req: &HttpRequest, user: Option<&str>) -> berth_storage::audit::A
     }
 }
 
+/// Records a pull's event. A pull is answered whatever happens to it: when the events
+/// waiting to be written cannot be (the database refuses writes), reads still work.
+pub(crate) async fn record_pull_event(state: &AppState, target: berth_storage::events::Target) {
+    if let Err(e) = state.storage.record_pull_event(target).await {
+        tracing::warn!(error = %e, "a pull's event could not be written");
+    }
+}
+
 /// How the audit log names changes made through the registry API.
 pub(crate) const VIA_API: &str = "registry API";
 

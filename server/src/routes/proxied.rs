@@ -24,7 +24,7 @@ pub async fn manifest(
     let m = route.proxy.manifest(name, &route.remote, reference).await?;
     if !head {
         state.storage.record_pull(name, reference, &m);
-        super::manifests::record_pull_event(state, name, reference, &m);
+        super::manifests::record_pull_event(state, name, reference, &m).await;
     }
     Ok(manifests::respond(&m, head))
 }

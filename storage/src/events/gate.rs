@@ -17,7 +17,7 @@ use crate::error::Result;
 /// How long another replica's new webhook may go unseen here.
 const WEBHOOKS_FRESH: Duration = Duration::from_secs(2);
 /// Events of requests that changed nothing held in memory between flushes; beyond
-/// it they are dropped (counted).
+/// it a request writes them itself (backpressure, never a drop).
 const MAX_BUFFERED: usize = 10_000;
 
 pub(crate) struct EventGate {
@@ -31,7 +31,6 @@ pub(crate) struct EventGate {
     /// Held from taking buffered events until they are written: a change waits for it
     /// (see `outbox`), so events buffered before it are never written after it.
     pub flush: tokio::sync::Mutex<()>,
-    pub dropped: std::sync::atomic::AtomicU64,
     /// Woken when events were committed, so this instance's delivery starts at once.
     pub written: Arc<tokio::sync::Notify>,
 }
@@ -58,7 +57,6 @@ impl EventGate {
             webhooks: Mutex::new(None),
             buffered: Mutex::new(Vec::new()),
             flush: tokio::sync::Mutex::new(()),
-            dropped: Default::default(),
             written: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -104,16 +102,12 @@ impl EventGate {
         *self.webhooks.lock().expect("webhooks lock") = None;
     }
 
-    pub fn buffer(&self, events: impl IntoIterator<Item = Event>) {
+    /// Buffers `events`; true when the buffer is full, and its caller should write
+    /// it now.
+    pub fn buffer(&self, events: impl IntoIterator<Item = Event>) -> bool {
         let mut buffered = self.buffered.lock().expect("buffered events lock");
-        for event in events {
-            if buffered.len() < MAX_BUFFERED {
-                buffered.push(event);
-            } else {
-                self.dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        buffered.extend(events);
+        buffered.len() >= MAX_BUFFERED
     }
 
     pub fn take_buffered(&self) -> Vec<Event> {

@@ -87,21 +87,25 @@ impl Storage {
     }
 
     /// Buffers a pull's event (of the request this storage acts for).
-    pub fn record_pull_event(&self, target: Target) {
+    pub async fn record_pull_event(&self, target: Target) -> Result<()> {
         if let Some(origin) = self.origin.as_deref().filter(|_| self.events.wants_pulls()) {
-            self.events.buffer([origin.event(Action::Pull, target)]);
+            self.buffer_events(vec![origin.event(Action::Pull, target)])
+                .await?;
         }
+        Ok(())
     }
 
     /// Buffers the events of a request that changed nothing (a manifest pushed again
     /// as it was): no change to commit them with, and a durable write per such
     /// request would make repeated pushes, which CI sends all the time, cost a commit
     /// each.
-    pub(crate) fn buffer_events(&self, events: Vec<Event>) {
-        if !events.is_empty() {
-            self.events.buffer(events);
-            self.events_written();
+    /// When the buffer is full (its flushes fall behind), the request writes it
+    /// itself, so requests slow down rather than lose events.
+    pub(crate) async fn buffer_events(&self, events: Vec<Event>) -> Result<()> {
+        if !events.is_empty() && self.events.buffer(events) {
+            self.flush_buffered_events().await?;
         }
+        Ok(())
     }
 
     /// Writes the buffered events into the outbox (with the pull counts, and before
@@ -130,13 +134,6 @@ impl Storage {
     pub async fn take_buffered_events(&self) -> (FlushTurn<'_>, Vec<Event>) {
         let turn = self.events.flush.lock().await;
         (FlushTurn { _held: turn }, self.events.take_buffered())
-    }
-
-    /// Buffered events dropped because the buffer was full.
-    pub fn dropped_buffered_events(&self) -> u64 {
-        self.events
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Wakes this instance's delivery: events were committed.
