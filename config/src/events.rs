@@ -62,6 +62,23 @@ pub struct NotificationEndpoint {
     pub backlog: u64,
 }
 
+impl NotificationEndpoint {
+    /// `name` posting to `url`, everything else as a config leaving it out has it.
+    pub fn new(name: &str, url: &str) -> NotificationEndpoint {
+        NotificationEndpoint {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            headers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            backoff: DEFAULT_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            ignore_media_types: Vec::new(),
+            ignore_actions: Vec::new(),
+            backlog: DEFAULT_BACKLOG,
+        }
+    }
+}
+
 /// Settings for the webhooks users add.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookSettings {

@@ -180,3 +180,35 @@ fn base_of(event: &Event) -> String {
         .map(|(base, _)| base.to_owned())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_config::Config;
+    use berth_storage::events::{Origin, Target};
+
+    /// A round does bounded work: with more waiting than it fans out, it says so and
+    /// leaves the rest (the senders start meanwhile), and the next rounds take it.
+    #[tokio::test]
+    async fn a_round_fans_out_a_bounded_share_of_the_outbox() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::in_dir(tmp.path());
+        let endpoint = NotificationEndpoint::new("ci", "http://127.0.0.1:9/");
+        config.notifications = vec![endpoint.clone()];
+        let storage = Storage::open(&config).await.unwrap();
+        let request = storage.for_request(Origin::default());
+        let waiting = ROUND_BATCHES * BATCH as usize + 10;
+        for i in 0..waiting {
+            let target = Target::blob("acme/app", &format!("sha256:{i:064x}"), 1);
+            request.record_pull_event(target).await.unwrap();
+        }
+        storage.flush_buffered_events().await.unwrap();
+        let endpoints = [endpoint];
+        assert!(fan_out(&storage, &endpoints).await.unwrap(), "more waits");
+        assert_eq!(storage.peek_outbox(1000).await.unwrap().len(), 10);
+        assert!(!fan_out(&storage, &endpoints).await.unwrap(), "all taken");
+        assert!(storage.peek_outbox(1000).await.unwrap().is_empty());
+        let stats = storage.queue_stats().await.unwrap();
+        assert_eq!(stats[0].pending as usize, waiting);
+    }
+}

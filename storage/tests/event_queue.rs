@@ -14,20 +14,6 @@ const ALL: &str = "notification:all";
 /// Takes every other event (as an endpoint ignoring some would).
 const SOME: &str = "notification:some";
 
-fn endpoint(name: &str) -> NotificationEndpoint {
-    NotificationEndpoint {
-        name: name.into(),
-        url: "http://127.0.0.1:9/".into(),
-        headers: Vec::new(),
-        timeout: std::time::Duration::from_secs(1),
-        backoff: std::time::Duration::from_secs(1),
-        max_backoff: std::time::Duration::from_secs(1),
-        ignore_media_types: Vec::new(),
-        ignore_actions: Vec::new(),
-        backlog: 1000,
-    }
-}
-
 /// Queues `n` pull events (for both endpoints, the even ones for SOME); returns the
 /// events' ids.
 async fn queue(s: &Storage, n: usize) -> Vec<String> {
@@ -89,7 +75,9 @@ async fn check(database_url: Option<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = Config::in_dir(tmp.path());
     config.database_url = database_url;
-    config.notifications = vec![endpoint("all"), endpoint("some")];
+    config.notifications = ["all", "some"]
+        .map(|name| NotificationEndpoint::new(name, "http://127.0.0.1:9/"))
+        .to_vec();
     let s = Storage::open(&config).await.unwrap();
 
     let first = queue(&s, 250).await;
