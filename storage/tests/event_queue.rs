@@ -211,6 +211,65 @@ fn to_all(events: &[Event]) -> Vec<Fanned> {
         .collect()
 }
 
+/// Two endpoints sending the same runs at the same moment: each run is removed by
+/// whichever finishes second, none is left behind.
+async fn check_shared_runs_released(database_url: Option<String>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config::in_dir(tmp.path());
+    config.database_url = database_url;
+    config.notifications = ["a", "b"]
+        .map(|name| NotificationEndpoint::new(name, "http://127.0.0.1:9/"))
+        .to_vec();
+    let s = Storage::open(&config).await.unwrap();
+    let request = s.for_request(Origin::default());
+    pulls(&request, 2_000).await;
+    let (turn, events) = s.take_buffered_events().await;
+    let fanned: Vec<Fanned> = events
+        .iter()
+        .map(|e| {
+            let json: std::sync::Arc<str> = serde_json::to_string(e).unwrap().into();
+            Fanned {
+                seq: 0,
+                event: e.clone(),
+                deliveries: ["notification:a", "notification:b"]
+                    .map(|endpoint| NewDelivery::Notification {
+                        endpoint: endpoint.into(),
+                        event: json.clone(),
+                    })
+                    .to_vec(),
+            }
+        })
+        .collect();
+    assert_eq!(s.fan_out_buffered(turn, &fanned).await.unwrap(), 4_000);
+    assert_eq!(s.shared_event_runs().await.unwrap(), 20);
+    let a = pending(&s, "notification:a").await.2;
+    let b = pending(&s, "notification:b").await.2;
+    let sent = Attempt::default();
+    for (a, b) in a.chunks(1).zip(b.chunks(1)) {
+        let (ra, rb) = tokio::join!(
+            s.deliveries_done(a, &sent, false),
+            s.deliveries_done(b, &sent, false)
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    assert_eq!(s.shared_event_runs().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn shared_runs_released_on_sqlite() {
+    check_shared_runs_released(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_runs_released_on_postgres() {
+    let Some(admin) = berth_tests::postgres_admin_url() else {
+        eprintln!("SKIPPED: set BERTH_TEST_POSTGRES_URL to run the PostgreSQL variant");
+        return;
+    };
+    check_shared_runs_released(Some(berth_tests::fresh_postgres_database(&admin).await)).await;
+}
+
 #[tokio::test]
 async fn event_queue_on_sqlite() {
     check(None).await;

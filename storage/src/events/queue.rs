@@ -655,6 +655,18 @@ async fn release_runs(db: &impl ConnectionTrait, ids: impl IntoIterator<Item = i
     if ids.is_empty() {
         return Ok(());
     }
+    // Locked first (in order), then checked in a statement of its own: of two
+    // endpoints' transactions sending the same run at once (PostgreSQL), the second
+    // waits for the first and then sees its row gone, so one of them removes the run.
+    let _locked: Vec<i64> = event_log::Entity::find()
+        .select_only()
+        .column(event_log::Column::Id)
+        .filter(event_log::Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(event_log::Column::Id)
+        .lock_exclusive()
+        .into_tuple()
+        .all(db)
+        .await?;
     let named = Query::select()
         .column(event_delivery::Column::LogId)
         .from(event_delivery::Entity)
