@@ -353,6 +353,7 @@ impl Deliverer {
     }
 
     async fn tidy(&self, last_prune: &mut Instant) -> Result<(), EventsError> {
+        metrics::buffer_dropped(self.storage.dropped_buffered_events());
         let mut stats = self.storage.queue_stats().await?;
         let mut capped = false;
         for s in &stats {

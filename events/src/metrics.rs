@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
 struct Metrics {
     queued: IntGaugeVec,
@@ -12,6 +12,7 @@ struct Metrics {
     delivered: IntCounterVec,
     failed: IntCounterVec,
     dropped: IntCounterVec,
+    buffer_dropped: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -42,6 +43,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "berth_events_dropped_total",
             "Events given up because the endpoint's backlog was full, per endpoint.",
         ),
+        buffer_dropped: IntCounter::new(
+            "berth_events_buffer_dropped_total",
+            "Events of requests that changed nothing (pulls, repeated pushes) dropped because the database refused to store them while 100,000 waited.",
+        )
+        .expect("valid metric"),
     }
 });
 
@@ -54,6 +60,7 @@ pub fn collectors() -> Vec<Box<dyn prometheus::core::Collector>> {
         Box::new(m.delivered.clone()),
         Box::new(m.failed.clone()),
         Box::new(m.dropped.clone()),
+        Box::new(m.buffer_dropped.clone()),
     ]
 }
 
@@ -108,4 +115,10 @@ pub(crate) fn queues(figures: impl IntoIterator<Item = (String, i64, i64)>, labe
         m.queued.with_label_values(&[label.as_str()]).set(pending);
         m.oldest.with_label_values(&[label.as_str()]).set(age);
     }
+}
+
+/// Brings the buffer's drop counter up to `total` (storage counts them).
+pub(crate) fn buffer_dropped(total: u64) {
+    let counter = &METRICS.buffer_dropped;
+    counter.inc_by(total.saturating_sub(counter.get()));
 }

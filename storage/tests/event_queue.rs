@@ -11,10 +11,12 @@ use berth_storage::Storage;
 
 /// Takes every event.
 const ALL: &str = "notification:all";
+/// Takes every event too.
+const ALSO: &str = "notification:also";
 /// Takes every other event (as an endpoint ignoring some would).
 const SOME: &str = "notification:some";
 
-/// Queues `n` pull events (for both endpoints, the even ones for SOME); returns the
+/// Queues `n` pull events (for ALL and ALSO, the even ones for SOME); returns the
 /// events' ids.
 async fn queue(s: &Storage, n: usize) -> Vec<String> {
     let request = s.for_request(Origin::default());
@@ -33,9 +35,9 @@ async fn queue(s: &Storage, n: usize) -> Vec<String> {
         .map(|(i, row)| Fanned {
             seq: row.seq,
             event: row.event.clone(),
-            deliveries: [ALL, SOME]
+            deliveries: [ALL, ALSO, SOME]
                 .iter()
-                .filter(|e| **e == ALL || i % 2 == 0)
+                .filter(|e| **e != SOME || i % 2 == 0)
                 .map(|e| NewDelivery::Notification {
                     endpoint: (*e).into(),
                     event: row.json.clone(),
@@ -43,7 +45,7 @@ async fn queue(s: &Storage, n: usize) -> Vec<String> {
                 .collect(),
         })
         .collect();
-    assert_eq!(s.fan_out(&fanned).await.unwrap(), n + n.div_ceil(2));
+    assert_eq!(s.fan_out(&fanned).await.unwrap(), 2 * n + n.div_ceil(2));
     // Taken once: a second fan-out of the same rows (another replica's) adds nothing.
     assert_eq!(s.fan_out(&fanned).await.unwrap(), 0);
     assert!(s.peek_outbox(10).await.unwrap().is_empty());
@@ -75,7 +77,7 @@ async fn check(database_url: Option<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = Config::in_dir(tmp.path());
     config.database_url = database_url;
-    config.notifications = ["all", "some"]
+    config.notifications = ["all", "also", "some"]
         .map(|name| NotificationEndpoint::new(name, "http://127.0.0.1:9/"))
         .to_vec();
     let s = Storage::open(&config).await.unwrap();
@@ -87,7 +89,7 @@ async fn check(database_url: Option<String>) {
     let (ids, rows, _) = pending(&s, SOME).await;
     assert_eq!(ids, evens(&first));
     assert_eq!(rows, vec![50, 50, 25]);
-    // Stored once: the runs ALL takes whole; SOME's parts are its own.
+    // Stored once: the runs ALL and ALSO take whole; SOME's parts are its own.
     assert_eq!(s.shared_event_runs().await.unwrap(), 3);
 
     let mut all = first.clone();
@@ -100,7 +102,7 @@ async fn check(database_url: Option<String>) {
         .iter()
         .map(|q| (q.endpoint.as_str(), q.pending))
         .collect();
-    assert_eq!(figures, [(ALL, 253), (SOME, 127)]);
+    assert_eq!(figures, [(ALL, 253), (ALSO, 253), (SOME, 127)]);
 
     // A sender takes whole rows up to an envelope's worth, the first one at least.
     let batch = s
@@ -111,12 +113,14 @@ async fn check(database_url: Option<String>) {
     let batch = s.pending_deliveries(ALL, 100, 10).await.unwrap();
     assert_eq!(batch.len(), 1, "a row bigger than the limit still goes");
 
-    // SOME's deliveries sent: the runs stay while ALL's rows name them.
-    let some_rows = pending(&s, SOME).await.2;
-    s.deliveries_done(&some_rows, &Attempt::default(), false)
-        .await
-        .unwrap();
-    assert!(pending(&s, SOME).await.0.is_empty());
+    // SOME's and ALSO's deliveries sent: the runs stay while ALL's rows name them.
+    for endpoint in [SOME, ALSO] {
+        let rows = pending(&s, endpoint).await.2;
+        s.deliveries_done(&rows, &Attempt::default(), false)
+            .await
+            .unwrap();
+        assert!(pending(&s, endpoint).await.0.is_empty());
+    }
     assert_eq!(s.shared_event_runs().await.unwrap(), 4);
 
     // Capped at 120: the newest 120 stay, the run crossing the limit cut into (and
@@ -137,9 +141,17 @@ async fn check(database_url: Option<String>) {
         .unwrap();
     assert!(s.queue_stats().await.unwrap().is_empty());
     assert_eq!(s.shared_event_runs().await.unwrap(), 0);
-    // And a cap down to nothing takes the runs too.
+    // And caps down to nothing take the runs too.
     queue(&s, 30).await;
+    assert_eq!(s.shared_event_runs().await.unwrap(), 1);
     assert_eq!(s.cap_backlog(ALL, 0).await.unwrap(), 30);
+    assert_eq!(s.cap_backlog(SOME, 0).await.unwrap(), 15);
+    assert_eq!(
+        s.shared_event_runs().await.unwrap(),
+        1,
+        "ALSO still names it"
+    );
+    assert_eq!(s.cap_backlog(ALSO, 0).await.unwrap(), 30);
     assert_eq!(s.shared_event_runs().await.unwrap(), 0);
 
     // Buffered events go straight to their deliveries while the outbox is empty...
@@ -148,6 +160,8 @@ async fn check(database_url: Option<String>) {
     let (turn, events) = s.take_buffered_events().await;
     assert_eq!(s.fan_out_buffered(turn, &to_all(&events)).await.unwrap(), 3);
     assert!(s.peek_outbox(10).await.unwrap().is_empty());
+    // One endpoint alone: nothing to share, the row holds its events.
+    assert_eq!(s.shared_event_runs().await.unwrap(), 0);
     let direct = ids_of(&events);
     assert_eq!(pending(&s, ALL).await.0, direct);
     // ...and behind it while it holds something committed before them.

@@ -19,6 +19,9 @@ const WEBHOOKS_FRESH: Duration = Duration::from_secs(2);
 /// Events of requests that changed nothing held in memory between flushes; beyond
 /// it a request writes them itself (backpressure, never a drop).
 const MAX_BUFFERED: usize = 10_000;
+/// Events kept in memory while the database refuses to take them (put back after a
+/// failed write); beyond it the oldest are dropped (counted).
+const MAX_KEPT: usize = 100_000;
 
 pub(crate) struct EventGate {
     /// Per action (push, pull, delete, mount): does any notification endpoint want it?
@@ -31,6 +34,8 @@ pub(crate) struct EventGate {
     /// Held from taking buffered events until they are written: a change waits for it
     /// (see `outbox`), so events buffered before it are never written after it.
     pub flush: tokio::sync::Mutex<()>,
+    /// Events dropped past [`MAX_KEPT`].
+    pub dropped: std::sync::atomic::AtomicU64,
     /// Woken when events were committed, so this instance's delivery starts at once.
     pub written: Arc<tokio::sync::Notify>,
 }
@@ -57,6 +62,7 @@ impl EventGate {
             webhooks: Mutex::new(None),
             buffered: Mutex::new(Vec::new()),
             flush: tokio::sync::Mutex::new(()),
+            dropped: Default::default(),
             written: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -112,5 +118,18 @@ impl EventGate {
 
     pub fn take_buffered(&self) -> Vec<Event> {
         std::mem::take(&mut *self.buffered.lock().expect("buffered events lock"))
+    }
+
+    /// Puts back `events` a write failed to store, ahead of those buffered since.
+    pub fn restore(&self, mut events: Vec<Event>) {
+        let mut buffered = self.buffered.lock().expect("buffered events lock");
+        events.append(&mut buffered);
+        if events.len() > MAX_KEPT {
+            let cut = events.len() - MAX_KEPT;
+            events.drain(..cut);
+            self.dropped
+                .fetch_add(cut as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        *buffered = events;
     }
 }

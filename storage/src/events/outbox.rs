@@ -115,7 +115,8 @@ impl Storage {
         self.write_buffered_to_outbox(turn, &events).await
     }
 
-    /// Writes buffered events taken with `_turn` into the outbox.
+    /// Writes buffered events taken with `_turn` into the outbox; put back when that
+    /// fails.
     pub async fn write_buffered_to_outbox(
         &self,
         _turn: FlushTurn<'_>,
@@ -124,8 +125,23 @@ impl Storage {
         if events.is_empty() {
             return Ok(());
         }
-        let txn = self.write().await?;
-        self.commit_with_events(txn, events).await
+        let written = async {
+            let txn = self.write().await?;
+            self.commit_with_events(txn, events).await
+        }
+        .await;
+        if written.is_err() {
+            self.events.restore(events.to_vec());
+        }
+        written
+    }
+
+    /// Buffered events dropped because the database refused them while 100,000
+    /// waited.
+    pub fn dropped_buffered_events(&self) -> u64 {
+        self.events
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The buffered events, with this instance's turn to write them (changes wait for

@@ -179,26 +179,40 @@ impl Storage {
         if fanned.is_empty() {
             return Ok(0);
         }
-        let txn = self.write().await?;
-        let waiting = event_outbox::Entity::find()
-            .select_only()
-            .column(event_outbox::Column::Seq)
-            .limit(1)
-            .into_tuple::<i64>()
-            .one(&*txn)
-            .await?;
-        let queued = match waiting {
-            Some(_) => {
-                let events: Vec<Event> = fanned.iter().map(|f| f.event.clone()).collect();
-                super::record(&*txn, &events).await?;
-                0
+        let written = async {
+            let txn = self.write().await?;
+            let waiting = event_outbox::Entity::find()
+                .select_only()
+                .column(event_outbox::Column::Seq)
+                .limit(1)
+                .into_tuple::<i64>()
+                .one(&*txn)
+                .await?;
+            let queued = match waiting {
+                Some(_) => {
+                    let events: Vec<Event> = fanned.iter().map(|f| f.event.clone()).collect();
+                    super::record(&*txn, &events).await?;
+                    0
+                }
+                None => insert_deliveries(&*txn, &fanned.iter().collect::<Vec<_>>()).await?,
+            };
+            txn.commit().await?;
+            Ok(queued)
+        }
+        .await;
+        match written {
+            Ok(queued) => {
+                drop(turn);
+                self.events_written();
+                Ok(queued)
             }
-            None => insert_deliveries(&*txn, &fanned.iter().collect::<Vec<_>>()).await?,
-        };
-        txn.commit().await?;
-        drop(turn);
-        self.events_written();
-        Ok(queued)
+            // Put back, for the next flush (with this turn still held).
+            Err(e) => {
+                self.events
+                    .restore(fanned.iter().map(|f| f.event.clone()).collect());
+                Err(e)
+            }
+        }
     }
 
     /// Endpoints with deliveries waiting.
@@ -282,6 +296,9 @@ impl Storage {
                     d.body.clone_from(body);
                 }
             }
+            // A run released between the two reads went with its row (a backlog cap):
+            // the row is gone too, and nothing of it is sent.
+            batch.retain(|d| d.log_id.is_none() || !d.body.is_empty());
         }
         Ok(batch)
     }
@@ -410,7 +427,8 @@ impl Storage {
             .await?;
         let mut released = Vec::new();
         if let Some(row) = crossing {
-            dropped += held(row.events) - room;
+            // (Another replica may have trimmed it meanwhile.)
+            dropped += held(row.events).saturating_sub(room);
             let body = match row.log_id {
                 Some(id) => {
                     released.push(id);
@@ -452,13 +470,22 @@ impl Storage {
                 .await?;
             }
         }
-        let older = event_delivery::Entity::delete_many()
+        let older_runs: Vec<i64> = pending()
+            .select_only()
+            .column(event_delivery::Column::LogId)
+            .filter(event_delivery::Column::Id.lt(cut))
+            .filter(event_delivery::Column::LogId.is_not_null())
+            .distinct()
+            .into_tuple()
+            .all(&*txn)
+            .await?;
+        event_delivery::Entity::delete_many()
             .filter(event_delivery::Column::Endpoint.eq(endpoint))
             .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
             .filter(event_delivery::Column::Id.lt(cut))
-            .exec_with_returning(&*txn)
+            .exec(&*txn)
             .await?;
-        released.extend(older.iter().filter_map(|d| d.log_id));
+        released.extend(older_runs);
         release_runs(&*txn, released).await?;
         txn.commit().await?;
         Ok(dropped)
@@ -612,10 +639,12 @@ async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Res
                 }
             }
         }
+        // Worth sharing when two endpoints or more take it whole.
+        let whole = parts.iter().filter(|p| p.2.len() == run.len()).count();
         let mut shared = None;
         for (endpoint, first, events) in parts {
             queued += events.len();
-            if events.len() < run.len() {
+            if events.len() < run.len() || whole < 2 {
                 rows.push(row(endpoint, first, events.join(","), events.len(), None));
                 continue;
             }
