@@ -1,9 +1,10 @@
 //! Fanning the outbox out: which endpoints get which event, in what form.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use berth_config::NotificationEndpoint;
-use berth_storage::events::queue::{Fanned, NewDelivery, Outboxed};
+use berth_storage::events::queue::{Fanned, NewDelivery};
 use berth_storage::events::webhooks::{endpoint_of, Webhook};
 use berth_storage::events::{Event, BLOB_MEDIA_TYPE};
 use berth_storage::explore::RepoDetail;
@@ -36,7 +37,7 @@ pub(crate) async fn fan_out(
         // Webhooks and repository details, read once per repository and batch.
         let mut repos = HashMap::new();
         for row in events {
-            let deliveries = plan(storage, endpoints, &row, &mut repos).await?;
+            let deliveries = plan(storage, endpoints, &row.event, &row.json, &mut repos).await?;
             fanned.push(Fanned {
                 seq: row.seq,
                 event: row.event,
@@ -64,23 +65,26 @@ pub(crate) async fn fan_out_buffered(
     }
     let mut repos = HashMap::new();
     let mut fanned = Vec::with_capacity(events.len());
-    for event in &events {
-        let row = Outboxed {
-            seq: 0,
-            json: serde_json::to_string(event)
-                .expect("events serialize")
-                .into(),
-            event: event.clone(),
-        };
-        match plan(storage, endpoints, &row, &mut repos).await {
+    let mut events = events.into_iter();
+    while let Some(event) = events.next() {
+        let json: Arc<str> = serde_json::to_string(&event)
+            .expect("events serialize")
+            .into();
+        match plan(storage, endpoints, &event, &json, &mut repos).await {
             Ok(deliveries) => fanned.push(Fanned {
                 seq: 0,
-                event: row.event,
+                event,
                 deliveries,
             }),
-            // Kept, for the outbox's fan-out to try again.
+            // Kept, all of them in order, for the outbox's fan-out to try again.
             Err(e) => {
-                storage.write_buffered_to_outbox(turn, &events).await?;
+                let all: Vec<Event> = fanned
+                    .into_iter()
+                    .map(|f| f.event)
+                    .chain([event])
+                    .chain(events)
+                    .collect();
+                storage.write_buffered_to_outbox(turn, &all).await?;
                 return Err(e);
             }
         }
@@ -99,10 +103,10 @@ struct RepoFacts {
 async fn plan(
     storage: &Storage,
     endpoints: &[NotificationEndpoint],
-    row: &Outboxed,
+    event: &Event,
+    json: &Arc<str>,
     repos: &mut HashMap<String, RepoFacts>,
 ) -> Result<Vec<NewDelivery>, EventsError> {
-    let event = &row.event;
     if event.id.is_empty() {
         return Ok(Vec::new());
     }
@@ -110,7 +114,7 @@ async fn plan(
     for endpoint in endpoints.iter().filter(|e| wants(e, event)) {
         deliveries.push(NewDelivery::Notification {
             endpoint: notification_key(&endpoint.name),
-            event: row.json.clone(),
+            event: json.clone(),
         });
     }
     // Webhooks are about tags: a manifest pushed with one.

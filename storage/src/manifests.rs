@@ -257,12 +257,7 @@ impl Storage {
             return Err(StorageError::ManifestUnknown(reference_text(reference)));
         }
         if let Some(via) = audit_via {
-            let (action, target) = match reference {
-                Reference::Tag(t) => (crate::audit::Action::TagDeleted, format!("{repo}:{t}")),
-                Reference::Digest(d) => {
-                    (crate::audit::Action::ManifestDeleted, format!("{repo}@{d}"))
-                }
-            };
+            let (action, target) = deletion_audited_as(repo, reference);
             self.audited(&*txn, action, &target, Some(via.to_owned()))
                 .await?;
         }
@@ -361,6 +356,15 @@ fn manifest_targets(
     match tags.is_empty() {
         true => vec![target(None)],
         false => tags.iter().map(|t| target(Some(t))).collect(),
+    }
+}
+
+/// How the audit log names deleting `reference` in `repo`: its action and target
+/// (`repo:tag`, `repo@digest`), whether it was done or refused.
+pub fn deletion_audited_as(repo: &str, reference: &Reference) -> (crate::audit::Action, String) {
+    match reference {
+        Reference::Tag(t) => (crate::audit::Action::TagDeleted, format!("{repo}:{t}")),
+        Reference::Digest(d) => (crate::audit::Action::ManifestDeleted, format!("{repo}@{d}")),
     }
 }
 

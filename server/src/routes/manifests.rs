@@ -4,7 +4,7 @@
 use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse};
 use berth_oci::{Reference, RepoName};
-use berth_storage::audit::{Action as AuditAction, Actor};
+use berth_storage::audit::Actor;
 use berth_storage::events::Target;
 use berth_storage::manifests::StoredManifest;
 use berth_storage::StorageError;
@@ -127,10 +127,7 @@ pub async fn delete(
         .delete_manifest(name, reference, super::VIA_API)
         .await
         .map_err(ApiError::from);
-    let (action, target) = match reference {
-        Reference::Tag(t) => (AuditAction::TagDeleted, format!("{name}:{t}")),
-        Reference::Digest(d) => (AuditAction::ManifestDeleted, format!("{name}@{d}")),
-    };
+    let (action, target) = berth_storage::manifests::deletion_audited_as(name, reference);
     super::audit_refusal(state, actor, action, target, &result).await;
     result?;
     Ok(HttpResponse::Accepted().finish())
