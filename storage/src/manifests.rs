@@ -234,6 +234,17 @@ impl Storage {
             .events_for_change(Action::Delete, repo, [target])
             .await?;
         let txn = self.write().await?;
+        // The repository's row first, as a push takes it (its push time) before the
+        // tags, and a pull count before the manifests: taken only at the end (its
+        // platforms), a delete and a pull count of the same image deadlock on
+        // PostgreSQL.
+        let _: Option<i64> = repository::Entity::find_by_id(repo_id)
+            .select_only()
+            .column(repository::Column::Id)
+            .lock_exclusive()
+            .into_tuple()
+            .one(&*txn)
+            .await?;
         crate::tag_rules::check_deletable(&*txn, repo, repo_id, reference).await?;
         let deleted = match reference {
             Reference::Tag(t) => {
