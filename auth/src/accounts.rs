@@ -15,7 +15,8 @@ use sea_orm_migration::MigratorTrait;
 
 use crate::error::AuthError;
 use crate::login::Logins;
-use crate::pat::TokenScope;
+use crate::once_a_minute::OnceAMinute;
+use crate::pat::VerifiedToken;
 use crate::users::User;
 
 /// Accounts and access, over their own connection pool. Cheap to clone: clones share
@@ -28,8 +29,10 @@ pub struct Accounts {
     pub(crate) logins: Arc<Logins>,
     /// Whom changes made through this handle are recorded as in the audit log.
     pub(crate) actor: Arc<Actor>,
-    /// Which rate-limited sign-ins are recorded (see `refusals`).
-    refusals: Arc<crate::refusals::Refusals>,
+    /// Which rate-limited sign-ins are recorded: once per address and minute.
+    refusals: Arc<OnceAMinute<Option<IpAddr>>>,
+    /// Which sign-ins with an access token are recorded: once per token and minute.
+    token_sign_ins: Arc<OnceAMinute<i64>>,
 }
 
 impl Accounts {
@@ -62,6 +65,7 @@ impl Accounts {
             logins: Arc::default(),
             actor: Arc::default(),
             refusals: Arc::default(),
+            token_sign_ins: Arc::default(),
         })
     }
 
@@ -93,6 +97,20 @@ impl Accounts {
     ) -> Result<(), AuthError> {
         let entry = self.actor.entry(action, target).detail(detail);
         Ok(audit::record(txn, &entry).await?)
+    }
+
+    /// Records a `docker login` made with personal access token `token` (nothing is
+    /// made for it, so nothing else records it: the client keeps the access token);
+    /// once a minute per token at most, as a client may send them as fast as it likes.
+    pub async fn signed_in_with_token(&self, token: &VerifiedToken) {
+        if !self.token_sign_ins.record_now(token.id) {
+            return;
+        }
+        let entry = self
+            .actor
+            .entry(Action::SignIn, token.user.name.as_str())
+            .detail(format!("docker login with access token {}", token.id));
+        self.audit(entry).await;
     }
 
     /// Records a refused sign-in as `name` from `peer` (`how`: with a password, a
@@ -151,7 +169,7 @@ impl Accounts {
         name: Option<&str>,
         secret: &str,
         peer: Option<IpAddr>,
-    ) -> Result<(User, TokenScope), AuthError> {
+    ) -> Result<VerifiedToken, AuthError> {
         let checked = self.logins.token(&self.db, name, secret, peer).await;
         let how = match name {
             Some(_) => "access token",
@@ -198,6 +216,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing;
     use super::*;
+    use crate::pat::TokenScope;
     use crate::{Role, Scope};
 
     /// The server's accounts and an admin command (or a replica) each hold a pool on

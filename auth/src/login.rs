@@ -23,7 +23,7 @@ use crate::cache::CredentialCache;
 use crate::error::AuthError;
 use crate::limiter::{self, LoginLimiter};
 use crate::password;
-use crate::pat::{self, TokenScope};
+use crate::pat::{self, VerifiedToken};
 use crate::users::{self, User};
 
 /// Login checks, shared by the token endpoint and the web UI of one process (they
@@ -115,7 +115,7 @@ impl Logins {
         name: Option<&str>,
         secret: &str,
         peer: Option<IpAddr>,
-    ) -> Result<(User, TokenScope), AuthError> {
+    ) -> Result<VerifiedToken, AuthError> {
         let keys = [limiter::address_key(peer)];
         self.limiter.check(db, &keys).await?;
         let found = pat::authenticate(db, name, secret).await;

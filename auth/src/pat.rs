@@ -80,6 +80,14 @@ impl TokenScope {
     }
 }
 
+/// A token that checked out: whose it is, what it allows, and which one it is.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub user: User,
+    pub scope: TokenScope,
+    pub id: i64,
+}
+
 /// Where a token came from, which decides what ends it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TokenKind {
@@ -284,7 +292,7 @@ pub(crate) async fn authenticate(
     db: &DatabaseConnection,
     user_name: Option<&str>,
     secret: &str,
-) -> Result<(User, TokenScope), AuthError> {
+) -> Result<VerifiedToken, AuthError> {
     // Looked up by hash: the database compares digests, never the secret itself.
     let mut q = token::Entity::find().filter(token::Column::SecretHash.eq(hash(secret)));
     if let Some(name) = user_name {
@@ -303,7 +311,11 @@ pub(crate) async fn authenticate(
         .filter(token::Column::Id.eq(found.id))
         .exec(db)
         .await?;
-    Ok((user, TokenScope::parse(&found.scope)?))
+    Ok(VerifiedToken {
+        user,
+        scope: TokenScope::parse(&found.scope)?,
+        id: found.id,
+    })
 }
 
 #[cfg(test)]

@@ -172,6 +172,57 @@ async fn audit_entries_for_each_action_visible_to_admins_only(db: Db) {
             .to_owned()
     };
     let (laptop, ci) = (id_of("laptop"), id_of("ci"));
+
+    // `docker login` with an access token (it keeps the token: no refresh token; sent
+    // again at once, recorded once), and Docker's OAuth2 login (a POST asking for an
+    // offline token) with the password, which gets a refresh token that works; token
+    // requests for a scope are no login.
+    for _ in 0..3 {
+        let with_pat = c
+            .request(
+                "GET",
+                "/auth/token?service=berth&offline_token=true&client_id=docker",
+            )
+            .basic_auth("alice", Some(&alice_pat));
+        let (status, body) = send(with_pat).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("refresh_token").is_none(), "{body}");
+    }
+    let oauth = |scope: &'static str| {
+        c.request("POST", "/auth/token").form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", ALICE.1),
+            ("service", "berth"),
+            ("client_id", "docker"),
+            ("access_type", "offline"),
+            ("scope", scope),
+        ])
+    };
+    let (status, body) = send(oauth("")).await;
+    assert_eq!(status, 200, "{body}");
+    let refresh = body["refresh_token"].as_str().expect("a refresh token");
+    let refreshed = c.request("POST", "/auth/token").form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("service", "berth"),
+        ("client_id", "docker"),
+        ("access_type", "offline"),
+        ("scope", "repository:alice/app:pull"),
+    ]);
+    let (status, body) = send(refreshed).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["access_token"].is_string(), "{body}");
+    let (status, body) = send(oauth("repository:alice/app:pull")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    let scoped = c
+        .request(
+            "GET",
+            "/auth/token?service=berth&offline_token=true&scope=repository:alice/app:pull",
+        )
+        .basic_auth("alice", Some(&alice_pat));
+    assert_eq!(send(scoped).await.0, 200);
     let form = [("csrf", alice_csrf.as_str()), ("id", laptop.as_str())];
     assert_eq!(
         post_form(&alice, format!("{base}/settings/tokens/revoke"), &form).await,
@@ -308,6 +359,22 @@ async fn audit_entries_for_each_action_visible_to_admins_only(db: Db) {
         })
         .expect("a docker login");
     assert_entry(docker, "alice", web, "success");
+    // The three logins above (password, access token once a minute, OAuth2), and
+    // nothing for the ordinary token requests.
+    let logins: Vec<&Value> = entries
+        .iter()
+        .filter(|e| {
+            e["action"] == "sign_in" && e["detail"].as_str().unwrap().contains("docker login")
+        })
+        .collect();
+    assert_eq!(logins.len(), 3, "{logins:#?}");
+    let with_token = format!("docker login with access token {ci}");
+    let pat_login = logins
+        .iter()
+        .find(|e| e["detail"] == with_token.as_str())
+        .unwrap_or_else(|| panic!("{with_token:?} in {logins:#?}"));
+    assert_entry(pat_login, "alice", web, "success");
+    assert_eq!(pat_login["target"], "alice");
     let failed = entry(&entries, "sign_in_failed", "alice");
     assert_entry(failed, "alice", web, "failure");
     let cut = entries

@@ -71,10 +71,14 @@ pub(crate) async fn visitor(web: &Web, req: &HttpRequest) -> Result<Visitor, Web
     let peer = req.peer_addr().map(|a| a.ip());
     let (session, token_scope) = match (web.accounts_on(), api_bearer(req)) {
         (true, Some(secret)) => {
-            let (user, scope) = web.accounts.check_token(None, secret, peer).await?;
+            let token = web.accounts.check_token(None, secret, peer).await?;
             // Never shown to anyone: a token's requests need no CSRF token.
             let csrf_token = secret::random()?;
-            (Some(Session { user, csrf_token }), Some(scope))
+            let session = Session {
+                user: token.user,
+                csrf_token,
+            };
+            (Some(session), Some(token.scope))
         }
         (true, None) => match req.cookie(SESSION_COOKIE) {
             Some(cookie) => (web.accounts.session(cookie.value()).await?, None),

@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use berth_auth::{pat, Access, AuthError, Scope, User};
+use berth_auth::{pat, Access, AuthError, Scope, User, VerifiedToken};
 use berth_oci::RepoName;
 use berth_storage::audit::Actor;
 use serde_json::json;
@@ -42,40 +42,22 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
         .iter()
         .flat_map(|s| s.split_whitespace().map(str::to_owned))
         .collect();
-    // A login (`docker login`: an offline token, no scope) gets a refresh token; ordinary
-    // token requests never create one, whatever client sends `offline_token`.
     let offline = query_one(&req, "offline_token").as_deref() == Some("true");
-    let login = match &credentials {
-        Some((user, password))
-            if offline && scopes.is_empty() && !password.starts_with(pat::PREFIX) =>
-        {
-            Some(user.clone())
-        }
-        _ => None,
-    };
     let issued = issue(
         &state,
         &req,
         credentials.map(Credentials::Password),
         &scopes,
+        offline,
     )
     .await?;
     let mut body = json!({
-        "token": issued.0,
-        "access_token": issued.0,
-        "expires_in": issued.1,
-        "issued_at": issued.2,
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": issued.issued_at,
     });
-    if let Some(user) = login {
-        // `docker login` asks for an offline token and keeps it instead of the password:
-        // a revocable login token (listed with `berthd token list`), valid 90 days,
-        // ended by a password change.
-        let (_, secret) = auth
-            .accounts
-            .by(Actor::user(&user, client_address(&req)))
-            .create_login_token(&user)
-            .await
-            .map_err(login_error)?;
+    if let Some(secret) = issued.refresh_token {
         body["refresh_token"] = json!(secret);
     }
     Ok(HttpResponse::Ok().json(body))
@@ -89,6 +71,8 @@ pub struct TokenForm {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    /// `offline`: a refresh token is wanted (Docker's OAuth2 login sends it).
+    access_type: Option<String>,
 }
 
 /// Who is asking for a token.
@@ -134,13 +118,18 @@ pub async fn post(
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    let issued = issue(&state, &req, Some(credentials), &scopes).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "access_token": issued.0,
-        "expires_in": issued.1,
-        "issued_at": issued.2,
+    let offline = form.access_type.as_deref() == Some("offline");
+    let issued = issue(&state, &req, Some(credentials), &scopes, offline).await?;
+    let mut body = json!({
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": issued.issued_at,
         "scope": scopes.join(" "),
-    })))
+    });
+    if let Some(secret) = issued.refresh_token {
+        body["refresh_token"] = json!(secret);
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 fn check_service(auth: &AuthState, service: Option<String>) -> ApiResult<()> {
@@ -204,14 +193,36 @@ async fn proxy_grant(
     }))
 }
 
+/// A signed token, and the refresh token a login gets.
+struct Issued {
+    token: String,
+    expires_in: i64,
+    issued_at: String,
+    refresh_token: Option<String>,
+}
+
+/// How a user proved who they are.
+enum SignedIn {
+    Password,
+    AccessToken(VerifiedToken),
+    /// A refresh token: a login made earlier.
+    Refresh,
+}
+
 /// Authenticates (if credentials were given), grants the intersection of what was
-/// asked and what is allowed, and signs a token: (token, expires_in, issued_at).
+/// asked and what is allowed, and signs a token. A request with a user's password or
+/// access token, `offline` (a refresh token wanted) and for no scope is a login, as
+/// `docker login` sends it (GET with `offline_token`, or OAuth2's POST with
+/// `access_type`): it is recorded as a sign-in, and a password gets a login token the
+/// client keeps in its place. Ordinary token requests never make one, whatever a
+/// client asks.
 async fn issue(
     state: &AppState,
     req: &HttpRequest,
     credentials: Option<Credentials>,
     scopes: &[String],
-) -> ApiResult<(String, i64, String)> {
+    offline: bool,
+) -> ApiResult<Issued> {
     let auth = auth_of(state)?;
     // Each scope costs database lookups: a token request names a bounded number.
     if scopes.len() > MAX_SCOPES {
@@ -222,23 +233,24 @@ async fn issue(
     }
     // A personal access token may stand in for the password; its scope caps the grant.
     let peer = client_address(req);
-    let (user, cap) = match credentials {
-        None => (None, None),
+    let (user, cap, signed_in) = match credentials {
+        None => (None, None, None),
         Some(Credentials::Refresh(secret)) => {
-            let (user, cap) = auth
+            let token = auth
                 .accounts
                 .check_token(None, &secret, peer)
                 .await
                 .map_err(login_error)?;
-            (Some(user), Some(cap))
+            (Some(token.user), Some(token.scope), Some(SignedIn::Refresh))
         }
         Some(Credentials::Password((name, password))) if password.starts_with(pat::PREFIX) => {
-            let (user, cap) = auth
+            let token = auth
                 .accounts
                 .check_token(Some(&name), &password, peer)
                 .await
                 .map_err(login_error)?;
-            (Some(user), Some(cap))
+            let (user, scope) = (token.user.clone(), token.scope);
+            (Some(user), Some(scope), Some(SignedIn::AccessToken(token)))
         }
         Some(Credentials::Password((name, password))) => {
             let user = auth
@@ -246,7 +258,7 @@ async fn issue(
                 .check_password(&name, password, peer)
                 .await
                 .map_err(login_error)?;
-            (Some(user), None)
+            (Some(user), None, Some(SignedIn::Password))
         }
     };
     let mut granted = Vec::new();
@@ -295,7 +307,29 @@ async fn issue(
     }
     let subject = user.as_ref().map_or("", |u| u.name.as_str());
     let token = auth.tokens.issue(subject, granted).map_err(login_error)?;
-    Ok((token.token, token.expires_in, token.issued_at.to_rfc3339()))
+    let mut refresh_token = None;
+    if let (true, Some(user)) = (offline && scopes.is_empty(), &user) {
+        let accounts = auth.accounts.by(Actor::user(&user.name, peer));
+        match signed_in {
+            // A revocable login token (listed with `berthd token list`), valid 90
+            // days, ended by a password change; making it records the sign-in.
+            Some(SignedIn::Password) => {
+                let (_, secret) = accounts
+                    .create_login_token(&user.name)
+                    .await
+                    .map_err(login_error)?;
+                refresh_token = Some(secret);
+            }
+            Some(SignedIn::AccessToken(token)) => accounts.signed_in_with_token(&token).await,
+            Some(SignedIn::Refresh) | None => {}
+        }
+    }
+    Ok(Issued {
+        token: token.token,
+        expires_in: token.expires_in,
+        issued_at: token.issued_at.to_rfc3339(),
+        refresh_token,
+    })
 }
 
 /// The client's address, for rate limits.
