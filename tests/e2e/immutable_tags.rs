@@ -339,6 +339,20 @@ async fn rules_are_managed_by_owners_only(s: Berthd) {
         shown.contains(&immutable_message("v1", "v*", "alice/app")),
         "{shown}"
     );
+    // In the audit log, as the registry API's refusals are.
+    let (ok, out, all) = berthd(&s, &["audit", "--action", "tag_deleted", "--json"]);
+    assert!(ok, "{all}");
+    let entries: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let refused = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["target"] == "alice/app:v1")
+        .unwrap_or_else(|| panic!("the refusal in {entries:#}"));
+    assert_eq!(refused["actor"], "alice", "{refused}");
+    assert_eq!(refused["outcome"], "denied", "{refused}");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains("immutable"), "{detail}");
 
     // The page's forms: add for the namespace, remove; others refused.
     let add_form = |csrf: &str, scope: &str| {

@@ -8,6 +8,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use berth_storage::audit::{self, Action, AuditFilter, AuditRecord, Outcome};
+use berth_storage::StorageError;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -172,7 +173,8 @@ pub async fn page(
 }
 
 /// Records that `visitor`, signed in, was refused `action` on `target`, when
-/// `checked` says so.
+/// `checked` says so: by access, or by an immutable tag rule (as the registry API's
+/// refusals are).
 pub(crate) async fn refused<T>(
     web: &Web,
     visitor: &Visitor,
@@ -185,7 +187,9 @@ pub(crate) async fn refused<T>(
     if visitor.user().is_none() {
         return;
     }
-    if let Err(why @ WebError::Forbidden) = checked {
+    if let Err(why @ (WebError::Forbidden | WebError::Storage(StorageError::TagImmutable { .. }))) =
+        checked
+    {
         let entry = visitor.actor().entry(action, target);
         let entry = entry.outcome(Outcome::Denied).detail(why.to_string());
         web.storage.audit(entry).await;

@@ -804,8 +804,12 @@ pub async fn delete_tag(
         tag @ Reference::Tag(_) => tag,
         Reference::Digest(_) => return Err(WebError::BadRequest("not a tag".into()).into()),
     };
-    web.storage_for(&req, &visitor)
+    let deleted = web
+        .storage_for(&req, &visitor)
         .delete_manifest(&form.repository, &tag, "web UI")
-        .await?;
+        .await
+        .map_err(WebError::from);
+    audit::refused(&web, &visitor, Action::TagDeleted, &target, &deleted).await;
+    deleted?;
     Ok(see_other(&format!("/r/{}", form.repository)))
 }
