@@ -201,12 +201,11 @@ struct Issued {
     refresh_token: Option<String>,
 }
 
-/// How a user proved who they are.
+/// What a user signed in with, when it can make a login (a refresh token is a login
+/// made earlier).
 enum SignedIn {
     Password,
     AccessToken(VerifiedToken),
-    /// A refresh token: a login made earlier.
-    Refresh,
 }
 
 /// Authenticates (if credentials were given), grants the intersection of what was
@@ -241,7 +240,7 @@ async fn issue(
                 .check_token(None, &secret, peer)
                 .await
                 .map_err(login_error)?;
-            (Some(token.user), Some(token.scope), Some(SignedIn::Refresh))
+            (Some(token.user), Some(token.scope), None)
         }
         Some(Credentials::Password((name, password))) if password.starts_with(pat::PREFIX) => {
             let token = auth
@@ -307,22 +306,25 @@ async fn issue(
     }
     let subject = user.as_ref().map_or("", |u| u.name.as_str());
     let token = auth.tokens.issue(subject, granted).map_err(login_error)?;
+    let login = offline && scopes.is_empty();
     let mut refresh_token = None;
-    if let (true, Some(user)) = (offline && scopes.is_empty(), &user) {
-        let accounts = auth.accounts.by(Actor::user(&user.name, peer));
-        match signed_in {
-            // A revocable login token (listed with `berthd token list`), valid 90
-            // days, ended by a password change; making it records the sign-in.
-            Some(SignedIn::Password) => {
-                let (_, secret) = accounts
-                    .create_login_token(&user.name)
-                    .await
-                    .map_err(login_error)?;
-                refresh_token = Some(secret);
+    match (&user, signed_in) {
+        (Some(user), Some(how)) if login => {
+            let accounts = auth.accounts.by(Actor::user(&user.name, peer));
+            match how {
+                // A revocable login token (listed with `berthd token list`), valid 90
+                // days, ended by a password change; making it records the sign-in.
+                SignedIn::Password => {
+                    let (_, secret) = accounts
+                        .create_login_token(&user.name)
+                        .await
+                        .map_err(login_error)?;
+                    refresh_token = Some(secret);
+                }
+                SignedIn::AccessToken(token) => accounts.signed_in_with_token(&token).await,
             }
-            Some(SignedIn::AccessToken(token)) => accounts.signed_in_with_token(&token).await,
-            Some(SignedIn::Refresh) | None => {}
         }
+        _ => {}
     }
     Ok(Issued {
         token: token.token,
