@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
-use object_store::ObjectStore;
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 use super::backend::{Durability, ObjectWriter, UrlSigner};
 use super::store_io::{self, StoreWriter};
@@ -18,6 +18,22 @@ use crate::error::Result;
 /// object (which a redirect can point at), capped well below the 10,000 parts that
 /// S3 allows an object.
 const OBJECT_SIZE: u64 = 32 * 1024 * 1024 * 1024;
+
+/// How long one S3 request is retried before the registry request fails. The client's
+/// default, three minutes, would leave a push hanging long after the S3 server went
+/// away, and a failed write makes more requests, each retried as long (its abort, the
+/// discard of what it wrote). Registry clients retry a failed push themselves.
+fn retries() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 10,
+        retry_timeout: Duration::from_secs(5),
+    }
+}
 
 /// An S3 bucket. Every finished write is durable by itself (S3 acknowledges a PUT or
 /// CompleteMultipartUpload once stored).
@@ -43,6 +59,7 @@ impl S3 {
 
     /// The bucket `builder` names; `endpoint` is a self-hosted S3 server's URL.
     pub fn new(builder: AmazonS3Builder, endpoint: Option<&str>, redirect: bool) -> Result<S3> {
+        let builder = builder.with_retry(retries());
         let builder = match endpoint {
             // A self-hosted S3 server: path-style URLs, plain HTTP allowed.
             Some(endpoint) => builder
