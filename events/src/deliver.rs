@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_config::{Config, NotificationEndpoint, WebhookSettings};
-use berth_storage::events::queue::{held, Attempt, Delivery, ENVELOPE_EVENTS};
+use berth_storage::events::queue::{held, Attempt, Delivery, ENVELOPE_EVENTS, WEBHOOK_BACKLOG};
 use berth_storage::events::ENVELOPE_MEDIA_TYPE;
 use berth_storage::Storage;
 
@@ -22,9 +22,6 @@ const EXCERPT_CHARS: usize = 1000;
 const POLL: Duration = Duration::from_secs(1);
 /// How long a woken delivery round waits for more events to gather.
 const GATHER: Duration = Duration::from_millis(100);
-/// A webhook's undelivered events kept at most (users add webhooks: what one of
-/// them can make the registry keep stays bounded).
-const WEBHOOK_BACKLOG: u64 = 1000;
 /// Webhook retries: 1 s doubling up to 10 min.
 const WEBHOOK_BACKOFF: Duration = Duration::from_secs(1);
 const WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -40,6 +37,9 @@ pub(crate) struct Deliverer {
     webhooks: WebhookSettings,
     notify_client: reqwest::Client,
     webhook_client: reqwest::Client,
+    /// Held while fanning out the outbox: delivery rounds and the buffered events'
+    /// flushes both do, and would otherwise plan the same events twice.
+    fanning: tokio::sync::Mutex<()>,
     /// Endpoints this instance is sending to now.
     running: Mutex<HashSet<String>>,
     /// Endpoints whose lease this instance holds, and when it last renewed it.
@@ -81,6 +81,7 @@ impl Deliverer {
             webhooks: config.webhooks.clone(),
             notify_client,
             webhook_client: webhook_client.build().map_err(EventsError::Client)?,
+            fanning: tokio::sync::Mutex::new(()),
             running: Mutex::new(HashSet::new()),
             leased: Mutex::new(HashMap::new()),
             backing_off: Mutex::new(HashMap::new()),
@@ -115,7 +116,7 @@ impl Deliverer {
     /// Fans out (part of) the outbox and starts the senders; returns whether more of
     /// the outbox may be waiting.
     async fn round(self: &Arc<Self>) -> Result<bool, EventsError> {
-        let more = fan_out(&self.storage, &self.endpoints).await?;
+        let more = self.fan_out_outbox().await?;
         let now = chrono::Utc::now().timestamp_millis();
         self.backing_off
             .lock()
@@ -145,6 +146,12 @@ impl Deliverer {
             });
         }
         Ok(more)
+    }
+
+    /// Fans out (part of) the outbox; returns whether more may be waiting.
+    async fn fan_out_outbox(&self) -> Result<bool, EventsError> {
+        let _fanning = self.fanning.lock().await;
+        fan_out(&self.storage, &self.endpoints).await
     }
 
     fn lease_ms(&self) -> i64 {
@@ -333,6 +340,16 @@ impl Deliverer {
         let mut ticker = tokio::time::interval(Duration::from_millis(50));
         loop {
             ticker.tick().await;
+            if !self.storage.has_buffered_events() {
+                continue;
+            }
+            // Buffered events go straight to their deliveries only while the outbox is
+            // empty (else behind it, through it: twice the work). Under a steady load
+            // of them the outbox would stay in use once anything put it there, so each
+            // flush first fans out a share of it.
+            if let Err(e) = self.fan_out_outbox().await {
+                tracing::warn!(error = %e, "event delivery round failed; will retry");
+            }
             if let Err(e) = fan_out_buffered(&self.storage, &self.endpoints).await {
                 tracing::warn!(error = %e, "writing buffered events failed; will retry");
             }
@@ -344,16 +361,31 @@ impl Deliverer {
     pub async fn housekeeping(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         let mut last_prune = Instant::now();
+        let mut trimmed_reported = 0;
         loop {
             ticker.tick().await;
-            if let Err(e) = self.tidy(&mut last_prune).await {
+            if let Err(e) = self.tidy(&mut last_prune, &mut trimmed_reported).await {
                 tracing::warn!(error = %e, "event queue housekeeping failed; will retry");
             }
         }
     }
 
-    async fn tidy(&self, last_prune: &mut Instant) -> Result<(), EventsError> {
+    async fn tidy(
+        &self,
+        last_prune: &mut Instant,
+        trimmed_reported: &mut u64,
+    ) -> Result<(), EventsError> {
         metrics::buffer_dropped(self.storage.dropped_buffered_events());
+        // Webhooks are trimmed as their events are queued; counted and said here.
+        let trimmed = self.storage.trimmed_webhook_events() - *trimmed_reported;
+        if trimmed > 0 {
+            *trimmed_reported += trimmed;
+            tracing::warn!(
+                dropped = trimmed,
+                "webhooks' backlogs were full: their oldest events were dropped"
+            );
+            metrics::dropped("webhook:", trimmed);
+        }
         let mut stats = self.storage.queue_stats().await?;
         let mut capped = false;
         for s in &stats {

@@ -153,7 +153,7 @@ async fn plan(
                 );
                 deliveries.push(NewDelivery::Webhook {
                     endpoint: endpoint_of(hook.id),
-                    body: payload.to_string(),
+                    body: payload,
                     callback_token: token,
                 });
             }

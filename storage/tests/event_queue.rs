@@ -5,8 +5,10 @@
 //! that crosses the limit; a run goes when the last delivery naming it does.
 
 use berth_config::{Config, NotificationEndpoint};
-use berth_storage::events::queue::{held, Attempt, Fanned, NewDelivery, ENVELOPE_EVENTS};
-use berth_storage::events::{Event, Origin, Target};
+use berth_storage::events::queue::{
+    held, Attempt, Fanned, NewDelivery, ENVELOPE_EVENTS, WEBHOOK_BACKLOG,
+};
+use berth_storage::events::{Action, Event, Origin, Target};
 use berth_storage::Storage;
 
 /// Takes every event.
@@ -268,6 +270,90 @@ async fn check_shared_runs_released(database_url: Option<String>) {
         rb.unwrap();
     }
     assert_eq!(s.shared_event_runs().await.unwrap(), 0);
+}
+
+/// `n` tag pushes, each to be delivered to `webhook` (a payload naming it).
+fn to_webhook(webhook: &str, n: usize) -> Vec<Fanned> {
+    (0..n)
+        .map(|i| {
+            let target = Target::manifest("acme/app", "sha256:0", "m", 1, Some("latest"));
+            let event = Origin::default().event(Action::Push, target);
+            Fanned {
+                seq: 0,
+                deliveries: vec![NewDelivery::Webhook {
+                    endpoint: webhook.into(),
+                    body: format!("{{\"n\":{i}}}"),
+                    callback_token: event.id.clone(),
+                }],
+                event,
+            }
+        })
+        .collect()
+}
+
+/// A webhook's pending deliveries' event ids, oldest first.
+async fn webhook_pending(s: &Storage, webhook: &str) -> Vec<String> {
+    let rows = s.pending_deliveries(webhook, 10_000, usize::MAX).await;
+    rows.unwrap().into_iter().map(|d| d.event_id).collect()
+}
+
+/// A webhook slower than its pushes keeps its newest WEBHOOK_BACKLOG events, trimmed
+/// as new ones are queued (counted); other webhooks and what was delivered stay.
+async fn check_webhook_trim(database_url: Option<String>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config::in_dir(tmp.path());
+    config.database_url = database_url;
+    let s = Storage::open(&config).await.unwrap();
+    let (slow, other) = ("webhook:1", "webhook:2");
+    let backlog = WEBHOOK_BACKLOG as usize;
+
+    let first = to_webhook(slow, backlog - 400);
+    let (turn, _) = s.take_buffered_events().await;
+    assert_eq!(
+        s.fan_out_buffered(turn, &first).await.unwrap(),
+        backlog - 400
+    );
+    assert_eq!(s.trimmed_webhook_events(), 0);
+    // The oldest is delivered: history, not backlog.
+    let delivered = s.pending_deliveries(slow, 1, 1).await.unwrap()[0].id;
+    s.deliveries_done(&[delivered], &Attempt::default(), true)
+        .await
+        .unwrap();
+
+    let mut second = to_webhook(slow, 405);
+    second.extend(to_webhook(other, 3));
+    let (turn, _) = s.take_buffered_events().await;
+    assert_eq!(s.fan_out_buffered(turn, &second).await.unwrap(), 408);
+    // 599 pending and 405 more: the 4 oldest pending go (the delivered one was first).
+    let kept: Vec<String> = first[5..]
+        .iter()
+        .chain(&second[..405])
+        .map(|f| f.event.id.clone())
+        .collect();
+    assert_eq!(
+        webhook_pending(&s, slow).await,
+        kept,
+        "the newest, in order"
+    );
+    assert_eq!(s.trimmed_webhook_events(), 4);
+    assert_eq!(webhook_pending(&s, other).await.len(), 3);
+    let history = s.webhook_deliveries(1, 2 * WEBHOOK_BACKLOG).await.unwrap();
+    assert_eq!(history.len(), backlog + 1);
+    assert!(history.iter().any(|d| d.id == delivered && d.status == 1));
+}
+
+#[tokio::test]
+async fn webhook_trimmed_on_sqlite() {
+    check_webhook_trim(None).await;
+}
+
+#[tokio::test]
+async fn webhook_trimmed_on_postgres() {
+    let Some(admin) = berth_tests::postgres_admin_url() else {
+        eprintln!("SKIPPED: set BERTH_TEST_POSTGRES_URL to run the PostgreSQL variant");
+        return;
+    };
+    check_webhook_trim(Some(berth_tests::fresh_postgres_database(&admin).await)).await;
 }
 
 #[tokio::test]

@@ -36,6 +36,9 @@ pub(crate) struct EventGate {
     pub flush: tokio::sync::Mutex<()>,
     /// Events dropped past [`MAX_KEPT`].
     pub dropped: std::sync::atomic::AtomicU64,
+    /// Webhook events trimmed past their backlog by this instance (see
+    /// `queue::WEBHOOK_BACKLOG`).
+    pub trimmed: std::sync::atomic::AtomicU64,
     /// Woken when events were committed, so this instance's delivery starts at once.
     pub written: Arc<tokio::sync::Notify>,
 }
@@ -63,6 +66,7 @@ impl EventGate {
             buffered: Mutex::new(Vec::new()),
             flush: tokio::sync::Mutex::new(()),
             dropped: Default::default(),
+            trimmed: Default::default(),
             written: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -114,6 +118,19 @@ impl EventGate {
         let mut buffered = self.buffered.lock().expect("buffered events lock");
         buffered.extend(events);
         buffered.len() >= MAX_BUFFERED
+    }
+
+    pub fn webhooks_trimmed(&self, n: u64) {
+        self.trimmed
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn has_buffered(&self) -> bool {
+        !self
+            .buffered
+            .lock()
+            .expect("buffered events lock")
+            .is_empty()
     }
 
     pub fn take_buffered(&self) -> Vec<Event> {

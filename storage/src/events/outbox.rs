@@ -136,6 +136,11 @@ impl Storage {
         written
     }
 
+    /// Whether any events are buffered.
+    pub fn has_buffered_events(&self) -> bool {
+        self.events.has_buffered()
+    }
+
     /// Buffered events dropped because the database refused them while 100,000
     /// waited.
     pub fn dropped_buffered_events(&self) -> u64 {

@@ -46,6 +46,12 @@ impl Status {
 /// Events in one notification delivery row at most (one envelope's worth).
 pub const ENVELOPE_EVENTS: usize = 100;
 
+/// A webhook's undelivered events kept at most (users add webhooks: what one of them
+/// can make the registry keep stays bounded). The oldest go as new ones are queued,
+/// in the same commit, so a webhook slower than its pushes costs a bounded queue
+/// rather than one that grows until the next cleanup.
+pub const WEBHOOK_BACKLOG: u64 = 1000;
+
 /// A delivery to create when fanning out.
 #[derive(Debug, Clone)]
 pub enum NewDelivery {
@@ -165,8 +171,9 @@ impl Storage {
             .map(|m| m.seq)
             .collect();
         let taken: Vec<&Fanned> = fanned.iter().filter(|f| taken.contains(&f.seq)).collect();
-        let queued = insert_deliveries(&*txn, &taken).await?;
+        let (queued, trimmed) = insert_deliveries(&*txn, &taken).await?;
         txn.commit().await?;
+        self.events.webhooks_trimmed(trimmed);
         Ok(queued)
     }
 
@@ -188,15 +195,16 @@ impl Storage {
                 .into_tuple::<i64>()
                 .one(&*txn)
                 .await?;
-            let queued = match waiting {
+            let (queued, trimmed) = match waiting {
                 Some(_) => {
                     let events: Vec<Event> = fanned.iter().map(|f| f.event.clone()).collect();
                     super::record(&*txn, &events).await?;
-                    0
+                    (0, 0)
                 }
                 None => insert_deliveries(&*txn, &fanned.iter().collect::<Vec<_>>()).await?,
             };
             txn.commit().await?;
+            self.events.webhooks_trimmed(trimmed);
             Ok(queued)
         }
         .await;
@@ -381,6 +389,14 @@ impl Storage {
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+
+    /// Webhook events this instance trimmed past their backlog (the oldest of a
+    /// webhook slower than its pushes).
+    pub fn trimmed_webhook_events(&self) -> u64 {
+        self.events
+            .trimmed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deletes the oldest pending events of `endpoint` beyond `backlog`; returns how
@@ -569,7 +585,10 @@ impl Storage {
 
 /// Inserts the deliveries of `taken` (in order) in `txn`; returns the events queued
 /// (once per endpoint).
-async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Result<usize> {
+/// Inserts the deliveries of `taken`, then trims the webhooks they went to to their
+/// [`WEBHOOK_BACKLOG`]; returns the events queued (once per endpoint) and those
+/// trimmed.
+async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Result<(usize, u64)> {
     let now = now_millis();
     let row = |endpoint: &str, first: &Event, body: String, events: usize, token| {
         event_delivery::ActiveModel {
@@ -590,6 +609,7 @@ async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Res
     };
     let mut rows: Vec<event_delivery::ActiveModel> = Vec::new();
     let mut queued = 0;
+    let mut webhooks = std::collections::BTreeSet::new();
     for f in taken {
         for d in &f.deliveries {
             if let NewDelivery::Webhook {
@@ -599,6 +619,7 @@ async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Res
             } = d
             {
                 queued += 1;
+                webhooks.insert(endpoint.as_str());
                 rows.push(row(
                     endpoint,
                     &f.event,
@@ -675,7 +696,40 @@ async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Res
             .exec_without_returning(txn)
             .await?;
     }
-    Ok(queued)
+    let mut trimmed = 0;
+    for endpoint in webhooks {
+        trimmed += trim_webhook(txn, endpoint).await?;
+    }
+    Ok((queued, trimmed))
+}
+
+/// Deletes the webhook `endpoint`'s pending deliveries (an event each) older than its
+/// newest [`WEBHOOK_BACKLOG`]; returns how many went.
+async fn trim_webhook(txn: &impl ConnectionTrait, endpoint: &str) -> Result<u64> {
+    let pending = || {
+        event_delivery::Entity::find()
+            .filter(event_delivery::Column::Endpoint.eq(endpoint))
+            .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
+    };
+    let oldest_kept: Option<i64> = pending()
+        .select_only()
+        .column(event_delivery::Column::Id)
+        .order_by_desc(event_delivery::Column::Id)
+        .offset(WEBHOOK_BACKLOG - 1)
+        .limit(1)
+        .into_tuple()
+        .one(txn)
+        .await?;
+    let Some(oldest_kept) = oldest_kept else {
+        return Ok(0);
+    };
+    let trimmed = event_delivery::Entity::delete_many()
+        .filter(event_delivery::Column::Endpoint.eq(endpoint))
+        .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
+        .filter(event_delivery::Column::Id.lt(oldest_kept))
+        .exec(txn)
+        .await?;
+    Ok(trimmed.rows_affected)
 }
 
 /// Removes those of the shared runs `ids` no delivery names any more.
