@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_config::{Config, NotificationEndpoint, WebhookSettings};
-use berth_storage::events::queue::{held, Attempt, Delivery, ENVELOPE_EVENTS, WEBHOOK_BACKLOG};
+use berth_storage::events::queue::{held, Attempt, Delivery, ENVELOPE_EVENTS};
 use berth_storage::events::ENVELOPE_MEDIA_TYPE;
 use berth_storage::Storage;
 
@@ -152,6 +152,14 @@ impl Deliverer {
     async fn fan_out_outbox(&self) -> Result<bool, EventsError> {
         let _fanning = self.fanning.lock().await;
         fan_out(&self.storage, &self.endpoints).await
+    }
+
+    /// [`Deliverer::fan_out_outbox`], unless a round is doing it now.
+    async fn help_fan_out_outbox(&self) -> Result<(), EventsError> {
+        if let Ok(_fanning) = self.fanning.try_lock() {
+            fan_out(&self.storage, &self.endpoints).await?;
+        }
+        Ok(())
     }
 
     fn lease_ms(&self) -> i64 {
@@ -345,10 +353,11 @@ impl Deliverer {
             }
             // Buffered events go straight to their deliveries only while the outbox is
             // empty (else behind it, through it: twice the work). Under a steady load
-            // of them the outbox would stay in use once anything put it there, so each
-            // flush first fans out a share of it.
-            if let Err(e) = self.fan_out_outbox().await {
-                tracing::warn!(error = %e, "event delivery round failed; will retry");
+            // of them the outbox would stay in use once anything put it there, so a
+            // flush first fans out a share of it, unless a round is at it (a flush
+            // never waits for one).
+            if let Err(e) = self.help_fan_out_outbox().await {
+                tracing::warn!(error = %e, "fanning out the outbox failed; will retry");
             }
             if let Err(e) = fan_out_buffered(&self.storage, &self.endpoints).await {
                 tracing::warn!(error = %e, "writing buffered events failed; will retry");
@@ -389,9 +398,10 @@ impl Deliverer {
         let mut stats = self.storage.queue_stats().await?;
         let mut capped = false;
         for s in &stats {
-            let backlog = match self.by_key.get(&s.endpoint) {
-                Some(e) => e.backlog,
-                None => WEBHOOK_BACKLOG,
+            // Webhooks are not capped here: storage trims them as it queues their
+            // events (sparing the one being sent).
+            let Some(backlog) = self.by_key.get(&s.endpoint).map(|e| e.backlog) else {
+                continue;
             };
             if s.pending as u64 > backlog {
                 let dropped = self.storage.cap_backlog(&s.endpoint, backlog).await?;

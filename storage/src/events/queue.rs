@@ -47,9 +47,9 @@ impl Status {
 pub const ENVELOPE_EVENTS: usize = 100;
 
 /// A webhook's undelivered events kept at most (users add webhooks: what one of them
-/// can make the registry keep stays bounded). The oldest go as new ones are queued,
-/// in the same commit, so a webhook slower than its pushes costs a bounded queue
-/// rather than one that grows until the next cleanup.
+/// can make the registry keep stays bounded), besides the one being sent. The oldest
+/// go as new ones are queued, in the same commit, so a webhook slower than its pushes
+/// costs a bounded queue rather than one that grows until the next cleanup.
 pub const WEBHOOK_BACKLOG: u64 = 1000;
 
 /// A delivery to create when fanning out.
@@ -583,11 +583,9 @@ impl Storage {
     }
 }
 
-/// Inserts the deliveries of `taken` (in order) in `txn`; returns the events queued
-/// (once per endpoint).
-/// Inserts the deliveries of `taken`, then trims the webhooks they went to to their
-/// [`WEBHOOK_BACKLOG`]; returns the events queued (once per endpoint) and those
-/// trimmed.
+/// Inserts the deliveries of `taken` (in order) in `txn`, then trims the webhooks they
+/// went to to their [`WEBHOOK_BACKLOG`]; returns the events queued (once per
+/// endpoint) and those trimmed.
 async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Result<(usize, u64)> {
     let now = now_millis();
     let row = |endpoint: &str, first: &Event, body: String, events: usize, token| {
@@ -704,13 +702,22 @@ async fn insert_deliveries(txn: &impl ConnectionTrait, taken: &[&Fanned]) -> Res
 }
 
 /// Deletes the webhook `endpoint`'s pending deliveries (an event each) older than its
-/// newest [`WEBHOOK_BACKLOG`]; returns how many went.
+/// newest [`WEBHOOK_BACKLOG`], but for the oldest: the one its sender may be sending
+/// now, whose outcome and callback must find it. Returns how many went.
 async fn trim_webhook(txn: &impl ConnectionTrait, endpoint: &str) -> Result<u64> {
     let pending = || {
         event_delivery::Entity::find()
             .filter(event_delivery::Column::Endpoint.eq(endpoint))
             .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
     };
+    let head: Option<i64> = pending()
+        .select_only()
+        .column(event_delivery::Column::Id)
+        .order_by_asc(event_delivery::Column::Id)
+        .limit(1)
+        .into_tuple()
+        .one(txn)
+        .await?;
     let oldest_kept: Option<i64> = pending()
         .select_only()
         .column(event_delivery::Column::Id)
@@ -720,12 +727,13 @@ async fn trim_webhook(txn: &impl ConnectionTrait, endpoint: &str) -> Result<u64>
         .into_tuple()
         .one(txn)
         .await?;
-    let Some(oldest_kept) = oldest_kept else {
+    let (Some(head), Some(oldest_kept)) = (head, oldest_kept) else {
         return Ok(0);
     };
     let trimmed = event_delivery::Entity::delete_many()
         .filter(event_delivery::Column::Endpoint.eq(endpoint))
         .filter(event_delivery::Column::Status.eq(Status::Pending as i16))
+        .filter(event_delivery::Column::Id.gt(head))
         .filter(event_delivery::Column::Id.lt(oldest_kept))
         .exec(txn)
         .await?;

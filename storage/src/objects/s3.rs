@@ -19,11 +19,14 @@ use crate::error::Result;
 /// S3 allows an object.
 const OBJECT_SIZE: u64 = 32 * 1024 * 1024 * 1024;
 
-/// How long one S3 request is retried before the registry request fails. The client's
-/// default, three minutes, would leave a push hanging long after the S3 server went
-/// away, and a failed write makes more requests, each retried as long (its abort, the
-/// discard of what it wrote). Registry clients retry a failed push themselves.
-fn retries() -> RetryConfig {
+/// How writes are retried: within 5 s of a request's start. The client's default,
+/// three minutes, would leave a push hanging long after the S3 server went away, as
+/// its write and then its abort were each retried that long; registry clients retry a
+/// failed push themselves. A write sends what is already in memory (a part, a small
+/// object) at S3's pace, not the pusher's, so 5 s is ample for a retry.
+/// Reads keep the default: the client gives a request 30 s, and a longer download
+/// resumes from where it stopped by a retry, which a bound from its start would forbid.
+fn write_retries() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -38,7 +41,10 @@ fn retries() -> RetryConfig {
 /// An S3 bucket. Every finished write is durable by itself (S3 acknowledges a PUT or
 /// CompleteMultipartUpload once stored).
 pub struct S3 {
+    /// Reads, lookups, deletes, listing, signing.
     store: Arc<AmazonS3>,
+    /// Writes: the same bucket, retried for less long (see [`write_retries`]).
+    writes: Arc<AmazonS3>,
     /// Pre-signed redirects for downloads are on.
     redirect: bool,
 }
@@ -59,7 +65,6 @@ impl S3 {
 
     /// The bucket `builder` names; `endpoint` is a self-hosted S3 server's URL.
     pub fn new(builder: AmazonS3Builder, endpoint: Option<&str>, redirect: bool) -> Result<S3> {
-        let builder = builder.with_retry(retries());
         let builder = match endpoint {
             // A self-hosted S3 server: path-style URLs, plain HTTP allowed.
             Some(endpoint) => builder
@@ -69,6 +74,7 @@ impl S3 {
             None => builder,
         };
         Ok(S3 {
+            writes: Arc::new(builder.clone().with_retry(write_retries()).build()?),
             store: Arc::new(builder.build()?),
             redirect,
         })
@@ -85,7 +91,8 @@ store_io::object_store_backend!(S3 {
     }
 
     fn create(&self, key: &str, _: Durability) -> Box<dyn ObjectWriter> {
-        Box::new(StoreWriter::new(key, self.store(), self.store(), None))
+        let writes: Arc<dyn ObjectStore> = self.writes.clone();
+        Box::new(StoreWriter::new(key, writes.clone(), writes, None))
     }
 
     fn signer(&self) -> Option<&dyn UrlSigner> {
