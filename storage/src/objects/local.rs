@@ -66,6 +66,11 @@ impl LocalDisk {
     fn store(&self) -> Arc<dyn ObjectStore> {
         self.durable.clone()
     }
+
+    /// Objects' bytes are read from the same store.
+    fn reads(&self) -> Arc<dyn ObjectStore> {
+        self.store()
+    }
 }
 
 store_io::object_store_backend!(LocalDisk {

@@ -24,6 +24,11 @@ impl Memory {
     fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
     }
+
+    /// Objects' bytes are read from the same store.
+    fn reads(&self) -> Arc<dyn ObjectStore> {
+        self.store()
+    }
 }
 
 store_io::object_store_backend!(Memory {

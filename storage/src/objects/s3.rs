@@ -19,14 +19,14 @@ use crate::error::Result;
 /// S3 allows an object.
 const OBJECT_SIZE: u64 = 32 * 1024 * 1024 * 1024;
 
-/// How writes are retried: within 5 s of a request's start. The client's default,
-/// three minutes, would leave a push hanging long after the S3 server went away, as
-/// its write and then its abort were each retried that long; registry clients retry a
-/// failed push themselves. A write sends what is already in memory (a part, a small
-/// object) at S3's pace, not the pusher's, so 5 s is ample for a retry.
+/// How requests other than reads are retried: within 5 s of their start. The client's
+/// default, three minutes, would leave a push hanging long after the S3 server went
+/// away, as its write, its abort and the deletion of what it wrote were each retried
+/// that long; registry clients retry a failed push themselves. A write sends what is
+/// already in memory (a part, a small object) at S3's pace, not the pusher's.
 /// Reads keep the default: the client gives a request 30 s, and a longer download
 /// resumes from where it stopped by a retry, which a bound from its start would forbid.
-fn write_retries() -> RetryConfig {
+fn short_retries() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -41,10 +41,11 @@ fn write_retries() -> RetryConfig {
 /// An S3 bucket. Every finished write is durable by itself (S3 acknowledges a PUT or
 /// CompleteMultipartUpload once stored).
 pub struct S3 {
-    /// Reads, lookups, deletes, listing, signing.
+    /// Writes, lookups, deletes, listing, signing: retried for 5 s (see
+    /// [`short_retries`]).
     store: Arc<AmazonS3>,
-    /// Writes: the same bucket, retried for less long (see [`write_retries`]).
-    writes: Arc<AmazonS3>,
+    /// Reads of objects' bytes: the same bucket, with the client's default retries.
+    reads: Arc<AmazonS3>,
     /// Pre-signed redirects for downloads are on.
     redirect: bool,
 }
@@ -74,14 +75,18 @@ impl S3 {
             None => builder,
         };
         Ok(S3 {
-            writes: Arc::new(builder.clone().with_retry(write_retries()).build()?),
-            store: Arc::new(builder.build()?),
+            reads: Arc::new(builder.clone().build()?),
+            store: Arc::new(builder.with_retry(short_retries()).build()?),
             redirect,
         })
     }
 
     fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    fn reads(&self) -> Arc<dyn ObjectStore> {
+        self.reads.clone()
     }
 }
 
@@ -91,8 +96,7 @@ store_io::object_store_backend!(S3 {
     }
 
     fn create(&self, key: &str, _: Durability) -> Box<dyn ObjectWriter> {
-        let writes: Arc<dyn ObjectStore> = self.writes.clone();
-        Box::new(StoreWriter::new(key, writes.clone(), writes, None))
+        Box::new(StoreWriter::new(key, self.store(), self.store(), None))
     }
 
     fn signer(&self) -> Option<&dyn UrlSigner> {

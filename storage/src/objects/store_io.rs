@@ -105,8 +105,9 @@ pub(super) async fn check(store: &Arc<dyn ObjectStore>) -> Result<()> {
 }
 
 /// Implements [`super::ObjectBackend`] for a backend whose objects live in the
-/// `object_store` its `store()` method returns: the reads, lookups, deletes, listing
-/// and health check they all share, followed by the backend's own methods.
+/// `object_store` its `store()` method returns (and `reads()`, for reading their
+/// bytes): the reads, lookups, deletes, listing and health check they all share,
+/// followed by the backend's own methods.
 macro_rules! object_store_backend {
     ($backend:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
@@ -116,7 +117,7 @@ macro_rules! object_store_backend {
                 key: &str,
                 range: std::ops::Range<u64>,
             ) -> crate::error::Result<super::ByteStream> {
-                super::store_io::read(&self.store(), key, range).await
+                super::store_io::read(&self.reads(), key, range).await
             }
 
             async fn head(&self, key: &str) -> crate::error::Result<Option<super::ObjectInfo>> {
