@@ -69,7 +69,7 @@ impl Deliverer {
         for e in &endpoints {
             metrics::register(&e.name);
         }
-        metrics::register("webhooks");
+        metrics::register(metrics::WEBHOOKS);
         Ok(Deliverer {
             storage,
             owner,
@@ -370,30 +370,23 @@ impl Deliverer {
     pub async fn housekeeping(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         let mut last_prune = Instant::now();
-        let mut trimmed_reported = 0;
         loop {
             ticker.tick().await;
-            if let Err(e) = self.tidy(&mut last_prune, &mut trimmed_reported).await {
+            if let Err(e) = self.tidy(&mut last_prune).await {
                 tracing::warn!(error = %e, "event queue housekeeping failed; will retry");
             }
         }
     }
 
-    async fn tidy(
-        &self,
-        last_prune: &mut Instant,
-        trimmed_reported: &mut u64,
-    ) -> Result<(), EventsError> {
+    async fn tidy(&self, last_prune: &mut Instant) -> Result<(), EventsError> {
         metrics::buffer_dropped(self.storage.dropped_buffered_events());
         // Webhooks are trimmed as their events are queued; counted and said here.
-        let trimmed = self.storage.trimmed_webhook_events() - *trimmed_reported;
+        let trimmed = metrics::webhooks_trimmed(self.storage.trimmed_webhook_events());
         if trimmed > 0 {
-            *trimmed_reported += trimmed;
             tracing::warn!(
                 dropped = trimmed,
                 "webhooks' backlogs were full: their oldest events were dropped"
             );
-            metrics::dropped("webhook:", trimmed);
         }
         let mut stats = self.storage.queue_stats().await?;
         let mut capped = false;
@@ -424,7 +417,7 @@ impl Deliverer {
             .endpoints
             .iter()
             .map(|e| e.name.clone())
-            .chain(["webhooks".to_owned()])
+            .chain([metrics::WEBHOOKS.to_owned()])
             .collect();
         metrics::queues(
             stats.into_iter().map(|s| {

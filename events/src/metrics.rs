@@ -64,11 +64,14 @@ pub fn collectors() -> Vec<Box<dyn prometheus::core::Collector>> {
     ]
 }
 
+/// The label all webhooks share (see the module's doc).
+pub(crate) const WEBHOOKS: &str = "webhooks";
+
 /// The label of a delivery key (`notification:<name>` or `webhook:<id>`).
 pub(crate) fn label(endpoint: &str) -> &str {
     match endpoint.strip_prefix("notification:") {
         Some(name) => name,
-        None => "webhooks",
+        None => WEBHOOKS,
     }
 }
 
@@ -115,6 +118,16 @@ pub(crate) fn queues(figures: impl IntoIterator<Item = (String, i64, i64)>, labe
         m.queued.with_label_values(&[label.as_str()]).set(pending);
         m.oldest.with_label_values(&[label.as_str()]).set(age);
     }
+}
+
+/// Brings the webhooks' drop counter up to `total`, the events storage trimmed from
+/// their backlogs (the only drops counted under that label: housekeeping caps
+/// notification endpoints alone); returns how many were new.
+pub(crate) fn webhooks_trimmed(total: u64) -> u64 {
+    let counter = METRICS.dropped.with_label_values(&[WEBHOOKS]);
+    let new = total.saturating_sub(counter.get());
+    counter.inc_by(new);
+    new
 }
 
 /// Brings the buffer's drop counter up to `total` (storage counts them).
