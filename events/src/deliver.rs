@@ -22,6 +22,8 @@ const EXCERPT_CHARS: usize = 1000;
 const POLL: Duration = Duration::from_secs(1);
 /// How long a woken delivery round waits for more events to gather.
 const GATHER: Duration = Duration::from_millis(100);
+/// How long a flush of buffered events spends fanning out the outbox first at most.
+const DRAIN_BUDGET: Duration = Duration::from_secs(1);
 /// Webhook retries: 1 s doubling up to 10 min.
 const WEBHOOK_BACKOFF: Duration = Duration::from_secs(1);
 const WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -152,14 +154,6 @@ impl Deliverer {
     async fn fan_out_outbox(&self) -> Result<bool, EventsError> {
         let _fanning = self.fanning.lock().await;
         fan_out(&self.storage, &self.endpoints).await
-    }
-
-    /// [`Deliverer::fan_out_outbox`], unless a round is doing it now.
-    async fn help_fan_out_outbox(&self) -> Result<(), EventsError> {
-        if let Ok(_fanning) = self.fanning.try_lock() {
-            fan_out(&self.storage, &self.endpoints).await?;
-        }
-        Ok(())
     }
 
     fn lease_ms(&self) -> i64 {
@@ -343,24 +337,42 @@ impl Deliverer {
     }
 
     /// Forever: fans out the events buffered in memory (pulls, repeated pushes) every
-    /// 50 ms, apart from delivery rounds, so a slow one never lets the buffer fill.
+    /// 50 ms, and at once when the buffer is full (requests wait for that).
     pub async fn write_buffered(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_millis(50));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let full = self.storage.buffer_full_notify();
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = full.notified() => {}
+            }
             if !self.storage.has_buffered_events() {
                 continue;
             }
             // Buffered events go straight to their deliveries only while the outbox is
-            // empty (else behind it, through it: twice the work). Under a steady load
-            // of them the outbox would stay in use once anything put it there, so a
-            // flush first fans out a share of it, unless a round is at it (a flush
-            // never waits for one).
-            if let Err(e) = self.help_fan_out_outbox().await {
-                tracing::warn!(error = %e, "fanning out the outbox failed; will retry");
+            // empty (else behind it, through it: twice the work). A flush that fanned
+            // out only a share of it would leave its own events to it whenever it held
+            // more than that share, and so would every flush after: so it fans out what
+            // it can in DRAIN_BUDGET (less than a request waits for room, see
+            // `Storage::buffer_events`; an outbox that other replicas keep full gets the
+            // flush's events behind it then, once).
+            let started = Instant::now();
+            while started.elapsed() < DRAIN_BUDGET {
+                match self.fan_out_outbox().await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fanning out the outbox failed; will retry");
+                        break;
+                    }
+                }
             }
             if let Err(e) = fan_out_buffered(&self.storage, &self.endpoints).await {
                 tracing::warn!(error = %e, "writing buffered events failed; will retry");
+                // Put back, the buffer stays full: without a pause every request would
+                // wake the flush to plan them all again.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -388,6 +400,7 @@ impl Deliverer {
                 "webhooks' backlogs were full: their oldest events were dropped"
             );
         }
+        metrics::outbox(self.storage.outbox_len().await?);
         let mut stats = self.storage.queue_stats().await?;
         let mut capped = false;
         for s in &stats {

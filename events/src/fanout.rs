@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_config::NotificationEndpoint;
-use berth_storage::events::queue::{Fanned, NewDelivery};
+use berth_storage::events::queue::{Fanned, NewDelivery, WEBHOOK_BACKLOG};
 use berth_storage::events::webhooks::{endpoint_of, Webhook};
 use berth_storage::events::{Event, BLOB_MEDIA_TYPE};
 use berth_storage::explore::RepoDetail;
@@ -37,7 +37,8 @@ pub(crate) async fn fan_out(
         // Webhooks and repository details, read once per repository and batch.
         let mut repos = HashMap::new();
         for row in events {
-            let deliveries = plan(storage, endpoints, &row.event, &row.json, &mut repos).await?;
+            let deliveries =
+                plan(storage, endpoints, &row.event, &row.json, &mut repos, None).await?;
             fanned.push(Fanned {
                 seq: row.seq,
                 event: row.event,
@@ -63,33 +64,98 @@ pub(crate) async fn fan_out_buffered(
     if events.is_empty() {
         return Ok(0);
     }
+    match plan_batch(storage, endpoints, events).await {
+        Ok((fanned, trimmed)) => Ok(storage.fan_out_buffered(turn, &fanned, trimmed).await?),
+        // Kept, all of them in order, for the outbox's fan-out to try again.
+        Err((e, events)) => {
+            storage.write_buffered_to_outbox(turn, &events).await?;
+            Err(e)
+        }
+    }
+}
+
+/// The deliveries of a batch of buffered events, and how many webhook events were
+/// left out as older than a backlog's worth of the batch (see [`webhook_cuts`]); on
+/// a failure, the events back.
+async fn plan_batch(
+    storage: &Storage,
+    endpoints: &[NotificationEndpoint],
+    events: Vec<Event>,
+) -> Result<(Vec<Fanned>, u64), (EventsError, Vec<Event>)> {
     let mut repos = HashMap::new();
+    let cuts = match webhook_cuts(storage, &events, &mut repos).await {
+        Ok(cuts) => cuts,
+        Err(e) => return Err((e, events)),
+    };
     let mut fanned = Vec::with_capacity(events.len());
-    let mut events = events.into_iter();
-    while let Some(event) = events.next() {
+    let mut events = events.into_iter().enumerate();
+    while let Some((i, event)) = events.next() {
         let json: Arc<str> = serde_json::to_string(&event)
             .expect("events serialize")
             .into();
-        match plan(storage, endpoints, &event, &json, &mut repos).await {
+        let cuts = Some((&cuts, i));
+        match plan(storage, endpoints, &event, &json, &mut repos, cuts).await {
             Ok(deliveries) => fanned.push(Fanned {
                 seq: 0,
                 event,
                 deliveries,
             }),
-            // Kept, all of them in order, for the outbox's fan-out to try again.
             Err(e) => {
-                let all: Vec<Event> = fanned
+                let all = fanned
                     .into_iter()
                     .map(|f| f.event)
                     .chain([event])
-                    .chain(events)
+                    .chain(events.map(|(_, e)| e))
                     .collect();
-                storage.write_buffered_to_outbox(turn, &all).await?;
-                return Err(e);
+                return Err((e, all));
             }
         }
     }
-    Ok(storage.fan_out_buffered(turn, &fanned).await?)
+    Ok((fanned, cuts.values().map(|c| c.skipped).sum()))
+}
+
+/// Where a webhook's share of a batch of events starts.
+struct Cut {
+    /// The index of the first event of the batch the webhook gets.
+    from: usize,
+    /// Its events before that.
+    skipped: u64,
+}
+
+/// Per webhook with more than [`WEBHOOK_BACKLOG`] events in `events`, where its newest
+/// that many start. A webhook's backlog keeps its newest that many (and the one its
+/// sender may be sending, which none of these is yet): the older ones would go in the
+/// commit that queued them, so their payloads are neither made nor stored (they count
+/// as trimmed).
+async fn webhook_cuts(
+    storage: &Storage,
+    events: &[Event],
+    repos: &mut HashMap<String, RepoFacts>,
+) -> Result<HashMap<i64, Cut>, EventsError> {
+    let mut seen: HashMap<i64, u64> = HashMap::new();
+    let mut cuts = HashMap::new();
+    for (i, event) in events.iter().enumerate().rev() {
+        if !is_tag_push(event) {
+            continue;
+        }
+        for hook in &facts(storage, &event.target.repository, repos).await?.hooks {
+            let n = seen.entry(hook.id).or_default();
+            *n += 1;
+            if *n == WEBHOOK_BACKLOG {
+                cuts.insert(
+                    hook.id,
+                    Cut {
+                        from: i,
+                        skipped: 0,
+                    },
+                );
+            }
+        }
+    }
+    for (id, cut) in cuts.iter_mut() {
+        cut.skipped = seen[id] - WEBHOOK_BACKLOG;
+    }
+    Ok(cuts)
 }
 
 /// A repository's webhooks and what their payloads say about it.
@@ -99,13 +165,47 @@ struct RepoFacts {
     created_at: Option<i64>,
 }
 
-/// The deliveries of one event.
+/// A repository's webhooks and what their payloads say about it, read once per batch.
+async fn facts<'a>(
+    storage: &Storage,
+    name: &str,
+    repos: &'a mut HashMap<String, RepoFacts>,
+) -> Result<&'a RepoFacts, EventsError> {
+    if !repos.contains_key(name) {
+        let hooks = storage.webhooks_for(name).await?;
+        let (detail, created_at) = match hooks.is_empty() {
+            true => (None, None),
+            false => (
+                storage.repository_detail(name).await?,
+                storage.repository_created_at(name).await?,
+            ),
+        };
+        let facts = RepoFacts {
+            hooks,
+            detail,
+            created_at,
+        };
+        repos.insert(name.to_owned(), facts);
+    }
+    Ok(&repos[name])
+}
+
+/// Webhooks are about tags: a manifest pushed with one.
+fn is_tag_push(event: &Event) -> bool {
+    event.action == "push"
+        && event.target.tag.is_some()
+        && event.target.media_type.as_deref() != Some(BLOB_MEDIA_TYPE)
+}
+
+/// The deliveries of one event; with `cuts`, it is the `i`-th of a batch whose cuts
+/// those are (webhooks it comes before the cut of get nothing).
 async fn plan(
     storage: &Storage,
     endpoints: &[NotificationEndpoint],
     event: &Event,
     json: &Arc<str>,
     repos: &mut HashMap<String, RepoFacts>,
+    cuts: Option<(&HashMap<i64, Cut>, usize)>,
 ) -> Result<Vec<NewDelivery>, EventsError> {
     if event.id.is_empty() {
         return Ok(Vec::new());
@@ -117,47 +217,26 @@ async fn plan(
             event: json.clone(),
         });
     }
-    // Webhooks are about tags: a manifest pushed with one.
-    let tag_push = event.action == "push"
-        && event.target.tag.is_some()
-        && event.target.media_type.as_deref() != Some(BLOB_MEDIA_TYPE);
-    if tag_push {
-        let name = &event.target.repository;
-        if !repos.contains_key(name) {
-            let hooks = storage.webhooks_for(name).await?;
-            let (detail, created_at) = match hooks.is_empty() {
-                true => (None, None),
-                false => (
-                    storage.repository_detail(name).await?,
-                    storage.repository_created_at(name).await?,
-                ),
-            };
-            let facts = RepoFacts {
-                hooks,
-                detail,
-                created_at,
-            };
-            repos.insert(name.clone(), facts);
-        }
-        let facts = &repos[name];
-        if !facts.hooks.is_empty() {
-            let base = base_of(event);
-            for hook in &facts.hooks {
-                let token = uuid::Uuid::new_v4().simple().to_string();
-                let payload = hub::payload(
-                    event,
-                    facts.detail.as_ref(),
-                    facts.created_at,
-                    &base,
-                    &token,
-                );
-                deliveries.push(NewDelivery::Webhook {
-                    endpoint: endpoint_of(hook.id),
-                    body: payload,
-                    callback_token: token,
-                });
-            }
-        }
+    if !is_tag_push(event) {
+        return Ok(deliveries);
+    }
+    let facts = facts(storage, &event.target.repository, repos).await?;
+    let cut_off = |id: i64| cuts.is_some_and(|(cuts, i)| cuts.get(&id).is_some_and(|c| i < c.from));
+    let base = base_of(event);
+    for hook in facts.hooks.iter().filter(|h| !cut_off(h.id)) {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let payload = hub::payload(
+            event,
+            facts.detail.as_ref(),
+            facts.created_at,
+            &base,
+            &token,
+        );
+        deliveries.push(NewDelivery::Webhook {
+            endpoint: endpoint_of(hook.id),
+            body: payload,
+            callback_token: token,
+        });
     }
     Ok(deliveries)
 }
@@ -189,7 +268,8 @@ fn base_of(event: &Event) -> String {
 mod tests {
     use super::*;
     use berth_config::Config;
-    use berth_storage::events::{Origin, Target};
+    use berth_storage::events::webhooks::NewWebhook;
+    use berth_storage::events::{Action, Origin, Target};
 
     /// A round does bounded work: with more waiting than it fans out, it says so and
     /// leaves the rest (the senders start meanwhile), and the next rounds take it.
@@ -214,5 +294,75 @@ mod tests {
         assert!(storage.peek_outbox(1000).await.unwrap().is_empty());
         let stats = storage.queue_stats().await.unwrap();
         assert_eq!(stats[0].pending as usize, waiting);
+    }
+
+    /// A flush holding more tag pushes for a webhook than its backlog keeps makes and
+    /// stores payloads for the newest that many only (the rest would be trimmed in the
+    /// same commit), counts the rest as trimmed, and still gives every event to the
+    /// notification endpoints and to a webhook that gets fewer.
+    #[tokio::test]
+    async fn a_flush_makes_no_payload_a_full_backlog_would_trim() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::in_dir(tmp.path());
+        let endpoint = NotificationEndpoint::new("ci", "http://127.0.0.1:9/");
+        config.notifications = vec![endpoint.clone()];
+        let storage = Storage::open(&config).await.unwrap();
+        let hook = |namespace: &str, repository: Option<&str>| NewWebhook {
+            namespace: namespace.into(),
+            repository: repository.map(str::to_owned),
+            name: "deploy".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: None,
+            created_by: "admin".into(),
+        };
+        let busy = storage.add_webhook(hook("acme", None)).await.unwrap();
+        let quiet = storage
+            .add_webhook(hook("acme", Some("acme/quiet")))
+            .await
+            .unwrap();
+        let extra = 25;
+        let pushes = WEBHOOK_BACKLOG as usize + extra;
+        let events: Vec<Event> = (0..pushes)
+            .map(|i| {
+                let repo = if i % 100 == 0 {
+                    "acme/quiet"
+                } else {
+                    "acme/app"
+                };
+                let target = Target::manifest(repo, "sha256:0", "m", 1, Some("latest"));
+                Origin::default().event(Action::Push, target)
+            })
+            .collect();
+        let (fanned, trimmed) = plan_batch(&storage, &[endpoint], events.clone())
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(trimmed, extra as u64);
+        let (turn, _) = storage.take_buffered_events().await;
+        let queued = storage
+            .fan_out_buffered(turn, &fanned, trimmed)
+            .await
+            .unwrap();
+        let quiet_pushes = pushes.div_ceil(100);
+        assert_eq!(
+            queued,
+            pushes + WEBHOOK_BACKLOG as usize + quiet_pushes,
+            "every event to the endpoint, a backlog's worth to the busy webhook"
+        );
+        assert_eq!(storage.trimmed_webhook_events(), extra as u64);
+        let busy_ids: Vec<String> = storage
+            .pending_deliveries(&endpoint_of(busy.id), 10_000, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
+        let newest: Vec<String> = events[extra..].iter().map(|e| e.id.clone()).collect();
+        assert_eq!(busy_ids, newest, "the newest, in order");
+        let quiet_queued = storage
+            .pending_deliveries(&endpoint_of(quiet.id), 10_000, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(quiet_queued.len(), quiet_pushes);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 struct Metrics {
     queued: IntGaugeVec,
@@ -13,6 +13,7 @@ struct Metrics {
     failed: IntCounterVec,
     dropped: IntCounterVec,
     buffer_dropped: IntCounter,
+    outbox: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -48,6 +49,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Events of requests that changed nothing (pulls, repeated pushes) dropped because the database refused to store them while 100,000 waited.",
         )
         .expect("valid metric"),
+        outbox: IntGauge::new(
+            "berth_events_outbox",
+            "Events committed but not yet fanned out to their endpoints (all replicas').",
+        )
+        .expect("valid metric"),
     }
 });
 
@@ -61,6 +67,7 @@ pub fn collectors() -> Vec<Box<dyn prometheus::core::Collector>> {
         Box::new(m.failed.clone()),
         Box::new(m.dropped.clone()),
         Box::new(m.buffer_dropped.clone()),
+        Box::new(m.outbox.clone()),
     ]
 }
 
@@ -134,4 +141,8 @@ pub(crate) fn webhooks_trimmed(total: u64) -> u64 {
 pub(crate) fn buffer_dropped(total: u64) {
     let counter = &METRICS.buffer_dropped;
     counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+pub(crate) fn outbox(events: u64) {
+    METRICS.outbox.set(events as i64);
 }

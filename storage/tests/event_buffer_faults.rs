@@ -62,7 +62,7 @@ async fn buffered_events_survive_a_failed_write() {
         })
         .collect();
     std::fs::write(&failures, "1").unwrap();
-    assert!(s.fan_out_buffered(turn, &fanned).await.is_err());
+    assert!(s.fan_out_buffered(turn, &fanned, 0).await.is_err());
     // Put back ahead of what came since.
     pulls(&request, 1).await;
     let (_turn, kept) = s.take_buffered_events().await;

@@ -160,7 +160,10 @@ async fn check(database_url: Option<String>) {
     let request = s.for_request(Origin::default());
     pulls(&request, 3).await;
     let (turn, events) = s.take_buffered_events().await;
-    assert_eq!(s.fan_out_buffered(turn, &to_all(&events)).await.unwrap(), 3);
+    assert_eq!(
+        s.fan_out_buffered(turn, &to_all(&events), 0).await.unwrap(),
+        3
+    );
     assert!(s.peek_outbox(10).await.unwrap().is_empty());
     // One endpoint alone: nothing to share, the row holds its events.
     assert_eq!(s.shared_event_runs().await.unwrap(), 0);
@@ -179,7 +182,13 @@ async fn check(database_url: Option<String>) {
     assert_eq!(committed.len(), 2);
     pulls(&request, 2).await;
     let (turn, later) = s.take_buffered_events().await;
-    assert_eq!(s.fan_out_buffered(turn, &to_all(&later)).await.unwrap(), 0);
+    // Webhook events a caller left out as trimmed are not counted when the events go
+    // to the outbox instead (its fan-out plans them all again).
+    assert_eq!(
+        s.fan_out_buffered(turn, &to_all(&later), 5).await.unwrap(),
+        0
+    );
+    assert_eq!(s.trimmed_webhook_events(), 0);
     let waiting: Vec<Event> = s
         .peek_outbox(10)
         .await
@@ -193,8 +202,25 @@ async fn check(database_url: Option<String>) {
     );
     assert_eq!(pending(&s, ALL).await.0, direct);
 
-    // A full buffer is written by the request that fills it: requests slow down,
-    // nothing is dropped.
+    // The request that fills the buffer wakes its flush and waits until that takes
+    // it (delivery's does at once): requests slow down to the flushes' pace, nothing
+    // is dropped, nothing goes to the outbox.
+    let full = s.buffer_full_notify();
+    let filling = tokio::spawn({
+        let request = request.clone();
+        async move { pulls(&request, 10_000).await }
+    });
+    full.notified().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!filling.is_finished(), "the request waits for its flush");
+    assert_eq!(s.take_buffered_events().await.1.len(), 10_000);
+    tokio::time::timeout(std::time::Duration::from_secs(1), filling)
+        .await
+        .expect("released by the take")
+        .unwrap();
+    assert_eq!(s.peek_outbox(20_000).await.unwrap().len(), 4);
+
+    // Taken by no one (a process that delivers nothing), the request writes it itself.
     pulls(&request, 10_001).await;
     assert_eq!(s.peek_outbox(20_000).await.unwrap().len(), 4 + 10_000);
     assert_eq!(s.take_buffered_events().await.1.len(), 1);
@@ -256,7 +282,7 @@ async fn check_shared_runs_released(database_url: Option<String>) {
             }
         })
         .collect();
-    assert_eq!(s.fan_out_buffered(turn, &fanned).await.unwrap(), 4_000);
+    assert_eq!(s.fan_out_buffered(turn, &fanned, 0).await.unwrap(), 4_000);
     assert_eq!(s.shared_event_runs().await.unwrap(), 20);
     let a = pending(&s, "notification:a").await.2;
     let b = pending(&s, "notification:b").await.2;
@@ -311,7 +337,7 @@ async fn check_webhook_trim(database_url: Option<String>) {
     let first = to_webhook(slow, backlog - 400);
     let (turn, _) = s.take_buffered_events().await;
     assert_eq!(
-        s.fan_out_buffered(turn, &first).await.unwrap(),
+        s.fan_out_buffered(turn, &first, 0).await.unwrap(),
         backlog - 400
     );
     assert_eq!(s.trimmed_webhook_events(), 0);
@@ -324,7 +350,9 @@ async fn check_webhook_trim(database_url: Option<String>) {
     let mut second = to_webhook(slow, 405);
     second.extend(to_webhook(other, 3));
     let (turn, _) = s.take_buffered_events().await;
-    assert_eq!(s.fan_out_buffered(turn, &second).await.unwrap(), 408);
+    // (7 more the caller left out, as a batch holding more than a backlog's worth
+    // leaves its oldest: counted with the 3 trimmed here.)
+    assert_eq!(s.fan_out_buffered(turn, &second, 7).await.unwrap(), 408);
     // 599 pending and 405 more: the newest 1,000 stay, and the oldest (its sender may
     // be sending it); the 3 after it go.
     let kept: Vec<String> = first[1..2]
@@ -338,7 +366,7 @@ async fn check_webhook_trim(database_url: Option<String>) {
         kept,
         "the newest, in order"
     );
-    assert_eq!(s.trimmed_webhook_events(), 3);
+    assert_eq!(s.trimmed_webhook_events(), 3 + 7);
     assert_eq!(webhook_pending(&s, other).await.len(), 3);
     let history = s.webhook_deliveries(1, 2 * WEBHOOK_BACKLOG).await.unwrap();
     assert_eq!(history.len(), backlog + 2);

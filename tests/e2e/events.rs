@@ -470,6 +470,8 @@ async fn docker_push_pull_and_delete_are_notified_in_order_and_webhooks_signed()
         metric(&text, "berth_events_queued", &[("endpoint", "ci")]),
         0.0
     );
+    // (The helper reads an absent series as 0: the line itself is looked for.)
+    assert!(text.lines().any(|l| l == "berth_events_outbox 0"), "{text}");
 }
 
 /// RFC 3339 with a time zone, as Distribution writes timestamps.

@@ -17,7 +17,7 @@ use crate::error::Result;
 /// How long another replica's new webhook may go unseen here.
 const WEBHOOKS_FRESH: Duration = Duration::from_secs(2);
 /// Events of requests that changed nothing held in memory between flushes; beyond
-/// it a request writes them itself (backpressure, never a drop).
+/// it a request waits for them to be taken (backpressure, never a drop).
 const MAX_BUFFERED: usize = 10_000;
 /// Events kept in memory while the database refuses to take them (put back after a
 /// failed write); beyond it the oldest are dropped (counted).
@@ -41,6 +41,12 @@ pub(crate) struct EventGate {
     pub trimmed: std::sync::atomic::AtomicU64,
     /// Woken when events were committed, so this instance's delivery starts at once.
     pub written: Arc<tokio::sync::Notify>,
+    /// Woken when the buffer is full, so its flush starts at once.
+    pub full: Arc<tokio::sync::Notify>,
+    /// Wakes the requests waiting for room in the buffer when it is taken.
+    pub taken: tokio::sync::Notify,
+    /// How many times the buffer was taken (under its lock).
+    takes: std::sync::atomic::AtomicU64,
 }
 
 fn index(action: Action) -> usize {
@@ -68,6 +74,9 @@ impl EventGate {
             dropped: Default::default(),
             trimmed: Default::default(),
             written: Arc::new(tokio::sync::Notify::new()),
+            full: Arc::new(tokio::sync::Notify::new()),
+            taken: tokio::sync::Notify::new(),
+            takes: Default::default(),
         }
     }
 
@@ -112,12 +121,22 @@ impl EventGate {
         *self.webhooks.lock().expect("webhooks lock") = None;
     }
 
-    /// Buffers `events`; true when the buffer is full, and its caller should write
-    /// it now.
-    pub fn buffer(&self, events: impl IntoIterator<Item = Event>) -> bool {
+    /// Buffers `events`. When that fills the buffer, its flush is woken and the
+    /// count of takes so far is returned: the caller waits for the next one.
+    pub fn buffer(&self, events: impl IntoIterator<Item = Event>) -> Option<u64> {
         let mut buffered = self.buffered.lock().expect("buffered events lock");
         buffered.extend(events);
-        buffered.len() >= MAX_BUFFERED
+        if buffered.len() < MAX_BUFFERED {
+            return None;
+        }
+        self.full.notify_one();
+        Some(self.takes.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// How many times the buffer was taken.
+    pub fn takes(&self) -> u64 {
+        let _buffered = self.buffered.lock().expect("buffered events lock");
+        self.takes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn webhooks_trimmed(&self, n: u64) {
@@ -134,7 +153,13 @@ impl EventGate {
     }
 
     pub fn take_buffered(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.buffered.lock().expect("buffered events lock"))
+        let mut buffered = self.buffered.lock().expect("buffered events lock");
+        self.takes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let taken = std::mem::take(&mut *buffered);
+        drop(buffered);
+        self.taken.notify_waiters();
+        taken
     }
 
     /// Puts back `events` a write failed to store, ahead of those buffered since.

@@ -6,7 +6,7 @@ use sea_orm::ConnectionTrait;
 use super::{Action, Event, Origin, Target};
 use crate::db::WriteTxn;
 use crate::entity::{event_outbox, now_millis};
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::Storage;
 
 /// Inserts `events` with whatever `db` is (the change's transaction).
@@ -28,6 +28,9 @@ pub(crate) async fn record(db: &impl ConnectionTrait, events: &[Event]) -> Resul
     }
     Ok(())
 }
+
+/// How long a request that filled the event buffer waits for its flush.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// This instance's turn to write buffered events, held until they are written.
 pub struct FlushTurn<'a> {
@@ -99,13 +102,41 @@ impl Storage {
     /// as it was): no change to commit them with, and a durable write per such
     /// request would make repeated pushes, which CI sends all the time, cost a commit
     /// each.
-    /// When the buffer is full (its flushes fall behind), the request writes it
-    /// itself, so requests slow down rather than lose events.
+    /// When that fills the buffer, the request waits until its flush takes it, so
+    /// requests slow down to the pace delivery's fan-out keeps, none is dropped, and
+    /// the outbox does not fill with what fan-out has yet to catch up with. (Taken is
+    /// not written: a write that fails puts them back, as for any buffered event.)
+    /// Taken by no one within [`ROOM_WAIT`] (a process that delivers nothing, such as
+    /// an admin command, or a flush held up), the request writes the buffer itself, on
+    /// a task of its own, so that a request given up meanwhile does not take the
+    /// buffer's events with it.
     pub(crate) async fn buffer_events(&self, events: Vec<Event>) -> Result<()> {
-        if !events.is_empty() && self.events.buffer(events) {
-            self.flush_buffered_events().await?;
+        if events.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let Some(takes) = self.events.buffer(events) else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        loop {
+            let taken = self.events.taken.notified();
+            tokio::pin!(taken);
+            // Listening before looking, so a take in between is not missed.
+            taken.as_mut().enable();
+            if self.events.takes() > takes {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, taken).await.is_err() {
+                break;
+            }
+        }
+        let storage = self.clone();
+        match tokio::spawn(async move { storage.flush_buffered_events().await }).await {
+            Ok(written) => written,
+            Err(e) => Err(StorageError::Database(sea_orm::DbErr::Custom(format!(
+                "writing buffered events: {e}"
+            )))),
+        }
     }
 
     /// Writes the buffered events into the outbox (with the pull counts, and before
@@ -176,5 +207,10 @@ impl Storage {
     /// What this instance's delivery waits on between rounds.
     pub fn events_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
         self.events.written.clone()
+    }
+
+    /// Woken when the event buffer is full: its flush should start at once.
+    pub fn buffer_full_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.events.full.clone()
     }
 }

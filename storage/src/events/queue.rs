@@ -180,9 +180,17 @@ impl Storage {
     /// Fans buffered events (see [`Storage::take_buffered_events`]), planned by the
     /// caller, straight out into their deliveries, without the outbox in between: but
     /// only while the outbox is empty, so that nothing committed before them is sent
-    /// after them; otherwise they are written to the outbox, behind it. Returns the
-    /// events queued (once per endpoint).
-    pub async fn fan_out_buffered(&self, turn: FlushTurn<'_>, fanned: &[Fanned]) -> Result<usize> {
+    /// after them; otherwise they are written to the outbox, behind it. `pre_trimmed`:
+    /// webhook events the caller left out of `fanned`'s deliveries, older than a
+    /// backlog's worth of them, counted as trimmed once these are queued (not when the events
+    /// go to the outbox, whose fan-out plans them all again). Returns the events queued
+    /// (once per endpoint).
+    pub async fn fan_out_buffered(
+        &self,
+        turn: FlushTurn<'_>,
+        fanned: &[Fanned],
+        pre_trimmed: u64,
+    ) -> Result<usize> {
         if fanned.is_empty() {
             return Ok(0);
         }
@@ -201,7 +209,11 @@ impl Storage {
                     super::record(&*txn, &events).await?;
                     (0, 0)
                 }
-                None => insert_deliveries(&*txn, &fanned.iter().collect::<Vec<_>>()).await?,
+                None => {
+                    let (queued, trimmed) =
+                        insert_deliveries(&*txn, &fanned.iter().collect::<Vec<_>>()).await?;
+                    (queued, trimmed + pre_trimmed)
+                }
             };
             txn.commit().await?;
             self.events.webhooks_trimmed(trimmed);
@@ -534,6 +546,11 @@ impl Storage {
     /// every delivery naming them is gone, for tests and diagnostics.
     pub async fn shared_event_runs(&self) -> Result<u64> {
         Ok(event_log::Entity::find().count(&self.db).await?)
+    }
+
+    /// Events in the outbox, not yet fanned out.
+    pub async fn outbox_len(&self) -> Result<u64> {
+        Ok(event_outbox::Entity::find().count(&self.db).await?)
     }
 
     /// Pending deliveries and the oldest one's creation time, per endpoint.
