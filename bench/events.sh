@@ -92,8 +92,9 @@ for round in $(seq "$rounds"); do
   cpu_at_end=$(cpu_ticks "$events_pid")
   sleep 6
   for _ in $(seq 600); do [ "$(queued)" = 0 ] && break; sleep 0.1; done
-  echo "events queued_after_round: $(queued)" \
-    "cpu_after_load_s: $(( ($(cpu_ticks "$events_pid") - cpu_at_end) / $(getconf CLK_TCK) ))" >&2
+  echo "events queued_after_round: $(queued)" "cpu_after_load_s:" \
+    "$(awk -v t="$(( $(cpu_ticks "$events_pid") - cpu_at_end ))" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN { printf "%.1f", t / hz }')" >&2
 done | tee "$work/results.txt"
 echo "received: $(curl -sf http://127.0.0.1:$receiver/)"
 

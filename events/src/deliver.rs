@@ -24,6 +24,8 @@ const POLL: Duration = Duration::from_secs(1);
 const GATHER: Duration = Duration::from_millis(100);
 /// How long a flush of buffered events spends fanning out the outbox first at most.
 const DRAIN_BUDGET: Duration = Duration::from_secs(1);
+/// How long a flush of buffered events waits after a failed write.
+const FLUSH_RETRY: Duration = Duration::from_secs(1);
 /// Webhook retries: 1 s doubling up to 10 min.
 const WEBHOOK_BACKOFF: Duration = Duration::from_secs(1);
 const WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -341,6 +343,7 @@ impl Deliverer {
     pub async fn write_buffered(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_millis(50));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // (Requests that fill the buffer wait for this flush from now on.)
         let full = self.storage.buffer_full_notify();
         loop {
             tokio::select! {
@@ -354,8 +357,7 @@ impl Deliverer {
             // empty (else behind it, through it: twice the work). A flush that fanned
             // out only a share of it would leave its own events to it whenever it held
             // more than that share, and so would every flush after: so it fans out what
-            // it can in DRAIN_BUDGET (less than a request waits for room, see
-            // `Storage::buffer_events`; an outbox that other replicas keep full gets the
+            // it can in DRAIN_BUDGET (an outbox that other replicas keep full gets the
             // flush's events behind it then, once).
             let started = Instant::now();
             while started.elapsed() < DRAIN_BUDGET {
@@ -371,8 +373,9 @@ impl Deliverer {
             if let Err(e) = fan_out_buffered(&self.storage, &self.endpoints).await {
                 tracing::warn!(error = %e, "writing buffered events failed; will retry");
                 // Put back, the buffer stays full: without a pause every request would
-                // wake the flush to plan them all again.
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // wake the flush to plan them all again, and wait for it meanwhile.
+                self.storage.buffered_write_failed(2 * FLUSH_RETRY);
+                tokio::time::sleep(FLUSH_RETRY).await;
             }
         }
     }
@@ -400,7 +403,11 @@ impl Deliverer {
                 "webhooks' backlogs were full: their oldest events were dropped"
             );
         }
-        metrics::outbox(self.storage.outbox_len().await?);
+        // (A failed count leaves the figure as it was; the rest goes on.)
+        match self.storage.outbox_len().await {
+            Ok(events) => metrics::outbox(events),
+            Err(e) => tracing::warn!(error = %e, "counting the event outbox failed"),
+        }
         let mut stats = self.storage.queue_stats().await?;
         let mut capped = false;
         for s in &stats {

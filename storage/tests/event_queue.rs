@@ -202,9 +202,14 @@ async fn check(database_url: Option<String>) {
     );
     assert_eq!(pending(&s, ALL).await.0, direct);
 
-    // The request that fills the buffer wakes its flush and waits until that takes
-    // it (delivery's does at once): requests slow down to the flushes' pace, nothing
-    // is dropped, nothing goes to the outbox.
+    // With no flush in this process (an admin command; this test so far), the request
+    // that fills the buffer writes it itself, after 2 s: nothing is dropped.
+    pulls(&request, 10_001).await;
+    assert_eq!(s.peek_outbox(20_000).await.unwrap().len(), 4 + 10_000);
+    assert_eq!(s.take_buffered_events().await.1.len(), 1);
+
+    // With one (delivery's, woken at once), it waits until the flush takes it:
+    // requests slow down to the flushes' pace, and nothing goes to the outbox.
     let full = s.buffer_full_notify();
     let filling = tokio::spawn({
         let request = request.clone();
@@ -218,12 +223,12 @@ async fn check(database_url: Option<String>) {
         .await
         .expect("released by the take")
         .unwrap();
-    assert_eq!(s.peek_outbox(20_000).await.unwrap().len(), 4);
-
-    // Taken by no one (a process that delivers nothing), the request writes it itself.
-    pulls(&request, 10_001).await;
     assert_eq!(s.peek_outbox(20_000).await.unwrap().len(), 4 + 10_000);
-    assert_eq!(s.take_buffered_events().await.1.len(), 1);
+
+    // While the flush's writes fail, it does not wait: its events are kept.
+    s.buffered_write_failed(std::time::Duration::from_secs(60));
+    pulls(&request, 10_000).await;
+    assert_eq!(s.take_buffered_events().await.1.len(), 10_000);
 }
 
 /// `n` pull events of the request `request` acts for.
@@ -413,4 +418,21 @@ async fn event_queue_on_postgres() {
         return;
     };
     check(Some(berth_tests::fresh_postgres_database(&admin).await)).await;
+}
+
+/// A write of buffered events given up midway (its request gone, the runtime stopping)
+/// puts them back, for the next flush: no one else would write them.
+#[tokio::test]
+async fn buffered_events_written_midway_are_put_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config::in_dir(tmp.path());
+    config.notifications = vec![NotificationEndpoint::new("all", "http://127.0.0.1:9/")];
+    let s = Storage::open(&config).await.unwrap();
+    pulls(&s.for_request(Origin::default()), 3).await;
+    let (turn, events) = s.take_buffered_events().await;
+    let write = s.write_buffered_to_outbox(turn, &events);
+    let given_up = tokio::time::timeout(std::time::Duration::ZERO, write).await;
+    assert!(given_up.is_err(), "dropped before its commit");
+    assert_eq!(ids_of(&s.take_buffered_events().await.1), ids_of(&events));
+    assert!(s.peek_outbox(10).await.unwrap().is_empty());
 }

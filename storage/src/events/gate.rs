@@ -4,6 +4,7 @@
 //! writes nothing extra.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,34 @@ pub(crate) struct EventGate {
     pub taken: tokio::sync::Notify,
     /// How many times the buffer was taken (under its lock).
     takes: std::sync::atomic::AtomicU64,
+    /// Whether a flush runs in this process (delivery's), woken when the buffer fills.
+    flusher: AtomicBool,
+    /// Until when (milliseconds since the epoch) the flush's writes are failing.
+    failing_until: AtomicI64,
+}
+
+/// Runs its action when dropped, unless disarmed: events taken from the buffer are put
+/// back when their write fails, and also when the future writing them is dropped
+/// midway (its request given up, the runtime stopping), as no one else will write them.
+pub(crate) struct PutBack<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> PutBack<F> {
+    pub fn new(put_back: F) -> PutBack<F> {
+        PutBack(Some(put_back))
+    }
+
+    /// The events are written: nothing to put back.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for PutBack<F> {
+    fn drop(&mut self) {
+        if let Some(put_back) = self.0.take() {
+            put_back();
+        }
+    }
 }
 
 fn index(action: Action) -> usize {
@@ -77,6 +106,8 @@ impl EventGate {
             full: Arc::new(tokio::sync::Notify::new()),
             taken: tokio::sync::Notify::new(),
             takes: Default::default(),
+            flusher: AtomicBool::new(false),
+            failing_until: AtomicI64::new(0),
         }
     }
 
@@ -122,26 +153,51 @@ impl EventGate {
     }
 
     /// Buffers `events`. When that fills the buffer, its flush is woken and the
-    /// count of takes so far is returned: the caller waits for the next one.
+    /// count of takes so far is returned: the caller waits for the next one. (Past
+    /// [`MAX_KEPT`], reached only while writes fail and requests do not wait, the
+    /// oldest are dropped, counted.)
     pub fn buffer(&self, events: impl IntoIterator<Item = Event>) -> Option<u64> {
         let mut buffered = self.buffered.lock().expect("buffered events lock");
         buffered.extend(events);
+        if buffered.len() > MAX_KEPT {
+            let cut = buffered.len() - MAX_KEPT;
+            buffered.drain(..cut);
+            self.dropped.fetch_add(cut as u64, Ordering::Relaxed);
+        }
         if buffered.len() < MAX_BUFFERED {
             return None;
         }
         self.full.notify_one();
-        Some(self.takes.load(std::sync::atomic::Ordering::Relaxed))
+        Some(self.takes.load(Ordering::Relaxed))
+    }
+
+    /// A flush runs in this process from now on.
+    pub fn flusher_started(&self) {
+        self.flusher.store(true, Ordering::Relaxed);
+    }
+
+    pub fn has_flusher(&self) -> bool {
+        self.flusher.load(Ordering::Relaxed)
+    }
+
+    /// The flush's write failed: for `pause`, requests filling the buffer do not wait.
+    pub fn flush_failed(&self, pause: Duration) {
+        let until = crate::entity::now_millis() + pause.as_millis() as i64;
+        self.failing_until.store(until, Ordering::Relaxed);
+    }
+
+    pub fn flush_failing(&self) -> bool {
+        self.failing_until.load(Ordering::Relaxed) > crate::entity::now_millis()
     }
 
     /// How many times the buffer was taken.
     pub fn takes(&self) -> u64 {
         let _buffered = self.buffered.lock().expect("buffered events lock");
-        self.takes.load(std::sync::atomic::Ordering::Relaxed)
+        self.takes.load(Ordering::Relaxed)
     }
 
     pub fn webhooks_trimmed(&self, n: u64) {
-        self.trimmed
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.trimmed.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn has_buffered(&self) -> bool {
@@ -154,8 +210,7 @@ impl EventGate {
 
     pub fn take_buffered(&self) -> Vec<Event> {
         let mut buffered = self.buffered.lock().expect("buffered events lock");
-        self.takes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.takes.fetch_add(1, Ordering::Relaxed);
         let taken = std::mem::take(&mut *buffered);
         drop(buffered);
         self.taken.notify_waiters();
@@ -169,8 +224,7 @@ impl EventGate {
         if events.len() > MAX_KEPT {
             let cut = events.len() - MAX_KEPT;
             events.drain(..cut);
-            self.dropped
-                .fetch_add(cut as u64, std::sync::atomic::Ordering::Relaxed);
+            self.dropped.fetch_add(cut as u64, Ordering::Relaxed);
         }
         *buffered = events;
     }

@@ -3,10 +3,11 @@
 use sea_orm::sea_query::Query;
 use sea_orm::ConnectionTrait;
 
+use super::gate::PutBack;
 use super::{Action, Event, Origin, Target};
 use crate::db::WriteTxn;
 use crate::entity::{event_outbox, now_millis};
-use crate::error::{Result, StorageError};
+use crate::error::Result;
 use crate::Storage;
 
 /// Inserts `events` with whatever `db` is (the change's transaction).
@@ -29,8 +30,10 @@ pub(crate) async fn record(db: &impl ConnectionTrait, events: &[Event]) -> Resul
     Ok(())
 }
 
-/// How long a request that filled the event buffer waits for its flush.
+/// How long a request that filled the event buffer waits for it to be taken when no
+/// flush runs in this process, and when one does.
 const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// This instance's turn to write buffered events, held until they are written.
 pub struct FlushTurn<'a> {
@@ -105,11 +108,10 @@ impl Storage {
     /// When that fills the buffer, the request waits until its flush takes it, so
     /// requests slow down to the pace delivery's fan-out keeps, none is dropped, and
     /// the outbox does not fill with what fan-out has yet to catch up with. (Taken is
-    /// not written: a write that fails puts them back, as for any buffered event.)
-    /// Taken by no one within [`ROOM_WAIT`] (a process that delivers nothing, such as
-    /// an admin command, or a flush held up), the request writes the buffer itself, on
-    /// a task of its own, so that a request given up meanwhile does not take the
-    /// buffer's events with it.
+    /// not written: a write that fails puts them back, as for any buffered event; and
+    /// while the flush's writes fail, requests do not wait for it.) With no flush in
+    /// this process (an admin command, a test), the request writes the buffer itself
+    /// after [`ROOM_WAIT`]; with one, only after [`FLUSH_WAIT`] (a flush that stuck).
     pub(crate) async fn buffer_events(&self, events: Vec<Event>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -117,7 +119,14 @@ impl Storage {
         let Some(takes) = self.events.buffer(events) else {
             return Ok(());
         };
-        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        if self.events.flush_failing() {
+            return Ok(());
+        }
+        let wait = match self.events.has_flusher() {
+            true => FLUSH_WAIT,
+            false => ROOM_WAIT,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let taken = self.events.taken.notified();
             tokio::pin!(taken);
@@ -130,13 +139,7 @@ impl Storage {
                 break;
             }
         }
-        let storage = self.clone();
-        match tokio::spawn(async move { storage.flush_buffered_events().await }).await {
-            Ok(written) => written,
-            Err(e) => Err(StorageError::Database(sea_orm::DbErr::Custom(format!(
-                "writing buffered events: {e}"
-            )))),
-        }
+        self.flush_buffered_events().await
     }
 
     /// Writes the buffered events into the outbox (with the pull counts, and before
@@ -156,13 +159,15 @@ impl Storage {
         if events.is_empty() {
             return Ok(());
         }
+        // (Dropped before the turn, so put back while it is held.)
+        let put_back = PutBack::new(|| self.events.restore(events.to_vec()));
         let written = async {
             let txn = self.write().await?;
             self.commit_with_events(txn, events).await
         }
         .await;
-        if written.is_err() {
-            self.events.restore(events.to_vec());
+        if written.is_ok() {
+            put_back.disarm();
         }
         written
     }
@@ -209,8 +214,16 @@ impl Storage {
         self.events.written.clone()
     }
 
-    /// Woken when the event buffer is full: its flush should start at once.
+    /// Woken when the event buffer is full: its flush should start at once. Calling
+    /// it says a flush runs in this process (requests that fill the buffer wait for it).
     pub fn buffer_full_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.events.flusher_started();
         self.events.full.clone()
+    }
+
+    /// The flush's write failed: for `pause`, requests that fill the buffer do not wait
+    /// for it (their events are kept, as the failed write's are).
+    pub fn buffered_write_failed(&self, pause: std::time::Duration) {
+        self.events.flush_failed(pause);
     }
 }

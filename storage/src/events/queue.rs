@@ -194,6 +194,11 @@ impl Storage {
         if fanned.is_empty() {
             return Ok(0);
         }
+        // (Dropped before the turn, so put back while it is held.)
+        let put_back = super::gate::PutBack::new(|| {
+            self.events
+                .restore(fanned.iter().map(|f| f.event.clone()).collect())
+        });
         let written = async {
             let txn = self.write().await?;
             let waiting = event_outbox::Entity::find()
@@ -217,22 +222,15 @@ impl Storage {
             };
             txn.commit().await?;
             self.events.webhooks_trimmed(trimmed);
-            Ok(queued)
+            Ok::<_, crate::error::StorageError>(queued)
         }
         .await;
-        match written {
-            Ok(queued) => {
-                drop(turn);
-                self.events_written();
-                Ok(queued)
-            }
-            // Put back, for the next flush (with this turn still held).
-            Err(e) => {
-                self.events
-                    .restore(fanned.iter().map(|f| f.event.clone()).collect());
-                Err(e)
-            }
-        }
+        // On an error, put back by `put_back` for the next flush.
+        let queued = written?;
+        put_back.disarm();
+        drop(turn);
+        self.events_written();
+        Ok(queued)
     }
 
     /// Endpoints with deliveries waiting.
