@@ -343,8 +343,9 @@ impl Deliverer {
     pub async fn write_buffered(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_millis(50));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // (Requests that fill the buffer wait for this flush from now on.)
+        // (Requests that fill the buffer wait for this flush from now on, until it ends.)
         let full = self.storage.buffer_full_notify();
+        let _running = FlushRunning(&self.storage);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -451,6 +452,15 @@ impl Deliverer {
             self.storage.prune_deliveries(KEEP_LAST).await?;
         }
         Ok(())
+    }
+}
+
+/// Says, when dropped (a flush loop ended by a panic), that no flush runs any more.
+struct FlushRunning<'a>(&'a Storage);
+
+impl Drop for FlushRunning<'_> {
+    fn drop(&mut self) {
+        self.0.buffer_flush_stopped();
     }
 }
 

@@ -430,9 +430,9 @@ async fn buffered_events_written_midway_are_put_back() {
     let s = Storage::open(&config).await.unwrap();
     pulls(&s.for_request(Origin::default()), 3).await;
     let (turn, events) = s.take_buffered_events().await;
+    // Polled once (its BEGIN goes to SQLite's worker thread), then dropped.
     let write = s.write_buffered_to_outbox(turn, &events);
-    let given_up = tokio::time::timeout(std::time::Duration::ZERO, write).await;
-    assert!(given_up.is_err(), "dropped before its commit");
+    assert!(futures::FutureExt::now_or_never(write).is_none());
     assert_eq!(ids_of(&s.take_buffered_events().await.1), ids_of(&events));
     assert!(s.peek_outbox(10).await.unwrap().is_empty());
 }

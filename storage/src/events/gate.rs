@@ -176,6 +176,10 @@ impl EventGate {
         self.flusher.store(true, Ordering::Relaxed);
     }
 
+    pub fn flusher_stopped(&self) {
+        self.flusher.store(false, Ordering::Relaxed);
+    }
+
     pub fn has_flusher(&self) -> bool {
         self.flusher.load(Ordering::Relaxed)
     }

@@ -221,6 +221,12 @@ impl Storage {
         self.events.full.clone()
     }
 
+    /// The flush that [`Storage::buffer_full_notify`] started no longer runs (its loop
+    /// ended by a panic): requests that fill the buffer stop waiting for it.
+    pub fn buffer_flush_stopped(&self) {
+        self.events.flusher_stopped();
+    }
+
     /// The flush's write failed: for `pause`, requests that fill the buffer do not wait
     /// for it (their events are kept, as the failed write's are).
     pub fn buffered_write_failed(&self, pause: std::time::Duration) {
