@@ -344,12 +344,11 @@ impl Deliverer {
         let mut ticker = tokio::time::interval(Duration::from_millis(50));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // (Requests that fill the buffer wait for this flush from now on, until it ends.)
-        let full = self.storage.buffer_full_notify();
-        let _running = FlushRunning(&self.storage);
+        let flush = self.storage.start_buffer_flush();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = full.notified() => {}
+                _ = flush.full() => {}
             }
             if !self.storage.has_buffered_events() {
                 continue;
@@ -452,15 +451,6 @@ impl Deliverer {
             self.storage.prune_deliveries(KEEP_LAST).await?;
         }
         Ok(())
-    }
-}
-
-/// Says, when dropped (a flush loop ended by a panic), that no flush runs any more.
-struct FlushRunning<'a>(&'a Storage);
-
-impl Drop for FlushRunning<'_> {
-    fn drop(&mut self) {
-        self.0.buffer_flush_stopped();
     }
 }
 

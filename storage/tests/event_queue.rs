@@ -210,12 +210,12 @@ async fn check(database_url: Option<String>) {
 
     // With one (delivery's, woken at once), it waits until the flush takes it:
     // requests slow down to the flushes' pace, and nothing goes to the outbox.
-    let full = s.buffer_full_notify();
+    let flush = s.start_buffer_flush();
     let filling = tokio::spawn({
         let request = request.clone();
         async move { pulls(&request, 10_000).await }
     });
-    full.notified().await;
+    flush.full().await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!filling.is_finished(), "the request waits for its flush");
     assert_eq!(s.take_buffered_events().await.1.len(), 10_000);

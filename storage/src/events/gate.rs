@@ -43,12 +43,12 @@ pub(crate) struct EventGate {
     /// Woken when events were committed, so this instance's delivery starts at once.
     pub written: Arc<tokio::sync::Notify>,
     /// Woken when the buffer is full, so its flush starts at once.
-    pub full: Arc<tokio::sync::Notify>,
+    full: tokio::sync::Notify,
     /// Wakes the requests waiting for room in the buffer when it is taken.
     pub taken: tokio::sync::Notify,
     /// How many times the buffer was taken (under its lock).
     takes: std::sync::atomic::AtomicU64,
-    /// Whether a flush runs in this process (delivery's), woken when the buffer fills.
+    /// Whether a [`BufferFlush`] runs in this process (delivery's).
     flusher: AtomicBool,
     /// Until when (milliseconds since the epoch) the flush's writes are failing.
     failing_until: AtomicI64,
@@ -103,7 +103,7 @@ impl EventGate {
             dropped: Default::default(),
             trimmed: Default::default(),
             written: Arc::new(tokio::sync::Notify::new()),
-            full: Arc::new(tokio::sync::Notify::new()),
+            full: tokio::sync::Notify::new(),
             taken: tokio::sync::Notify::new(),
             takes: Default::default(),
             flusher: AtomicBool::new(false),
@@ -159,11 +159,7 @@ impl EventGate {
     pub fn buffer(&self, events: impl IntoIterator<Item = Event>) -> Option<u64> {
         let mut buffered = self.buffered.lock().expect("buffered events lock");
         buffered.extend(events);
-        if buffered.len() > MAX_KEPT {
-            let cut = buffered.len() - MAX_KEPT;
-            buffered.drain(..cut);
-            self.dropped.fetch_add(cut as u64, Ordering::Relaxed);
-        }
+        self.keep_newest(&mut buffered);
         if buffered.len() < MAX_BUFFERED {
             return None;
         }
@@ -171,15 +167,7 @@ impl EventGate {
         Some(self.takes.load(Ordering::Relaxed))
     }
 
-    /// A flush runs in this process from now on.
-    pub fn flusher_started(&self) {
-        self.flusher.store(true, Ordering::Relaxed);
-    }
-
-    pub fn flusher_stopped(&self) {
-        self.flusher.store(false, Ordering::Relaxed);
-    }
-
+    /// Whether a [`BufferFlush`] runs.
     pub fn has_flusher(&self) -> bool {
         self.flusher.load(Ordering::Relaxed)
     }
@@ -225,11 +213,42 @@ impl EventGate {
     pub fn restore(&self, mut events: Vec<Event>) {
         let mut buffered = self.buffered.lock().expect("buffered events lock");
         events.append(&mut buffered);
+        self.keep_newest(&mut events);
+        *buffered = events;
+    }
+
+    /// Drops the oldest of `events` past [`MAX_KEPT`], counted.
+    fn keep_newest(&self, events: &mut Vec<Event>) {
         if events.len() > MAX_KEPT {
             let cut = events.len() - MAX_KEPT;
             events.drain(..cut);
             self.dropped.fetch_add(cut as u64, Ordering::Relaxed);
         }
-        *buffered = events;
+    }
+}
+
+/// A flush of buffered events running in this process, from
+/// [`crate::Storage::start_buffer_flush`] until dropped (its loop ending, by a panic
+/// too): meanwhile requests that fill the buffer wait for it rather than write it
+/// themselves.
+pub struct BufferFlush {
+    gate: Arc<EventGate>,
+}
+
+impl BufferFlush {
+    pub(crate) fn start(gate: Arc<EventGate>) -> BufferFlush {
+        gate.flusher.store(true, Ordering::Relaxed);
+        BufferFlush { gate }
+    }
+
+    /// Until the buffer is full (at once if it filled since the last call).
+    pub async fn full(&self) {
+        self.gate.full.notified().await
+    }
+}
+
+impl Drop for BufferFlush {
+    fn drop(&mut self) {
+        self.gate.flusher.store(false, Ordering::Relaxed);
     }
 }

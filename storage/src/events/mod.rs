@@ -12,6 +12,7 @@ mod outbox;
 pub mod queue;
 pub mod webhooks;
 
+pub use gate::BufferFlush;
 pub(crate) use gate::EventGate;
 pub(crate) use outbox::record;
 pub use outbox::FlushTurn;

@@ -214,17 +214,10 @@ impl Storage {
         self.events.written.clone()
     }
 
-    /// Woken when the event buffer is full: its flush should start at once. Calling
-    /// it says a flush runs in this process (requests that fill the buffer wait for it).
-    pub fn buffer_full_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.events.flusher_started();
-        self.events.full.clone()
-    }
-
-    /// The flush that [`Storage::buffer_full_notify`] started no longer runs (its loop
-    /// ended by a panic): requests that fill the buffer stop waiting for it.
-    pub fn buffer_flush_stopped(&self) {
-        self.events.flusher_stopped();
+    /// Says a flush of buffered events runs in this process until the returned value
+    /// is dropped; it tells the flush when the buffer is full.
+    pub fn start_buffer_flush(&self) -> super::BufferFlush {
+        super::BufferFlush::start(self.events.clone())
     }
 
     /// The flush's write failed: for `pause`, requests that fill the buffer do not wait
