@@ -564,6 +564,10 @@ impl Client {
             base: base.to_owned(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                // berthd closes a connection idle for 5 s (actix's keep-alive). A request
+                // sent on it as the server closes it fails (`IncompleteMessage`), which Go
+                // clients retry and reqwest does not: drop idle connections well before.
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
                 .build()
                 .unwrap(),
             token: None,

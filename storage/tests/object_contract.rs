@@ -417,3 +417,107 @@ async fn s3_keeps_the_contract() {
     })
     .await;
 }
+
+/// The orphan sweep lists the store while pushes write and delete objects; s3s-fs then
+/// fails a list request now and then (a file gone between its directory walk and its
+/// `stat`), and a run of such failures longer than the 5 s that bounds writes' retries
+/// failed a whole garbage collection pass. Listing retries as reads do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_listing_outlasts_a_run_of_server_errors() {
+    let Some(server) = berth_tests::S3Server::start() else {
+        return;
+    };
+    let bucket = "flaky";
+    std::fs::create_dir_all(server.dir.parent().unwrap().join(bucket)).unwrap();
+    let proxy = FailingLists::start(&server.endpoint, Duration::from_secs(6)).await;
+    let builder = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(berth_tests::S3_ACCESS_KEY)
+        .with_secret_access_key(berth_tests::S3_SECRET_KEY)
+        // A connection per request, so that the proxy sees every request line.
+        .with_client_options(object_store::ClientOptions::new().with_pool_max_idle_per_host(0));
+    let b = S3::new(builder, Some(&proxy.url), false).unwrap();
+    for key in ["data/aa/1", "data/bb/2", "data/cc/3"] {
+        put(&b, key, key.as_bytes(), Durability::OnReturn).await;
+    }
+    let started = std::time::Instant::now();
+    let keys: Vec<String> = listed(&b, "data")
+        .await
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["data/aa/1", "data/bb/2", "data/cc/3"]);
+    assert!(started.elapsed() >= Duration::from_secs(6));
+    assert!(
+        proxy.failed() >= 3,
+        "only {} list requests failed",
+        proxy.failed()
+    );
+}
+
+/// A proxy to an S3 server that answers list requests with `500 InternalError` for
+/// `window` from the first one it sees, and relays everything else.
+struct FailingLists {
+    url: String,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FailingLists {
+    async fn start(upstream: &str, window: Duration) -> FailingLists {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let first_list = Arc::new(std::sync::OnceLock::new());
+        let counter = failed.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (upstream, failed, first_list) =
+                    (upstream.clone(), counter.clone(), first_list.clone());
+                tokio::spawn(async move {
+                    // The request head (a request line is all the proxy needs).
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match client.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(
+                        &head[..head.iter().position(|&b| b == b'\r').unwrap()],
+                    )
+                    .into_owned();
+                    if line.starts_with("GET ") && line.contains("list-type=2") {
+                        let since: &std::time::Instant =
+                            first_list.get_or_init(std::time::Instant::now);
+                        if since.elapsed() < window {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let body = "<Error><Code>InternalError</Code></Error>";
+                            let answer = format!(
+                                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+                                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = client.write_all(answer.as_bytes()).await;
+                            return;
+                        }
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    if server.write_all(&head).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        FailingLists { url, failed }
+    }
+
+    fn failed(&self) -> usize {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

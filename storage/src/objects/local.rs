@@ -67,8 +67,12 @@ impl LocalDisk {
         self.durable.clone()
     }
 
-    /// Objects' bytes are read from the same store.
+    /// Objects' bytes are read, and listed, from the same store (it has no retries).
     fn reads(&self) -> Arc<dyn ObjectStore> {
+        self.store()
+    }
+
+    fn lists(&self) -> Arc<dyn ObjectStore> {
         self.store()
     }
 }

@@ -38,14 +38,32 @@ fn short_retries() -> RetryConfig {
     }
 }
 
+/// How listing is retried: for up to a minute, a second or two apart. Only the
+/// garbage collector's orphan sweep lists, and no client waits on it; a server may
+/// fail a page now and then (s3s-fs does when an object is deleted while it walks its
+/// directory, and a busy store deletes objects all the time), and the client's default,
+/// ten retries, can be spent in two seconds, failing the whole pass.
+fn patient_retries() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 100,
+        retry_timeout: Duration::from_secs(60),
+    }
+}
+
 /// An S3 bucket. Every finished write is durable by itself (S3 acknowledges a PUT or
 /// CompleteMultipartUpload once stored).
 pub struct S3 {
-    /// Writes, lookups, deletes, listing, signing: retried for 5 s (see
-    /// [`short_retries`]).
+    /// Writes, lookups, deletes, signing: retried for 5 s (see [`short_retries`]).
     store: Arc<AmazonS3>,
     /// Reads of objects' bytes: the same bucket, with the client's default retries.
     reads: Arc<AmazonS3>,
+    /// Listing: the same bucket, retried for a minute (see [`patient_retries`]).
+    lists: Arc<AmazonS3>,
     /// Pre-signed redirects for downloads are on.
     redirect: bool,
 }
@@ -76,6 +94,7 @@ impl S3 {
         };
         Ok(S3 {
             reads: Arc::new(builder.clone().build()?),
+            lists: Arc::new(builder.clone().with_retry(patient_retries()).build()?),
             store: Arc::new(builder.with_retry(short_retries()).build()?),
             redirect,
         })
@@ -87,6 +106,10 @@ impl S3 {
 
     fn reads(&self) -> Arc<dyn ObjectStore> {
         self.reads.clone()
+    }
+
+    fn lists(&self) -> Arc<dyn ObjectStore> {
+        self.lists.clone()
     }
 }
 

@@ -105,8 +105,9 @@ pub(super) async fn check(store: &Arc<dyn ObjectStore>) -> Result<()> {
 }
 
 /// Implements [`super::ObjectBackend`] for a backend whose objects live in the
-/// `object_store` its `store()` method returns (and `reads()`, for reading their
-/// bytes): the reads, lookups, deletes, listing and health check they all share,
+/// `object_store` its `store()` method returns (`reads()` for reading their bytes,
+/// `lists()` for listing them): the reads, lookups, deletes, listing and health check
+/// they all share,
 /// followed by the backend's own methods.
 macro_rules! object_store_backend {
     ($backend:ty { $($own:tt)* }) => {
@@ -132,7 +133,7 @@ macro_rules! object_store_backend {
                 &self,
                 prefix: &str,
             ) -> futures::stream::BoxStream<'static, crate::error::Result<super::ObjectInfo>> {
-                super::store_io::list(&self.store(), prefix)
+                super::store_io::list(&self.lists(), prefix)
             }
 
             async fn check(&self) -> crate::error::Result<()> {
