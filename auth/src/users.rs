@@ -1,7 +1,7 @@
 //! User accounts.
 
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, QueryOrder};
+use sea_orm::{ActiveValue::Set, QueryOrder, QuerySelect};
 
 use berth_storage::audit::Action;
 
@@ -228,6 +228,17 @@ async fn create(
 /// The user named `name`, if any.
 pub(crate) async fn get<C: ConnectionTrait>(db: &C, name: &str) -> Result<Option<User>, AuthError> {
     Ok(find(db, name).await?.map(User::from))
+}
+
+/// Locks user `name`'s row until the transaction `txn` ends (on PostgreSQL; SQLite's
+/// write transactions are serial already); whether the user exists.
+pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, name: &str) -> Result<bool, AuthError> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Name.eq(name))
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .is_some())
 }
 
 async fn find<C: ConnectionTrait>(db: &C, name: &str) -> Result<Option<user::Model>, AuthError> {

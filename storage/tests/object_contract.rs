@@ -421,7 +421,7 @@ async fn s3_keeps_the_contract() {
 /// The orphan sweep lists the store while pushes write and delete objects; s3s-fs then
 /// fails a list request now and then (a file gone between its directory walk and its
 /// `stat`), and a run of such failures longer than the 5 s that bounds writes' retries
-/// failed a whole garbage collection pass. Listing retries as reads do.
+/// failed a whole garbage collection pass. Listing is retried for longer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_listing_outlasts_a_run_of_server_errors() {
     let Some(server) = berth_tests::S3Server::start() else {

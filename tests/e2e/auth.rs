@@ -580,6 +580,8 @@ async fn personal_access_tokens(s: Berthd) {
     assert!(r.json::<Value>().await.unwrap()["refresh_token"].is_null());
     // …a login (`docker login`: an offline token, no scope) gets a revocable one.
     let refresh = c.docker_login_token(ALICE.0, ALICE.1).await;
+    // The sign-in prunes the user's login tokens (expired ones, beyond the cap) as well.
+    assert!(!s.log().contains("cannot prune"), "{}", s.log());
     let exchange = |refresh: String| {
         let c = c.clone();
         async move {

@@ -24,15 +24,18 @@ pub(super) async fn collect(storage: &Storage, lease: &Lease, report: &mut GcRep
     // Objects of uploads in progress, named only by their upload rows. An upload that
     // starts after this read writes objects younger than the cutoff.
     let uploading = upload_objects(storage).await?;
-    let mut pages = storage
+    let pages = storage
         .objects
         .list()
+        // Renewed (when due) as objects are listed, not per page of old ones: in a store
+        // of young objects, or behind a listing request retried for a while, many
+        // listing requests may pass between two pages.
+        .and_then(|o| async move { lease.renew(storage).await.map(|()| o) })
         .try_filter(|o| std::future::ready(o.modified.timestamp_millis() < cutoff))
-        .try_chunks(PAGE)
-        .boxed();
+        .try_chunks(PAGE);
+    let mut pages = std::pin::pin!(pages);
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| e.1)?;
-        lease.renew(storage).await?;
         let named: HashSet<String> = blob_object::Entity::find()
             .select_only()
             .column(blob_object::Column::Key)

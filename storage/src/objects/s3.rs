@@ -38,11 +38,13 @@ fn short_retries() -> RetryConfig {
     }
 }
 
-/// How listing is retried: for up to a minute, a second or two apart. Only the
-/// garbage collector's orphan sweep lists, and no client waits on it; a server may
-/// fail a page now and then (s3s-fs does when an object is deleted while it walks its
-/// directory, and a busy store deletes objects all the time), and the client's default,
-/// ten retries, can be spent in two seconds, failing the whole pass.
+/// How listing is retried: for up to 30 s, a second or two apart. Only the garbage
+/// collector's orphan sweep lists, and no client waits on it; a server may fail a page
+/// now and then (s3s-fs does when an object is deleted while it walks its directory,
+/// and a busy store deletes objects all the time), and ten retries, at most 5 s apart
+/// as for writes or with the client's default backoff, can be spent in a few seconds,
+/// failing the whole pass. Bounded well within the collector's lease (120 s, renewed
+/// as objects are listed).
 fn patient_retries() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
@@ -51,7 +53,7 @@ fn patient_retries() -> RetryConfig {
             base: 2.0,
         },
         max_retries: 100,
-        retry_timeout: Duration::from_secs(60),
+        retry_timeout: Duration::from_secs(30),
     }
 }
 
@@ -62,7 +64,7 @@ pub struct S3 {
     store: Arc<AmazonS3>,
     /// Reads of objects' bytes: the same bucket, with the client's default retries.
     reads: Arc<AmazonS3>,
-    /// Listing: the same bucket, retried for a minute (see [`patient_retries`]).
+    /// Listing: the same bucket, retried for 30 s (see [`patient_retries`]).
     lists: Arc<AmazonS3>,
     /// Pre-signed redirects for downloads are on.
     redirect: bool,
