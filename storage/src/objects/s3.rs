@@ -41,10 +41,12 @@ fn short_retries() -> RetryConfig {
 /// How listing is retried: for up to 30 s, a second or two apart. Only the garbage
 /// collector's orphan sweep lists, and no client waits on it; a server may fail a page
 /// now and then (s3s-fs does when an object is deleted while it walks its directory,
-/// and a busy store deletes objects all the time), and ten retries, at most 5 s apart
-/// as for writes or with the client's default backoff, can be spent in a few seconds,
-/// failing the whole pass. Bounded well within the collector's lease (120 s, renewed
-/// as objects are listed).
+/// and a busy store deletes objects all the time), and ten retries, within 5 s as for
+/// writes or with the client's default backoff, can be spent in a few seconds, failing
+/// the whole pass. Bounded to about the collector's lease: one listing request (30 s
+/// of retries, then its last attempt's own 30 s) fits in its 120 s, renewed as objects
+/// are listed; a renewal that comes late still holds unless another replica took the
+/// lease over meanwhile, and two collectors at once are safe.
 fn patient_retries() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
