@@ -271,15 +271,21 @@ mod tests {
     use berth_storage::events::webhooks::NewWebhook;
     use berth_storage::events::{Action, Origin, Target};
 
-    /// A round does bounded work: with more waiting than it fans out, it says so and
-    /// leaves the rest (the senders start meanwhile), and the next rounds take it.
-    #[tokio::test]
-    async fn a_round_fans_out_a_bounded_share_of_the_outbox() {
+    /// Storage in a temporary directory, configured with one notification endpoint.
+    async fn with_one_endpoint() -> (tempfile::TempDir, Storage, NotificationEndpoint) {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = Config::in_dir(tmp.path());
         let endpoint = NotificationEndpoint::new("ci", "http://127.0.0.1:9/");
         config.notifications = vec![endpoint.clone()];
         let storage = Storage::open(&config).await.unwrap();
+        (tmp, storage, endpoint)
+    }
+
+    /// A round does bounded work: with more waiting than it fans out, it says so and
+    /// leaves the rest (the senders start meanwhile), and the next rounds take it.
+    #[tokio::test]
+    async fn a_round_fans_out_a_bounded_share_of_the_outbox() {
+        let (_tmp, storage, endpoint) = with_one_endpoint().await;
         let request = storage.for_request(Origin::default());
         let waiting = ROUND_BATCHES * BATCH as usize + 10;
         for i in 0..waiting {
@@ -302,11 +308,7 @@ mod tests {
     /// notification endpoints and to a webhook that gets fewer.
     #[tokio::test]
     async fn a_flush_makes_no_payload_a_full_backlog_would_trim() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut config = Config::in_dir(tmp.path());
-        let endpoint = NotificationEndpoint::new("ci", "http://127.0.0.1:9/");
-        config.notifications = vec![endpoint.clone()];
-        let storage = Storage::open(&config).await.unwrap();
+        let (_tmp, storage, endpoint) = with_one_endpoint().await;
         let hook = |namespace: &str, repository: Option<&str>| NewWebhook {
             namespace: namespace.into(),
             repository: repository.map(str::to_owned),
