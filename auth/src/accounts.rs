@@ -181,13 +181,20 @@ impl Accounts {
 
     /// Self sign-up from `peer`: every attempt counts against the address (nobody farms
     /// accounts), then the account is made as [`Accounts::add_user`] makes one.
+    /// `held_by_repositories`: repositories are stored under the name though no account
+    /// holds it (see `NameInUse`); refused only after the attempt is counted, so the
+    /// refusal cannot be used to probe for them faster than sign-ups are allowed.
     pub async fn sign_up(
         &self,
         name: &str,
         password: String,
         peer: Option<IpAddr>,
+        held_by_repositories: bool,
     ) -> Result<User, AuthError> {
         self.logins.signup(&self.db, peer).await?;
+        if held_by_repositories {
+            return Err(AuthError::NameInUse(name.to_owned()));
+        }
         // Recorded as the new user's own doing, from where they signed up.
         self.by(Actor::user(name, peer))
             .add_user(name, password, false)

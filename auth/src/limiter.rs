@@ -20,7 +20,22 @@ const TABLE: &str = "login_failures";
 
 /// The key of a client address (`ip:10.0.0.1`; empty when unknown).
 pub fn address_key(peer: Option<IpAddr>) -> String {
-    format!("ip:{}", peer.map(|p| p.to_string()).unwrap_or_default())
+    format!("ip:{}", client_of(peer))
+}
+
+/// The client an address stands for, as limits count it: an IPv4 address itself (an
+/// IPv4-mapped IPv6 address is the same client), an IPv6 address by its /64 (one
+/// subscriber's network, RFC 6177: counting each address of it apart would give every
+/// client 2^64 fresh allowances). Empty when unknown.
+pub fn client_of(peer: Option<IpAddr>) -> String {
+    match peer.map(|p| p.to_canonical()) {
+        None => String::new(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(network))
+        }
+    }
 }
 
 /// The keys a password login counts against, the user's first: the same wherever the
@@ -228,6 +243,45 @@ mod tests {
 
     fn limited<T: std::fmt::Debug>(r: Result<T, AuthError>) -> bool {
         matches!(r, Err(AuthError::RateLimited { .. }))
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(client_of(ip("10.1.2.3")), "10.1.2.3");
+        assert_eq!(client_of(ip("::ffff:10.1.2.3")), "10.1.2.3");
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(
+            client_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            client_of(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(
+            client_of(ip("2001:db8:1:3::1")),
+            client_of(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(client_of(ip("::1")), "::/64");
+        assert_eq!(client_of(None), "");
+    }
+
+    /// Guessing from a fresh address of one's /64 each time gains nothing.
+    #[tokio::test]
+    async fn rotating_ipv6_addresses_share_one_limit() {
+        let (_dir, db) = db().await;
+        let l = LoginLimiter::default();
+        for i in 0..MAX_FAILURES {
+            let peer = format!("2001:db8:7:7::{:x}", i + 1).parse().ok();
+            let keys = password_keys(&format!("user{i}"), peer);
+            l.check(&db, &keys).await.unwrap();
+            l.failed(&db, &keys).await;
+        }
+        let fresh = "2001:db8:7:7:1234:5678:9abc:def0".parse().ok();
+        assert!(limited(
+            l.check(&db, &password_keys("someone", fresh)).await
+        ));
+        let elsewhere = "2001:db8:7:8::1".parse().ok();
+        l.check(&db, &password_keys("someone", elsewhere))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

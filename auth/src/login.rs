@@ -132,10 +132,16 @@ impl Logins {
         db: &DatabaseConnection,
         peer: Option<IpAddr>,
     ) -> Result<(), AuthError> {
-        let address = peer.map(|p| p.to_string()).unwrap_or_default();
         self.limiter
-            .attempt(db, &[format!("signup:{address}")])
+            .attempt(db, &[format!("signup:{}", limiter::client_of(peer))])
             .await
+    }
+
+    /// Counts an organization `creator` sets out to make: every attempt counts, as a
+    /// refused name tells that something holds it, so names are not probed faster
+    /// than this.
+    pub async fn new_org(&self, db: &DatabaseConnection, creator: &str) -> Result<(), AuthError> {
+        self.limiter.attempt(db, &[format!("org:{creator}")]).await
     }
 
     /// Verified passwords remembered now.

@@ -94,6 +94,22 @@ impl Accounts {
         create(self, name, owner, false).await
     }
 
+    /// An organization a user makes for themselves (the web UI): like
+    /// [`Accounts::add_org`], after the attempt is counted against them (5 a minute);
+    /// `held_by_repositories` as for [`Accounts::sign_up`].
+    pub async fn add_own_org(
+        &self,
+        name: &str,
+        owner: &str,
+        held_by_repositories: bool,
+    ) -> Result<(), AuthError> {
+        self.logins.new_org(&self.db, owner).await?;
+        if held_by_repositories {
+            return Err(AuthError::NameInUse(name.to_owned()));
+        }
+        create(self, name, owner, false).await
+    }
+
     /// Like [`Accounts::add_org`], and the name may be a removed user's (an
     /// administrator's decision).
     pub async fn add_org_reclaiming(&self, name: &str, owner: &str) -> Result<(), AuthError> {

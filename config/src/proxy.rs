@@ -78,13 +78,13 @@ impl ProxyLayer {
                 && u.query().is_none()
                 && u.username().is_empty()
         });
-        if parsed.is_none() {
+        let Some(parsed) = parsed else {
             return Err(invalid(
                 "proxy.upstream",
                 &upstream,
                 "expected an http:// or https:// URL without credentials or query",
             ));
-        }
+        };
         let credentials_env = match (&self.username_env, &self.password_env) {
             (Some(u), Some(p)) => Some((u.clone(), p.clone())),
             (None, None) => None,
@@ -134,7 +134,9 @@ impl ProxyLayer {
         };
         Ok(ProxyConfig {
             prefix,
-            upstream: upstream.trim_end_matches('/').to_owned(),
+            // As parsed (scheme and host in lower case): what it is compared with
+            // (`https://` for the token realm's rule) reads it as written here.
+            upstream: parsed.as_str().trim_end_matches('/').to_owned(),
             credentials_env,
             tag_ttl,
             max_size,
@@ -186,6 +188,9 @@ mod tests {
     fn an_entry_resolves_with_defaults() {
         let p = entry("prefix = \"hub\"\nupstream = \"https://registry-1.docker.io/\"\n").unwrap();
         assert_eq!(p.upstream, "https://registry-1.docker.io");
+        // Compared as written (`https://…`): scheme and host are kept in lower case.
+        let p = entry("prefix = \"hub\"\nupstream = \"HTTPS://Registry.Example/v/\"\n").unwrap();
+        assert_eq!(p.upstream, "https://registry.example/v");
         assert_eq!(p.tag_ttl, DEFAULT_TAG_TTL);
         assert_eq!(p.access, ProxyAccess::Users);
         assert_eq!(p.max_size, None);

@@ -15,8 +15,11 @@
 //!
 //! Bounds: a fetch is started only for a blob a cached manifest of the repository
 //! lists, with that size (a longer or shorter body is refused); a proxy runs at most
-//! `MAX_FETCHES` at once, and needs the blob's size free above the disk reserve;
-//! each fetch gets a deadline for its size. Memory: every queue is a few pieces long,
+//! `MAX_FETCHES` at once; each fetch gets a deadline for its size. Disk: a fetch
+//! starts only if the local disk keeps its reserve after every running fetch (of any
+//! proxy) is done, this one included. Its spool file is allocated whole at the start,
+//! so free space counts it from then on, and the copy into blob storage that follows
+//! (where blobs are on local disk) is claimed until the fetch ends (`DiskClaims`). Memory: every queue is a few pieces long,
 //! and the pieces in them are shared (reference-counted), not copied per client.
 
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use berth_oci::Digest;
 use berth_storage::digest::Hasher;
-use berth_storage::{Storage, StorageError};
+use berth_storage::{FreeSpace, Storage, StorageError};
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -92,9 +95,15 @@ struct Direct {
     queues: Vec<mpsc::Sender<Piece>>,
 }
 
+/// Local disk that the running fetches of every proxy are still to take beyond their
+/// spool files: their blobs' copies into blob storage. Shared by all proxies.
+#[derive(Default)]
+pub struct DiskClaims(Mutex<u64>);
+
 /// The fetches running, by repository and digest.
 pub struct Fetches {
     spool: PathBuf,
+    claims: Arc<DiskClaims>,
     running: Mutex<HashMap<String, Arc<Fetch>>>,
     /// Fetches that stored their blob within `STORED_LATELY`, by key.
     stored: Mutex<HashMap<String, Instant>>,
@@ -120,13 +129,14 @@ pub struct Following {
 impl Fetches {
     /// Fetches spool into `spool`, which is emptied now (what a previous run left
     /// there was never verified).
-    pub fn new(spool: PathBuf) -> std::io::Result<Fetches> {
+    pub fn new(spool: PathBuf, claims: Arc<DiskClaims>) -> std::io::Result<Fetches> {
         if spool.exists() {
             std::fs::remove_dir_all(&spool)?;
         }
         std::fs::create_dir_all(&spool)?;
         Ok(Fetches {
             spool,
+            claims,
             running: Mutex::default(),
             stored: Mutex::default(),
         })
@@ -209,15 +219,6 @@ impl Fetches {
                         running: MAX_FETCHES,
                     });
                 }
-                if let Some(space) = source.storage.free_space() {
-                    if space.free.saturating_sub(size) < space.reserve {
-                        return Err(StorageError::BelowReserve {
-                            free: space.free,
-                            reserve: space.reserve,
-                        }
-                        .into());
-                    }
-                }
                 let fetch = self.start(&key, source, digest, size)?;
                 running.insert(key, fetch.clone());
                 fetch
@@ -252,6 +253,16 @@ impl Fetches {
     ) -> Result<Arc<Fetch>> {
         let path = self.spool.join(uuid::Uuid::new_v4().simple().to_string());
         let file = std::fs::File::create_new(&path).map_err(spool_error)?;
+        let copy = match source.storage.blobs_on_local_disk() {
+            true => size,
+            false => 0,
+        };
+        let claim = self
+            .claims
+            .claim(|| source.storage.free_space(), &file, size, copy)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&path);
+            })?;
         let (tx, rx) = watch::channel(Progress::Starting);
         let fetch = Arc::new(Fetch {
             size,
@@ -267,6 +278,7 @@ impl Fetches {
             fetches: self.clone(),
             key: key.to_owned(),
             path,
+            _claim: claim,
         };
         let (job, digest) = (fetch.clone(), digest.clone());
         let (fetches, key) = (self.clone(), key.to_owned());
@@ -307,11 +319,79 @@ impl Fetches {
 }
 
 /// Takes a fetch out of the map and removes its spool file when its task ends (or
-/// panics): the next request starts afresh. Clients still reading hold the file open.
+/// panics), and gives back its disk claim: the next request starts afresh. Clients
+/// still reading hold the file open.
 struct Cleanup {
     fetches: Arc<Fetches>,
     key: String,
     path: PathBuf,
+    _claim: Claim,
+}
+
+impl DiskClaims {
+    /// For a fetch of `size` bytes into `spool`: if the disk (as `measure` finds it)
+    /// keeps its reserve once this and every running fetch is done, allocates the spool
+    /// file and claims `copy` bytes (the blob's copy into storage); `BelowReserve`
+    /// otherwise. Measured, allocated and claimed in one turn, so fetches starting
+    /// together do not each count the same free space.
+    fn claim(
+        self: &Arc<Self>,
+        measure: impl FnOnce() -> Option<FreeSpace>,
+        spool: &std::fs::File,
+        size: u64,
+        copy: u64,
+    ) -> Result<Claim> {
+        let mut claimed = self.0.lock().expect("disk claims lock");
+        if let Some(space) = measure() {
+            let left = space.free.saturating_sub(*claimed);
+            if left.saturating_sub(size.saturating_add(copy)) < space.reserve {
+                return Err(StorageError::BelowReserve {
+                    free: left,
+                    reserve: space.reserve,
+                }
+                .into());
+            }
+        }
+        allocate(spool, size)?;
+        *claimed += copy;
+        Ok(Claim {
+            claims: self.clone(),
+            bytes: copy,
+        })
+    }
+}
+
+/// A running fetch's claim, given back when dropped.
+struct Claim {
+    claims: Arc<DiskClaims>,
+    bytes: u64,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut claimed) = self.claims.0.lock() {
+            *claimed -= self.bytes;
+        }
+    }
+}
+
+/// Allocates the spool file's `size` bytes at once (its length stays 0 until written):
+/// from now on free space counts them, so the next fetch's check sees this one. A
+/// file system that cannot allocate ahead is written as it comes; one without room
+/// refuses the fetch here rather than midway.
+fn allocate(file: &std::fs::File, size: u64) -> Result<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, size) {
+        Ok(()) => Ok(()),
+        // A full disk (507, like any).
+        Err(e @ (rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)) => {
+            Err(StorageError::from(std::io::Error::from(e)).into())
+        }
+        // Not supported here (EOPNOTSUPP): written as it comes.
+        Err(_) => Ok(()),
+    }
 }
 
 impl Drop for Cleanup {
@@ -662,4 +742,62 @@ impl Reader {
 
 fn vanished() -> ProxyError {
     spool_error(std::io::Error::other("the fetch ended without an outcome"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(free: u64) -> impl FnOnce() -> Option<FreeSpace> {
+        move || Some(FreeSpace { free, reserve: 100 })
+    }
+
+    fn refused(claimed: Result<Claim>) -> bool {
+        match claimed {
+            Err(ProxyError::Storage(e)) => matches!(*e, StorageError::BelowReserve { .. }),
+            _ => false,
+        }
+    }
+
+    /// Fetches starting together each count what the others will still take: the
+    /// copies into blob storage by their claims, their spool files by being allocated
+    /// (which the free space measured then shows).
+    #[test]
+    fn running_fetches_claim_their_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = |name: &str| std::fs::File::create_new(dir.path().join(name)).unwrap();
+        let claims = Arc::new(DiskClaims::default());
+        // 1,000 free, 100 kept: a 300-byte blob takes 600 with its copy.
+        let first = claims.claim(space(1000), &spool("a"), 300, 300).unwrap();
+        // Its spool file now takes 300 of the free space; its copy is claimed.
+        assert!(refused(claims.claim(space(700), &spool("b"), 160, 160)));
+        let second = claims.claim(space(700), &spool("c"), 100, 100).unwrap();
+        assert_eq!(*claims.0.lock().unwrap(), 400);
+        drop(first);
+        assert_eq!(*claims.0.lock().unwrap(), 100);
+        // Blobs on S3: only the spool file.
+        claims.claim(space(700), &spool("d"), 400, 0).unwrap();
+        drop(second);
+        assert_eq!(*claims.0.lock().unwrap(), 0);
+        // Without a measure (none could be made), nothing is refused.
+        claims.claim(|| None, &spool("e"), 10, 10).unwrap();
+    }
+
+    /// The spool file's blocks are allocated at once, its length left at 0.
+    #[test]
+    fn a_spool_file_is_allocated_whole() {
+        // The checkout's file system, as the spool's tests use.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("spool");
+        let file = std::fs::File::create_new(&path).unwrap();
+        allocate(&file, 8 << 20).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.len(), 0);
+        assert!(
+            meta.blocks() * 512 >= 8 << 20,
+            "{} bytes allocated (the checkout's file system must allocate ahead: ext4, xfs)",
+            meta.blocks() * 512
+        );
+    }
 }

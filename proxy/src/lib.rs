@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use berth_config::{ProxyAccess, ProxyConfig};
-use berth_oci::{Digest, Reference};
+use berth_oci::{Algorithm, Digest, Reference};
 use berth_storage::manifests::StoredManifest;
 use berth_storage::repos::Page;
 use berth_storage::BlobInfo;
@@ -32,7 +32,7 @@ use berth_storage::{Storage, StorageError};
 
 pub use error::{Missing, ProxyError, Result};
 pub use fetches::Following;
-use fetches::{Fetches, Source};
+use fetches::{DiskClaims, Fetches, Source};
 use metrics::ProxyMetrics;
 use upstream::Upstream;
 
@@ -63,6 +63,7 @@ impl Proxies {
     /// environment now, their fetches spooled under `data_dir`.
     pub fn open(configs: &[ProxyConfig], storage: &Storage, data_dir: &Path) -> Result<Proxies> {
         let mut proxies = Vec::new();
+        let claims = Arc::new(DiskClaims::default());
         for config in configs {
             let setup =
                 |what: String| ProxyError::Setup(format!("proxy {}: {what}", config.prefix));
@@ -82,7 +83,7 @@ impl Proxies {
             let upstream =
                 Upstream::new(&config.upstream, credentials, storage.max_manifest_bytes())?;
             let spool = data_dir.join("proxy-spool").join(&config.prefix);
-            let fetches = Fetches::new(spool.clone())
+            let fetches = Fetches::new(spool.clone(), claims.clone())
                 .map_err(|e| setup(format!("spool directory {}: {e}", spool.display())))?;
             proxies.push(Arc::new(Proxy {
                 config: config.clone(),
@@ -241,7 +242,12 @@ impl Proxy {
         tag: Option<&str>,
     ) -> Result<Arc<StoredManifest>> {
         let fetched = self.upstream.manifest(remote, reference).await?;
-        if let Ok(expected) = reference.parse::<Digest>() {
+        let expected = reference.parse::<Digest>().ok();
+        // Stored under the digest it is asked for by (sha256 when by tag alone).
+        let algorithm = expected
+            .as_ref()
+            .map_or(Algorithm::Sha256, Digest::algorithm);
+        if let Some(expected) = expected {
             let actual = Digest::of(expected.algorithm(), &fetched.body);
             if actual != expected {
                 return Err(ProxyError::DigestMismatch {
@@ -259,6 +265,7 @@ impl Proxy {
                 tag,
                 fetched.content_type.as_deref(),
                 &fetched.body,
+                algorithm,
                 self.public(),
             )
             .await
@@ -367,12 +374,21 @@ impl Proxy {
     }
 
     /// The blob from the cache: `local`'s, or linked from another repository of
-    /// this proxy (images share layers).
+    /// this proxy (images share layers) when a manifest cached in `local` lists it.
+    /// (Only then: a link makes `local` a repository, and any name asked for must not.)
     async fn cached_blob(&self, local: &str, digest: &Digest) -> Result<Option<BlobInfo>> {
         match self.storage.blob(local, digest).await {
             Ok(blob) => return Ok(Some(blob)),
             Err(StorageError::BlobUnknown(_) | StorageError::NameUnknown(_)) => {}
             Err(e) => return Err(e.into()),
+        }
+        if self
+            .storage
+            .listed_blob_size(local, digest)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
         }
         let Some(holder) = self
             .storage

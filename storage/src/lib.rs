@@ -76,6 +76,7 @@ pub use blobs::BlobInfo;
 pub use digest::{Algorithm, Digest};
 pub use error::{Result, StorageError};
 pub use objects::{ByteStream, Objects};
+pub use space::FreeSpace;
 
 /// Registry storage: metadata database plus blob objects.
 #[derive(Clone)]
@@ -273,6 +274,12 @@ impl Storage {
             tracing::warn!(error = %e, "cannot measure free space");
             None
         })
+    }
+
+    /// Whether a blob stored takes its size of the local disk [`Storage::free_space`]
+    /// measures (blobs on the file system, not S3).
+    pub fn blobs_on_local_disk(&self) -> bool {
+        self.space.local_blobs()
     }
 
     /// Refuses new data (`BelowReserve`) while free space is below the reserve.

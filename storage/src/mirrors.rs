@@ -24,14 +24,17 @@ use crate::Storage;
 const EVICTION_PAGE: u64 = 64;
 
 impl Storage {
-    /// Stores `body`, fetched from an upstream as `digest`, in `repo`, and points `tag`
-    /// at it. `public`: how the repository is listed.
+    /// Stores `body`, fetched from an upstream, in `repo` under its digest by
+    /// `algorithm` (the one it was asked for by, or the upstream named: under
+    /// another, it would never be found by its digest), and points `tag` at it.
+    /// `public`: how the repository is listed.
     pub async fn cache_manifest(
         &self,
         repo: &str,
         tag: Option<&str>,
         content_type: Option<&str>,
         body: &[u8],
+        algorithm: Algorithm,
         public: bool,
     ) -> Result<Digest> {
         if body.len() as u64 > self.max_manifest_bytes {
@@ -40,7 +43,7 @@ impl Storage {
                 limit: self.max_manifest_bytes,
             });
         }
-        let digest = Digest::of(Algorithm::Sha256, body);
+        let digest = Digest::of(algorithm, body);
         let parsed = ManifestRefs::of(&Manifest::parse_pushed(content_type, body)?)?;
         self.ensure_room()?;
         let platform = self

@@ -17,6 +17,8 @@ pub struct Space {
     /// Directories on the file systems to watch (none with PostgreSQL and S3).
     dirs: Vec<PathBuf>,
     reserve: MinFree,
+    /// Whether blobs are stored on a local file system (watched among `dirs`).
+    local_blobs: bool,
 }
 
 /// Free space on the fullest watched file system, and the reserve kept there.
@@ -41,7 +43,8 @@ impl Space {
                     .map_or_else(|| PathBuf::from("."), PathBuf::from),
             );
         }
-        if let StorageConfig::Filesystem { .. } = config.storage {
+        let local_blobs = matches!(config.storage, StorageConfig::Filesystem { .. });
+        if local_blobs {
             dirs.extend(config.blob_root());
         }
         // Proxies spool the blobs they fetch there (even on PostgreSQL and S3).
@@ -51,7 +54,13 @@ impl Space {
         Space {
             dirs,
             reserve: config.min_free,
+            local_blobs,
         }
+    }
+
+    /// Whether a blob stored takes its size of the watched local disk.
+    pub fn local_blobs(&self) -> bool {
+        self.local_blobs
     }
 
     /// The tightest watched file system; `None` when Berth writes no local files.
@@ -95,6 +104,7 @@ mod tests {
         let mut space = Space {
             dirs: vec![dir.path().to_owned()],
             reserve: MinFree::Bytes(u64::MAX),
+            local_blobs: true,
         };
         let measured = space.measure().unwrap().unwrap();
         assert!(measured.free > 0 && measured.below_reserve());
@@ -113,6 +123,7 @@ mod tests {
         let nothing = Space {
             dirs: Vec::new(),
             reserve: MinFree::Bytes(u64::MAX),
+            local_blobs: false,
         };
         assert_eq!(nothing.measure().unwrap(), None);
         nothing.ensure_room().unwrap();

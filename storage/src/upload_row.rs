@@ -84,11 +84,18 @@ fn parse_id(id: &str) -> Option<(i64, Algorithm, &str)> {
 }
 
 /// The fresh upload `id` of `repo` as its id describes it (size 0, no row), if it is of
-/// the fresh kind, belongs to `repo` and started at `not_before` or later. Whether it
-/// ended already is [`ended`]'s to say.
-pub(crate) fn fresh(id: &str, repo: &str, not_before: i64) -> Option<upload::Model> {
+/// the fresh kind, belongs to `repo` and started between `not_before` and `not_after`.
+/// (Ids are not signed: a client can write one. The start time bounds what it gains:
+/// one dated in the future would never expire, nor would the tombstone ending it.)
+/// Whether it ended already is [`ended`]'s to say.
+pub(crate) fn fresh(
+    id: &str,
+    repo: &str,
+    not_before: i64,
+    not_after: i64,
+) -> Option<upload::Model> {
     let (started, algorithm, mark) = parse_id(id)?;
-    if started < not_before || mark != repository_mark(repo) {
+    if !(not_before..=not_after).contains(&started) || mark != repository_mark(repo) {
         return None;
     }
     Some(upload::Model {
@@ -410,7 +417,7 @@ mod tests {
     /// A fresh upload (started at `started`), as `uploads` loads it.
     fn started(started: i64) -> upload::Model {
         let id = new_id(REPO, Algorithm::Sha256, started);
-        fresh(&id, REPO, started).unwrap()
+        fresh(&id, REPO, started, started).unwrap()
     }
 
     /// `row` after a chunk of `bytes` bytes received at `now`.
@@ -446,14 +453,16 @@ mod tests {
             parse_id(&id).map(|(s, a, _)| (s, a)),
             Some((1234, Algorithm::Sha512))
         );
-        let row = fresh(&id, REPO, 1000).unwrap();
+        let row = fresh(&id, REPO, 1000, 2000).unwrap();
         assert_eq!(
             (row.size, row.created_at, row.algorithm.as_str()),
             (0, 1234, "sha512")
         );
         assert_eq!(row.hash_state, Hasher::new(Algorithm::Sha512).save());
-        assert!(fresh(&id, "ns/other", 1000).is_none());
-        assert!(fresh(&id, REPO, 1235).is_none(), "expired");
+        assert!(fresh(&id, "ns/other", 1000, 2000).is_none());
+        assert!(fresh(&id, REPO, 1235, 2000).is_none(), "expired");
+        assert!(fresh(&id, REPO, 1000, 1233).is_none(), "from the future");
+        assert!(fresh(&id, REPO, 1234, 1234).is_some());
         assert_eq!(parse_id("3f2a0c6e-0000-4000-8000-000000000000"), None);
         assert_eq!(parse_id("zz.1.sha256"), None);
         assert_eq!(parse_id(&format!("{id}.x")), None);

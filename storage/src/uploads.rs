@@ -33,6 +33,10 @@ use crate::names::validate_name;
 use crate::objects::{Durability, Segment};
 use crate::quotas::Adding;
 use crate::upload_row::{self, EndingUpload};
+
+/// How far ahead of this replica's clock another replica's may run: an upload id it
+/// made is dated by its clock.
+const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 use crate::Storage;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -207,8 +211,9 @@ impl Storage {
         let unknown = || StorageError::UploadUnknown(id.to_owned());
         let Some(row) = upload_row::find(&self.db, id).await? else {
             // Started, nothing appended yet (a row, once there, expires when idle).
-            let not_before = now_millis() - self.upload_expiry_ms;
-            let row = upload_row::fresh(id, repo, not_before).ok_or_else(unknown)?;
+            let now = now_millis();
+            let (not_before, not_after) = (now - self.upload_expiry_ms, now + CLOCK_SKEW_MS);
+            let row = upload_row::fresh(id, repo, not_before, not_after).ok_or_else(unknown)?;
             if check_ended && upload_row::ended(&self.db, id).await? {
                 return Err(unknown());
             }

@@ -83,12 +83,26 @@ async fn check(database_url: Option<String>) {
     }))
     .unwrap();
     let index_d = s
-        .cache_manifest("up/multi", Some("1"), Some(OCI_INDEX), &index, true)
+        .cache_manifest(
+            "up/multi",
+            Some("1"),
+            Some(OCI_INDEX),
+            &index,
+            Algorithm::Sha256,
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(index_d, Digest::of(Algorithm::Sha256, &index));
     let got = s
-        .cache_manifest("up/multi", None, Some(OCI_MANIFEST), &child, true)
+        .cache_manifest(
+            "up/multi",
+            None,
+            Some(OCI_MANIFEST),
+            &child,
+            Algorithm::Sha256,
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(got, child_d);
@@ -104,7 +118,14 @@ async fn check(database_url: Option<String>) {
     assert_eq!(s.repository_private("up/multi").await.unwrap(), Some(false));
     // Not a manifest: refused, nothing stored.
     assert!(s
-        .cache_manifest("up/bad", Some("1"), Some(OCI_MANIFEST), b"{\"no\":1}", true)
+        .cache_manifest(
+            "up/bad",
+            Some("1"),
+            Some(OCI_MANIFEST),
+            b"{\"no\":1}",
+            Algorithm::Sha256,
+            true
+        )
         .await
         .is_err());
 
@@ -116,7 +137,14 @@ async fn check(database_url: Option<String>) {
         blob(&s, &repo, &layer).await;
         blob(&s, &repo, b"{}").await;
         let d = s
-            .cache_manifest(&repo, Some("v1"), Some(OCI_MANIFEST), &m, false)
+            .cache_manifest(
+                &repo,
+                Some("v1"),
+                Some(OCI_MANIFEST),
+                &m,
+                Algorithm::Sha256,
+                false,
+            )
             .await
             .unwrap();
         images.push((repo, d, Digest::of(Algorithm::Sha256, &layer)));
@@ -222,4 +250,40 @@ async fn mirrors_on_postgres() {
         return;
     };
     check(Some(berth_tests::fresh_postgres_database(&admin).await)).await;
+}
+
+/// A manifest fetched by a sha512 digest (or a tag the upstream says has one) is
+/// stored under it, so the next request by that digest finds it in the cache.
+#[tokio::test]
+async fn a_manifest_is_cached_under_the_digest_it_was_asked_by() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config::in_dir(tmp.path());
+    config.proxies = vec![proxy("up", 1 << 20)];
+    let s = Storage::open(&config).await.unwrap();
+    let (m, _) = image("sha512", 10);
+    let d = s
+        .cache_manifest(
+            "up/x",
+            Some("1"),
+            Some(OCI_MANIFEST),
+            &m,
+            Algorithm::Sha512,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(d, Digest::of(Algorithm::Sha512, &m));
+    let found = s
+        .manifest("up/x", &Reference::Digest(d.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (found.digest.clone(), found.content.as_ref()),
+        (d.clone(), m.as_slice())
+    );
+    let tagged = s
+        .manifest("up/x", &Reference::Tag("1".into()))
+        .await
+        .unwrap();
+    assert_eq!(tagged.digest, d);
 }

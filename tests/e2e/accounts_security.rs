@@ -550,6 +550,52 @@ async fn names_with_repositories_are_not_given_away(db: Db) {
         .await
         .unwrap()
         .contains("The name teamx is not available."));
+    // Each refusal counted as an attempt: asking on only finds the limit, so held
+    // names are not probed faster than sign-ups are allowed (5 a minute per address,
+    // 2 used above), and the answer does not say what holds a name.
+    let signup = |name: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/auth/signup", s.url))
+            .form(&[("username", name), ("password", "a-fine-password")])
+            .send()
+    };
+    let r = signup("alice").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("the name alice is not available"));
+    for _ in 0..2 {
+        assert_eq!(signup("teamx").await.unwrap().status(), 400);
+    }
+    for name in ["teamx", "nobodyyet"] {
+        let r = signup(name).await.unwrap();
+        assert_eq!(r.status(), 429, "{name}");
+    }
+    // So are a user's new organizations (4 more, 5 in all; then refused).
+    for i in 0..4 {
+        let r = alice
+            .post(format!("{}/settings/organizations", s.url))
+            .form(&[
+                ("csrf", crate::web::csrf_of(&settings).as_str()),
+                ("name", if i % 2 == 0 { "teamx" } else { "alice" }),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    let r = alice
+        .post(format!("{}/settings/organizations", s.url))
+        .form(&[
+            ("csrf", crate::web::csrf_of(&settings).as_str()),
+            ("name", "teamx"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
     // An admin still gives it out.
     let (ok, out) = admin(&s, &["org", "add", "teamx", "--owner", "alice"], None);
     assert!(ok, "{out}");

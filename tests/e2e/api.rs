@@ -295,6 +295,22 @@ async fn cancel_and_unknown_uploads(s: Berthd) {
         .call("GET", &format!("/v2/ns/two/blobs/uploads/{id}"))
         .await;
     assert_eq!(r.status(), 404);
+    // Ids are not signed, but one dated in the future (it would never expire, nor the
+    // tombstone its cancel leaves) is unknown; one dated now is as good as a POST's.
+    let (random, rest) = id.split_once('.').unwrap();
+    let (_, kind) = rest.split_once('.').unwrap();
+    let far = format!("/v2/ns/one/blobs/uploads/{random}.9000000000000000.{kind}");
+    for method in ["GET", "PATCH", "DELETE"] {
+        let r = c.call(method, &far).await;
+        assert_eq!(r.status(), 404, "{method} of a future id");
+        assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let written = format!("/v2/ns/one/blobs/uploads/{random}.{now}.{kind}");
+    assert_eq!(c.call("GET", &written).await.status(), 204);
     assert_eq!(
         count_files(&s.data_dir.join("blobs/data")),
         0,

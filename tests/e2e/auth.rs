@@ -545,6 +545,12 @@ async fn personal_access_tokens(s: Berthd) {
         claims(&t)["access"][0]["actions"],
         serde_json::json!(["pull"])
     );
+    // The catalog lists what she may pull, which a read token may ask for.
+    let listed = catalog(&c, Some(("alice", &ro))).await;
+    assert!(
+        listed.as_array().unwrap().iter().any(|r| r == "alice/pat"),
+        "{listed}"
+    );
     assert_eq!(
         token(&c, Some(("bobby", &ci)), scope).await.status(),
         401,

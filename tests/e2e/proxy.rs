@@ -345,7 +345,11 @@ async fn distribution_upstream_and_the_mirror_listener() {
     let digest = pushed_digest(&docker(&["push", &team]));
     docker(&["tag", &team, &library]);
     assert_eq!(pushed_digest(&docker(&["push", &library])), digest);
-    docker(&["rmi", "-f", &team, &library]);
+    // A second tag, for the mirror's tag list to have a next page.
+    let library2 = format!("{}/library/bb:2", dist.addr);
+    docker(&["tag", &team, &library2]);
+    docker(&["push", &library2]);
+    docker(&["rmi", "-f", &team, &library, &library2]);
 
     let mirror = format!("127.0.0.1:{}", free_port());
     let config = proxy_table("dist", &dist.url, &[("mirror_listen", &mirror)]);
@@ -465,6 +469,45 @@ async fn distribution_upstream_and_the_mirror_listener() {
         "unknown upstream image on the mirror",
     )
     .await;
+    // The mirror's tag list names the repository as addressed there (so would its link
+    // to a next page: Distribution 2.8 does not page tag lists; see the unit test).
+    let r = m.call("GET", "/v2/library/bb/tags/list").await;
+    assert_eq!(r.status(), 200);
+    let listed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(listed["name"], "library/bb");
+    // (In the upstream's order, which Distribution 2.8 does not sort.)
+    let mut tags: Vec<&str> = listed["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["1", "2"]);
+    // A blob is served under a repository only where a manifest cached there lists it:
+    // asking for a cached blob under any other name neither serves it nor makes that
+    // name a repository.
+    let (blob, _) = &blobs[0];
+    let r = c
+        .call("GET", &format!("/v2/dist/made/up/blobs/{blob}"))
+        .await;
+    expect_error(
+        r,
+        404,
+        "BLOB_UNKNOWN",
+        "a cached blob under an unknown name",
+    )
+    .await;
+    let r = c
+        .call("HEAD", &format!("/v2/dist/made/up/blobs/{blob}"))
+        .await;
+    assert_eq!(r.status(), 404, "HEAD: the upstream has no such repository");
+    let catalog: serde_json::Value = c.call("GET", "/v2/_catalog").await.json().await.unwrap();
+    let catalog = catalog.to_string();
+    assert!(
+        catalog.contains("dist/library/bb") && !catalog.contains("made/up"),
+        "{catalog}"
+    );
     // Docker pulls from the mirror listener as from a registry of its own.
     let from_mirror = format!("{mirror}/library/bb:1");
     docker(&["pull", &from_mirror]);

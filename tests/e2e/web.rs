@@ -549,6 +549,31 @@ async fn search_pages_and_api_follow_access_rules(s: Berthd) {
         detail["pull"],
         format!("docker pull {}/alice/app:multi", s.addr)
     );
+    // A forwarded host, which anyone may send, does not name the registry to pull
+    // from; and a shared cache in front must ask again before reusing an answer.
+    let forwarded = anonymous
+        .get(format!("{base}/api/v1/repositories/alice/app/tags/multi"))
+        .header("X-Forwarded-Host", "evil.example")
+        .header("Forwarded", "host=evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.headers()["cache-control"], "no-cache");
+    let text = forwarded.text().await.unwrap();
+    assert!(
+        text.contains(&format!("docker pull {}/alice/app:multi", s.addr)) && !text.contains("evil"),
+        "{text}"
+    );
+    let page = anonymous
+        .get(format!("{base}/r/alice/app"))
+        .header("X-Forwarded-Host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("evil"), "{page}");
     let images = detail["images"].as_array().unwrap();
     assert_eq!(images.len(), 2);
     assert_eq!(images[1]["platform"], "linux/arm64");

@@ -65,14 +65,11 @@ pub async fn signup(
         return problem("The two passwords differ.".into());
     }
     let peer = req.peer_addr().map(|a| a.ip());
-    let made = match held_by_repositories(&web, &form.username).await? {
-        true => Err(AuthError::NameInUse(form.username.clone())),
-        false => {
-            web.accounts
-                .sign_up(&form.username, form.password.clone(), peer)
-                .await
-        }
-    };
+    let held = held_by_repositories(&web, &form.username).await?;
+    let made = web
+        .accounts
+        .sign_up(&form.username, form.password.clone(), peer, held)
+        .await;
     let user = match made {
         Ok(user) => user,
         Err(e @ (AuthError::UsernameInvalid(_) | AuthError::PasswordTooShort)) => {

@@ -115,6 +115,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // error pages carry the site's header.
     let site = web::scope("")
         .wrap(middleware::from_fn(error_pages::with_header))
+        // Answers vary by visitor (sessions, private repositories) and by the `Host`
+        // asked (pull commands): a shared cache in front must ask again each time.
+        .wrap(middleware::DefaultHeaders::new().add(("Cache-Control", "no-cache")))
         .default_service(web::to(error_pages::not_found))
         .route("/", read().to(pages::explore))
         .route("/search", read().to(pages::search))

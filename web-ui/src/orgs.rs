@@ -89,15 +89,12 @@ pub async fn create(
             context! { org_error => message, org_name => name },
         )
     };
-    let added = match crate::account::held_by_repositories(&web, name).await? {
-        true => Err(AuthError::NameInUse(name.to_owned())),
-        false => {
-            web.accounts
-                .by(visitor.actor())
-                .add_org(name, &user.name)
-                .await
-        }
-    };
+    let held = crate::account::held_by_repositories(&web, name).await?;
+    let added = web
+        .accounts
+        .by(visitor.actor())
+        .add_own_org(name, &user.name, held)
+        .await;
     match added {
         Ok(()) => Ok(see_other(&format!("/u/{name}"))),
         Err(e @ AuthError::UsernameInvalid(_)) => {

@@ -20,7 +20,9 @@ const REPOS_PER_PAGE: u64 = 20;
 const MAX_DESCRIPTION_CHARS: usize = 100;
 const MAX_README_BYTES: usize = 100_000;
 
-/// Where clients reach this registry, for `docker pull` and `docker login` commands.
+/// Where clients reach this registry, for `docker pull` and `docker login` commands:
+/// `[auth] external_url`'s host, else the request's `Host` (never `X-Forwarded-Host` or
+/// `Forwarded`, which any client may send to have a page name its registry).
 pub fn host(web: &Web, req: &HttpRequest) -> String {
     match &web.external_url {
         Some(url) => url
@@ -28,7 +30,9 @@ pub fn host(web: &Web, req: &HttpRequest) -> String {
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned(),
-        None => req.connection_info().host().to_owned(),
+        None => berth_events::origin::request_host(req)
+            .unwrap_or("localhost")
+            .to_owned(),
     }
 }
 

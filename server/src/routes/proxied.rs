@@ -8,6 +8,7 @@ use berth_oci::{Digest, Reference, RepoName};
 use berth_proxy::{Blob, Route};
 use serde_json::json;
 
+use crate::authz::MirrorOf;
 use crate::error::ApiResult;
 use crate::http::{head_body, query_one, Pagination};
 use crate::routes::{blobs, manifests, referrers};
@@ -69,11 +70,22 @@ pub async fn list_tags(
         .proxy
         .tags(name, &route.remote, p.n, p.last.as_deref())
         .await?;
+    let addressed = addressed_name(name, req);
     Ok(p.respond(
-        &format!("/v2/{name}/tags/list"),
+        &format!("/v2/{addressed}/tags/list"),
         &page,
-        json!({ "name": name.as_str(), "tags": page.items }),
+        json!({ "name": addressed, "tags": page.items }),
     ))
+}
+
+/// `name` as the client addressed it: on a proxy's mirror listener, without the
+/// proxy's prefix (the gate put it there), so a `Link` to the next page leads there.
+fn addressed_name<'a>(name: &'a RepoName, req: &HttpRequest) -> &'a str {
+    let name = name.as_str();
+    req.app_data::<MirrorOf>()
+        .and_then(|mirror| name.strip_prefix(mirror.0.as_str()))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(name)
 }
 
 pub async fn list_referrers(
@@ -92,4 +104,25 @@ pub async fn list_referrers(
         return referrers::list(state, name, digest, req).await;
     };
     Ok(referrers::index_response(filtered).body(index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mirror_listeners_names_are_told_as_addressed() {
+        let name = RepoName::parse("hub/library/nginx").unwrap();
+        let main = actix_web::test::TestRequest::default().to_http_request();
+        assert_eq!(addressed_name(&name, &main), "hub/library/nginx");
+        let mirror = actix_web::test::TestRequest::default()
+            .app_data(MirrorOf("hub".into()))
+            .to_http_request();
+        assert_eq!(addressed_name(&name, &mirror), "library/nginx");
+        // Only the whole first component is the prefix.
+        let other = actix_web::test::TestRequest::default()
+            .app_data(MirrorOf("hu".into()))
+            .to_http_request();
+        assert_eq!(addressed_name(&name, &other), "hub/library/nginx");
+    }
 }

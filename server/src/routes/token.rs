@@ -294,7 +294,9 @@ async fn issue(
             name: scope.name.clone(),
             actions: Vec::new(),
         });
-        if let Some(cap) = cap {
+        // A token's scope caps what it does to repositories; the catalog (`registry:
+        // catalog:*`) only lists what the user may pull, which any token may.
+        if let Some(cap) = cap.filter(|_| access.kind == "repository") {
             access.actions.retain(|a| cap.permits(a));
         }
         // A repository looked at and refused keeps its entry, without actions (as
@@ -358,12 +360,17 @@ fn login_error(e: AuthError) -> ApiError {
             ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
         }
         // Sign-up refusals: the reason is the client's to fix.
-        AuthError::UsernameInvalid(_)
-        | AuthError::PasswordTooShort
-        | AuthError::UserExists(_)
-        | AuthError::NameTaken { .. }
-        | AuthError::NameReserved(_)
-        | AuthError::NameInUse(_) => ApiError::bad_request("DENIED", e.to_string()),
+        AuthError::UsernameInvalid(_) | AuthError::PasswordTooShort => {
+            ApiError::bad_request("DENIED", e.to_string())
+        }
+        // A taken name, whoever or whatever holds it, is said alike (as the web form
+        // does): which it is would tell of private repositories and removed users.
+        AuthError::UserExists(name)
+        | AuthError::NameTaken { name, .. }
+        | AuthError::NameReserved(name)
+        | AuthError::NameInUse(name) => {
+            ApiError::bad_request("DENIED", format!("the name {name} is not available"))
+        }
         other => {
             tracing::error!(error = %other, "token endpoint failure");
             ApiError::new(
@@ -405,18 +412,20 @@ pub async fn signup(
         .await
         .map_err(login_error)?
         .is_none();
-    if unheld
+    let held_by_repositories = unheld
         && state
             .storage
             .namespace_in_use(&username)
             .await
-            .map_err(ApiError::from)?
-    {
-        return Err(login_error(AuthError::NameInUse(username)));
-    }
+            .map_err(ApiError::from)?;
     let user = auth
         .accounts
-        .sign_up(&username, password, client_address(&req))
+        .sign_up(
+            &username,
+            password,
+            client_address(&req),
+            held_by_repositories,
+        )
         .await
         .map_err(login_error)?;
     Ok(HttpResponse::Created().json(json!({ "username": user.name })))
