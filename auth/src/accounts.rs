@@ -29,8 +29,9 @@ pub struct Accounts {
     pub(crate) logins: Arc<Logins>,
     /// Whom changes made through this handle are recorded as in the audit log.
     pub(crate) actor: Arc<Actor>,
-    /// Which rate-limited sign-ins are recorded: once per address and minute.
-    refusals: Arc<OnceAMinute<Option<IpAddr>>>,
+    /// Which rate-limited sign-ins are recorded: once per client (as limits count
+    /// clients: an IPv6 one by its /64) and minute.
+    refusals: Arc<OnceAMinute<String>>,
     /// Which sign-ins with an access token are recorded: once per token and minute.
     token_sign_ins: Arc<OnceAMinute<i64>>,
 }
@@ -126,10 +127,14 @@ impl Accounts {
     ) {
         let (outcome, why) = match result {
             Err(AuthError::BadCredentials) => (Outcome::Failure, "wrong credentials"),
-            Err(AuthError::RateLimited { .. }) if self.refusals.record_now(peer) => (
-                Outcome::Denied,
-                "rate limited (further refusals from this address within a minute not recorded)",
-            ),
+            Err(AuthError::RateLimited { .. })
+                if self.refusals.record_now(crate::limiter::client_of(peer)) =>
+            {
+                (
+                    Outcome::Denied,
+                    "rate limited (further refusals from this address within a minute not recorded)",
+                )
+            }
             _ => return,
         };
         let actor = Actor {

@@ -137,11 +137,22 @@ impl Logins {
             .await
     }
 
-    /// Counts an organization `creator` sets out to make: every attempt counts, as a
-    /// refused name tells that something holds it, so names are not probed faster
-    /// than this.
-    pub async fn new_org(&self, db: &DatabaseConnection, creator: &str) -> Result<(), AuthError> {
-        self.limiter.attempt(db, &[format!("org:{creator}")]).await
+    /// Counts an organization `creator` sets out to make from `peer`: every attempt
+    /// counts, as a refused name tells that something holds it, so names are not
+    /// probed faster than this. Against the creator, and against the address as a
+    /// sign-up is (new names from one address share a budget, however many accounts
+    /// it made).
+    pub async fn new_org(
+        &self,
+        db: &DatabaseConnection,
+        creator: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
+        let keys = [
+            format!("org:{creator}"),
+            format!("signup:{}", limiter::client_of(peer)),
+        ];
+        self.limiter.attempt(db, &keys).await
     }
 
     /// Verified passwords remembered now.

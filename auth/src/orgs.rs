@@ -94,16 +94,18 @@ impl Accounts {
         create(self, name, owner, false).await
     }
 
-    /// An organization a user makes for themselves (the web UI): like
-    /// [`Accounts::add_org`], after the attempt is counted against them (5 a minute);
+    /// An organization a user makes for themselves (the web UI), from `peer`: like
+    /// [`Accounts::add_org`], after the attempt is counted against them and their
+    /// address (5 a minute each; the address's budget is the sign-ups'),
     /// `held_by_repositories` as for [`Accounts::sign_up`].
     pub async fn add_own_org(
         &self,
         name: &str,
         owner: &str,
+        peer: Option<std::net::IpAddr>,
         held_by_repositories: bool,
     ) -> Result<(), AuthError> {
-        self.logins.new_org(&self.db, owner).await?;
+        self.logins.new_org(&self.db, owner, peer).await?;
         if held_by_repositories {
             return Err(AuthError::NameInUse(name.to_owned()));
         }

@@ -76,13 +76,14 @@ impl ProxyLayer {
             matches!(u.scheme(), "http" | "https")
                 && u.host().is_some()
                 && u.query().is_none()
+                && u.fragment().is_none()
                 && u.username().is_empty()
         });
         let Some(parsed) = parsed else {
             return Err(invalid(
                 "proxy.upstream",
                 &upstream,
-                "expected an http:// or https:// URL without credentials or query",
+                "expected an http:// or https:// URL without credentials, query or fragment",
             ));
         };
         let credentials_env = match (&self.username_env, &self.password_env) {

@@ -11,9 +11,9 @@ use berth_storage::events::queue::{held, Attempt, Delivery, ENVELOPE_EVENTS};
 use berth_storage::events::ENVELOPE_MEDIA_TYPE;
 use berth_storage::Storage;
 
-use crate::address::PublicOnly;
 use crate::fanout::{fan_out, fan_out_buffered, notification_key};
 use crate::{metrics, signature, EventsError, SIGNATURE_HEADER};
+use berth_addresses::PublicOnly;
 
 /// How much of a response is read, and kept for the delivery history.
 const RESPONSE_READ: usize = 64 * 1024;

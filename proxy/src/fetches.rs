@@ -352,11 +352,15 @@ impl DiskClaims {
                 .into());
             }
         }
-        allocate(spool, size)?;
-        *claimed += copy;
+        // Where the file system cannot allocate ahead, the spool file is claimed too.
+        let bytes = match allocate(spool, size)? {
+            true => copy,
+            false => copy.saturating_add(size),
+        };
+        *claimed = claimed.saturating_add(bytes);
         Ok(Claim {
             claims: self.clone(),
-            bytes: copy,
+            bytes,
         })
     }
 }
@@ -370,27 +374,27 @@ struct Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if let Ok(mut claimed) = self.claims.0.lock() {
-            *claimed -= self.bytes;
+            *claimed = claimed.saturating_sub(self.bytes);
         }
     }
 }
 
 /// Allocates the spool file's `size` bytes at once (its length stays 0 until written):
-/// from now on free space counts them, so the next fetch's check sees this one. A
-/// file system that cannot allocate ahead is written as it comes; one without room
-/// refuses the fetch here rather than midway.
-fn allocate(file: &std::fs::File, size: u64) -> Result<()> {
+/// from now on free space counts them, so the next fetch's check sees this one. False
+/// where the file system cannot allocate ahead (the file is written as it comes); one
+/// without room refuses the fetch here rather than midway.
+fn allocate(file: &std::fs::File, size: u64) -> Result<bool> {
     if size == 0 {
-        return Ok(());
+        return Ok(true);
     }
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, size) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         // A full disk (507, like any).
         Err(e @ (rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)) => {
             Err(StorageError::from(std::io::Error::from(e)).into())
         }
-        // Not supported here (EOPNOTSUPP): written as it comes.
-        Err(_) => Ok(()),
+        // Not supported here (EOPNOTSUPP).
+        Err(_) => Ok(false),
     }
 }
 
@@ -790,7 +794,7 @@ mod tests {
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let path = dir.path().join("spool");
         let file = std::fs::File::create_new(&path).unwrap();
-        allocate(&file, 8 << 20).unwrap();
+        assert!(allocate(&file, 8 << 20).unwrap());
         let meta = std::fs::metadata(&path).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(meta.len(), 0);

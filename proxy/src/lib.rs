@@ -12,6 +12,7 @@
 //! misses stream through (`fetches`); everything from an upstream is verified
 //! against its digest before it is stored.
 
+mod destinations;
 pub mod error;
 mod fetches;
 pub mod metrics;
@@ -114,6 +115,15 @@ impl Proxies {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Proxy>> {
         self.proxies.iter()
     }
+}
+
+/// Whether a blob is known to be listed by a manifest of the repository asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listed {
+    /// By the manifest the upstream just served for it, being cached.
+    Yes,
+    /// If a manifest cached there lists it.
+    IfCached,
 }
 
 /// A blob to serve.
@@ -305,7 +315,8 @@ impl Proxy {
         if !is_image || size > MAX_CONFIG_PREFETCH {
             return;
         }
-        match self.cached_blob(local, &digest).await {
+        // Listed by the manifest about to be cached under `local`.
+        match self.cached_blob(local, &digest, Listed::Yes).await {
             Ok(None) => {}
             Ok(Some(_)) | Err(_) => return,
         }
@@ -330,7 +341,7 @@ impl Proxy {
     /// upstream. Only a blob a manifest cached in `local` lists is fetched (clients
     /// ask for the manifest first), and only at the size it lists.
     pub async fn blob(&self, local: &str, remote: &str, digest: &Digest) -> Result<Blob> {
-        if let Some(blob) = self.cached_blob(local, digest).await? {
+        if let Some(blob) = self.cached_blob(local, digest, Listed::IfCached).await? {
             self.metrics.hit();
             return Ok(Blob::Cached(blob));
         }
@@ -347,7 +358,7 @@ impl Proxy {
         match self.fetches.follow(source, digest, size).await? {
             Some(following) => Ok(Blob::Following(following)),
             // Stored since this request looked.
-            None => match self.cached_blob(local, digest).await? {
+            None => match self.cached_blob(local, digest, Listed::IfCached).await? {
                 Some(blob) => Ok(Blob::Cached(blob)),
                 None => Err(StorageError::BlobUnknown(digest.clone()).into()),
             },
@@ -356,7 +367,7 @@ impl Proxy {
 
     /// A blob's size for a `HEAD`: the cache's, else the upstream's (nothing fetched).
     pub async fn blob_size(&self, local: &str, remote: &str, digest: &Digest) -> Result<u64> {
-        if let Some(blob) = self.cached_blob(local, digest).await? {
+        if let Some(blob) = self.cached_blob(local, digest, Listed::IfCached).await? {
             return Ok(blob.size);
         }
         let size = self.upstream.blob_size(remote, digest.as_str()).await;
@@ -374,19 +385,25 @@ impl Proxy {
     }
 
     /// The blob from the cache: `local`'s, or linked from another repository of
-    /// this proxy (images share layers) when a manifest cached in `local` lists it.
-    /// (Only then: a link makes `local` a repository, and any name asked for must not.)
-    async fn cached_blob(&self, local: &str, digest: &Digest) -> Result<Option<BlobInfo>> {
+    /// this proxy (images share layers) when a manifest of `local` lists it. (Only
+    /// then: a link makes `local` a repository, and any name asked for must not.)
+    async fn cached_blob(
+        &self,
+        local: &str,
+        digest: &Digest,
+        listed: Listed,
+    ) -> Result<Option<BlobInfo>> {
         match self.storage.blob(local, digest).await {
             Ok(blob) => return Ok(Some(blob)),
             Err(StorageError::BlobUnknown(_) | StorageError::NameUnknown(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        if self
-            .storage
-            .listed_blob_size(local, digest)
-            .await?
-            .is_none()
+        if listed == Listed::IfCached
+            && self
+                .storage
+                .listed_blob_size(local, digest)
+                .await?
+                .is_none()
         {
             return Ok(None);
         }

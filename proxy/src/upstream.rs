@@ -6,7 +6,7 @@
 //! host, and a challenge from anywhere but the upstream is not answered).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_oci::{media_types, Digest};
@@ -14,6 +14,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENT
 use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
 
+use crate::destinations::{Destinations, Resolver};
 use crate::error::{Missing, ProxyError, Result};
 
 /// A token without `expires_in` lives 60 s (the token spec's default).
@@ -69,9 +70,11 @@ impl Upstream {
         credentials: Option<(String, String)>,
         max_manifest_bytes: u64,
     ) -> Result<Upstream> {
-        let origin = url::Url::parse(url)
-            .map(|u| u.origin())
+        let parsed = url::Url::parse(url)
             .map_err(|e| ProxyError::Setup(format!("upstream {url} is not a URL: {e}")))?;
+        let origin = parsed.origin();
+        // Where the upstream sends requests (redirects, token realms), checked.
+        let destinations = Destinations::new(&parsed);
         let build = |redirects: reqwest::redirect::Policy| {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
@@ -79,27 +82,28 @@ impl Upstream {
                 .read_timeout(Duration::from_secs(60))
                 .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
                 .redirect(redirects)
+                .dns_resolver(Arc::new(Resolver(destinations.clone())))
                 .build()
                 .map_err(|e| ProxyError::Setup(format!("an HTTP client for {url}: {e}")))
         };
         // Manifests, tags, referrers and tokens come from the upstream itself; blobs
         // may be sent elsewhere (pre-signed storage URLs), never from https to http.
         let client = build(reqwest::redirect::Policy::none())?;
-        let blob_client = build(reqwest::redirect::Policy::custom(|attempt| {
+        let redirects = destinations.clone();
+        let blob_client = build(reqwest::redirect::Policy::custom(move |attempt| {
             let downgrade = attempt.url().scheme() == "http"
                 && attempt.previous().iter().any(|u| u.scheme() == "https");
             if downgrade {
                 attempt.error("redirect from https to http")
             } else if attempt.previous().len() > 5 {
                 attempt.error("more than 5 redirects")
+            } else if !redirects.allows(attempt.url()) {
+                attempt.error("redirect to an internal address")
             } else {
                 attempt.follow()
             }
         }))?;
-        let host = url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
+        let host = parsed.host_str().unwrap_or_default().to_owned();
         Ok(Upstream {
             url: url.to_owned(),
             origin,

@@ -566,36 +566,61 @@ async fn names_with_repositories_are_not_given_away(db: Db) {
         .await
         .unwrap()
         .contains("the name alice is not available"));
-    for _ in 0..2 {
-        assert_eq!(signup("teamx").await.unwrap().status(), 400);
-    }
+    // (The organization above was the address's third.)
+    assert_eq!(signup("teamx").await.unwrap().status(), 400);
     for name in ["teamx", "nobodyyet"] {
         let r = signup(name).await.unwrap();
         assert_eq!(r.status(), 429, "{name}");
     }
-    // So are a user's new organizations (4 more, 5 in all; then refused).
-    for i in 0..4 {
-        let r = alice
-            .post(format!("{}/settings/organizations", s.url))
-            .form(&[
-                ("csrf", crate::web::csrf_of(&settings).as_str()),
-                ("name", if i % 2 == 0 { "teamx" } else { "alice" }),
-            ])
+    // New organizations share the address's budget for new names (however many
+    // accounts it signed up)…
+    let new_org = |http: &reqwest::Client, csrf: &str, name: &str| {
+        http.post(format!("{}/settings/organizations", s.url))
+            .form(&[("csrf", csrf), ("name", name)])
             .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400);
-    }
-    let r = alice
-        .post(format!("{}/settings/organizations", s.url))
+    };
+    let csrf = crate::web::csrf_of(&settings);
+    assert_eq!(new_org(&alice, &csrf, "teamx").await.unwrap().status(), 429);
+    // …and each user has one of their own, wherever they ask from (4 more, 5 in all).
+    let elsewhere = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .unwrap();
+    let form = elsewhere
+        .get(format!("{}/signin", s.url))
+        .send()
+        .await
+        .unwrap();
+    let form = form.text().await.unwrap();
+    let r = elsewhere
+        .post(format!("{}/signin", s.url))
         .form(&[
-            ("csrf", crate::web::csrf_of(&settings).as_str()),
-            ("name", "teamx"),
+            ("csrf", crate::web::csrf_of(&form).as_str()),
+            ("username", ALICE.0),
+            ("password", ALICE.1),
         ])
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 429);
+    assert_eq!(r.status(), 303);
+    let page = elsewhere
+        .get(format!("{}/settings", s.url))
+        .send()
+        .await
+        .unwrap();
+    let csrf = crate::web::csrf_of(&page.text().await.unwrap());
+    for name in ["teamx", "alice", "teamx", "alice"] {
+        assert_eq!(
+            new_org(&elsewhere, &csrf, name).await.unwrap().status(),
+            400
+        );
+    }
+    assert_eq!(
+        new_org(&elsewhere, &csrf, "teamx").await.unwrap().status(),
+        429
+    );
     // An admin still gives it out.
     let (ok, out) = admin(&s, &["org", "add", "teamx", "--owner", "alice"], None);
     assert!(ok, "{out}");

@@ -571,7 +571,10 @@ async fn personal_access_tokens(s: Berthd) {
     let id = ci_line.split('\t').next().unwrap();
     assert!(run(&["token", "revoke", "alice", id]).status.success());
     assert_eq!(token(&c, Some(("alice", &ci)), scope).await.status(), 401);
-    assert_eq!(token(&c, Some(("alice", &ro)), scope).await.status(), 200);
+    let r = token(&c, Some(("alice", &ro)), scope).await;
+    assert_eq!(r.status(), 200);
+    // Never kept by a cache on the way (RFC 6749 5.1).
+    assert_eq!(r.headers()["cache-control"], "no-store");
     assert!(!s.log().contains(&ci));
 
     // An ordinary token request never creates a refresh token…

@@ -93,7 +93,7 @@ pub async fn create(
     let added = web
         .accounts
         .by(visitor.actor())
-        .add_own_org(name, &user.name, held)
+        .add_own_org(name, &user.name, req.peer_addr().map(|a| a.ip()), held)
         .await;
     match added {
         Ok(()) => Ok(see_other(&format!("/u/{name}"))),

@@ -60,7 +60,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Http
     if let Some(secret) = issued.refresh_token {
         body["refresh_token"] = json!(secret);
     }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(token_response(body))
 }
 
 #[derive(serde::Deserialize)]
@@ -129,7 +129,7 @@ pub async fn post(
     if let Some(secret) = issued.refresh_token {
         body["refresh_token"] = json!(secret);
     }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(token_response(body))
 }
 
 fn check_service(auth: &AuthState, service: Option<String>) -> ApiResult<()> {
@@ -386,6 +386,13 @@ fn login_error(e: AuthError) -> ApiError {
 pub struct SignupForm {
     username: String,
     password: String,
+}
+
+/// A token endpoint's answer: never stored by a cache on the way (RFC 6749 5.1).
+fn token_response(body: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
 }
 
 /// `POST /auth/signup` (form: username, password): self sign-up, when `auth.signup` is on.
