@@ -100,7 +100,8 @@ pub fn load(store: &Store, input: &Path) -> anyhow::Result<Vec<String>> {
 /// Reads the archive `input` (an OCI layout or `docker save` tar, as bytes or any
 /// reader) into the store, as [`load`] does; `what` names it in messages.
 pub fn load_from(store: &Store, input: impl Read, what: &str) -> anyhow::Result<Vec<String>> {
-    let dir = tempfile::tempdir()?;
+    // Other users kept out: its files keep the archive's modes (setuid ones too).
+    let dir = crate::private::tempdir("berth-load-")?;
     let root = Root::open(dir.path())?;
     rootfs::unpack_archive(&root, input)
         .map_err(|e| anyhow::anyhow!("{what} is not an image archive: {e:#}"))?;

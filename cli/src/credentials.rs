@@ -70,6 +70,8 @@ impl Credentials {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
+        // The mode above holds only for a file made now: one left behind keeps its own.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         f.write_all(&serde_json::to_vec_pretty(config)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;

@@ -23,6 +23,7 @@ mod image;
 mod inroot;
 mod listing;
 pub mod manifest;
+mod private;
 mod reference;
 mod registry;
 pub mod rootless;

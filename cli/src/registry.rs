@@ -24,13 +24,29 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, String>>,
 }
 
+/// Whether `host` (`name[:port]`) is this machine: `localhost`, `[::1]` or an IPv4
+/// address in 127.0.0.0/8, exactly (`localhost.example.com` or `127.example.net` is
+/// another machine, whose credentials must not go in the clear).
+fn on_this_machine(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(addr, _)| addr),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Registry {
     /// `host` is reached over plain HTTP when it is on this machine (as docker treats
     /// 127.0.0.0/8), else over HTTPS.
     pub fn new(host: &str, credentials: Option<(String, String)>) -> anyhow::Result<Registry> {
-        let local =
-            host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
-        let scheme = if local { "http" } else { "https" };
+        let scheme = if on_this_machine(host) {
+            "http"
+        } else {
+            "https"
+        };
         let api_host = if host == crate::reference::DOCKER_HUB {
             "registry-1.docker.io"
         } else {
@@ -566,6 +582,30 @@ async fn check(res: Response, what: &str) -> anyhow::Result<Response> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_this_machine_is_reached_in_the_clear() {
+        for local in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "LOCALHOST",
+        ] {
+            assert!(super::on_this_machine(local), "{local}");
+        }
+        for remote in [
+            "localhost.example.com",
+            "localhost.corp.example:5000",
+            "127.example.net",
+            "127.0.0.1.nip.io:5000",
+            "[::2]:5000",
+            "registry.example",
+        ] {
+            assert!(!super::on_this_machine(remote), "{remote}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -208,7 +208,12 @@ pub enum SizeSetting {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_manifest_bytes: u64,
+    /// Chunks (`PATCH`es) one upload takes at most.
+    pub max_upload_chunks: u64,
 }
+
+/// As S3 takes 10,000 parts: real clients send one chunk, or chunks of megabytes.
+pub const DEFAULT_MAX_UPLOAD_CHUNKS: u64 = 10_000;
 
 /// One source of settings; every field is optional so sources can be stacked.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -300,6 +305,7 @@ pub struct GcLayer {
 #[serde(deny_unknown_fields)]
 pub struct LimitsLayer {
     pub max_manifest_bytes: Option<u64>,
+    pub max_upload_chunks: Option<u64>,
 }
 
 impl Layer {
@@ -338,6 +344,7 @@ impl Layer {
             },
             limits: LimitsLayer {
                 max_manifest_bytes: u64_var("BERTH_LIMITS_MAX_MANIFEST_BYTES")?,
+                max_upload_chunks: u64_var("BERTH_LIMITS_MAX_UPLOAD_CHUNKS")?,
             },
             auth: AuthLayer {
                 enabled: bool_var("BERTH_AUTH_ENABLED")?,
@@ -395,6 +402,10 @@ impl Layer {
                     .limits
                     .max_manifest_bytes
                     .or(self.limits.max_manifest_bytes),
+                max_upload_chunks: over
+                    .limits
+                    .max_upload_chunks
+                    .or(self.limits.max_upload_chunks),
             },
             auth: AuthLayer {
                 enabled: over.auth.enabled.or(self.auth.enabled),
@@ -566,6 +577,17 @@ impl Config {
                 reason: "must be positive".into(),
             });
         }
+        let max_upload_chunks = merged
+            .limits
+            .max_upload_chunks
+            .unwrap_or(DEFAULT_MAX_UPLOAD_CHUNKS);
+        if max_upload_chunks == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_upload_chunks",
+                value: "0".into(),
+                reason: "must be positive".into(),
+            });
+        }
         let private_by_default = match merged.auth.default_visibility.as_deref() {
             None | Some("public") => false,
             Some("private") => true,
@@ -603,7 +625,10 @@ impl Config {
             storage,
             upload_expiry_secs,
             min_free,
-            limits: Limits { max_manifest_bytes },
+            limits: Limits {
+                max_manifest_bytes,
+                max_upload_chunks,
+            },
             auth: AuthConfig {
                 enabled: merged.auth.enabled,
                 service: merged.auth.service.unwrap_or_else(|| "berth".into()),

@@ -114,6 +114,7 @@ impl From<&StorageError> for ApiError {
             }
             S::BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
             S::BlobTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
+            S::TooManyChunks { .. } => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
             S::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             S::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             S::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
@@ -125,7 +126,7 @@ impl From<&StorageError> for ApiError {
             // Rules are managed by `berthd repo immutable` and the web UI, not over /v2.
             S::TagRuleInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             S::TagRuleUnknown(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
-            S::WebhookLimit { .. } => (StatusCode::CONFLICT, "DENIED"),
+            S::Limit { .. } => (StatusCode::CONFLICT, "DENIED"),
             // The spec has no code for it; clients show the message (docker: "unknown:
             // the registry is out of space …") and 507 tells machines what happened.
             S::BelowReserve { .. } => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),

@@ -33,7 +33,12 @@ pub fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `n` and `last` of a paginated listing. Without `n`, everything is listed.
+/// Entries in one page of a listing at most (tags, the catalog), asked for or not: a
+/// repository may have a million tags, and one answer must stay bounded. A longer
+/// listing is paged, with a `Link` to the next page, as the spec lets a registry do.
+pub const MAX_PAGE: u64 = 10_000;
+
+/// `n` and `last` of a paginated listing.
 pub struct Pagination {
     pub n: Option<u64>,
     pub last: Option<String>,
@@ -56,18 +61,16 @@ impl Pagination {
         })
     }
 
-    /// The page size to ask storage for; "everything" is capped far above any real
-    /// listing so the database's `LIMIT n + 1` stays in range.
+    /// The page size: `n`, at most [`MAX_PAGE`] (also without `n`).
     pub fn limit(&self) -> u64 {
-        self.n
-            .unwrap_or(u64::from(u32::MAX))
-            .min(u64::from(u32::MAX))
+        self.n.unwrap_or(MAX_PAGE).min(MAX_PAGE)
     }
 
     /// A 200 response with `body`, and a `Link` to the next page when there is one.
     pub fn respond(&self, path: &str, page: &Page, body: serde_json::Value) -> HttpResponse {
         let mut res = HttpResponse::Ok();
-        if let (true, Some(n), Some(last)) = (page.more, self.n, page.items.last()) {
+        let n = self.limit();
+        if let (true, Some(last)) = (page.more, page.items.last()) {
             // Names and tags are URL-safe by their grammar: no escaping needed.
             res.insert_header(("Link", format!("<{path}?n={n}&last={last}>; rel=\"next\"")));
         }
@@ -174,6 +177,30 @@ pub fn chunk_start(req: &HttpRequest) -> ApiResult<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listing is paged at `MAX_PAGE` whatever is asked, with a link to go on.
+    #[test]
+    fn every_page_is_bounded() {
+        let asked = |n: Option<u64>| Pagination { n, last: None };
+        assert_eq!(asked(None).limit(), MAX_PAGE);
+        assert_eq!(asked(Some(5)).limit(), 5);
+        assert_eq!(asked(Some(u64::MAX)).limit(), MAX_PAGE);
+        let page = Page {
+            items: vec!["a".into(), "b".into()],
+            more: true,
+        };
+        let res = asked(None).respond("/v2/x/tags/list", &page, serde_json::json!({}));
+        assert_eq!(
+            res.headers().get("link").unwrap(),
+            format!("</v2/x/tags/list?n={MAX_PAGE}&last=b>; rel=\"next\"").as_str()
+        );
+        let last = Page {
+            items: vec!["c".into()],
+            more: false,
+        };
+        let res = asked(Some(1)).respond("/v2/x/tags/list", &last, serde_json::json!({}));
+        assert!(res.headers().get("link").is_none());
+    }
 
     #[test]
     fn ranges_resolve_or_are_refused() {

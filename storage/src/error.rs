@@ -36,6 +36,10 @@ pub enum StorageError {
     BlobTooLarge { size: u64, limit: u64 },
     #[error("request body ended early: {0}")]
     BodyIncomplete(String),
+    /// An upload has as many chunks as one may: each is an object of its own, listed
+    /// in the upload's row and read back one by one.
+    #[error("an upload takes at most {limit} chunks: send larger ones, or finish it")]
+    TooManyChunks { limit: usize },
     /// An existing tag an immutable rule protects (`rule`: its pattern and scope).
     #[error("tag {tag} is immutable (rule {rule}): it can be neither overwritten nor deleted")]
     TagImmutable { tag: String, rule: String },
@@ -60,9 +64,14 @@ pub enum StorageError {
     TagRuleInvalid(String),
     #[error("no immutable tag rule {0}")]
     TagRuleUnknown(i64),
-    /// A namespace (or a user) has as many webhooks as it may.
-    #[error("{holder} has {limit} webhooks already, the most allowed")]
-    WebhookLimit { holder: String, limit: u64 },
+    /// A namespace (or a user) has as many of something owners add (webhooks,
+    /// retention policies, immutable tag rules) as it may.
+    #[error("{holder} has {limit} {what} already, the most allowed")]
+    Limit {
+        holder: String,
+        what: &'static str,
+        limit: u64,
+    },
     /// Refused up front: free space is below the reserve kept for metadata commits.
     #[error(
         "the registry is out of space: {} MiB free, below the {} MiB kept in reserve; pushes are refused until space is freed",
@@ -104,6 +113,20 @@ impl std::fmt::Display for Backend {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    /// PostgreSQL rolled the transaction back to break a deadlock (40P01): none of it
+    /// happened, and running it again is safe.
+    pub fn is_deadlock(&self) -> bool {
+        match self {
+            StorageError::Database(e) => matches!(
+                sqlx_error(e),
+                Some(sqlx::Error::Database(d)) if d.code().as_deref() == Some("40P01")
+            ),
+            _ => false,
+        }
+    }
+}
 
 impl From<sea_orm::DbErr> for StorageError {
     fn from(e: sea_orm::DbErr) -> StorageError {

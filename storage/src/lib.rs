@@ -94,6 +94,8 @@ pub struct Storage {
     completions: completions::Completions,
     space: space::Space,
     max_manifest_bytes: u64,
+    /// Chunks one upload takes at most (see `uploads`).
+    max_upload_chunks: usize,
     private_by_default: bool,
     /// How long an upload may sit idle (and a row-less upload id stays valid).
     upload_expiry_ms: i64,
@@ -169,6 +171,7 @@ impl Storage {
             sqlite_writer,
             space: space::Space::for_config(config),
             max_manifest_bytes: config.limits.max_manifest_bytes,
+            max_upload_chunks: config.limits.max_upload_chunks as usize,
             private_by_default: config.auth.private_by_default,
             upload_expiry_ms: config.upload_expiry_secs.saturating_mul(1000) as i64,
             gc: gc::GcSettings::for_config(config),

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use berth_oci::manifest::Manifest;
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, Func, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect,
@@ -52,12 +52,21 @@ pub struct Referrer {
 
 #[derive(FromQueryResult)]
 struct ReferrerRow {
+    id: i64,
     media_type: String,
     digest: String,
     size: i64,
     artifact_type: Option<String>,
-    annotations: Option<String>,
+    /// How long its annotations are (read only within [`REFERRER_ANNOTATION_BYTES`]).
+    annotations_len: Option<i64>,
 }
+
+/// Referrers listed for one subject at most (the oldest): anyone may push manifests
+/// naming any subject, and the list is one answer.
+pub const MAX_REFERRERS: u64 = 10_000;
+/// Annotations carried in one referrers list at most, in bytes: each referrer's may be
+/// up to a manifest's size. Referrers past it are listed without theirs.
+pub const REFERRER_ANNOTATION_BYTES: i64 = 4 * 1024 * 1024;
 
 impl Storage {
     /// Stores a manifest after checking it parses and that everything it references is
@@ -262,11 +271,12 @@ impl Storage {
                     .await?
             }
         };
-        crate::platforms::refresh(&*txn, repo_id).await?;
         if deleted.rows_affected == 0 {
             self.cache.invalidate(repo);
             return Err(StorageError::ManifestUnknown(reference_text(reference)));
         }
+        // Only once something went: a delete of what is not there costs no refresh.
+        crate::platforms::refresh(&*txn, repo_id).await?;
         if let Some(via) = audit_via {
             let (action, target) = deletion_audited_as(repo, reference);
             self.audited(&*txn, action, &target, Some(via.to_owned()))
@@ -310,7 +320,9 @@ impl Storage {
         })
     }
 
-    /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type.
+    /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type:
+    /// the oldest [`MAX_REFERRERS`], with their annotations as far as
+    /// [`REFERRER_ANNOTATION_BYTES`] reach.
     pub async fn referrers(
         &self,
         repo: &str,
@@ -323,12 +335,20 @@ impl Storage {
         let mut q = manifest::Entity::find()
             .select_only()
             .columns([
+                manifest::Column::Id,
                 manifest::Column::MediaType,
                 manifest::Column::Digest,
                 manifest::Column::Size,
                 manifest::Column::ArtifactType,
-                manifest::Column::Annotations,
             ])
+            .column_as(
+                // BIGINT: PostgreSQL's length() is an INT4.
+                Expr::expr(Func::cast_as(
+                    Func::cust("length").arg(Expr::col(manifest::Column::Annotations)),
+                    sea_orm::sea_query::Alias::new("BIGINT"),
+                )),
+                "annotations_len",
+            )
             .filter(manifest::Column::RepositoryId.eq(repo_id))
             .filter(manifest::Column::Subject.eq(digest.as_str()));
         if let Some(t) = artifact_type {
@@ -336,9 +356,37 @@ impl Storage {
         }
         let rows: Vec<ReferrerRow> = q
             .order_by_asc(manifest::Column::Id)
+            .limit(MAX_REFERRERS)
             .into_model()
             .all(&self.db)
             .await?;
+        // The annotations of those that fit, read in one query.
+        let mut budget = REFERRER_ANNOTATION_BYTES;
+        let carried: Vec<i64> = rows
+            .iter()
+            .filter(|row| {
+                let len = row.annotations_len.unwrap_or(0);
+                let fits = len > 0 && len <= budget;
+                if fits {
+                    budget -= len;
+                }
+                fits
+            })
+            .map(|row| row.id)
+            .collect();
+        let mut annotations: HashMap<i64, String> = match carried.is_empty() {
+            true => HashMap::new(),
+            false => manifest::Entity::find()
+                .select_only()
+                .columns([manifest::Column::Id, manifest::Column::Annotations])
+                .filter(manifest::Column::Id.is_in(carried))
+                .into_tuple::<(i64, Option<String>)>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .filter_map(|(id, a)| a.map(|a| (id, a)))
+                .collect(),
+        };
         Ok(rows
             .into_iter()
             .map(|row| Referrer {
@@ -346,7 +394,9 @@ impl Storage {
                 digest: row.digest,
                 size: row.size as u64,
                 artifact_type: row.artifact_type,
-                annotations: row.annotations.and_then(|a| serde_json::from_str(&a).ok()),
+                annotations: annotations
+                    .remove(&row.id)
+                    .and_then(|a| serde_json::from_str(&a).ok()),
             })
             .collect())
     }

@@ -163,6 +163,20 @@ impl Storage {
     pub async fn set_retention(&self, p: &RetentionPolicy) -> Result<()> {
         p.check()?;
         let txn = self.write().await?;
+        let exists = policy::Entity::find_by_id(p.scope.clone())
+            .one(&*txn)
+            .await?
+            .is_some();
+        if !exists {
+            crate::tag_rules::refuse_beyond_limit(
+                &*txn,
+                policy::Entity,
+                policy::Column::Scope,
+                Scope::parse(&p.scope)?,
+                "retention policies",
+            )
+            .await?;
+        }
         policy::Entity::insert(policy::ActiveModel {
             scope: Set(p.scope.clone()),
             keep_last: Set(p.keep_last.map(|n| i32::try_from(n).unwrap_or(i32::MAX))),

@@ -98,7 +98,20 @@ pub enum Scope<'a> {
     Namespace(&'a str),
 }
 
+/// Retention policies, and immutable tag rules, one namespace may have (its own and
+/// its repositories' together): owners add them, and every garbage collection pass
+/// plans each one.
+pub const MAX_PER_NAMESPACE: u64 = 100;
+
 impl<'a> Scope<'a> {
+    /// The namespace the scope is in (a repository's first component).
+    pub fn namespace(self) -> &'a str {
+        match self {
+            Scope::Namespace(ns) => ns,
+            Scope::Repository(repo) => repo.split_once('/').map_or(repo, |(ns, _)| ns),
+        }
+    }
+
     /// Parses and checks a scope: a valid repository name, or `<namespace>/*` where
     /// the namespace is one path component of the repository name grammar.
     pub fn parse(scope: &'a str) -> Result<Scope<'a>> {
@@ -220,9 +233,25 @@ fn matcher(pattern: &str) -> Result<GlobMatcher, globset::Error> {
 impl Storage {
     /// Adds a rule (or returns the one with the same scope and pattern).
     pub async fn add_immutable_rule(&self, scope: &str, pattern: &str) -> Result<ImmutableRule> {
-        Scope::parse(scope)?;
+        let parsed = Scope::parse(scope)?;
         validate_pattern(pattern)?;
         let txn = self.write().await?;
+        let exists = rule::Entity::find()
+            .filter(rule::Column::Scope.eq(scope))
+            .filter(rule::Column::Pattern.eq(pattern))
+            .one(&*txn)
+            .await?
+            .is_some();
+        if !exists {
+            refuse_beyond_limit(
+                &*txn,
+                rule::Entity,
+                rule::Column::Scope,
+                parsed,
+                "immutable tag rules",
+            )
+            .await?;
+        }
         rule::Entity::insert(rule::ActiveModel {
             scope: Set(scope.to_owned()),
             pattern: Set(pattern.to_owned()),
@@ -412,6 +441,42 @@ async fn serialize_protected_writes(db: &impl ConnectionTrait, repo_id: i64) -> 
             )
             .to_owned();
         db.execute(&lock).await?;
+    }
+    Ok(())
+}
+
+/// `Limit` when `scope`'s namespace has [`MAX_PER_NAMESPACE`] rows in `table` (by its
+/// scope `column`; `what`, for the message) already, counted in `db` (the adding
+/// transaction).
+pub(crate) async fn refuse_beyond_limit(
+    db: &impl ConnectionTrait,
+    table: impl sea_orm::sea_query::IntoTableRef,
+    column: impl sea_orm::sea_query::IntoColumnRef + Copy,
+    scope: Scope<'_>,
+    what: &'static str,
+) -> Result<()> {
+    use sea_orm::sea_query::{Asterisk, Cond, ExprTrait};
+    let namespace = scope.namespace();
+    // `ns/*` and `ns/app` are under `ns/`; a one-component repository is its own.
+    let count = Query::select()
+        .expr(Func::count(Expr::col(Asterisk)))
+        .from(table)
+        .cond_where(
+            Cond::any()
+                .add(Expr::col(column).eq(namespace))
+                .add(crate::repos::name_under(Expr::col(column), namespace)),
+        )
+        .to_owned();
+    let counted: i64 = match db.query_one(&count).await? {
+        Some(row) => row.try_get_by_index(0)?,
+        None => 0,
+    };
+    if counted as u64 >= MAX_PER_NAMESPACE {
+        return Err(StorageError::Limit {
+            holder: namespace.to_owned(),
+            what,
+            limit: MAX_PER_NAMESPACE,
+        });
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ use crate::upload_row::{self, EndingUpload};
 /// How far ahead of this replica's clock another replica's may run: an upload id it
 /// made is dated by its clock.
 const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
 use crate::Storage;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +90,12 @@ impl Storage {
     {
         self.ensure_room()?;
         let loaded = self.load_upload(repo, id, true).await?;
+        // Each chunk is an object, and the upload's row lists them all (rewritten
+        // with every chunk): a client sending a byte at a time is stopped here.
+        let limit = self.max_upload_chunks;
+        if loaded.segments.len() >= limit {
+            return Err(StorageError::TooManyChunks { limit });
+        }
         let (loaded, interrupted) = self
             .append_loaded(loaded, start, body, Chunk::Intermediate)
             .await?;

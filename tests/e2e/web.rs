@@ -577,6 +577,10 @@ async fn search_pages_and_api_follow_access_rules(s: Berthd) {
     let images = detail["images"].as_array().unwrap();
     assert_eq!(images.len(), 2);
     assert_eq!(images[1]["platform"], "linux/arm64");
+    assert_eq!(
+        detail["platforms"],
+        json!([images[0]["platform"], images[1]["platform"]])
+    );
     assert_eq!(images[0]["history"][0]["created_by"], "RUN make app");
     assert_eq!(
         images[0]["history"][0]["size"],

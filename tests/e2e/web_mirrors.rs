@@ -306,6 +306,34 @@ async fn mirrors_are_marked_explained_and_listed_in_the_browser() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // Nor its retention, immutable tag rules or untagged images, which the page does
+    // not offer either.
+    assert!(!page.contains("Retention") && !page.contains("Untagged images"));
+    let api = |method: reqwest::Method, path: &str| {
+        root.request(method, format!("{base}{path}"))
+            .header("X-CSRF-Token", csrf.as_str())
+    };
+    let r = api(reqwest::Method::PUT, "/api/v1/retention?scope=up/*")
+        .json(&serde_json::json!({"keep_last": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("read-only mirror"));
+    let r = api(reqwest::Method::POST, "/api/v1/immutable-tag-rules")
+        .json(&serde_json::json!({"scope": "up/lib/app", "pattern": "*"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = api(
+        reqwest::Method::DELETE,
+        &format!("/api/v1/untagged?scope=up/lib/app&digest={digest}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403);
     assert_eq!(
         pull(&anonymous, "up/lib/app", "1").await,
         digest,

@@ -49,7 +49,9 @@ pub async fn repository(
             })
         }
         Target::Tag(repo, tag) => {
-            let mut detail = json!(view::tag_detail(&web, &repo.summary.name, &tag).await?);
+            let described = view::Described::First;
+            let detail = view::tag_detail(&web, &repo.summary.name, &tag, described).await?;
+            let mut detail = json!(detail);
             detail["pull"] = json!(view::pull_command(&host, &repo.summary.name, &tag));
             detail
         }

@@ -81,7 +81,7 @@ impl WebError {
             WebError::Storage(S::TagRuleUnknown(_)) => {
                 (StatusCode::NOT_FOUND, "UNSUPPORTED", shown)
             }
-            WebError::Storage(S::WebhookLimit { .. }) => (StatusCode::CONFLICT, "DENIED", shown),
+            WebError::Storage(S::Limit { .. }) => (StatusCode::CONFLICT, "DENIED", shown),
             WebError::Storage(S::Oci(OciError::NameInvalid(_))) => {
                 (StatusCode::BAD_REQUEST, "NAME_INVALID", shown)
             }

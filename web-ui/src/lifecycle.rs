@@ -29,7 +29,7 @@ use crate::error::{ApiResult, PageResult, WebError};
 use crate::pages::{render, see_other};
 use crate::session::Visitor;
 use crate::tag_rules::check_manager;
-use crate::Web;
+use crate::{mirrors, Web};
 
 /// Longer than this is a typo (and would overflow milliseconds in places).
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
@@ -365,6 +365,8 @@ async fn set_policy(
     visitor: &Visitor,
     policy: &RetentionPolicy,
 ) -> Result<(), WebError> {
+    // A pull-through cache's repositories are its upstream's: never changed here.
+    mirrors::refuse_mirror(web, &policy.scope)?;
     web.storage
         .by(visitor.actor())
         .set_retention(policy)
@@ -620,6 +622,7 @@ pub async fn run(
     visitor.check_api_write(&req, "delete")?;
     let scope = required(&query.scope)?;
     check_owner(&web, &visitor, scope, "retention policy").await?;
+    mirrors::refuse_mirror(&web, scope)?;
     existing_policy(&web, scope).await?;
     if let Some(expected) = query.plan.as_deref() {
         let now = web.storage.retention_preview(Some(scope)).await?;
@@ -797,6 +800,7 @@ pub async fn run_form(
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
     check_owner(&web, &visitor, &form.scope, "retention policy").await?;
+    mirrors::refuse_mirror(&web, &form.scope)?;
     let policy = existing_policy(&web, &form.scope).await?;
     let now = web.storage.retention_preview(Some(&form.scope)).await?;
     if fingerprint(&now) != form.plan {

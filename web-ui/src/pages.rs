@@ -274,8 +274,9 @@ pub async fn repository_or_tag(
                 Some(user) => web.storage.starred(&name, &user.name).await?,
                 None => false,
             };
-            // Usage and retention, as the rules: the owners' only.
-            let lifecycle = match can_manage {
+            // Usage and retention, as the rules: the owners' only, and not a pull-through
+            // cache's (its repositories are its upstream's, never changed here).
+            let lifecycle = match can_manage && mirror.is_none() {
                 true => lifecycle::shown(lifecycle::repository_lifecycle(&web, &name).await),
                 false => None,
             };
@@ -296,20 +297,12 @@ pub async fn repository_or_tag(
         }
         Target::Tag(repo, tag) => {
             let name = repo.summary.name.clone();
-            let mut detail = view::tag_detail(&web, &name, &tag).await?;
             // A multi-platform tag shows one platform at a time, chosen by
             // `?platform=os/arch[/variant]` (the first, else).
-            let platforms: Vec<String> = detail.images.iter().map(|i| i.platform.clone()).collect();
-            let chosen = query
-                .platform
-                .clone()
-                .filter(|p| platforms.contains(p))
-                .or_else(|| platforms.first().cloned());
-            if platforms.len() > 1 {
-                detail
-                    .images
-                    .retain(|i| Some(&i.platform) == chosen.as_ref());
-            }
+            let described = view::Described::One(query.platform.as_deref());
+            let detail = view::tag_detail(&web, &name, &tag, described).await?;
+            let platforms = detail.platforms.clone();
+            let chosen = detail.images.first().map(|i| i.platform.clone());
             let by_digest = detail
                 .images
                 .first()
@@ -603,14 +596,20 @@ pub async fn create_token(
         .by(visitor.actor())
         .create_token(&user.name, name, scope, days)
         .await?;
-    settings_page(
+    let mut page = settings_page(
         &web,
         &visitor,
         &req,
         StatusCode::CREATED,
         context! { new_token => secret, new_token_name => name },
     )
-    .await
+    .await?;
+    // The token is shown this once: kept by no cache (nor the browser's history).
+    page.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    Ok(page)
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::error::{ApiResult, PageResult, WebError};
 use crate::session::Visitor;
-use crate::{view, Web};
+use crate::{mirrors, view, Web};
 
 /// Refuses a visitor who may not manage the rules of `scope` (a repository or
 /// `acme/*`): a repository they may not pull does not exist for them (404); else
@@ -113,6 +113,7 @@ pub async fn add(
         WebError::BadRequest(format!("expected {{\"scope\": …, \"pattern\": …}}: {e}"))
     })?;
     check_manager(&web, &visitor, &new.scope).await?;
+    mirrors::refuse_mirror(&web, &new.scope)?;
     let rule = web
         .storage
         .by(visitor.actor())
@@ -178,6 +179,7 @@ pub async fn add_form(
         .into());
     }
     check_manager(&web, &visitor, &form.scope).await?;
+    mirrors::refuse_mirror(&web, &form.scope)?;
     web.storage
         .by(visitor.actor())
         .add_immutable_rule(&form.scope, form.pattern.trim())

@@ -23,7 +23,7 @@ use crate::error::{ApiResult, PageResult, WebError};
 use crate::pages::{render, see_other};
 use crate::session::Visitor;
 use crate::tag_rules::check_manager;
-use crate::Web;
+use crate::{mirrors, Web};
 
 /// An untagged manifest as the API and the page show it.
 #[derive(Debug, Serialize)]
@@ -122,6 +122,8 @@ async fn delete_one(
     repo: &str,
     digest: &Digest,
 ) -> Result<UntaggedManifest, WebError> {
+    // A pull-through cache's repositories are its upstream's: never changed here.
+    mirrors::refuse_mirror(web, repo)?;
     let text = digest.to_string();
     let listed = web.storage.untagged_manifests(repo).await?;
     let Some(found) = listed.into_iter().find(|m| m.digest == text) else {

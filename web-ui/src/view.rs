@@ -85,8 +85,28 @@ pub struct TagDetail {
     pub tag: String,
     pub digest: String,
     pub media_type: String,
+    /// Every platform the tag has (`os/arch[/variant]`, in the index's order; at most
+    /// [`MAX_PLATFORMS_LISTED`]), described or not.
+    pub platforms: Vec<String>,
+    /// The platforms described in full (see [`Described`]).
     pub images: Vec<ImageDetail>,
 }
+
+/// Which platforms of a multi-platform tag [`tag_detail`] describes in full. Each is a
+/// manifest and a configuration of up to 4 MiB to read, and an index may list
+/// thousands: a request describes a bounded number, whoever pushed the index.
+#[derive(Debug, Clone, Copy)]
+pub enum Described<'a> {
+    /// The one named (`os/arch[/variant]`), else the first: a page shows one.
+    One(Option<&'a str>),
+    /// The first [`MAX_DESCRIBED`].
+    First,
+}
+
+/// Platforms the JSON API describes in full at most.
+pub const MAX_DESCRIBED: usize = 32;
+/// Platforms named in a tag's detail at most.
+pub const MAX_PLATFORMS_LISTED: usize = 256;
 
 /// One platform's image: what `docker image inspect` and `docker history` show.
 #[derive(Debug, Serialize)]
@@ -268,8 +288,14 @@ pub async fn tag_views(
     Ok((views, found.total))
 }
 
-/// Everything about one tag: each platform's layers, history and configuration.
-pub async fn tag_detail(web: &Web, repo: &str, tag: &str) -> Result<TagDetail, WebError> {
+/// One tag: its platforms, and the layers, history and configuration of those
+/// `described`.
+pub async fn tag_detail(
+    web: &Web,
+    repo: &str,
+    tag: &str,
+    described: Described<'_>,
+) -> Result<TagDetail, WebError> {
     let manifest = web
         .storage
         .manifest(repo, &Reference::parse(tag)?)
@@ -278,50 +304,76 @@ pub async fn tag_detail(web: &Web, repo: &str, tag: &str) -> Result<TagDetail, W
             StorageError::ManifestUnknown(_) => WebError::NotFound(format!("tag {tag}")),
             other => other.into(),
         })?;
-    let mut images = Vec::new();
-    if is_index(&manifest.media_type) {
-        let index: ImageIndex = serde_json::from_slice(&manifest.content)
-            .map_err(|e| WebError::BadRequest(format!("unreadable index: {e}")))?;
-        for entry in index.manifests() {
-            let named = entry.platform().as_ref().map(|p| {
-                platform(
-                    Some(&p.os().to_string()),
-                    Some(&p.architecture().to_string()),
-                    p.variant().as_deref(),
-                )
-            });
-            // Build attestations are listed as `unknown/unknown`: not a platform.
-            if named.as_deref() == Some("unknown/unknown") {
-                continue;
-            }
-            let digest: Digest = entry.digest().to_string().parse()?;
-            let child = web
-                .storage
-                .manifest(repo, &Reference::Digest(digest))
-                .await?;
-            images.push(
-                image_detail(web, repo, &child.digest.to_string(), &child.content, named).await?,
-            );
-        }
-    } else {
-        images.push(
-            image_detail(
-                web,
-                repo,
-                &manifest.digest.to_string(),
-                &manifest.content,
-                None,
-            )
-            .await?,
-        );
-    }
-    Ok(TagDetail {
+    let mut detail = TagDetail {
         repository: repo.to_owned(),
         tag: tag.to_owned(),
         digest: manifest.digest.to_string(),
         media_type: manifest.media_type.clone(),
-        images,
-    })
+        platforms: Vec::new(),
+        images: Vec::new(),
+    };
+    if !is_index(&manifest.media_type) {
+        let image = image_detail(
+            web,
+            repo,
+            &manifest.digest.to_string(),
+            &manifest.content,
+            None,
+        )
+        .await?;
+        detail.platforms.push(image.platform.clone());
+        detail.images.push(image);
+        return Ok(detail);
+    }
+    let index: ImageIndex = serde_json::from_slice(&manifest.content)
+        .map_err(|e| WebError::BadRequest(format!("unreadable index: {e}")))?;
+    let mut entries = Vec::new();
+    for entry in index.manifests() {
+        let named = entry.platform().as_ref().map(|p| {
+            platform(
+                Some(&p.os().to_string()),
+                Some(&p.architecture().to_string()),
+                p.variant().as_deref(),
+            )
+        });
+        // Build attestations are listed as `unknown/unknown`: not a platform.
+        if named.as_deref() == Some("unknown/unknown") {
+            continue;
+        }
+        entries.push((named, entry.digest().to_string()));
+    }
+    detail.platforms = entries
+        .iter()
+        .take(MAX_PLATFORMS_LISTED)
+        .map(|(named, _)| named.clone().unwrap_or_else(|| "unknown".into()))
+        .collect();
+    let chosen: Vec<&(Option<String>, String)> = match described {
+        Described::First => entries.iter().take(MAX_DESCRIBED).collect(),
+        Described::One(wanted) => entries
+            .iter()
+            .find(|(named, _)| wanted.is_some() && named.as_deref() == wanted)
+            .or(entries.first())
+            .into_iter()
+            .collect(),
+    };
+    for (named, digest) in chosen {
+        let digest: Digest = digest.parse()?;
+        let child = web
+            .storage
+            .manifest(repo, &Reference::Digest(digest))
+            .await?;
+        detail.images.push(
+            image_detail(
+                web,
+                repo,
+                &child.digest.to_string(),
+                &child.content,
+                named.clone(),
+            )
+            .await?,
+        );
+    }
+    Ok(detail)
 }
 
 async fn image_detail(

@@ -99,9 +99,7 @@ impl Builder<'_> {
         let own = match made {
             Made::Nothing => None,
             Made::Documents(docs) => {
-                let dir = tempfile::Builder::new()
-                    .prefix("berth-heredocs-")
-                    .tempdir()?;
+                let dir = crate::private::tempdir("berth-heredocs-")?;
                 for (name, content) in &docs {
                     std::fs::write(dir.path().join(name), content)?;
                 }
@@ -171,7 +169,7 @@ impl Builder<'_> {
                 found.len()
             );
         };
-        let dir = tempfile::Builder::new().prefix("berth-bind-").tempdir()?;
+        let dir = crate::private::tempdir("berth-bind-")?;
         let root = Root::open(dir.path())?;
         let to = Dest {
             root: &root,
@@ -292,10 +290,12 @@ impl Source<'_> {
         }
     }
 
-    /// Opens the file `rel` for reading.
+    /// Opens the file `rel` for reading, a symbolic link resolved inside the context
+    /// or stage as if it were `/` (a link in the context never reaches a host file,
+    /// whatever matched it: a glob's matches are not checked otherwise).
     fn open(&self, rel: &Path) -> anyhow::Result<std::fs::File> {
         match self {
-            Source::Context(dir) => Ok(std::fs::File::open(dir.join(rel))?),
+            Source::Context(dir) => Ok(Root::open(dir)?.open_read(rel, true)?),
             Source::Stage(root) => Ok(root.open_read(rel, false)?),
         }
     }
@@ -389,4 +389,31 @@ fn is_archive(mut file: std::fs::File) -> anyhow::Result<bool> {
         return Ok(gz.read_exact(&mut block).is_ok() && &block[257..262] == b"ustar");
     }
     Ok(head.len() == 512 && &head[257..262] == b"ustar")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link in the build context (as a glob like `ADD *.tar /` may match) is read
+    /// inside the context, never from the host file it names.
+    #[test]
+    fn context_links_do_not_reach_host_files() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("secret.tar"), b"host bytes").unwrap();
+        let context = tempfile::tempdir().unwrap();
+        let outside = host.path().join("secret.tar");
+        std::os::unix::fs::symlink(&outside, context.path().join("x.tar")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../../..", context.path().join("up")).unwrap();
+        std::fs::write(context.path().join("inside.tar"), b"context bytes").unwrap();
+        std::os::unix::fs::symlink("inside.tar", context.path().join("y.tar")).unwrap();
+        let source = Source::Context(context.path());
+        assert!(source.open(Path::new("x.tar")).is_err());
+        let escaped = Path::new("up").join(outside.strip_prefix("/").unwrap());
+        assert!(source.open(&escaped).is_err());
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut source.open(Path::new("y.tar")).unwrap(), &mut read)
+            .unwrap();
+        assert_eq!(read, "context bytes");
+    }
 }

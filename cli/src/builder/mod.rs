@@ -36,6 +36,7 @@ use berth_oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP};
 use crate::image::{self, short_id};
 use crate::inroot::Root;
 use crate::manifest::{self, digest_of};
+use crate::private::PrivateRoot;
 use crate::reference::Reference;
 use crate::store::Store;
 use cache::{chain_hash, StepCache};
@@ -141,7 +142,7 @@ pub(crate) async fn build(
 struct Finished {
     name: Option<String>,
     state: State,
-    root: Option<tempfile::TempDir>,
+    root: Option<PrivateRoot>,
 }
 
 struct Builder<'a> {
@@ -171,7 +172,7 @@ impl Builder<'_> {
         stage: &Stage,
         bases: &impl Bases,
         meta_args: &BTreeMap<String, String>,
-    ) -> anyhow::Result<(State, Option<tempfile::TempDir>)> {
+    ) -> anyhow::Result<(State, Option<PrivateRoot>)> {
         self.step_number += 1;
         self.say(format!(
             "Step {}/{} : FROM {}",
@@ -181,7 +182,7 @@ impl Builder<'_> {
         ));
         let (mut state, from_id) = self.from(stage, bases, meta_args).await?;
         self.say(format!(" ---> {}", from_id.as_deref().map_or("", short_id)));
-        let mut root: Option<tempfile::TempDir> = None;
+        let mut root: Option<PrivateRoot> = None;
         let mut args: BTreeMap<String, String> = BTreeMap::new();
         let mut cmd_set_here = false;
         for inst in &stage.steps {
@@ -388,9 +389,10 @@ impl Builder<'_> {
         vars
     }
 
-    /// A temporary directory with `layers` unpacked in order.
-    fn unpack(&self, layers: &[Descriptor]) -> anyhow::Result<tempfile::TempDir> {
-        let dir = tempfile::Builder::new().prefix("berth-build-").tempdir()?;
+    /// A temporary root file system (other users kept out) with `layers` unpacked in
+    /// order.
+    fn unpack(&self, layers: &[Descriptor]) -> anyhow::Result<PrivateRoot> {
+        let dir = PrivateRoot::new("berth-build-")?;
         let root = Root::open(dir.path())?;
         for layer in layers {
             let digest = digest_of(layer);

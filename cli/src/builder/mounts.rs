@@ -321,7 +321,7 @@ impl Lender<'_> {
                     }
                     // A file for the run, owned and moded as asked, in a directory
                     // only root may enter: no other host user reaches it meanwhile.
-                    let dir = tempfile::Builder::new().prefix("berth-secret-").tempdir()?;
+                    let dir = crate::private::tempdir("berth-secret-")?;
                     let file = dir.path().join("secret");
                     std::fs::write(&file, value)?;
                     std::fs::set_permissions(

@@ -78,7 +78,7 @@ impl Remote {
 /// Fetches `remotes` into a new directory; returns it and a line per URL with its
 /// content's digest (for the step's key).
 pub(super) async fn fetch(remotes: &[Remote]) -> anyhow::Result<(tempfile::TempDir, String)> {
-    let dir = tempfile::Builder::new().prefix("berth-add-").tempdir()?;
+    let dir = crate::private::tempdir("berth-add-")?;
     let http = reqwest::Client::builder()
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))

@@ -145,10 +145,22 @@ pub(super) async fn fetch(
             let bar = progress_bar(bars, &digest, size, !layer);
             let mut writer = ctx.store.blob_writer()?;
             let mut body = res.bytes_stream();
+            // The manifest gives the size: a registry that sends more (or endlessly)
+            // is cut off there, not written until the disk is full.
+            let mut received: u64 = 0;
             while let Some(chunk) = body.try_next().await? {
+                received += chunk.len() as u64;
+                anyhow::ensure!(
+                    received <= size,
+                    "blob {digest} of {r}: the registry sent more than its {size} bytes"
+                );
                 std::io::Write::write_all(&mut writer, &chunk)?;
                 bar.inc(chunk.len() as u64);
             }
+            anyhow::ensure!(
+                received == size,
+                "blob {digest} of {r}: the registry sent {received} of its {size} bytes"
+            );
             bar.finish_and_clear();
             writer.finish(Some(&digest))?;
             if layer {

@@ -359,18 +359,15 @@ fn login_error(e: AuthError) -> ApiError {
         AuthError::BadCredentials => {
             ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
         }
-        // Sign-up refusals: the reason is the client's to fix.
-        AuthError::UsernameInvalid(_) | AuthError::PasswordTooShort => {
-            ApiError::bad_request("DENIED", e.to_string())
-        }
-        // A taken name, whoever or whatever holds it, is said alike (as the web form
-        // does): which it is would tell of private repositories and removed users.
-        AuthError::UserExists(name)
-        | AuthError::NameTaken { name, .. }
-        | AuthError::NameReserved(name)
-        | AuthError::NameInUse(name) => {
-            ApiError::bad_request("DENIED", format!("the name {name} is not available"))
-        }
+        // Sign-up refusals: the reason is the client's to fix. (Users and
+        // organizations are public, and a name only repositories hold is "not
+        // available"; probing is bounded by the sign-up limit, counted first.)
+        AuthError::UsernameInvalid(_)
+        | AuthError::PasswordTooShort
+        | AuthError::UserExists(_)
+        | AuthError::NameTaken { .. }
+        | AuthError::NameReserved(_)
+        | AuthError::NameInUse(_) => ApiError::bad_request("DENIED", e.to_string()),
         other => {
             tracing::error!(error = %other, "token endpoint failure");
             ApiError::new(

@@ -106,8 +106,9 @@ impl Storage {
                 .count(&*txn)
                 .await?;
             if count >= MAX_PER_NAMESPACE {
-                return Err(StorageError::WebhookLimit {
+                return Err(StorageError::Limit {
                     holder: value.clone(),
+                    what: "webhooks",
                     limit: MAX_PER_NAMESPACE,
                 });
             }

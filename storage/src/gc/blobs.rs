@@ -42,7 +42,13 @@ pub(super) async fn collect(storage: &Storage, lease: &Lease, report: &mut GcRep
             continue;
         }
         let digests: Vec<String> = candidates.into_iter().map(|c| c.digest).collect();
-        delete_page(storage, digests, cutoff, report).await?;
+        let page = super::retry_deadlocks(|| async {
+            let mut page = GcReport::default();
+            delete_page(storage, digests.clone(), cutoff, &mut page).await?;
+            Ok(page)
+        })
+        .await?;
+        report.add_page(&page);
     }
 }
 

@@ -64,7 +64,13 @@ pub(super) async fn collect(
             report.manifests += dry_referrers(storage, &ids, taken).await?;
             continue;
         }
-        delete_page(storage, &rule, ids, report).await?;
+        let page = super::retry_deadlocks(|| async {
+            let mut page = GcReport::default();
+            delete_page(storage, &rule, ids.clone(), &mut page).await?;
+            Ok(page)
+        })
+        .await?;
+        report.add_page(&page);
     }
 }
 

@@ -109,7 +109,39 @@ pub struct GcReport {
     pub duration: Duration,
 }
 
+/// Tries of a page PostgreSQL rolled back to break a deadlock with a racing push.
+const DEADLOCK_TRIES: u32 = 3;
+
+/// Runs `page` (one deleting transaction and what follows its commit) until it is not a
+/// deadlock's victim, [`DEADLOCK_TRIES`] times at most: rolled back whole, it is safe
+/// to run again, and a pass should not fail for what a retry resolves.
+async fn retry_deadlocks<T, F, Fut>(mut page: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match page().await {
+            Err(e) if e.is_deadlock() && tries < DEADLOCK_TRIES => {
+                tracing::debug!(error = %e, "a garbage collection page was a deadlock's victim; running it again");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+                tries += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
 impl GcReport {
+    /// Adds what one page of deletions did.
+    fn add_page(&mut self, page: &GcReport) {
+        self.blobs += page.blobs;
+        self.blob_bytes += page.blob_bytes;
+        self.manifests += page.manifests;
+        self.skipped += page.skipped;
+    }
+
     pub fn freed_bytes(&self) -> u64 {
         self.blob_bytes + self.orphan_bytes
     }
