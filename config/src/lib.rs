@@ -208,7 +208,8 @@ pub enum SizeSetting {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_manifest_bytes: u64,
-    /// Chunks (`PATCH`es) one upload takes at most.
+    /// Pieces one upload takes at most: each `PATCH` is one, or on local disk several
+    /// objects of up to 64 MiB for a large one.
     pub max_upload_chunks: u64,
 }
 

@@ -19,8 +19,9 @@
 //! starts only if the local disk keeps its reserve after every running fetch (of any
 //! proxy) is done, this one included. Its spool file is allocated whole at the start,
 //! so free space counts it from then on, and the copy into blob storage that follows
-//! (where blobs are on local disk) is claimed until the fetch ends (`DiskClaims`). Memory: every queue is a few pieces long,
-//! and the pieces in them are shared (reference-counted), not copied per client.
+//! (where blobs are on local disk) is claimed until the fetch ends (`DiskClaims`).
+//! Memory: every queue is a few pieces long, and the pieces in them are shared
+//! (reference-counted), not copied per client.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

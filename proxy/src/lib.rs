@@ -448,14 +448,18 @@ impl Proxy {
     }
 
     /// The upstream's tags of `remote` (its JSON `tags`, at most `n` after `last`),
-    /// and whether it has more; the cached ones when it cannot answer.
+    /// and whether it has more; the cached ones when it cannot answer. `page`: the
+    /// most one answer lists (`n` is capped to it; the upstream's own answer is read
+    /// within its byte limit).
     pub async fn tags(
         &self,
         local: &str,
         remote: &str,
         n: Option<u64>,
+        page: u64,
         last: Option<&str>,
     ) -> Result<Page> {
+        let n = n.map(|n| n.min(page));
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         if let Some(n) = n {
             query.append_pair("n", &n.to_string());
@@ -486,7 +490,7 @@ impl Proxy {
                 self.metrics.upstream_error(&e);
                 self.metrics.stale();
                 self.storage
-                    .tags(local, n.unwrap_or(u64::MAX), last)
+                    .tags(local, n.unwrap_or(page), last)
                     .await
                     .map_err(|_| e)
             }

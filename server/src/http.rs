@@ -69,10 +69,14 @@ impl Pagination {
     /// A 200 response with `body`, and a `Link` to the next page when there is one.
     pub fn respond(&self, path: &str, page: &Page, body: serde_json::Value) -> HttpResponse {
         let mut res = HttpResponse::Ok();
-        let n = self.limit();
         if let (true, Some(last)) = (page.more, page.items.last()) {
-            // Names and tags are URL-safe by their grammar: no escaping needed.
-            res.insert_header(("Link", format!("<{path}?n={n}&last={last}>; rel=\"next\"")));
+            // Names and tags are URL-safe by their grammar: no escaping needed. The
+            // page size only as the client asked (a proxied list passes it upstream).
+            let link = match self.n {
+                Some(_) => format!("<{path}?n={}&last={last}>; rel=\"next\"", self.limit()),
+                None => format!("<{path}?last={last}>; rel=\"next\""),
+            };
+            res.insert_header(("Link", link));
         }
         res.json(body)
     }
@@ -190,6 +194,11 @@ mod tests {
             more: true,
         };
         let res = asked(None).respond("/v2/x/tags/list", &page, serde_json::json!({}));
+        assert_eq!(
+            res.headers().get("link").unwrap(),
+            "</v2/x/tags/list?last=b>; rel=\"next\""
+        );
+        let res = asked(Some(u64::MAX)).respond("/v2/x/tags/list", &page, serde_json::json!({}));
         assert_eq!(
             res.headers().get("link").unwrap(),
             format!("</v2/x/tags/list?n={MAX_PAGE}&last=b>; rel=\"next\"").as_str()

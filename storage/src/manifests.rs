@@ -57,14 +57,16 @@ struct ReferrerRow {
     digest: String,
     size: i64,
     artifact_type: Option<String>,
-    /// How long its annotations are (read only within [`REFERRER_ANNOTATION_BYTES`]).
+    /// How long its annotations are, in characters (read only within
+    /// [`REFERRER_ANNOTATION_BYTES`]).
     annotations_len: Option<i64>,
 }
 
 /// Referrers listed for one subject at most (the oldest): anyone may push manifests
 /// naming any subject, and the list is one answer.
 pub const MAX_REFERRERS: u64 = 10_000;
-/// Annotations carried in one referrers list at most, in bytes: each referrer's may be
+/// Annotations carried in one referrers list at most, counted in characters (as
+/// `length()` counts on both databases; at most 4 bytes each): each referrer's may be
 /// up to a manifest's size. Referrers past it are listed without theirs.
 pub const REFERRER_ANNOTATION_BYTES: i64 = 4 * 1024 * 1024;
 

@@ -302,7 +302,7 @@ pub async fn repository_or_tag(
             let described = view::Described::One(query.platform.as_deref());
             let detail = view::tag_detail(&web, &name, &tag, described).await?;
             let platforms = detail.platforms.clone();
-            let chosen = detail.images.first().map(|i| i.platform.clone());
+            let chosen = detail.chosen.clone();
             let by_digest = detail
                 .images
                 .first()
@@ -370,7 +370,8 @@ pub async fn namespace(
     let scope = format!("{name}/*");
     let can_manage = berth_storage::tag_rules::Scope::parse(&scope).is_ok()
         && visitor.may(&web, &scope, true, "delete").await?;
-    let lifecycle = match can_manage {
+    // Not a pull-through cache's namespace: its repositories are its upstream's.
+    let lifecycle = match can_manage && proxy.is_none() {
         true => lifecycle::shown(
             lifecycle::namespace_lifecycle(
                 &web,

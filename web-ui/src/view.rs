@@ -1,6 +1,8 @@
 //! What pages and the JSON API show, built once for both: a page renders these
 //! structures through a template, the API serializes them.
 
+use std::collections::HashMap;
+
 use berth_oci::media_types::{is_index, IMAGE_CONFIG_TYPES};
 use berth_storage::digest::Digest;
 use berth_storage::explore::{RepoDetail, RepoSummary, TagRow};
@@ -90,6 +92,27 @@ pub struct TagDetail {
     pub platforms: Vec<String>,
     /// The platforms described in full (see [`Described`]).
     pub images: Vec<ImageDetail>,
+    /// For [`Described::One`]: the name in `platforms` of the one described.
+    #[serde(skip)]
+    pub chosen: Option<String>,
+}
+
+/// Platform names as an index gives them (`unknown` where it gives none), each told
+/// apart from the same name before it (`windows/amd64`, `windows/amd64 (2)`): a page
+/// picks a platform by its name.
+fn distinct_names<'a>(names: impl Iterator<Item = Option<&'a str>>) -> Vec<String> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    names
+        .map(|name| {
+            let name = name.unwrap_or("unknown");
+            let n = seen.entry(name).or_default();
+            *n += 1;
+            match *n {
+                1 => name.to_owned(),
+                n => format!("{name} ({n})"),
+            }
+        })
+        .collect()
 }
 
 /// Which platforms of a multi-platform tag [`tag_detail`] describes in full. Each is a
@@ -311,6 +334,7 @@ pub async fn tag_detail(
         media_type: manifest.media_type.clone(),
         platforms: Vec::new(),
         images: Vec::new(),
+        chosen: None,
     };
     if !is_index(&manifest.media_type) {
         let image = image_detail(
@@ -322,6 +346,7 @@ pub async fn tag_detail(
         )
         .await?;
         detail.platforms.push(image.platform.clone());
+        detail.chosen = Some(image.platform.clone());
         detail.images.push(image);
         return Ok(detail);
     }
@@ -342,19 +367,17 @@ pub async fn tag_detail(
         }
         entries.push((named, entry.digest().to_string()));
     }
-    detail.platforms = entries
-        .iter()
-        .take(MAX_PLATFORMS_LISTED)
-        .map(|(named, _)| named.clone().unwrap_or_else(|| "unknown".into()))
-        .collect();
+    entries.truncate(MAX_PLATFORMS_LISTED);
+    detail.platforms = distinct_names(entries.iter().map(|(named, _)| named.as_deref()));
     let chosen: Vec<&(Option<String>, String)> = match described {
         Described::First => entries.iter().take(MAX_DESCRIBED).collect(),
-        Described::One(wanted) => entries
-            .iter()
-            .find(|(named, _)| wanted.is_some() && named.as_deref() == wanted)
-            .or(entries.first())
-            .into_iter()
-            .collect(),
+        Described::One(wanted) => {
+            let at = wanted
+                .and_then(|w| detail.platforms.iter().position(|p| p == w))
+                .unwrap_or(0);
+            detail.chosen = detail.platforms.get(at).cloned();
+            entries.get(at).into_iter().collect()
+        }
     };
     for (named, digest) in chosen {
         let digest: Digest = digest.parse()?;
@@ -474,5 +497,34 @@ fn config_view(config: &ImageConfiguration) -> ConfigView {
         exposed_ports: c.exposed_ports().clone().unwrap_or_default(),
         labels,
         created: config.created().clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_names_are_told_apart() {
+        let names = distinct_names(
+            [
+                Some("windows/amd64"),
+                None,
+                Some("windows/amd64"),
+                Some("linux/arm64"),
+                None,
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            names,
+            [
+                "windows/amd64",
+                "unknown",
+                "windows/amd64 (2)",
+                "linux/arm64",
+                "unknown (2)"
+            ]
+        );
     }
 }

@@ -68,7 +68,13 @@ pub async fn list_tags(
     let p = Pagination::from_request(req)?;
     let page = route
         .proxy
-        .tags(name, &route.remote, p.n, p.last.as_deref())
+        .tags(
+            name,
+            &route.remote,
+            p.n,
+            crate::http::MAX_PAGE,
+            p.last.as_deref(),
+        )
         .await?;
     let addressed = addressed_name(name, req);
     Ok(p.respond(
