@@ -33,6 +33,11 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240)
 }
 
+/// The IPv4 address two IPv6 segments carry (high, then low).
+fn v4_of(high: u16, low: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))
+}
+
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     // Addresses that carry an IPv4 address are judged by it.
     if let Some(v4) = ip.to_ipv4_mapped() {
@@ -41,12 +46,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
     // IPv4-translated ::ffff:0:a.b.c.d.
     if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
-        return is_public_v4(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
+        return is_public_v4(v4_of(s[6], s[7]));
     }
     // Local-use NAT64 64:ff9b:1::/48, and Teredo 2001::/32 (its IPv4 address is
     // obscured): never public targets.
@@ -55,21 +55,11 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     }
     if s[0] == 0x64 && s[1] == 0xff9b {
         // NAT64.
-        return is_public_v4(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
+        return is_public_v4(v4_of(s[6], s[7]));
     }
     if s[0] == 0x2002 {
         // 6to4.
-        return is_public_v4(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        ));
+        return is_public_v4(v4_of(s[1], s[2]));
     }
     !(ip.is_unspecified()
         || ip.is_loopback()

@@ -23,6 +23,12 @@ pub fn address_key(peer: Option<IpAddr>) -> String {
     format!("ip:{}", client_of(peer))
 }
 
+/// The key of the budget for new names (sign-ups, a user's own organizations) a client
+/// address has.
+pub fn new_names_key(peer: Option<IpAddr>) -> String {
+    format!("signup:{}", client_of(peer))
+}
+
 /// The client an address stands for, as limits count it: an IPv4 address itself (an
 /// IPv4-mapped IPv6 address is the same client), an IPv6 address by its /64 (one
 /// subscriber's network, RFC 6177: counting each address of it apart would give every

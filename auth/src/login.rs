@@ -133,7 +133,7 @@ impl Logins {
         peer: Option<IpAddr>,
     ) -> Result<(), AuthError> {
         self.limiter
-            .attempt(db, &[format!("signup:{}", limiter::client_of(peer))])
+            .attempt(db, &[limiter::new_names_key(peer)])
             .await
     }
 
@@ -148,10 +148,7 @@ impl Logins {
         creator: &str,
         peer: Option<IpAddr>,
     ) -> Result<(), AuthError> {
-        let keys = [
-            format!("org:{creator}"),
-            format!("signup:{}", limiter::client_of(peer)),
-        ];
+        let keys = [format!("org:{creator}"), limiter::new_names_key(peer)];
         self.limiter.attempt(db, &keys).await
     }
 

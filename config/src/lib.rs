@@ -479,6 +479,18 @@ pub fn parse_duration(key: &'static str, value: &str) -> Result<Option<Duration>
     }
 }
 
+/// A count or size setting: `value`, else `default`; 0 is refused (`key` names it).
+fn positive(key: &'static str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid {
+            key,
+            value: "0".into(),
+            reason: "must be positive".into(),
+        }),
+        n => Ok(n),
+    }
+}
+
 fn parse_u64(key: &'static str, value: &str) -> Result<u64, ConfigError> {
     value
         .trim()
@@ -534,17 +546,11 @@ impl Config {
                     reason: format!("{e} (expected ADDR:PORT, e.g. 0.0.0.0:5000)"),
                 })?;
         let storage = storage_config(merged.storage.clone())?;
-        let upload_expiry_secs = merged
-            .storage
-            .upload_expiry_secs
-            .unwrap_or(DEFAULT_UPLOAD_EXPIRY_SECS);
-        if upload_expiry_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "storage.upload_expiry_secs",
-                value: "0".into(),
-                reason: "must be positive".into(),
-            });
-        }
+        let upload_expiry_secs = positive(
+            "storage.upload_expiry_secs",
+            merged.storage.upload_expiry_secs,
+            DEFAULT_UPLOAD_EXPIRY_SECS,
+        )?;
         let min_free = match merged.storage.min_free.clone() {
             None => DEFAULT_MIN_FREE,
             Some(SizeSetting::Bytes(n)) => MinFree::Bytes(n),
@@ -567,28 +573,16 @@ impl Config {
                 })
             }
         };
-        let max_manifest_bytes = merged
-            .limits
-            .max_manifest_bytes
-            .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES);
-        if max_manifest_bytes == 0 {
-            return Err(ConfigError::Invalid {
-                key: "limits.max_manifest_bytes",
-                value: "0".into(),
-                reason: "must be positive".into(),
-            });
-        }
-        let max_upload_chunks = merged
-            .limits
-            .max_upload_chunks
-            .unwrap_or(DEFAULT_MAX_UPLOAD_CHUNKS);
-        if max_upload_chunks == 0 {
-            return Err(ConfigError::Invalid {
-                key: "limits.max_upload_chunks",
-                value: "0".into(),
-                reason: "must be positive".into(),
-            });
-        }
+        let max_manifest_bytes = positive(
+            "limits.max_manifest_bytes",
+            merged.limits.max_manifest_bytes,
+            DEFAULT_MAX_MANIFEST_BYTES,
+        )?;
+        let max_upload_chunks = positive(
+            "limits.max_upload_chunks",
+            merged.limits.max_upload_chunks,
+            DEFAULT_MAX_UPLOAD_CHUNKS,
+        )?;
         let private_by_default = match merged.auth.default_visibility.as_deref() {
             None | Some("public") => false,
             Some("private") => true,

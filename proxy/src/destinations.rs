@@ -21,26 +21,25 @@ pub(crate) struct Destinations {
 
 impl Destinations {
     pub fn new(upstream: &url::Url) -> Arc<Destinations> {
-        let literal = match upstream.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
         Arc::new(Destinations {
             upstream_host: upstream.host_str().unwrap_or_default().to_owned(),
-            internal: AtomicBool::new(literal.is_some_and(|ip| !is_public(ip))),
+            internal: AtomicBool::new(address_in(upstream).is_some_and(|ip| !is_public(ip))),
         })
     }
 
     /// Whether a redirect to `url` may be followed, as far as an address in it says
     /// (a name is checked when it is resolved, by [`Resolver`]).
     pub fn allows(&self, url: &url::Url) -> bool {
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-            _ => return true,
-        };
-        is_public(ip) || self.internal.load(Ordering::Relaxed)
+        address_in(url).is_none_or(|ip| is_public(ip) || self.internal.load(Ordering::Relaxed))
+    }
+}
+
+/// The address `url` names as its host, if it names one rather than a name.
+fn address_in(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
     }
 }
 
@@ -56,14 +55,11 @@ impl reqwest::dns::Resolve for Resolver {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addresses = berth_addresses::resolve(&host).await?;
-            if host.eq_ignore_ascii_case(&destinations.upstream_host) {
-                if addresses.iter().any(|a| !is_public(a.ip())) {
-                    destinations.internal.store(true, Ordering::Relaxed);
-                }
-                let all: reqwest::dns::Addrs = Box::new(addresses.into_iter());
-                return Ok(all);
+            let upstream = host.eq_ignore_ascii_case(&destinations.upstream_host);
+            if upstream && addresses.iter().any(|a| !is_public(a.ip())) {
+                destinations.internal.store(true, Ordering::Relaxed);
             }
-            if destinations.internal.load(Ordering::Relaxed) {
+            if upstream || destinations.internal.load(Ordering::Relaxed) {
                 let all: reqwest::dns::Addrs = Box::new(addresses.into_iter());
                 return Ok(all);
             }

@@ -341,13 +341,18 @@ impl Proxy {
     /// upstream. Only a blob a manifest cached in `local` lists is fetched (clients
     /// ask for the manifest first), and only at the size it lists.
     pub async fn blob(&self, local: &str, remote: &str, digest: &Digest) -> Result<Blob> {
-        if let Some(blob) = self.cached_blob(local, digest, Listed::IfCached).await? {
+        // As `cached_blob`, with the listing read once for the link and the fetch.
+        if let Some(blob) = self.own_blob(local, digest).await? {
             self.metrics.hit();
             return Ok(Blob::Cached(blob));
         }
         let Some(size) = self.storage.listed_blob_size(local, digest).await? else {
             return Err(StorageError::BlobUnknown(digest.clone()).into());
         };
+        if let Some(blob) = self.linked_blob(local, digest).await? {
+            self.metrics.hit();
+            return Ok(Blob::Cached(blob));
+        }
         let source = Source {
             upstream: self.upstream.clone(),
             storage: self.storage.clone(),
@@ -393,10 +398,8 @@ impl Proxy {
         digest: &Digest,
         listed: Listed,
     ) -> Result<Option<BlobInfo>> {
-        match self.storage.blob(local, digest).await {
-            Ok(blob) => return Ok(Some(blob)),
-            Err(StorageError::BlobUnknown(_) | StorageError::NameUnknown(_)) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(blob) = self.own_blob(local, digest).await? {
+            return Ok(Some(blob));
         }
         if listed == Listed::IfCached
             && self
@@ -407,6 +410,21 @@ impl Proxy {
         {
             return Ok(None);
         }
+        self.linked_blob(local, digest).await
+    }
+
+    /// The blob as `local` holds it already.
+    async fn own_blob(&self, local: &str, digest: &Digest) -> Result<Option<BlobInfo>> {
+        match self.storage.blob(local, digest).await {
+            Ok(blob) => Ok(Some(blob)),
+            Err(StorageError::BlobUnknown(_) | StorageError::NameUnknown(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The blob linked into `local` from another repository of this proxy that holds
+    /// it (the caller knows a manifest of `local` lists it).
+    async fn linked_blob(&self, local: &str, digest: &Digest) -> Result<Option<BlobInfo>> {
         let Some(holder) = self
             .storage
             .repository_with_blob(&self.config.prefix, digest)

@@ -58,7 +58,7 @@ struct ReferrerRow {
     size: i64,
     artifact_type: Option<String>,
     /// How long its annotations are, in characters (read only within
-    /// [`REFERRER_ANNOTATION_BYTES`]).
+    /// [`REFERRER_ANNOTATION_CHARS`]).
     annotations_len: Option<i64>,
 }
 
@@ -68,7 +68,7 @@ pub const MAX_REFERRERS: u64 = 10_000;
 /// Annotations carried in one referrers list at most, counted in characters (as
 /// `length()` counts on both databases; at most 4 bytes each): each referrer's may be
 /// up to a manifest's size. Referrers past it are listed without theirs.
-pub const REFERRER_ANNOTATION_BYTES: i64 = 4 * 1024 * 1024;
+pub const REFERRER_ANNOTATION_CHARS: i64 = 4 * 1024 * 1024;
 
 impl Storage {
     /// Stores a manifest after checking it parses and that everything it references is
@@ -324,7 +324,7 @@ impl Storage {
 
     /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type:
     /// the oldest [`MAX_REFERRERS`], with their annotations as far as
-    /// [`REFERRER_ANNOTATION_BYTES`] reach.
+    /// [`REFERRER_ANNOTATION_CHARS`] reach.
     pub async fn referrers(
         &self,
         repo: &str,
@@ -363,7 +363,7 @@ impl Storage {
             .all(&self.db)
             .await?;
         // The annotations of those that fit, read in one query.
-        let mut budget = REFERRER_ANNOTATION_BYTES;
+        let mut budget = REFERRER_ANNOTATION_CHARS;
         let carried: Vec<i64> = rows
             .iter()
             .filter(|row| {

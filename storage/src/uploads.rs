@@ -33,12 +33,11 @@ use crate::names::validate_name;
 use crate::objects::{Durability, Segment};
 use crate::quotas::Adding;
 use crate::upload_row::{self, EndingUpload};
+use crate::Storage;
 
 /// How far ahead of this replica's clock another replica's may run: an upload id it
 /// made is dated by its clock.
 const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
-
-use crate::Storage;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UploadState {

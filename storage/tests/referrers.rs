@@ -4,7 +4,7 @@
 
 use berth_config::Config;
 use berth_oci::media_types::OCI_INDEX;
-use berth_storage::manifests::{Reference, REFERRER_ANNOTATION_BYTES};
+use berth_storage::manifests::{Reference, REFERRER_ANNOTATION_CHARS};
 use berth_storage::{Algorithm, Digest, Storage};
 
 /// An empty index naming `subject`, with one annotation of `bytes` bytes.
@@ -25,7 +25,7 @@ async fn check(database_url: Option<String>) {
     let s = Storage::open(&config).await.unwrap();
     let subject = Digest::of(Algorithm::Sha256, b"any subject, pushed or not");
     // Three of 40% of the budget each, then a small one.
-    let big = (REFERRER_ANNOTATION_BYTES as usize) * 2 / 5;
+    let big = (REFERRER_ANNOTATION_CHARS as usize) * 2 / 5;
     for (n, bytes) in [(0, big), (1, big), (2, big), (3, 10)] {
         let body = referrer(&subject, n, bytes);
         let d = Digest::of(Algorithm::Sha256, &body);
